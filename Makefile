@@ -1,0 +1,37 @@
+# medgate: `make demo` runs the gateway end to end; `make test` runs the whole suite.
+# Both install first (Debian packages, .venv with the CPU torch build) when needed.
+
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: install demo test test-long lint models bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml scripts/install.sh
+	bash scripts/install.sh
+
+demo: install
+	$(BIN)/medgate demo
+
+test: install
+	$(BIN)/ruff check src tests bench
+	$(BIN)/python -m pytest
+
+test-long: install
+	$(BIN)/python -m pytest --long
+
+lint: install
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+models: install
+	$(BIN)/python -m medgate.training.make_models
+
+bench: install
+	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/serving.py
+	$(BIN)/python bench/cds.py
+
+clean:
+	rm -rf $(VENV) var demo-output .pytest_cache .ruff_cache

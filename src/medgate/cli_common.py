@@ -1,0 +1,43 @@
+"""Pieces every ``medgate`` sub-command shares: the ``--config`` option and friendly errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+
+from medgate.config import ConfigError, Settings, load_settings
+from medgate.logs import configure_logging, set_hash_key
+
+console = Console(stderr=True)
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="TOML config file (default: $MEDGATE_CONFIG, else built-in defaults). "
+        "Environment variables MEDGATE_<SECTION>__<KEY> override it.",
+        envvar="MEDGATE_CONFIG",
+        show_envvar=False,
+    ),
+]
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """Print one red line and exit: users get a reason, not a traceback."""
+    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def settings_or_exit(config: Path | None) -> Settings:
+    """Load the config, set the PHI hash key and logging, or exit with a one-line error."""
+    try:
+        settings = load_settings(config)
+    except ConfigError as exc:
+        fail(str(exc))
+    set_hash_key(settings.audit.hash_key)
+    configure_logging()
+    return settings

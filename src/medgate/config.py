@@ -1,0 +1,263 @@
+"""One typed configuration for every part of medgate.
+
+Values come, lowest priority first, from the defaults below, a TOML file (``--config FILE`` or
+``MEDGATE_CONFIG``) and environment variables ``MEDGATE_<SECTION>__<KEY>`` (for example
+``MEDGATE_DICOM__PORT=104``). The key names are a contract that deployment scripts rely on:
+add keys freely, never rename them.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+ENV_PREFIX = "MEDGATE_"
+CONFIG_ENV = "MEDGATE_CONFIG"
+
+
+class ConfigError(ValueError):
+    """A configuration file or environment value that cannot be used; the message is one line."""
+
+
+class DicomConfig(BaseModel):
+    """The DICOM listener (C-ECHO / C-STORE SCP) and how medgate calls itself when it moves."""
+
+    ae_title: str = Field("MEDGATE", min_length=1, max_length=16)
+    host: str = "0.0.0.0"
+    port: int = Field(11112, ge=0, le=65535)
+    allowed_calling_aes: list[str] = Field(default_factory=list)
+    study_idle_seconds: float = Field(10.0, ge=0)
+    max_associations: int = Field(10, ge=1, le=1000)
+    overwrite_duplicates: bool = False
+    acse_timeout: float = Field(30.0, gt=0)
+    network_timeout: float = Field(60.0, gt=0)
+    poll_seconds: float = Field(0.0, ge=0, description="0 disables the PACS poll mode")
+    poll_modalities: list[str] = Field(default_factory=list)
+    retrieve_method: Literal["move", "get"] = "move"
+
+    @field_validator("ae_title")
+    @classmethod
+    def _ae_title_chars(cls, value: str) -> str:
+        if not value.strip() or "\\" in value or any(ord(c) < 32 or ord(c) > 126 for c in value):
+            raise ValueError("an AE title is 1-16 printable ASCII characters without backslash")
+        return value.strip()
+
+
+class PacsConfig(BaseModel):
+    """The regional PACS medgate pulls studies from and writes its results to."""
+
+    ae_title: str = Field("ORTHANC", min_length=1, max_length=16)
+    host: str = "127.0.0.1"
+    port: int = Field(4242, ge=1, le=65535)
+    send_max_attempts: int = Field(5, ge=1)
+    send_backoff_seconds: float = Field(1.0, gt=0)
+    send_backoff_max_seconds: float = Field(60.0, gt=0)
+
+
+class StorageConfig(BaseModel):
+    """Where received instances, results and the index live."""
+
+    path: Path = Path("var/medgate")
+    min_free_mb: int = Field(500, ge=0)
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL; default: a SQLite file under storage.path"
+    )
+
+    def resolved_database_url(self) -> str:
+        """The database URL in force: the configured one or ``sqlite:///<path>/index.sqlite``."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.path / 'index.sqlite').resolve()}"
+
+
+class ApiConfig(BaseModel):
+    """The HTTP API (behind Ray Serve's proxy when served by ``medgate serve``)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    tokens: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="bearer token -> scopes (cds, results, admin); empty = no authentication",
+    )
+
+
+class ModelsConfig(BaseModel):
+    """Model bundles and how they are served."""
+
+    path: Path = Path("models")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    max_batch_size: int = Field(8, ge=1)
+    batch_wait_timeout_s: float = Field(0.01, ge=0)
+    num_replicas: int = Field(1, ge=1)
+    num_cpus: float = Field(0.5, gt=0)
+    num_gpus: float = Field(0.0, ge=0)
+
+
+class RouteRule(BaseModel):
+    """A declarative routing rule: a study whose series match every given field goes to bundles."""
+
+    name: str
+    bundles: list[str]
+    modalities: list[str] = Field(default_factory=list)
+    body_parts: list[str] = Field(default_factory=list)
+    sop_class_uids: list[str] = Field(default_factory=list)
+    series_description_pattern: str | None = None
+    min_slices: int | None = None
+    max_slices: int | None = None
+
+
+def _default_routes() -> list[RouteRule]:
+    return [
+        RouteRule(
+            name="chest-radiograph",
+            bundles=["cxr_classifier", "cxr_lung_heart_seg"],
+            modalities=["DX", "CR"],
+            body_parts=["CHEST"],
+            max_slices=1,
+        ),
+        RouteRule(
+            name="chest-ct",
+            bundles=["ct_nodule_seg"],
+            modalities=["CT"],
+            body_parts=["CHEST"],
+            min_slices=8,
+        ),
+    ]
+
+
+class RoutingConfig(BaseModel):
+    """Which bundles run on which studies, and which bundle triages them."""
+
+    rules: list[RouteRule] = Field(default_factory=_default_routes)
+    triage_bundle: str = "study_triage"
+    max_attempts: int = Field(3, ge=1)
+
+
+class ReportsConfig(BaseModel):
+    """Result objects written back to the PACS."""
+
+    languages: list[Literal["zh", "en"]] = Field(default_factory=lambda: ["zh", "en"])
+    sr_class: Literal["comprehensive3d", "enhanced", "comprehensive"] = "comprehensive3d"
+    manufacturer: str = "medgate"
+    institution_name: str = "medgate AI gateway"
+    write_seg: bool = True
+    write_overlay: bool = True
+    write_summary: bool = True
+
+
+class AuditConfig(BaseModel):
+    """The hash-chained audit trail and the key that turns identifiers into keyed hashes."""
+
+    path: Path | None = Field(None, description="default: <storage.path>/audit.jsonl")
+    hash_key: str = Field(
+        "change-me", description="HMAC key for identifiers in logs and the audit trail"
+    )
+
+
+class Settings(BaseSettings):
+    """medgate's effective configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    dicom: DicomConfig = Field(default_factory=DicomConfig)
+    pacs: PacsConfig = Field(default_factory=PacsConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    api: ApiConfig = Field(default_factory=ApiConfig)
+    models: ModelsConfig = Field(default_factory=ModelsConfig)
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)
+    reports: ReportsConfig = Field(default_factory=ReportsConfig)
+    audit: AuditConfig = Field(default_factory=AuditConfig)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment wins over the file (passed as init kwargs), which wins over defaults.
+        return (env_settings, init_settings)
+
+    @property
+    def audit_path(self) -> Path:
+        return self.audit.path or (self.storage.path / "audit.jsonl")
+
+
+def _format_error(error: ValidationError, source: str) -> str:
+    first = error.errors()[0]
+    key = ".".join(str(part) for part in first["loc"]) or "(root)"
+    return f"{source}: invalid value for '{key}': {first['msg']}"
+
+
+def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
+    """Read the TOML file (if any) plus the environment into one validated ``Settings``.
+
+    Raises ``ConfigError`` with a one-line message naming the bad key; callers show that line
+    instead of a traceback.
+    """
+    file_values: dict[str, Any] = {}
+    source = "environment"
+    path = path or os.environ.get(CONFIG_ENV)
+    if path:
+        source = str(path)
+        try:
+            with open(path, "rb") as handle:
+                file_values = tomllib.load(handle)
+        except FileNotFoundError as exc:
+            raise ConfigError(f"{source}: config file not found") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{source}: not valid TOML: {exc}") from exc
+    for section, values in overrides.items():
+        file_values.setdefault(section, {}).update(values)
+    try:
+        return Settings(**file_values)
+    except ValidationError as exc:
+        raise ConfigError(_format_error(exc, source)) from exc
+
+
+def settings_to_toml(settings: Settings) -> str:
+    """Render settings as TOML text, for ``medgate config show``."""
+    data = settings.model_dump(mode="json")
+    lines: list[str] = []
+
+    def scalar(value: Any) -> str:
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, (int, float)):
+            return repr(value)
+        if value is None:
+            return '""'
+        if isinstance(value, list):
+            return "[" + ", ".join(scalar(v) for v in value) + "]"
+        if isinstance(value, dict):
+            return "{ " + ", ".join(f"{k!r} = {scalar(v)}" for k, v in value.items()) + " }"
+        return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    for section, values in data.items():
+        tables = {
+            k: v for k, v in values.items() if isinstance(v, list) and v and isinstance(v[0], dict)
+        }
+        lines.append(f"[{section}]")
+        for key, value in values.items():
+            if key in tables or value is None:
+                continue
+            lines.append(f"{key} = {scalar(value)}")
+        lines.append("")
+        for key, items in tables.items():
+            for item in items:
+                lines.append(f"[[{section}.{key}]]")
+                lines.extend(f"{k} = {scalar(v)}" for k, v in item.items() if v is not None)
+                lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,531 @@
+"""The index, the job queue and the outbox: one SQLAlchemy Core schema for SQLite and PostgreSQL.
+
+Every state change that the durability rules rely on is one transaction here:
+
+* an instance's index row is committed before the receiver answers C-STORE success;
+* a study becomes a job when it has been idle for ``dicom.study_idle_seconds``;
+* a job is claimed by exactly one worker (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, a guarded
+  ``UPDATE`` under SQLite's single writer) and holds a lease, so a job of a killed worker is taken
+  up again;
+* a result object stays in the outbox until the PACS confirmed it, or is dead-lettered.
+
+SQLite runs in WAL mode with ``synchronous=FULL`` so that a commit survives ``kill -9``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+STUDY_STATUSES = ("receiving", "queued", "processing", "done", "failed", "not-processed")
+OUTBOX_STATUSES = ("pending", "sent", "dead")
+
+metadata = sa.MetaData()
+
+instances = sa.Table(
+    "instances",
+    metadata,
+    sa.Column("sop_instance_uid", sa.String(64), primary_key=True),
+    sa.Column("study_instance_uid", sa.String(64), nullable=False, index=True),
+    sa.Column("series_instance_uid", sa.String(64), nullable=False),
+    sa.Column("sop_class_uid", sa.String(64), nullable=False),
+    sa.Column("transfer_syntax_uid", sa.String(64), nullable=False),
+    sa.Column("modality", sa.String(16)),
+    sa.Column("body_part", sa.String(64)),
+    sa.Column("series_description", sa.String(128)),
+    sa.Column("instance_number", sa.Integer),
+    sa.Column("calling_ae", sa.String(16)),
+    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("path", sa.String(512), nullable=False),
+)
+
+studies = sa.Table(
+    "studies",
+    metadata,
+    sa.Column("study_instance_uid", sa.String(64), primary_key=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("last_instance_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("priority", sa.String(16)),
+    sa.Column("reason", sa.Text),
+    sa.Column("result_json", sa.Text),
+)
+
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("study_instance_uid", sa.String(64), nullable=False, index=True),
+    sa.Column("status", sa.String(16), nullable=False, index=True),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("claimed_at", sa.DateTime(timezone=True)),
+    sa.Column("lease_until", sa.DateTime(timezone=True)),
+    sa.Column("claimed_by", sa.String(128)),
+    sa.Column("finished_at", sa.DateTime(timezone=True)),
+    sa.Column("error", sa.Text),
+)
+
+outbox = sa.Table(
+    "outbox",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("sop_instance_uid", sa.String(64), nullable=False, unique=True),
+    sa.Column("study_instance_uid", sa.String(64), nullable=False, index=True),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("path", sa.String(512), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False, index=True),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("sent_at", sa.DateTime(timezone=True)),
+    sa.Column("last_error", sa.Text),
+)
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _aware(value: dt.datetime | None) -> dt.datetime | None:
+    """SQLite hands back naive datetimes; everything medgate stores is UTC."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=dt.UTC)
+    return value
+
+
+@dataclass(frozen=True)
+class InstanceRecord:
+    """One stored instance, as the receiver indexes it."""
+
+    sop_instance_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+    sop_class_uid: str
+    transfer_syntax_uid: str
+    size: int
+    sha256: str
+    path: str
+    modality: str | None = None
+    body_part: str | None = None
+    series_description: str | None = None
+    instance_number: int | None = None
+    calling_ae: str | None = None
+    received_at: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    study_instance_uid: str
+    attempts: int
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    id: int
+    sop_instance_uid: str
+    study_instance_uid: str
+    kind: str
+    path: str
+    attempts: int
+
+
+class Index:
+    """Thread-safe access to the index, job queue and outbox of one database."""
+
+    def __init__(self, url: str, *, create: bool = True) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        kwargs: dict[str, Any] = {"future": True}
+        if self.is_sqlite:
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        self.engine: Engine = sa.create_engine(url, **kwargs)
+        if self.is_sqlite:
+            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+        # SQLite has one writer; serialising writers in-process avoids busy retries.
+        self._write_lock = threading.Lock() if self.is_sqlite else _NullLock()
+        if create:
+            metadata.create_all(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        with self._write_lock, self.engine.begin() as conn:
+            yield conn
+
+    # ------------------------------------------------------------------ instances
+    def record_instance(self, rec: InstanceRecord) -> bool:
+        """Index a stored instance and (re)open its study; False if the UID was already indexed."""
+        now = rec.received_at or utcnow()
+        with self._write() as conn:
+            exists = conn.execute(
+                sa.select(instances.c.sha256).where(
+                    instances.c.sop_instance_uid == rec.sop_instance_uid
+                )
+            ).first()
+            if exists is not None:
+                return False
+            row = {k: v for k, v in rec.__dict__.items()}
+            row["received_at"] = now
+            conn.execute(instances.insert().values(**row))
+            self._touch_study(conn, rec.study_instance_uid, now)
+            return True
+
+    def replace_instance(self, rec: InstanceRecord) -> None:
+        """Overwrite an instance's index row (``dicom.overwrite_duplicates``)."""
+        now = rec.received_at or utcnow()
+        row = {k: v for k, v in rec.__dict__.items()}
+        row["received_at"] = now
+        with self._write() as conn:
+            conn.execute(
+                instances.delete().where(instances.c.sop_instance_uid == rec.sop_instance_uid)
+            )
+            conn.execute(instances.insert().values(**row))
+            self._touch_study(conn, rec.study_instance_uid, now)
+
+    def _touch_study(self, conn: Connection, study_uid: str, now: dt.datetime) -> None:
+        updated = conn.execute(
+            studies.update()
+            .where(studies.c.study_instance_uid == study_uid)
+            .values(status="receiving", last_instance_at=now, updated_at=now)
+        ).rowcount
+        if not updated:
+            conn.execute(
+                studies.insert().values(
+                    study_instance_uid=study_uid,
+                    status="receiving",
+                    received_at=now,
+                    last_instance_at=now,
+                    updated_at=now,
+                )
+            )
+
+    def get_instance(self, sop_instance_uid: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(instances).where(instances.c.sop_instance_uid == sop_instance_uid)
+            ).mappings().first()
+            return dict(row) if row else None
+
+    def study_instances(self, study_uid: str) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(instances)
+                .where(instances.c.study_instance_uid == study_uid)
+                .order_by(instances.c.series_instance_uid, instances.c.instance_number)
+            ).mappings()
+            return [dict(r) for r in rows]
+
+    def count_instances(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(instances)).scalar_one())
+
+    # ------------------------------------------------------------------ studies
+    def list_studies(self, status: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        counts = (
+            sa.select(instances.c.study_instance_uid, sa.func.count().label("instances"))
+            .group_by(instances.c.study_instance_uid)
+            .subquery()
+        )
+        query = (
+            sa.select(studies, sa.func.coalesce(counts.c.instances, 0).label("instances"))
+            .select_from(studies.outerjoin(counts, counts.c.study_instance_uid == studies.c.study_instance_uid))
+            .order_by(studies.c.received_at)
+            .limit(limit)
+        )
+        if status:
+            query = query.where(studies.c.status == status)
+        with self.engine.connect() as conn:
+            return [_study_row(r) for r in conn.execute(query).mappings()]
+
+    def get_study(self, study_uid: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(studies).where(studies.c.study_instance_uid == study_uid)
+            ).mappings().first()
+            if row is None:
+                return None
+            count = conn.execute(
+                sa.select(sa.func.count())
+                .select_from(instances)
+                .where(instances.c.study_instance_uid == study_uid)
+            ).scalar_one()
+            return _study_row({**row, "instances": count})
+
+    def set_study_status(
+        self,
+        study_uid: str,
+        status: str,
+        *,
+        reason: str | None = None,
+        priority: str | None = None,
+        result: dict[str, Any] | None = None,
+    ) -> None:
+        if status not in STUDY_STATUSES:
+            raise ValueError(f"unknown study status {status!r}")
+        values: dict[str, Any] = {"status": status, "updated_at": utcnow(), "reason": reason}
+        if priority is not None:
+            values["priority"] = priority
+        if result is not None:
+            values["result_json"] = json.dumps(result)
+        with self._write() as conn:
+            conn.execute(
+                studies.update().where(studies.c.study_instance_uid == study_uid).values(**values)
+            )
+
+    # ------------------------------------------------------------------ job queue
+    def enqueue_idle_studies(self, idle_seconds: float, now: dt.datetime | None = None) -> list[str]:
+        """Turn every study idle for ``idle_seconds`` into a queued job; returns their UIDs."""
+        now = now or utcnow()
+        cutoff = now - dt.timedelta(seconds=idle_seconds)
+        queued: list[str] = []
+        with self._write() as conn:
+            rows = conn.execute(
+                sa.select(studies.c.study_instance_uid)
+                .where(studies.c.status == "receiving", studies.c.last_instance_at <= cutoff)
+                .with_for_update(skip_locked=True)
+            ).all()
+            for (uid,) in rows:
+                pending = conn.execute(
+                    sa.select(jobs.c.id).where(
+                        jobs.c.study_instance_uid == uid, jobs.c.status == "queued"
+                    )
+                ).first()
+                if pending is None:
+                    conn.execute(
+                        jobs.insert().values(
+                            study_instance_uid=uid, status="queued", attempts=0, created_at=now
+                        )
+                    )
+                conn.execute(
+                    studies.update()
+                    .where(studies.c.study_instance_uid == uid)
+                    .values(status="queued", updated_at=now)
+                )
+                queued.append(uid)
+        return queued
+
+    def enqueue_study(self, study_uid: str) -> int:
+        """Queue a study now (re-processing on request); returns the job id."""
+        now = utcnow()
+        with self._write() as conn:
+            job_id = conn.execute(
+                jobs.insert().values(
+                    study_instance_uid=study_uid, status="queued", attempts=0, created_at=now
+                )
+            ).inserted_primary_key[0]
+            conn.execute(
+                studies.update()
+                .where(studies.c.study_instance_uid == study_uid)
+                .values(status="queued", updated_at=now)
+            )
+            return int(job_id)
+
+    def claim_job(self, worker_id: str, lease_seconds: float = 300.0) -> Job | None:
+        """Claim the oldest queued job, or one whose lease expired (its worker died)."""
+        now = utcnow()
+        lease_until = now + dt.timedelta(seconds=lease_seconds)
+        with self._write() as conn:
+            row = conn.execute(
+                sa.select(jobs.c.id, jobs.c.study_instance_uid, jobs.c.attempts)
+                .where(
+                    sa.or_(
+                        jobs.c.status == "queued",
+                        sa.and_(jobs.c.status == "processing", jobs.c.lease_until < now),
+                    )
+                )
+                .order_by(jobs.c.id)
+                .limit(1)
+                .with_for_update(skip_locked=True)
+            ).first()
+            if row is None:
+                return None
+            conn.execute(
+                jobs.update()
+                .where(jobs.c.id == row.id)
+                .values(
+                    status="processing",
+                    attempts=row.attempts + 1,
+                    claimed_at=now,
+                    lease_until=lease_until,
+                    claimed_by=worker_id,
+                )
+            )
+            conn.execute(
+                studies.update()
+                .where(studies.c.study_instance_uid == row.study_instance_uid)
+                .values(status="processing", updated_at=now)
+            )
+            return Job(row.id, row.study_instance_uid, row.attempts + 1)
+
+    def release_jobs_of(self, worker_id: str | None = None) -> int:
+        """Put ``processing`` jobs back in the queue (all of them, or one worker's) after a restart."""
+        with self._write() as conn:
+            query = jobs.update().where(jobs.c.status == "processing")
+            if worker_id is not None:
+                query = query.where(jobs.c.claimed_by == worker_id)
+            return conn.execute(query.values(status="queued", lease_until=None)).rowcount
+
+    def finish_job(
+        self,
+        job_id: int,
+        status: str,
+        *,
+        error: str | None = None,
+    ) -> None:
+        """Mark a job ``done``, ``failed``, ``not-processed``, or back to ``queued`` for a retry."""
+        if status not in ("done", "failed", "not-processed", "queued"):
+            raise ValueError(f"bad job status {status!r}")
+        with self._write() as conn:
+            conn.execute(
+                jobs.update()
+                .where(jobs.c.id == job_id)
+                .values(
+                    status=status,
+                    finished_at=None if status == "queued" else utcnow(),
+                    lease_until=None,
+                    error=error,
+                )
+            )
+
+    def jobs_for_study(self, study_uid: str) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(jobs).where(jobs.c.study_instance_uid == study_uid).order_by(jobs.c.id)
+            ).mappings()
+            return [dict(r) for r in rows]
+
+    def queue_depth(self) -> int:
+        with self.engine.connect() as conn:
+            return int(
+                conn.execute(
+                    sa.select(sa.func.count()).select_from(jobs).where(jobs.c.status == "queued")
+                ).scalar_one()
+            )
+
+    # ------------------------------------------------------------------ outbox
+    def add_to_outbox(self, items: Sequence[tuple[str, str, str, str]]) -> int:
+        """Queue result objects ``(sop_instance_uid, study_uid, kind, path)``, all or none.
+
+        An object whose UID is already in the outbox is left as it is (re-processing the same
+        study with the same models yields the same UIDs and must not send twice).
+        """
+        now = utcnow()
+        added = 0
+        with self._write() as conn:
+            for sop_uid, study_uid, kind, path in items:
+                exists = conn.execute(
+                    sa.select(outbox.c.id).where(outbox.c.sop_instance_uid == sop_uid)
+                ).first()
+                if exists is not None:
+                    continue
+                conn.execute(
+                    outbox.insert().values(
+                        sop_instance_uid=sop_uid,
+                        study_instance_uid=study_uid,
+                        kind=kind,
+                        path=path,
+                        status="pending",
+                        attempts=0,
+                        next_attempt_at=now,
+                        created_at=now,
+                    )
+                )
+                added += 1
+        return added
+
+    def due_outbox(self, limit: int = 50, now: dt.datetime | None = None) -> list[OutboxItem]:
+        now = now or utcnow()
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(outbox)
+                .where(outbox.c.status == "pending", outbox.c.next_attempt_at <= now)
+                .order_by(outbox.c.id)
+                .limit(limit)
+            ).mappings()
+            return [
+                OutboxItem(
+                    r["id"], r["sop_instance_uid"], r["study_instance_uid"], r["kind"], r["path"],
+                    r["attempts"],
+                )
+                for r in rows
+            ]
+
+    def outbox_sent(self, item_id: int) -> None:
+        with self._write() as conn:
+            conn.execute(
+                outbox.update()
+                .where(outbox.c.id == item_id)
+                .values(status="sent", sent_at=utcnow(), attempts=outbox.c.attempts + 1)
+            )
+
+    def outbox_retry(self, item_id: int, delay_seconds: float, error: str) -> None:
+        with self._write() as conn:
+            conn.execute(
+                outbox.update()
+                .where(outbox.c.id == item_id)
+                .values(
+                    attempts=outbox.c.attempts + 1,
+                    next_attempt_at=utcnow() + dt.timedelta(seconds=delay_seconds),
+                    last_error=error,
+                )
+            )
+
+    def outbox_dead(self, item_id: int, error: str) -> None:
+        with self._write() as conn:
+            conn.execute(
+                outbox.update()
+                .where(outbox.c.id == item_id)
+                .values(status="dead", attempts=outbox.c.attempts + 1, last_error=error)
+            )
+
+    def list_outbox(
+        self, status: str | None = None, study_uid: str | None = None
+    ) -> list[dict[str, Any]]:
+        query = sa.select(outbox).order_by(outbox.c.id)
+        if status:
+            query = query.where(outbox.c.status == status)
+        if study_uid:
+            query = query.where(outbox.c.study_instance_uid == study_uid)
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(query).mappings()]
+
+
+class _NullLock:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _study_row(row: Any) -> dict[str, Any]:
+    data = dict(row)
+    for key in ("received_at", "last_instance_at", "updated_at"):
+        data[key] = _aware(data.get(key))
+    raw = data.pop("result_json", None)
+    data["result"] = json.loads(raw) if raw else None
+    return data

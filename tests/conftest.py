@@ -1,0 +1,85 @@
+"""Shared fixtures: real Orthanc, free ports, settings on temporary storage, the --long flag.
+
+Area-specific fixtures live in each area's own conftest.py (tests/<area>/conftest.py).
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from medgate.config import Settings, load_settings
+from medgate.dicom.orthanc import OrthancServer, find_orthanc, free_port
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--long",
+        action="store_true",
+        default=False,
+        help="run the long forms of the fault-injection and fuzz suites",
+    )
+
+
+@pytest.fixture(scope="session")
+def long_run(request: pytest.FixtureRequest) -> bool:
+    """True when the suite runs with --long (more fault injections, more fuzz cases)."""
+    return bool(request.config.getoption("--long"))
+
+
+def require_tool(name: str) -> str:
+    """Path of a Debian-packaged peer (storescu, dciodvfy ...); `make test` installs them."""
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} is not installed: run `make test` (scripts/install.sh installs it)")
+    return path
+
+
+@pytest.fixture
+def settings_factory(tmp_path: Path) -> Callable[..., Settings]:
+    """Settings on a fresh storage folder, loopback ports, short idle timeout; override per test."""
+
+    def make(**sections: dict) -> Settings:
+        base: dict[str, dict] = {
+            "dicom": {"host": "127.0.0.1", "port": free_port(), "study_idle_seconds": 1.0},
+            "storage": {"path": str(tmp_path / "store"), "min_free_mb": 0},
+            "api": {"host": "127.0.0.1", "port": free_port()},
+            "audit": {"hash_key": "test-key"},
+        }
+        for section, values in sections.items():
+            base.setdefault(section, {}).update(values)
+        return load_settings(None, **base)
+
+    return make
+
+
+@pytest.fixture
+def settings(settings_factory: Callable[..., Settings]) -> Settings:
+    return settings_factory()
+
+
+@pytest.fixture
+def orthanc_factory(tmp_path: Path) -> Iterator[Callable[..., OrthancServer]]:
+    """Start real Orthanc servers (Debian's package) on loopback; all are stopped afterwards."""
+    if find_orthanc() is None:
+        pytest.fail("Orthanc is not installed: run `make test` (scripts/install.sh installs it)")
+    started: list[OrthancServer] = []
+
+    def make(**kwargs: object) -> OrthancServer:
+        workdir = tmp_path / f"orthanc{len(started)}"
+        server = OrthancServer(workdir, **kwargs).start()  # type: ignore[arg-type]
+        started.append(server)
+        return server
+
+    yield make
+    for server in started:
+        server.cleanup()
+
+
+@pytest.fixture
+def orthanc(orthanc_factory: Callable[..., OrthancServer]) -> OrthancServer:
+    """One Orthanc with no peers configured."""
+    return orthanc_factory()
