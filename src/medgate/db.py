@@ -179,17 +179,19 @@ class Index:
             ).first()
             if exists is not None:
                 return False
-            row = {k: v for k, v in rec.__dict__.items()}
-            row["received_at"] = now
-            conn.execute(instances.insert().values(**row))
+            row = dict(rec.__dict__, received_at=now)
+            try:
+                with conn.begin_nested():
+                    conn.execute(instances.insert().values(**row))
+            except sa.exc.IntegrityError:
+                return False  # another process indexed the same UID a moment ago
             self._touch_study(conn, rec.study_instance_uid, now)
             return True
 
     def replace_instance(self, rec: InstanceRecord) -> None:
         """Overwrite an instance's index row (``dicom.overwrite_duplicates``)."""
         now = rec.received_at or utcnow()
-        row = {k: v for k, v in rec.__dict__.items()}
-        row["received_at"] = now
+        row = dict(rec.__dict__, received_at=now)
         with self._write() as conn:
             conn.execute(
                 instances.delete().where(instances.c.sop_instance_uid == rec.sop_instance_uid)
@@ -216,9 +218,13 @@ class Index:
 
     def get_instance(self, sop_instance_uid: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
-            row = conn.execute(
-                sa.select(instances).where(instances.c.sop_instance_uid == sop_instance_uid)
-            ).mappings().first()
+            row = (
+                conn.execute(
+                    sa.select(instances).where(instances.c.sop_instance_uid == sop_instance_uid)
+                )
+                .mappings()
+                .first()
+            )
             return dict(row) if row else None
 
     def study_instances(self, study_uid: str) -> list[dict[str, Any]]:
@@ -243,7 +249,11 @@ class Index:
         )
         query = (
             sa.select(studies, sa.func.coalesce(counts.c.instances, 0).label("instances"))
-            .select_from(studies.outerjoin(counts, counts.c.study_instance_uid == studies.c.study_instance_uid))
+            .select_from(
+                studies.outerjoin(
+                    counts, counts.c.study_instance_uid == studies.c.study_instance_uid
+                )
+            )
             .order_by(studies.c.received_at)
             .limit(limit)
         )
@@ -254,9 +264,11 @@ class Index:
 
     def get_study(self, study_uid: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
-            row = conn.execute(
-                sa.select(studies).where(studies.c.study_instance_uid == study_uid)
-            ).mappings().first()
+            row = (
+                conn.execute(sa.select(studies).where(studies.c.study_instance_uid == study_uid))
+                .mappings()
+                .first()
+            )
             if row is None:
                 return None
             count = conn.execute(
@@ -288,7 +300,9 @@ class Index:
             )
 
     # ------------------------------------------------------------------ job queue
-    def enqueue_idle_studies(self, idle_seconds: float, now: dt.datetime | None = None) -> list[str]:
+    def enqueue_idle_studies(
+        self, idle_seconds: float, now: dt.datetime | None = None
+    ) -> list[str]:
         """Turn every study idle for ``idle_seconds`` into a queued job; returns their UIDs."""
         now = now or utcnow()
         cutoff = now - dt.timedelta(seconds=idle_seconds)
@@ -300,6 +314,13 @@ class Index:
                 .with_for_update(skip_locked=True)
             ).all()
             for (uid,) in rows:
+                moved = conn.execute(
+                    studies.update()
+                    .where(studies.c.study_instance_uid == uid, studies.c.status == "receiving")
+                    .values(status="queued", updated_at=now)
+                ).rowcount
+                if not moved:
+                    continue  # another instance queued it first
                 pending = conn.execute(
                     sa.select(jobs.c.id).where(
                         jobs.c.study_instance_uid == uid, jobs.c.status == "queued"
@@ -311,11 +332,6 @@ class Index:
                             study_instance_uid=uid, status="queued", attempts=0, created_at=now
                         )
                     )
-                conn.execute(
-                    studies.update()
-                    .where(studies.c.study_instance_uid == uid)
-                    .values(status="queued", updated_at=now)
-                )
                 queued.append(uid)
         return queued
 
@@ -336,44 +352,50 @@ class Index:
             return int(job_id)
 
     def claim_job(self, worker_id: str, lease_seconds: float = 300.0) -> Job | None:
-        """Claim the oldest queued job, or one whose lease expired (its worker died)."""
-        now = utcnow()
-        lease_until = now + dt.timedelta(seconds=lease_seconds)
-        with self._write() as conn:
-            row = conn.execute(
-                sa.select(jobs.c.id, jobs.c.study_instance_uid, jobs.c.attempts)
-                .where(
-                    sa.or_(
-                        jobs.c.status == "queued",
-                        sa.and_(jobs.c.status == "processing", jobs.c.lease_until < now),
+        """Claim the oldest queued job, or one whose lease expired (its worker died).
+
+        The claim is a guarded ``UPDATE`` (it only succeeds while the job is still claimable), so
+        two workers — threads or processes, SQLite or PostgreSQL — never both get the same job.
+        """
+        for _ in range(20):
+            now = utcnow()
+            claimable = sa.or_(
+                jobs.c.status == "queued",
+                sa.and_(jobs.c.status == "processing", jobs.c.lease_until < now),
+            )
+            with self._write() as conn:
+                row = conn.execute(
+                    sa.select(jobs.c.id, jobs.c.study_instance_uid, jobs.c.attempts)
+                    .where(claimable)
+                    .order_by(jobs.c.id)
+                    .limit(1)
+                    .with_for_update(skip_locked=True)
+                ).first()
+                if row is None:
+                    return None
+                claimed = conn.execute(
+                    jobs.update()
+                    .where(jobs.c.id == row.id, jobs.c.attempts == row.attempts, claimable)
+                    .values(
+                        status="processing",
+                        attempts=row.attempts + 1,
+                        claimed_at=now,
+                        lease_until=now + dt.timedelta(seconds=lease_seconds),
+                        claimed_by=worker_id,
                     )
+                ).rowcount
+                if not claimed:
+                    continue  # another worker was faster; look again
+                conn.execute(
+                    studies.update()
+                    .where(studies.c.study_instance_uid == row.study_instance_uid)
+                    .values(status="processing", updated_at=now)
                 )
-                .order_by(jobs.c.id)
-                .limit(1)
-                .with_for_update(skip_locked=True)
-            ).first()
-            if row is None:
-                return None
-            conn.execute(
-                jobs.update()
-                .where(jobs.c.id == row.id)
-                .values(
-                    status="processing",
-                    attempts=row.attempts + 1,
-                    claimed_at=now,
-                    lease_until=lease_until,
-                    claimed_by=worker_id,
-                )
-            )
-            conn.execute(
-                studies.update()
-                .where(studies.c.study_instance_uid == row.study_instance_uid)
-                .values(status="processing", updated_at=now)
-            )
-            return Job(row.id, row.study_instance_uid, row.attempts + 1)
+                return Job(row.id, row.study_instance_uid, row.attempts + 1)
+        return None
 
     def release_jobs_of(self, worker_id: str | None = None) -> int:
-        """Put ``processing`` jobs back in the queue (all of them, or one worker's) after a restart."""
+        """Re-queue ``processing`` jobs (all, or one worker's) after a restart."""
         with self._write() as conn:
             query = jobs.update().where(jobs.c.status == "processing")
             if worker_id is not None:
@@ -459,7 +481,11 @@ class Index:
             ).mappings()
             return [
                 OutboxItem(
-                    r["id"], r["sop_instance_uid"], r["study_instance_uid"], r["kind"], r["path"],
+                    r["id"],
+                    r["sop_instance_uid"],
+                    r["study_instance_uid"],
+                    r["kind"],
+                    r["path"],
                     r["attempts"],
                 )
                 for r in rows

@@ -174,7 +174,9 @@ class OrthancServer:
     def find_instance(self, sop_instance_uid: str) -> str | None:
         """Orthanc's ID of the instance with this SOP Instance UID, or None."""
         found = self.post(
-            "/tools/lookup", content=sop_instance_uid.encode(), headers={"Content-Type": "text/plain"}
+            "/tools/lookup",
+            content=sop_instance_uid.encode(),
+            headers={"Content-Type": "text/plain"},
         )
         for item in found:
             if item.get("Type") == "Instance":
@@ -183,7 +185,9 @@ class OrthancServer:
 
     def find_study(self, study_instance_uid: str) -> str | None:
         found = self.post(
-            "/tools/lookup", content=study_instance_uid.encode(), headers={"Content-Type": "text/plain"}
+            "/tools/lookup",
+            content=study_instance_uid.encode(),
+            headers={"Content-Type": "text/plain"},
         )
         for item in found:
             if item.get("Type") == "Study":

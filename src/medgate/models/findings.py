@@ -36,7 +36,7 @@ class Measurement(BaseModel):
 
 
 class Finding(BaseModel):
-    """One qualitative evaluation: a coded finding, present or absent, with the model's probability."""
+    """A qualitative evaluation: a coded finding, present or absent, with its probability."""
 
     label: str = Field(description="the bundle's output label, e.g. 'nodule'")
     finding_type: Code
@@ -104,7 +104,7 @@ class TriageResult(BaseModel):
 
 
 class GuidanceStatement(BaseModel):
-    """One plain-language recommendation for a primary-care doctor, citing its rule and guideline."""
+    """A plain-language recommendation for a primary-care doctor, citing rule and guideline."""
 
     rule_id: str
     rule_version: str

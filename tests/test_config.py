@@ -1,0 +1,80 @@
+"""The typed config: file + environment, precedence, and one-line errors naming the key."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from medgate.config import ConfigError, load_settings, settings_to_toml
+
+
+def test_defaults_match_the_documented_contract() -> None:
+    settings = load_settings(None)
+    assert settings.dicom.ae_title == "MEDGATE"
+    assert settings.dicom.port == 11112
+    assert settings.dicom.study_idle_seconds == 10
+    assert settings.dicom.allowed_calling_aes == []
+    assert settings.api.port == 8000
+    assert settings.storage.resolved_database_url().startswith("sqlite:///")
+
+
+def test_environment_overrides_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "medgate.toml"
+    config.write_text('[dicom]\nport = 104\nae_title = "FILEAE"\n[pacs]\nhost = "pacs.local"\n')
+    monkeypatch.setenv("MEDGATE_DICOM__PORT", "11113")
+    monkeypatch.setenv("MEDGATE_DICOM__ALLOWED_CALLING_AES", '["CT1", "CR2"]')
+    settings = load_settings(config)
+    assert settings.dicom.port == 11113
+    assert settings.dicom.ae_title == "FILEAE"
+    assert settings.dicom.allowed_calling_aes == ["CT1", "CR2"]
+    assert settings.pacs.host == "pacs.local"
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("[dicom]\nport = 'abc'\n", "dicom.port"),
+        ("[dicom]\nae_title = 'THIS-IS-FAR-TOO-LONG-AE'\n", "dicom.ae_title"),
+        ("[storage]\nmin_free_mb = -1\n", "storage.min_free_mb"),
+        ("[nonsense]\nx = 1\n", "nonsense"),
+    ],
+)
+def test_bad_config_is_one_line_naming_the_key(tmp_path: Path, text: str, key: str) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config)
+    message = str(caught.value)
+    assert key in message
+    assert "\n" not in message
+
+
+def test_cli_config_show_prints_toml_and_errors_without_traceback(tmp_path: Path) -> None:
+    shown = subprocess.run(
+        [sys.executable, "-m", "medgate.cli", "config", "show"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "[dicom]" in shown.stdout and 'ae_title = "MEDGATE"' in shown.stdout
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[dicom]\nport = 'abc'\n")
+    failed = subprocess.run(
+        [sys.executable, "-m", "medgate.cli", "config", "show", "--config", str(bad)],
+        capture_output=True,
+        text=True,
+    )
+    assert failed.returncode == 2
+    assert "dicom.port" in failed.stderr
+    assert "Traceback" not in failed.stderr
+
+
+def test_settings_round_trip_through_toml(tmp_path: Path) -> None:
+    settings = load_settings(None, dicom={"port": 2000}, api={"tokens": {"t1": ["cds"]}})
+    path = tmp_path / "round.toml"
+    path.write_text(settings_to_toml(settings))
+    again = load_settings(path)
+    assert again.model_dump() == settings.model_dump()

@@ -1,0 +1,100 @@
+"""The index, job queue and outbox: the transactions the durability rules rest on."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from pathlib import Path
+
+from medgate.db import Index, InstanceRecord, utcnow
+
+
+def _record(study: str, sop: str, **kw: object) -> InstanceRecord:
+    return InstanceRecord(
+        sop_instance_uid=sop,
+        study_instance_uid=study,
+        series_instance_uid=study + ".1",
+        sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
+        transfer_syntax_uid="1.2.840.10008.1.2.1",
+        size=10,
+        sha256="0" * 64,
+        path=f"/x/{sop}.dcm",
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def test_record_once_then_study_becomes_a_job_after_idle(tmp_path: Path) -> None:
+    index = Index(f"sqlite:///{tmp_path / 'i.sqlite'}")
+    assert index.record_instance(_record("1.2.3", "1.2.3.1"))
+    assert not index.record_instance(_record("1.2.3", "1.2.3.1"))  # duplicate UID
+    assert index.record_instance(_record("1.2.3", "1.2.3.2"))
+    assert index.get_study("1.2.3")["instances"] == 2
+    assert index.enqueue_idle_studies(3600) == []  # not idle yet
+    later = utcnow() + dt.timedelta(seconds=20)
+    assert index.enqueue_idle_studies(10, now=later) == ["1.2.3"]
+    assert index.get_study("1.2.3")["status"] == "queued"
+    assert index.enqueue_idle_studies(10, now=later) == []  # queued once
+    job = index.claim_job("w1")
+    assert job is not None and job.study_instance_uid == "1.2.3" and job.attempts == 1
+    assert index.get_study("1.2.3")["status"] == "processing"
+    index.finish_job(job.id, "done")
+    index.set_study_status("1.2.3", "done", result={"findings": []})
+    # A late instance re-opens the completed study and it is queued again.
+    assert index.record_instance(_record("1.2.3", "1.2.3.3"))
+    assert index.get_study("1.2.3")["status"] == "receiving"
+    assert index.enqueue_idle_studies(10, now=utcnow() + dt.timedelta(seconds=20)) == ["1.2.3"]
+
+
+def test_each_job_is_claimed_once_by_concurrent_workers(tmp_path: Path) -> None:
+    index = Index(f"sqlite:///{tmp_path / 'i.sqlite'}")
+    for n in range(30):
+        index.record_instance(_record(f"1.2.{n}", f"1.2.{n}.1"))
+        index.enqueue_study(f"1.2.{n}")
+    claimed: list[str] = []
+    lock = threading.Lock()
+
+    def work(name: str) -> None:
+        other = Index(index.url, create=False)  # its own engine, as another process would have
+        while (job := other.claim_job(name)) is not None:
+            with lock:
+                claimed.append(job.study_instance_uid)
+            other.finish_job(job.id, "done")
+
+    threads = [threading.Thread(target=work, args=(f"w{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(claimed) == sorted(f"1.2.{n}" for n in range(30))
+
+
+def test_expired_lease_is_claimed_again_and_restart_requeues(tmp_path: Path) -> None:
+    index = Index(f"sqlite:///{tmp_path / 'i.sqlite'}")
+    index.record_instance(_record("9.9", "9.9.1"))
+    index.enqueue_study("9.9")
+    first = index.claim_job("dead-worker", lease_seconds=-1)  # lease already over
+    assert first is not None
+    second = index.claim_job("live-worker")
+    assert second is not None and second.id == first.id and second.attempts == 2
+    assert index.release_jobs_of("live-worker") == 1
+    assert index.claim_job("restarted").id == first.id
+
+
+def test_outbox_keeps_one_row_per_uid_and_moves_to_sent_or_dead(tmp_path: Path) -> None:
+    index = Index(f"sqlite:///{tmp_path / 'i.sqlite'}")
+    assert (
+        index.add_to_outbox([("5.1", "5", "sr", "/r/5.1.dcm"), ("5.2", "5", "seg", "/r/5.2.dcm")])
+        == 2
+    )
+    assert (
+        index.add_to_outbox([("5.1", "5", "sr", "/r/5.1.dcm")]) == 0
+    )  # re-processing: no duplicate
+    due = index.due_outbox()
+    assert [d.sop_instance_uid for d in due] == ["5.1", "5.2"]
+    index.outbox_retry(due[0].id, 3600, "association refused")
+    assert [d.sop_instance_uid for d in index.due_outbox()] == ["5.2"]
+    index.outbox_sent(due[1].id)
+    index.outbox_dead(due[0].id, "0xA700")
+    statuses = {row["sop_instance_uid"]: row["status"] for row in index.list_outbox()}
+    assert statuses == {"5.1": "dead", "5.2": "sent"}
+    assert index.due_outbox() == []
