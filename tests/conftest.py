@@ -13,6 +13,7 @@ import pytest
 
 from medgate.config import Settings, load_settings
 from medgate.dicom.orthanc import OrthancServer, find_orthanc, free_port
+from medgate.postgres_server import PostgresServer, find_pg_bin
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -83,3 +84,36 @@ def orthanc_factory(tmp_path: Path) -> Iterator[Callable[..., OrthancServer]]:
 def orthanc(orthanc_factory: Callable[..., OrthancServer]) -> OrthancServer:
     """One Orthanc with no peers configured."""
     return orthanc_factory()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One real PostgreSQL (Debian's package) for the session; each test gets its own database.
+
+    Its folder is a fresh temp dir outside pytest's (root-only) tree: as root the server runs as
+    the ``postgres`` user, which must be able to reach it.
+    """
+    if find_pg_bin() is None:
+        pytest.fail("PostgreSQL is not installed: run `make test` (scripts/install.sh installs it)")
+    server = PostgresServer().start()
+    yield server
+    server.cleanup()
+
+
+_database_counter = iter(range(1_000_000))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty database: a SQLite file, then a new PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'index.sqlite'}"
+    import sqlalchemy as sa
+
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    name = f"medgate_test_{next(_database_counter)}"
+    engine = sa.create_engine(server.url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE {name}")
+    engine.dispose()
+    return server.url.rsplit("/", 1)[0] + "/" + name

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-from pathlib import Path
 
 from medgate.db import Index, InstanceRecord, utcnow
 
@@ -23,8 +22,8 @@ def _record(study: str, sop: str, **kw: object) -> InstanceRecord:
     )
 
 
-def test_record_once_then_study_becomes_a_job_after_idle(tmp_path: Path) -> None:
-    index = Index(f"sqlite:///{tmp_path / 'i.sqlite'}")
+def test_record_once_then_study_becomes_a_job_after_idle(database_url: str) -> None:
+    index = Index(database_url)
     assert index.record_instance(_record("1.2.3", "1.2.3.1"))
     assert not index.record_instance(_record("1.2.3", "1.2.3.1"))  # duplicate UID
     assert index.record_instance(_record("1.2.3", "1.2.3.2"))
@@ -45,8 +44,8 @@ def test_record_once_then_study_becomes_a_job_after_idle(tmp_path: Path) -> None
     assert index.enqueue_idle_studies(10, now=utcnow() + dt.timedelta(seconds=20)) == ["1.2.3"]
 
 
-def test_each_job_is_claimed_once_by_concurrent_workers(tmp_path: Path) -> None:
-    index = Index(f"sqlite:///{tmp_path / 'i.sqlite'}")
+def test_each_job_is_claimed_once_by_concurrent_workers(database_url: str) -> None:
+    index = Index(database_url)
     for n in range(30):
         index.record_instance(_record(f"1.2.{n}", f"1.2.{n}.1"))
         index.enqueue_study(f"1.2.{n}")
@@ -68,8 +67,8 @@ def test_each_job_is_claimed_once_by_concurrent_workers(tmp_path: Path) -> None:
     assert sorted(claimed) == sorted(f"1.2.{n}" for n in range(30))
 
 
-def test_expired_lease_is_claimed_again_and_restart_requeues(tmp_path: Path) -> None:
-    index = Index(f"sqlite:///{tmp_path / 'i.sqlite'}")
+def test_expired_lease_is_claimed_again_and_restart_requeues(database_url: str) -> None:
+    index = Index(database_url)
     index.record_instance(_record("9.9", "9.9.1"))
     index.enqueue_study("9.9")
     first = index.claim_job("dead-worker", lease_seconds=-1)  # lease already over
@@ -80,8 +79,8 @@ def test_expired_lease_is_claimed_again_and_restart_requeues(tmp_path: Path) -> 
     assert index.claim_job("restarted").id == first.id
 
 
-def test_outbox_keeps_one_row_per_uid_and_moves_to_sent_or_dead(tmp_path: Path) -> None:
-    index = Index(f"sqlite:///{tmp_path / 'i.sqlite'}")
+def test_outbox_keeps_one_row_per_uid_and_moves_to_sent_or_dead(database_url: str) -> None:
+    index = Index(database_url)
     assert (
         index.add_to_outbox([("5.1", "5", "sr", "/r/5.1.dcm"), ("5.2", "5", "seg", "/r/5.2.dcm")])
         == 2
