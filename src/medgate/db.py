@@ -10,6 +10,8 @@ Every state change that the durability rules rely on is one transaction here:
 * a result object stays in the outbox until the PACS confirmed it, or is dead-lettered.
 
 SQLite runs in WAL mode with ``synchronous=FULL`` so that a commit survives ``kill -9``.
+The tables below describe the schema for queries; ``medgate.migrations`` (Alembic) creates and
+upgrades it, and a test keeps the two identical.
 """
 
 from __future__ import annotations
@@ -157,7 +159,9 @@ class Index:
         # SQLite has one writer; serialising writers in-process avoids busy retries.
         self._write_lock = threading.Lock() if self.is_sqlite else _NullLock()
         if create:
-            metadata.create_all(self.engine)
+            from medgate.migrations import upgrade
+
+            upgrade(self.engine)
 
     def close(self) -> None:
         self.engine.dispose()
