@@ -31,9 +31,16 @@ def long_run(request: pytest.FixtureRequest) -> bool:
     return bool(request.config.getoption("--long"))
 
 
+SYSTEM_TOOL_PATH = "/usr/bin:/usr/sbin:/bin:/usr/local/bin"
+
+
 def require_tool(name: str) -> str:
-    """Path of a Debian-packaged peer (storescu, dciodvfy ...); `make test` installs them."""
-    path = shutil.which(name)
+    """Path of a Debian-packaged peer (storescu, dciodvfy ...); `make test` installs them.
+
+    Looked up in the system folders only: pynetdicom installs its own `storescu`, `echoscu` ...
+    into the virtualenv, and the tests mean DCMTK's.
+    """
+    path = shutil.which(name, path=SYSTEM_TOOL_PATH)
     if path is None:
         pytest.fail(f"{name} is not installed: run `make test` (scripts/install.sh installs it)")
     return path

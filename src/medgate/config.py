@@ -84,6 +84,26 @@ class ApiConfig(BaseModel):
         default_factory=dict,
         description="bearer token -> scopes (cds, results, admin); empty = no authentication",
     )
+    cds_jwt_issuers: dict[str, Path] = Field(
+        default_factory=dict,
+        description="CDS Hooks clients: JWT issuer (iss) -> its public key (PEM) or JWK Set (JSON) "
+        "file; a valid JWT from one grants the 'cds' scope",
+    )
+    cds_jwt_audience: str | None = Field(
+        None, description="expected JWT aud (this service's CDS Hooks base URL); none = not checked"
+    )
+    cds_jwt_max_age_s: int = Field(300, ge=1, description="longest accepted JWT lifetime (exp-iat)")
+
+
+class BundleServingConfig(BaseModel):
+    """Serving overrides for one bundle (``[models.bundles.<name>]``); unset keys inherit."""
+
+    max_batch_size: int | None = Field(None, ge=1)
+    batch_wait_timeout_s: float | None = Field(None, ge=0)
+    num_replicas: int | None = Field(None, ge=1)
+    max_replicas: int | None = Field(None, ge=0)
+    num_cpus: float | None = Field(None, gt=0)
+    num_gpus: float | None = Field(None, ge=0)
 
 
 class ModelsConfig(BaseModel):
@@ -96,6 +116,13 @@ class ModelsConfig(BaseModel):
     num_replicas: int = Field(1, ge=1)
     num_cpus: float = Field(0.5, gt=0)
     num_gpus: float = Field(0.0, ge=0)
+    max_replicas: int = Field(
+        0, ge=0, description="> num_replicas enables Ray Serve autoscaling up to this many"
+    )
+    target_ongoing_requests: float = Field(4.0, gt=0, description="autoscaling target per replica")
+    bundles: dict[str, BundleServingConfig] = Field(
+        default_factory=dict, description="per-bundle overrides of the serving keys above"
+    )
 
 
 class RouteRule(BaseModel):
@@ -150,12 +177,69 @@ class ReportsConfig(BaseModel):
     write_summary: bool = True
 
 
+class ServingConfig(BaseModel):
+    """Ray, the worker and the worklist (``medgate serve``)."""
+
+    ray_address: str | None = Field(
+        None, description="join this Ray cluster (also RAY_ADDRESS / --ray-address); none = local"
+    )
+    ray_num_cpus: int | None = Field(None, ge=1, description="CPUs of a local Ray; none = all")
+    object_store_mb: int = Field(300, ge=75, description="object store of a local Ray")
+    proxy_location: Literal["HeadOnly", "EveryNode", "Disabled"] = Field(
+        "HeadOnly", description="where Ray Serve runs its HTTP proxy (api.host:api.port)"
+    )
+    worker_threads: int = Field(2, ge=1, description="studies processed concurrently")
+    poll_seconds: float = Field(0.2, gt=0, description="job queue poll interval")
+    job_lease_seconds: float = Field(300.0, gt=0)
+    request_timeout_s: float = Field(120.0, gt=0, description="one model call, worker side")
+    worklist_max_wait_minutes: dict[str, float] = Field(
+        default_factory=lambda: {"critical": 15.0, "urgent": 60.0, "routine": 1440.0}
+    )
+
+
 class AuditConfig(BaseModel):
     """The hash-chained audit trail and the key that turns identifiers into keyed hashes."""
 
     path: Path | None = Field(None, description="default: <storage.path>/audit.jsonl")
     hash_key: str = Field(
         "change-me", description="HMAC key for identifiers in logs and the audit trail"
+    )
+
+
+class TlsConfig(BaseModel):
+    """DICOM TLS (PS3.15 B.9 BCP195 secure transport): certificates and what peers must show."""
+
+    enabled: bool = False
+    cert_file: Path | None = Field(None, description="this node's certificate chain (PEM)")
+    key_file: Path | None = Field(None, description="this node's private key (PEM)")
+    ca_file: Path | None = Field(None, description="CA bundle (PEM) trusted for peers")
+    require_client_cert: bool = Field(True, description="server side: mutual TLS")
+    check_hostname: bool = Field(True, description="client side: peer name must match certificate")
+    min_version: Literal["1.2", "1.3"] = "1.2"
+    ciphers: str | None = Field(None, description="OpenSSL cipher list for TLS 1.2; none = BCP195")
+
+
+class DeidConfig(BaseModel):
+    """De-identified export (PS3.15 Annex E Basic Profile plus the options training needs)."""
+
+    key: str | None = Field(
+        None, description="HMAC key for UIDs, pseudonyms and date shifts; none = audit.hash_key"
+    )
+    retain_modified_dates: bool = True
+    retain_patient_characteristics: bool = True
+    clean_descriptors: bool = True
+    retain_device_identity: bool = False
+    retain_institution_identity: bool = False
+    max_date_shift_days: int = Field(3650, ge=1)
+    private_whitelist: list[str] = Field(
+        default_factory=list,
+        description="private elements kept, as 'gggg,xxee:Private Creator' "
+        "(e.g. '0019,xx0c:SIEMENS MR HEADER'); every other private element is removed",
+    )
+    burned_in: Literal["exclude", "flag"] = Field(
+        "exclude",
+        description="instances with burned-in annotation (or secondary captures without a "
+        "BurnedInAnnotation NO) are left out, or exported and listed in the manifest",
     )
 
 
@@ -176,7 +260,10 @@ class Settings(BaseSettings):
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     reports: ReportsConfig = Field(default_factory=ReportsConfig)
+    serving: ServingConfig = Field(default_factory=ServingConfig)
     audit: AuditConfig = Field(default_factory=AuditConfig)
+    tls: TlsConfig = Field(default_factory=TlsConfig)
+    deid: DeidConfig = Field(default_factory=DeidConfig)
 
     @classmethod
     def settings_customise_sources(
@@ -242,7 +329,11 @@ def settings_to_toml(settings: Settings) -> str:
         if isinstance(value, list):
             return "[" + ", ".join(scalar(v) for v in value) + "]"
         if isinstance(value, dict):
-            return "{ " + ", ".join(f"{k!r} = {scalar(v)}" for k, v in value.items()) + " }"
+            return (
+                "{ "
+                + ", ".join(f"{k!r} = {scalar(v)}" for k, v in value.items() if v is not None)
+                + " }"
+            )
         return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
     for section, values in data.items():

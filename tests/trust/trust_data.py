@@ -1,0 +1,119 @@
+"""Test data of the trust suite: PHI-laden synthetic instances and pydicom's bundled files."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pydicom
+from pydicom import Dataset
+from pydicom.data import get_testdata_files
+from pydicom.dataset import FileMetaDataset
+from pydicom.sequence import Sequence
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+
+def pydicom_test_files() -> list[Path]:
+    """pydicom's bundled files that read as Part 10 (real vendor files, several syntaxes)."""
+    found = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name in sorted(get_testdata_files("*.dcm")):
+            try:
+                pydicom.dcmread(name, stop_before_pixels=True)
+            except Exception:
+                continue
+            found.append(Path(name))
+    return found
+
+
+SYNTHETIC_PHI = {
+    "PatientName": "Zhang^Weiguo^^Dr",
+    "PatientID": "MRN-0045817",
+    "PatientBirthDate": "19610314",
+    "OtherPatientIDs": "ALT-99102233",
+    "AccessionNumber": "ACC20240615X",
+    "InstitutionName": "Qingshan Township Health Centre",
+    "InstitutionAddress": "12 Riverside Road, Qingshan",
+    "ReferringPhysicianName": "Li^Mingxia",
+    "PerformingPhysicianName": "Wang^Haoran",
+    "OperatorsName": "Chen^Jiayi",
+    "StationName": "QSCR-ROOM2",
+    "DeviceSerialNumber": "SN-7731-AB",
+    "StudyID": "STUDY8812",
+    "PatientAddress": "Flat 3, 88 Orchard Lane",
+    "PatientTelephoneNumbers": "+86-139-0000-4521",
+    "RequestingPhysician": "Zhou^Yanping",
+}
+
+
+def synthetic_dataset(
+    sop_class: str = "1.2.840.10008.5.1.4.1.1.1.1",
+    *,
+    burned_in: str | None = "NO",
+    study_uid: str | None = None,
+    patient_id: str | None = None,
+) -> Dataset:
+    """A small DX instance full of identifying values, nested sequences and private tags."""
+    ds = Dataset()
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    for keyword, value in SYNTHETIC_PHI.items():
+        setattr(ds, keyword, value)
+    if patient_id:
+        ds.PatientID = patient_id
+    ds.PatientSex = "F"
+    ds.PatientAge = "063Y"
+    ds.PatientWeight = "58.5"
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = generate_uid()
+    ds.StudyInstanceUID = study_uid or generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    ds.FrameOfReferenceUID = generate_uid()
+    ds.StudyDate = "20240615"
+    ds.SeriesDate = "20240615"
+    ds.ContentDate = "20240615"
+    ds.AcquisitionDateTime = "20240615093012.123456+0800"
+    ds.StudyTime = "093000"
+    ds.ContentTime = "093012"
+    ds.Modality = "DX"
+    ds.BodyPartExamined = "CHEST"
+    ds.Manufacturer = "ACME Imaging"
+    ds.StudyDescription = "Chest PA for Zhang Weiguo 2024-06-15"
+    ds.SeriesDescription = "PA erect MRN-0045817"
+    ds.ImageComments = "Patient Zhang reports cough"
+    ds.PatientComments = "lives alone"
+    ds.InstanceNumber = 1
+    if burned_in is not None:
+        ds.BurnedInAnnotation = burned_in
+    ref = Dataset()
+    ref.ReferencedSOPClassUID = "1.2.840.10008.3.1.2.3.1"
+    ref.ReferencedSOPInstanceUID = generate_uid()
+    ds.ReferencedStudySequence = Sequence([ref])
+    request = Dataset()
+    request.AccessionNumber = SYNTHETIC_PHI["AccessionNumber"]
+    request.RequestedProcedureID = "RP-553311"
+    request.StudyInstanceUID = ds.StudyInstanceUID
+    request.RequestingPhysician = SYNTHETIC_PHI["RequestingPhysician"]
+    ds.RequestAttributesSequence = Sequence([request])
+    other = Dataset()
+    other.PatientID = SYNTHETIC_PHI["OtherPatientIDs"]
+    other.IssuerOfPatientID = "Qingshan Hospital Registry"
+    ds.OtherPatientIDsSequence = Sequence([other])
+    block = ds.private_block(0x0041, "ACME PHI STORE", create=True)
+    block.add_new(0x10, "LO", "Zhang Weiguo private copy")
+    block.add_new(0x11, "LO", "kept private value")
+    ds.add_new(0x60004000, "LT", "overlay note: Zhang Weiguo")
+    ds.Rows = ds.Columns = 8
+    ds.BitsAllocated = ds.BitsStored = 8
+    ds.HighBit = 7
+    ds.PixelRepresentation = 0
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.PixelData = bytes(range(64))
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.SourceApplicationEntityTitle = "QSCR-ROOM2"
+    ds.file_meta = meta
+    return ds
