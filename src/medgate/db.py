@@ -192,6 +192,60 @@ class Index:
             self._touch_study(conn, rec.study_instance_uid, now)
             return True
 
+    def index_instance(self, rec: InstanceRecord) -> bool:
+        """``record_instance`` in two statements, for the receiver's hot path.
+
+        An insert that ignores an existing UID plus an upsert of the study ("receiving", last
+        instance now), in one transaction. Same result as ``record_instance`` (False when the UID
+        was already indexed, nothing touched then), at about half the Python work per instance,
+        which is what bounds C-STORE throughput on one association.
+        """
+        statements = self._fast_statements()
+        if statements is None:
+            return self.record_instance(rec)
+        insert_instance, upsert_study = statements
+        now = rec.received_at or utcnow()
+        with self._write() as conn:
+            inserted = conn.execute(insert_instance, dict(rec.__dict__, received_at=now)).rowcount
+            if not inserted:
+                return False
+            conn.execute(upsert_study, {"uid": rec.study_instance_uid, "now": now})
+            return True
+
+    def _fast_statements(self) -> tuple[Any, Any] | None:
+        cached = getattr(self, "_fast_cache", None)
+        if cached is not None:
+            return cached or None
+        dialect = self.engine.dialect.name
+        if dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert
+        elif dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert  # type: ignore[assignment]
+        else:
+            self._fast_cache: tuple[Any, Any] | tuple[()] = ()
+            return None
+        insert_instance = insert(instances).on_conflict_do_nothing(
+            index_elements=[instances.c.sop_instance_uid]
+        )
+        now = sa.bindparam("now")
+        new_study = insert(studies).values(
+            study_instance_uid=sa.bindparam("uid"),
+            status="receiving",
+            received_at=now,
+            last_instance_at=now,
+            updated_at=now,
+        )
+        upsert_study = new_study.on_conflict_do_update(
+            index_elements=[studies.c.study_instance_uid],
+            set_={
+                "status": "receiving",
+                "last_instance_at": new_study.excluded.last_instance_at,
+                "updated_at": new_study.excluded.updated_at,
+            },
+        )
+        self._fast_cache = (insert_instance, upsert_study)
+        return self._fast_cache
+
     def replace_instance(self, rec: InstanceRecord) -> None:
         """Overwrite an instance's index row (``dicom.overwrite_duplicates``)."""
         now = rec.received_at or utcnow()
@@ -243,6 +297,38 @@ class Index:
     def count_instances(self) -> int:
         with self.engine.connect() as conn:
             return int(conn.execute(sa.select(sa.func.count()).select_from(instances)).scalar_one())
+
+    def latest_instances(self, limit: int) -> list[dict[str, Any]]:
+        """The ``limit`` most recently received instances (newest first)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(instances).order_by(instances.c.received_at.desc()).limit(limit)
+            ).mappings()
+            return [dict(r) for r in rows]
+
+    def delete_instance(self, sop_instance_uid: str) -> bool:
+        """Remove an instance's row (its file is gone); a study left empty is removed too."""
+        with self._write() as conn:
+            study = conn.execute(
+                sa.select(instances.c.study_instance_uid).where(
+                    instances.c.sop_instance_uid == sop_instance_uid
+                )
+            ).scalar()
+            if study is None:
+                return False
+            conn.execute(instances.delete().where(instances.c.sop_instance_uid == sop_instance_uid))
+            left = conn.execute(
+                sa.select(sa.func.count())
+                .select_from(instances)
+                .where(instances.c.study_instance_uid == study)
+            ).scalar_one()
+            if not left:
+                conn.execute(
+                    studies.delete().where(
+                        studies.c.study_instance_uid == study, studies.c.status == "receiving"
+                    )
+                )
+            return True
 
     # ------------------------------------------------------------------ studies
     def list_studies(self, status: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:

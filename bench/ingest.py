@@ -1,0 +1,172 @@
+"""Ingest benchmark: medgate's receiver against DCMTK's storescp, same files, same sender.
+
+Generates a synthetic CT series (default 300 slices of 512x512 int16), sends it with DCMTK
+``storescu`` over one association, then split over 4 parallel associations, to
+
+* DCMTK ``storescp`` (started with TCP_NODELAY=1, writing to a temporary folder), and
+* medgate's receiver (durable acknowledgements: file fsync + rename + dir fsync + index commit +
+  audit entry before every success status),
+
+and prints instances/s for both and the ratio. Run: ``python bench/ingest.py [--count N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from medgate.audit import AuditLog
+from medgate.config import load_settings
+from medgate.db import Index
+from medgate.dicom.orthanc import free_port
+from medgate.dicom.receiver import StorageReceiver
+from medgate.dicom.synthetic import ct_series
+
+
+def dcmtk(name: str) -> str:
+    """The DCMTK binary ``name``: pynetdicom installs same-named Python apps into the venv."""
+    for folder in ("/usr/bin", "/usr/local/bin"):
+        candidate = Path(folder) / name
+        if candidate.exists():
+            return str(candidate)
+    found = shutil.which(name)
+    if (
+        found is None
+        or "dcmtk"
+        not in subprocess.run([found, "--version"], capture_output=True, text=True).stdout.lower()
+    ):
+        raise FileNotFoundError(f"DCMTK {name} is not installed (apt-get install dcmtk)")
+    return found
+
+
+def _wait_port(port: int, timeout: float = 10.0) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on port {port}")
+
+
+def send(files: list[Path], port: int, called: str, parallel: int) -> float:
+    """Send ``files`` with storescu over ``parallel`` associations; return elapsed seconds."""
+    groups = [files[i::parallel] for i in range(parallel)]
+    # The sender is the same for both receivers; without TCP_NODELAY DCMTK's small command PDUs
+    # wait for delayed ACKs and the benchmark would measure Nagle's algorithm instead.
+    env = {**os.environ, "TCP_NODELAY": "1"}
+    start = time.perf_counter()
+    procs = [
+        subprocess.Popen(
+            [
+                dcmtk("storescu"),
+                "-aet",
+                "BENCH",
+                "-aec",
+                called,
+                "127.0.0.1",
+                str(port),
+                *map(str, g),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
+        for g in groups
+    ]
+    for proc in procs:
+        _, err = proc.communicate()
+        if proc.returncode != 0:
+            raise RuntimeError(f"storescu failed: {err.decode(errors='replace')[-500:]}")
+    return time.perf_counter() - start
+
+
+def bench_storescp(files: list[Path], parallel: int, workdir: Path) -> float:
+    out = workdir / f"storescp-{parallel}"
+    out.mkdir()
+    port = free_port()
+    env = {**os.environ, "TCP_NODELAY": "1"}
+    args = [dcmtk("storescp"), "-od", str(out), "-aet", "STORESCP"]
+    if parallel > 1:
+        args.append("--fork")
+    proc = subprocess.Popen(
+        [*args, str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        _wait_port(port)
+        return send(files, port, "STORESCP", parallel)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def bench_medgate(files: list[Path], parallel: int, workdir: Path) -> float:
+    store = workdir / f"medgate-{parallel}"
+    settings = load_settings(
+        None,
+        dicom={"host": "127.0.0.1", "port": free_port(), "ae_title": "MEDGATE"},
+        storage={"path": str(store), "min_free_mb": 0},
+        audit={"hash_key": "bench"},
+    )
+    store.mkdir()
+    index = Index(settings.storage.resolved_database_url())
+    receiver = StorageReceiver(settings, index, AuditLog(settings.audit_path, "bench"))
+    receiver.start()
+    try:
+        _wait_port(receiver.port)
+        elapsed = send(files, receiver.port, "MEDGATE", parallel)
+    finally:
+        receiver.stop()
+    stored = index.count_instances()
+    index.close()
+    if stored != len(files):
+        raise RuntimeError(f"medgate indexed {stored} of {len(files)} instances")
+    return elapsed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=300, help="instances in the series")
+    parser.add_argument("--size", type=int, default=512, help="rows = columns of each slice")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per case (best is kept)")
+    args = parser.parse_args(argv)
+    try:
+        dcmtk("storescu"), dcmtk("storescp")
+    except FileNotFoundError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory(prefix="medgate-bench-") as tmp:
+        workdir = Path(tmp)
+        files = ct_series(workdir / "series", args.count, rows=args.size, columns=args.size)
+        mb = sum(f.stat().st_size for f in files) / 1e6
+        load = os.getloadavg()[0]
+        print(
+            f"series: {len(files)} instances, {mb:.0f} MB; {os.cpu_count()} CPUs, load {load:.1f}"
+        )
+        print(f"{'associations':>12} {'storescp/s':>11} {'medgate/s':>10} {'ratio':>6}")
+        for parallel in (1, 4):
+            best_ref = best_mg = float("inf")
+            for run in range(args.repeat):
+                run_dir = workdir / f"run{parallel}-{run}"
+                run_dir.mkdir()
+                best_ref = min(best_ref, bench_storescp(files, parallel, run_dir))
+                best_mg = min(best_mg, bench_medgate(files, parallel, run_dir))
+                shutil.rmtree(run_dir)
+            ref, mg = len(files) / best_ref, len(files) / best_mg
+            print(f"{parallel:>12} {ref:>11.1f} {mg:>10.1f} {mg / ref:>6.2f}")
+        print(
+            f"load average after: {os.getloadavg()[0]:.1f} (figures on a busy machine vary a lot)"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,151 @@
+"""Read the few attributes the index needs from a received data set, without decoding it all.
+
+The receiver must answer fast and must never store something it cannot read back. This module
+parses the encoded data set once with pydicom (values are converted lazily, pixel data is not
+decoded), checks that the element stream is complete (a truncated stream parses "fine" in pydicom,
+so the last element's length is checked against the bytes present) and that the identifying UIDs
+are there. Anything wrong raises ``MalformedDataset`` with the C-STORE status to answer.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from io import BytesIO
+
+from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset
+from pydicom.filereader import read_dataset
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ImplicitVRLittleEndian,
+)
+
+# C-STORE failure statuses (PS3.4 B.2.3: 0xC000-0xCFFF "cannot understand", 0xA900 mismatch)
+STATUS_CANNOT_UNDERSTAND = 0xC000
+STATUS_MISSING_UID = 0xC001
+STATUS_UID_MISMATCH = 0xC002
+STATUS_SOP_CLASS_MISMATCH = 0xA900
+
+_UNDEFINED = 0xFFFFFFFF
+
+
+class MalformedDataset(ValueError):
+    """The data set cannot be stored; ``status`` is the C-STORE failure status to answer."""
+
+    def __init__(self, reason: str, status: int = STATUS_CANNOT_UNDERSTAND) -> None:
+        super().__init__(reason)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class InstanceHeader:
+    sop_class_uid: str
+    sop_instance_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+    modality: str | None
+    body_part: str | None
+    series_description: str | None
+    instance_number: int | None
+
+
+def _text(ds: Dataset, keyword: str, limit: int) -> str | None:
+    try:
+        value = ds.get(keyword)
+    except Exception:  # a bad value in a descriptive field is not a reason to refuse the image
+        return None
+    if value is None or value == "":
+        return None
+    return str(value).strip()[:limit] or None
+
+
+def _int(ds: Dataset, keyword: str) -> int | None:
+    try:
+        value = ds.get(keyword)
+        return None if value is None or value == "" else int(value)
+    except Exception:
+        return None
+
+
+def _check_complete(ds: Dataset, total: int) -> None:
+    """Every top-level element must have all its bytes: pydicom silently reads short values."""
+    last_end = 0
+    for elem in ds._dict.values():
+        if not isinstance(elem, RawDataElement):
+            continue
+        value = elem.value or b""
+        if elem.length != _UNDEFINED and len(value) != elem.length:
+            raise MalformedDataset(
+                f"data set truncated: element {elem.tag} has {len(value)} of {elem.length} bytes"
+            )
+        last_end = max(last_end, elem.value_tell + len(value))
+    if last_end > total:
+        raise MalformedDataset("data set truncated")
+
+
+def parse_header(
+    encoded: bytes,
+    transfer_syntax: str,
+    *,
+    expected_sop_class: str | None = None,
+    expected_sop_instance: str | None = None,
+) -> InstanceHeader:
+    """Parse ``encoded`` (a data set in ``transfer_syntax``, no file meta) into its header.
+
+    ``expected_*`` are the C-STORE request's Affected SOP Class/Instance UIDs: the data set must
+    agree with the request that carried it.
+    """
+    data = encoded
+    if transfer_syntax == DeflatedExplicitVRLittleEndian:
+        try:
+            data = zlib.decompress(encoded, -zlib.MAX_WBITS)
+        except zlib.error as exc:
+            raise MalformedDataset(f"deflated data set does not inflate: {exc}") from exc
+    implicit = transfer_syntax == ImplicitVRLittleEndian
+    little = transfer_syntax != ExplicitVRBigEndian
+    if not data:
+        raise MalformedDataset("empty data set")
+    try:
+        ds = read_dataset(BytesIO(data), implicit, little)
+        _check_complete(ds, len(data))
+        sop_class = ds.get("SOPClassUID")
+        sop_instance = ds.get("SOPInstanceUID")
+        study = ds.get("StudyInstanceUID")
+        series = ds.get("SeriesInstanceUID")
+    except MalformedDataset:
+        raise
+    except Exception as exc:  # pydicom raises many types for bad streams
+        raise MalformedDataset(f"data set cannot be parsed: {type(exc).__name__}") from exc
+    missing = [
+        name
+        for name, value in (
+            ("SOPClassUID", sop_class),
+            ("SOPInstanceUID", sop_instance),
+            ("StudyInstanceUID", study),
+            ("SeriesInstanceUID", series),
+        )
+        if not value
+    ]
+    if missing:
+        raise MalformedDataset(f"data set lacks {', '.join(missing)}", STATUS_MISSING_UID)
+    if expected_sop_instance and str(sop_instance) != expected_sop_instance.rstrip("\x00 "):
+        raise MalformedDataset(
+            "SOP Instance UID in the data set differs from the C-STORE request", STATUS_UID_MISMATCH
+        )
+    if expected_sop_class and str(sop_class) != expected_sop_class.rstrip("\x00 "):
+        raise MalformedDataset(
+            "SOP Class UID in the data set differs from the C-STORE request",
+            STATUS_SOP_CLASS_MISMATCH,
+        )
+    return InstanceHeader(
+        sop_class_uid=str(sop_class),
+        sop_instance_uid=str(sop_instance),
+        study_instance_uid=str(study),
+        series_instance_uid=str(series),
+        modality=_text(ds, "Modality", 16),
+        body_part=_text(ds, "BodyPartExamined", 64),
+        series_description=_text(ds, "SeriesDescription", 128),
+        instance_number=_int(ds, "InstanceNumber"),
+    )

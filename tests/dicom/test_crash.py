@@ -1,0 +1,141 @@
+"""kill -9 of ``medgate receive`` in the middle of a storescu run loses nothing acknowledged.
+
+Also: patient names and IDs never reach the logs (the subprocess's output and caplog).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from pydicom import dcmread
+
+from medgate.db import Index
+from medgate.dicom.orthanc import free_port
+from medgate.dicom.synthetic import ct_series
+
+from .helpers import dcmtk, storescu, storescu_successes
+
+PATIENT_NAME = "Zhang^Xiuying"
+PATIENT_ID = "PID-7718-2024"
+
+
+def _config(tmp_path: Path, port: int) -> Path:
+    store = tmp_path / "store"
+    config = tmp_path / "medgate.toml"
+    config.write_text(
+        f"""
+[dicom]
+ae_title = "MEDGATE"
+host = "127.0.0.1"
+port = {port}
+study_idle_seconds = 1.0
+
+[storage]
+path = "{store}"
+min_free_mb = 0
+
+[audit]
+hash_key = "test-key"
+"""
+    )
+    return config
+
+
+def _start(config: Path, log: Path, port: int) -> subprocess.Popen[bytes]:
+    handle = open(log, "ab")  # noqa: SIM115 - the child writes to it
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "medgate.cli", "receive", "--config", str(config)],
+        stdout=handle,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    handle.close()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(log.read_text()[-2000:])
+        echo = subprocess.run(
+            [dcmtk("echoscu"), "-aec", "MEDGATE", "127.0.0.1", str(port)], capture_output=True
+        )
+        if echo.returncode == 0:
+            return proc
+        time.sleep(0.2)
+    proc.kill()
+    raise AssertionError("medgate receive did not come up")
+
+
+def test_kill_9_mid_run_loses_nothing_acknowledged(tmp_path: Path, caplog) -> None:
+    caplog.set_level(logging.DEBUG)
+    port = free_port()
+    config = _config(tmp_path, port)
+    log = tmp_path / "receive.log"
+    files = ct_series(
+        tmp_path / "series",
+        300,
+        rows=64,
+        columns=64,
+        patient_name=PATIENT_NAME,
+        patient_id=PATIENT_ID,
+    )
+    uid_of = {str(p): str(dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in files}
+    proc = _start(config, log, port)
+    index = Index(f"sqlite:///{tmp_path / 'store' / 'index.sqlite'}")
+    sender = subprocess.Popen(
+        [dcmtk("storescu"), "-v", "-aec", "MEDGATE", "127.0.0.1", str(port), *map(str, files)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "TCP_NODELAY": "1"},
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while index.count_instances() < 100 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        output, _ = sender.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    acknowledged = storescu_successes(output)
+    # the kill lands between an index commit and its response at most once
+    assert 90 <= len(acknowledged) < 300, len(acknowledged)
+
+    # restart: every acknowledged instance is there, complete, with the indexed sha256
+    proc = _start(config, log, port)
+    try:
+        instances = tmp_path / "store" / "instances"
+        assert not list(instances.rglob("*.part"))  # partial writes cleaned up
+        for path in instances.rglob("*.dcm"):
+            dcmread(path)  # every file parses
+        for name in acknowledged:
+            row = index.get_instance(uid_of[name])
+            assert row is not None, name
+            assert hashlib.sha256(Path(row["path"]).read_bytes()).hexdigest() == row["sha256"]
+        # re-send everything: the rest arrives, nothing twice
+        result = storescu(port, files)
+        assert len(storescu_successes(result.stdout + result.stderr)) == 300
+        assert index.count_instances() == 300
+        assert len(list(instances.rglob("*.dcm"))) == 300
+        studies = index.list_studies()
+        assert len(studies) == 1 and studies[0]["instances"] == 300
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0  # clean stop on SIGTERM
+        index.close()
+
+    # no patient identifier in the service's log output or in this process's log records
+    text = log.read_text(errors="replace") + "\n".join(r.getMessage() for r in caplog.records)
+    assert "receiving as MEDGATE" in text
+    for secret in (PATIENT_NAME, PATIENT_ID, "Zhang", *list(uid_of.values())[:20]):
+        assert secret not in text
+    audit = (tmp_path / "store" / "audit.jsonl").read_text()
+    assert PATIENT_NAME not in audit and PATIENT_ID not in audit
+    assert next(iter(uid_of.values())) not in audit
