@@ -90,10 +90,12 @@ def test_outbox_keeps_one_row_per_uid_and_moves_to_sent_or_dead(database_url: st
     )  # re-processing: no duplicate
     due = index.due_outbox()
     assert [d.sop_instance_uid for d in due] == ["5.1", "5.2"]
-    index.outbox_retry(due[0].id, 3600, "association refused")
+    index.outbox_retry(due[0].id, 0, "association refused")  # unreachable: no refusal
+    index.outbox_retry(due[0].id, 3600, "0xA700", refused=True)
     assert [d.sop_instance_uid for d in index.due_outbox()] == ["5.2"]
     index.outbox_sent(due[1].id)
     index.outbox_dead(due[0].id, "0xA700")
-    statuses = {row["sop_instance_uid"]: row["status"] for row in index.list_outbox()}
-    assert statuses == {"5.1": "dead", "5.2": "sent"}
+    rows = {row["sop_instance_uid"]: row for row in index.list_outbox()}
+    assert {uid: row["status"] for uid, row in rows.items()} == {"5.1": "dead", "5.2": "sent"}
+    assert (rows["5.1"]["attempts"], rows["5.1"]["refusals"]) == (3, 2)
     assert index.due_outbox() == []

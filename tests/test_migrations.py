@@ -33,6 +33,8 @@ def test_upgrade_from_the_first_revision_keeps_stored_rows(database_url: str) ->
     index = Index(database_url)  # opens = upgrades to head
     assert migrations.current_revision(index.engine) == migrations.head_revision()
     assert index.get_study("1.2.3")["status"] == "done"
+    index.add_to_outbox([("1.2.3.99", "1.2.3", "sr", "/r.dcm")])
+    assert index.due_outbox()[0].refusals == 0
     rec = InstanceRecord(
         "1.2.3.1",
         "1.2.3",

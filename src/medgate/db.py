@@ -89,6 +89,7 @@ outbox = sa.Table(
     sa.Column("path", sa.String(512), nullable=False),
     sa.Column("status", sa.String(16), nullable=False, index=True),
     sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("refusals", sa.Integer, nullable=False, default=0, server_default="0"),
     sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("sent_at", sa.DateTime(timezone=True)),
@@ -142,6 +143,7 @@ class OutboxItem:
     kind: str
     path: str
     attempts: int
+    refusals: int = 0
 
 
 class Index:
@@ -577,6 +579,7 @@ class Index:
                     r["kind"],
                     r["path"],
                     r["attempts"],
+                    r["refusals"],
                 )
                 for r in rows
             ]
@@ -589,24 +592,33 @@ class Index:
                 .values(status="sent", sent_at=utcnow(), attempts=outbox.c.attempts + 1)
             )
 
-    def outbox_retry(self, item_id: int, delay_seconds: float, error: str) -> None:
+    def outbox_retry(
+        self, item_id: int, delay_seconds: float, error: str, *, refused: bool = False
+    ) -> None:
+        """Try again after ``delay_seconds``; ``refused`` counts a PACS failure status (bounded
+        by ``pacs.send_max_attempts``), as opposed to an unreachable PACS (retried until it is
+        back)."""
+        values: dict[str, Any] = {
+            "attempts": outbox.c.attempts + 1,
+            "next_attempt_at": utcnow() + dt.timedelta(seconds=delay_seconds),
+            "last_error": error,
+        }
+        if refused:
+            values["refusals"] = outbox.c.refusals + 1
         with self._write() as conn:
-            conn.execute(
-                outbox.update()
-                .where(outbox.c.id == item_id)
-                .values(
-                    attempts=outbox.c.attempts + 1,
-                    next_attempt_at=utcnow() + dt.timedelta(seconds=delay_seconds),
-                    last_error=error,
-                )
-            )
+            conn.execute(outbox.update().where(outbox.c.id == item_id).values(**values))
 
     def outbox_dead(self, item_id: int, error: str) -> None:
         with self._write() as conn:
             conn.execute(
                 outbox.update()
                 .where(outbox.c.id == item_id)
-                .values(status="dead", attempts=outbox.c.attempts + 1, last_error=error)
+                .values(
+                    status="dead",
+                    attempts=outbox.c.attempts + 1,
+                    refusals=outbox.c.refusals + 1,
+                    last_error=error,
+                )
             )
 
     def list_outbox(

@@ -146,7 +146,7 @@ def test_orthanc_down_then_up_delivers_once(
         time.sleep(0.1)
     row = service.index.list_outbox()[0]
     # unreachable PACS: retried beyond send_max_attempts, never dead-lettered
-    assert row["status"] == "pending" and row["attempts"] >= 3
+    assert row["status"] == "pending" and row["attempts"] >= 3 and row["refusals"] == 0
     assert "unreachable" in row["last_error"]
     orthanc.start()
     deadline = time.monotonic() + 15
@@ -187,7 +187,7 @@ def test_orthanc_rejecting_dead_letters(
         time.sleep(0.15)
     rows = service.index.list_outbox()
     assert rows[0]["status"] == "dead"
-    assert rows[0]["attempts"] == 3
+    assert rows[0]["attempts"] == 3 and rows[0]["refusals"] == 3
     assert "PACS status 0x" in rows[0]["last_error"]
     assert orthanc.find_instance(uid) is None
     assert service.sender.run_once().sent == 0  # no endless loop: dead stays dead

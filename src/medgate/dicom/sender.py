@@ -176,9 +176,11 @@ class ResultSender:
             details={"kind": item.kind, "status": f"0x{code:04X}", "attempt": item.attempts + 1},
         )
 
-    def _retry(self, item: OutboxItem, reason: str, summary: SendSummary) -> None:
+    def _retry(
+        self, item: OutboxItem, reason: str, summary: SendSummary, *, refused: bool = False
+    ) -> None:
         delay = backoff_seconds(self.settings, item.attempts + 1)
-        self.index.outbox_retry(item.id, delay, reason)
+        self.index.outbox_retry(item.id, delay, reason, refused=refused)
         summary.retried += 1
         summary.errors.append(reason)
         log.info(
@@ -186,10 +188,12 @@ class ResultSender:
         )
 
     def _failed(self, item: OutboxItem, reason: str, summary: SendSummary) -> None:
-        if item.attempts + 1 >= self.settings.pacs.send_max_attempts:
+        """The PACS answered and refused: bounded retries, then the dead letter. Tries that
+        never reached the PACS (unreachable, aborted) do not count here."""
+        if item.refusals + 1 >= self.settings.pacs.send_max_attempts:
             self._dead(item, reason, summary)
         else:
-            self._retry(item, reason, summary)
+            self._retry(item, reason, summary, refused=True)
 
     def _dead(self, item: OutboxItem, reason: str, summary: SendSummary) -> None:
         self.index.outbox_dead(item.id, reason)
