@@ -85,6 +85,29 @@ def _check_complete(ds: Dataset, total: int) -> None:
         raise MalformedDataset("data set truncated")
 
 
+# Deflate bombs: real deflated data sets shrink a few times (images 2-4:1); a 1000:1 stream of
+# zeros is an attack that would tie the receiver up walking millions of empty elements.
+MAX_INFLATE_RATIO = 200
+MAX_INFLATED_BYTES = 256 * 1024 * 1024
+
+
+def _inflate_bounded(encoded: bytes) -> bytes:
+    """Inflate a deflated data set, refusing before the output outgrows its bound."""
+    limit = min(MAX_INFLATED_BYTES, max(1024 * 1024, MAX_INFLATE_RATIO * len(encoded)))
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    try:
+        data = inflater.decompress(encoded, limit)
+    except zlib.error as exc:
+        raise MalformedDataset(f"deflated data set does not inflate: {exc}") from exc
+    if inflater.unconsumed_tail:
+        raise MalformedDataset(
+            f"deflated data set would inflate beyond {limit} bytes "
+            f"(more than {MAX_INFLATE_RATIO}:1): refused as a deflate bomb",
+            STATUS_CANNOT_UNDERSTAND,
+        )
+    return data
+
+
 def parse_header(
     encoded: bytes,
     transfer_syntax: str,
@@ -99,10 +122,7 @@ def parse_header(
     """
     data = encoded
     if transfer_syntax == DeflatedExplicitVRLittleEndian:
-        try:
-            data = zlib.decompress(encoded, -zlib.MAX_WBITS)
-        except zlib.error as exc:
-            raise MalformedDataset(f"deflated data set does not inflate: {exc}") from exc
+        data = _inflate_bounded(encoded)
     implicit = transfer_syntax == ImplicitVRLittleEndian
     little = transfer_syntax != ExplicitVRBigEndian
     if not data:
