@@ -4,7 +4,7 @@
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test test-long lint models bench clean
+.PHONY: install demo test test-long test-deploy lint models bench clean
 
 install: $(VENV)/.installed
 
@@ -20,6 +20,10 @@ test: install
 
 test-long: install
 	$(BIN)/python -m pytest --long
+
+# The container image built for real from a debootstrapped base (needs docker.io; ~5-15 min).
+test-deploy: install
+	bash deploy/scripts/test-deploy.sh
 
 lint: install
 	$(BIN)/ruff check src tests bench

@@ -1,0 +1,175 @@
+"""Two containers of the image as a Ray cluster, the way deploy/compose.yaml runs them.
+
+The head runs ``medgate-ray-head`` (``ray start --head`` then ``medgate serve`` joined to it)
+and offers Ray no CPU (the receiver, worker thread and Serve's controller and proxy need none);
+the worker node runs ``ray start --address <head>:6379`` with two. Every model replica asks for
+CPU, so Ray Serve must place it on the worker node: Ray's own state API shows where it runs. A
+synthetic chest radiograph C-STOREd to the head is then processed to ``done`` with findings,
+computed by the replicas on the worker. Both containers and the network are removed by id.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import secrets
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from tests.deploy.conftest import Docker, http_json
+
+from medgate.dicom.orthanc import free_port
+
+pytestmark = pytest.mark.timeout(1800)
+
+STATE_SCRIPT = """
+import json, ray
+from ray.util.state import list_actors, list_nodes
+ray.init(address="auto", log_to_driver=False)
+nodes = {n.node_id: n.node_ip for n in list_nodes() if n.state == "ALIVE"}
+replicas = [
+    {"name": a.name, "class": a.class_name, "node_ip": nodes.get(a.node_id)}
+    for a in list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
+    if a.class_name.startswith("ServeReplica")
+]
+print(json.dumps({"nodes": sorted(nodes.values()), "replicas": replicas}))
+"""
+
+
+@dataclass
+class Cluster:
+    head: str
+    worker: str
+    worker_ip: str
+    http_port: int
+    dicom_port: int
+
+
+def _ip(docker: Docker, container: str) -> str:
+    return docker.run(
+        "inspect", "--format", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", container
+    ).stdout.strip()
+
+
+def _test_bundles(root: Path) -> Path:
+    """A small chest radiograph classifier bundle (the serving tests' one), readable by the
+    image's user, mounted into both nodes: the test does not depend on which demo bundles
+    models/ holds."""
+    from tests.serving.helpers import write_bundle
+
+    root.mkdir(parents=True, exist_ok=True)
+    write_bundle(root, "cxr_classifier")
+    for path in [root, *root.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return root
+
+
+@pytest.fixture(scope="module")
+def cluster(
+    docker: Docker, image: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Cluster]:
+    bundles = _test_bundles(tmp_path_factory.mktemp("cluster") / "models")
+    bundles.parent.chmod(0o755)
+    mount = ["--volume", f"{bundles}:/opt/medgate-models:ro"]
+    suffix = secrets.token_hex(4)
+    network = docker.run("network", "create", f"medgate-test-{suffix}").stdout.strip()
+    # One storage folder for both nodes (as compose's medgate-storage volume): the HTTP ingress
+    # replica may run on either node and reads the index and results from it.
+    volume = docker.run("volume", "create", f"medgate-test-{suffix}").stdout.strip()
+    mount += ["--volume", f"{volume}:/var/lib/medgate"]
+    token = secrets.token_hex(32)
+    ray_env = ["--env", "RAY_AUTH_MODE=token", "--env", f"RAY_AUTH_TOKEN={token}"]
+    http_port, dicom_port = free_port(), free_port()
+    started: list[str] = []
+    try:
+        head = docker.run(
+            "run", "--detach", "--shm-size", "512m", "--network", network,
+            "--network-alias", "medgate-head", "--entrypoint", "medgate-ray-head",
+            "--publish", f"127.0.0.1:{http_port}:8000",
+            "--publish", f"127.0.0.1:{dicom_port}:11112",
+            "--env", "MEDGATE_RAY_HEAD_CPUS=0",
+            "--env", "MEDGATE_DICOM__STUDY_IDLE_SECONDS=1",
+            *ray_env, *mount, image,
+        ).stdout.strip()  # fmt: skip
+        started.append(head)
+        worker = docker.run(
+            "run", "--detach", "--shm-size", "512m", "--network", network,
+            "--entrypoint", "sh", *ray_env, *mount, image, "-c",
+            "for i in $(seq 60); do ray start --address=medgate-head:6379 --num-cpus=2 "
+            "--disable-usage-stats && break; sleep 2; done; exec sleep infinity",
+        ).stdout.strip()  # fmt: skip
+        started.append(worker)
+        running = Cluster(head, worker, _ip(docker, worker), http_port, dicom_port)
+        deadline = time.monotonic() + 420
+        while time.monotonic() < deadline:
+            logs = docker.run("logs", head, check=False)
+            if "medgate ready" in logs.stdout + logs.stderr:
+                break
+            state = docker.run("inspect", "--format", "{{.State.Status}}", head).stdout.strip()
+            if state != "running":
+                pytest.fail(f"head {state}:\n{logs.stdout[-3000:]}\n{logs.stderr[-3000:]}")
+            time.sleep(3)
+        else:
+            logs = docker.run("logs", "--tail", "40", head, check=False)
+            pytest.fail(f"head not ready in 420 s:\n{logs.stdout}\n{logs.stderr}")
+        yield running
+    finally:
+        for container in started:
+            docker.run("rm", "--force", "--volumes", container, check=False)
+        docker.run("network", "rm", network, check=False)
+        docker.run("volume", "rm", volume, check=False)
+
+
+def _state(docker: Docker, cluster: Cluster) -> dict:
+    result = docker.run("exec", cluster.head, "python", "-c", STATE_SCRIPT, timeout=180)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_model_replicas_run_on_the_worker_node(docker: Docker, cluster: Cluster) -> None:
+    state = _state(docker, cluster)
+    assert cluster.worker_ip in state["nodes"] and len(state["nodes"]) == 2, state
+    models = [r for r in state["replicas"] if "ingress" not in r["name"]]
+    assert models, f"no model replicas: {state}"
+    assert all(r["node_ip"] == cluster.worker_ip for r in models), state
+
+
+def test_study_is_processed_across_nodes(docker: Docker, cluster: Cluster, tmp_path: Path) -> None:
+    """C-STORE a synthetic chest radiograph to the head; its study reaches ``done`` with
+    findings, which only the replicas on the worker node can have computed."""
+    if shutil.which("storescu") is None:
+        pytest.skip("DCMTK's storescu missing (apt-get install dcmtk)")
+    import pydicom
+
+    from medgate.datasets.cxr_phantom import generate_phantom
+    from medgate.datasets.phantom_dicom import phantom_to_dataset
+
+    dataset = phantom_to_dataset(generate_phantom(7), namespace="medgate-deploy-tests")
+    buffer = io.BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    path = tmp_path / "cxr.dcm"
+    path.write_bytes(buffer.getvalue())
+    study = str(pydicom.dcmread(path, stop_before_pixels=True).StudyInstanceUID)
+    sent = subprocess.run(
+        ["storescu", "-aec", "MEDGATE", "-aet", "CLINIC1", "127.0.0.1",
+         str(cluster.dicom_port), str(path)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    deadline = time.monotonic() + 240
+    body: object = None
+    while time.monotonic() < deadline:
+        status, body = http_json(f"http://127.0.0.1:{cluster.http_port}/api/v1/studies/{study}")
+        if (
+            status == 200
+            and isinstance(body, dict)
+            and body["status"] in ("done", "failed", "not-processed")
+        ):
+            break
+        time.sleep(2)
+    assert isinstance(body, dict) and body.get("status") == "done", json.dumps(body)[:3000]
+    assert body["findings"], body

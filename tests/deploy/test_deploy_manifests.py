@@ -1,0 +1,116 @@
+"""The deployment files stay true to the code: the RayService names an import path that exists
+and builds medgate's application; compose and Kubernetes use the image's ports, user and the
+real configuration keys. No docker needed here."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from ray import serve
+from ray.serve.schema import ServeDeploySchema
+
+from medgate.config import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+K8S = REPO / "deploy" / "k8s"
+
+
+def _documents(path: Path) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def _rayservice() -> dict[str, Any]:
+    (service,) = [d for d in _documents(K8S / "rayservice.yaml") if d["kind"] == "RayService"]
+    return service
+
+
+def test_rayservice_import_path_builds_the_application(tmp_path: Path) -> None:
+    """Import the path exactly as Ray would and build (not run) the application from it."""
+    config = yaml.safe_load(_rayservice()["spec"]["serveConfigV2"])
+    ServeDeploySchema.parse_obj(config)  # the schema Ray checks serveConfigV2 against
+    (application,) = config["applications"]
+    module_name, _, attribute = application["import_path"].partition(":")
+    builder = getattr(importlib.import_module(module_name), attribute)
+    toml = tmp_path / "medgate.toml"
+    toml.write_text(
+        f'[storage]\npath = "{tmp_path / "storage"}"\n[models]\npath = "{REPO / "models"}"\n'
+    )
+    app = builder({**application.get("args", {}), "config": str(toml)})
+    assert isinstance(app, serve.Application)
+
+
+def test_rayservice_config_file_lives_where_the_configmap_mounts() -> None:
+    service = _rayservice()
+    config = yaml.safe_load(service["spec"]["serveConfigV2"])
+    path = Path(config["applications"][0]["args"]["config"])
+    head = service["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]
+    mounts = {m["mountPath"] for m in head["containers"][0]["volumeMounts"]}
+    assert str(path.parent) in mounts
+    (configmap,) = [d for d in _documents(K8S / "config.yaml") if d["kind"] == "ConfigMap"]
+    import tomllib
+
+    Settings(**tomllib.loads(configmap["data"][path.name]))  # valid medgate configuration
+
+
+def test_rayservice_pods_run_as_the_image_user() -> None:
+    spec = _rayservice()["spec"]["rayClusterConfig"]
+    groups = [spec["headGroupSpec"], *spec["workerGroupSpecs"]]
+    for group in groups:
+        security = group["template"]["spec"]["securityContext"]
+        assert security["runAsUser"] == 10001 and security["runAsNonRoot"] is True
+
+
+def _compose() -> dict[str, Any]:
+    return yaml.safe_load((REPO / "deploy" / "compose.yaml").read_text())
+
+
+def test_compose_has_the_stack_the_design_names() -> None:
+    services = _compose()["services"]
+    assert {"orthanc", "postgres", "medgate-head", "medgate-worker"} <= set(services)
+    head, worker = services["medgate-head"], services["medgate-worker"]
+    assert head["entrypoint"] == ["medgate-ray-head"]
+    assert (REPO / "deploy/docker/ray-head.sh").read_text().count("medgate serve")
+    worker_command = " ".join(worker["command"])
+    assert "--address" in worker_command and "medgate-head" in worker_command
+
+
+@pytest.mark.parametrize("service", ["medgate-head", "medgate-worker"])
+def test_compose_environment_uses_real_config_keys(service: str) -> None:
+    """Every MEDGATE_<SECTION>__<KEY> in compose.yaml is a key Settings knows."""
+    environment = _compose()["services"][service].get("environment", {})
+    keys = [k for k in environment if k.startswith("MEDGATE_") and "__" in k]
+    assert keys
+    fields = Settings.model_fields
+    for key in keys:
+        section, _, name = key.removeprefix("MEDGATE_").lower().partition("__")
+        assert section in fields, key
+        model = fields[section].annotation
+        assert name in model.model_fields, key  # type: ignore[union-attr]
+
+
+def test_capacity_table_in_docs_comes_from_the_script() -> None:
+    """docs/deploy.md shows exactly what bench/capacity.py prints from the committed figures."""
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("capacity", REPO / "bench" / "capacity.py")
+    assert spec is not None and spec.loader is not None
+    capacity = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(capacity)
+    figures = json.loads((REPO / "bench" / "results" / "capacity.json").read_text())
+    assert figures["models"], "no measured model figures"
+    args = capacity.argparse.Namespace(
+        clinics=[20, 100, 500, 2000],
+        studies_per_clinic=30.0,
+        working_hours=10.0,
+        peak_factor=3.0,
+        cores_per_node=16,
+        gpus_per_node=1,
+        utilisation=0.6,
+    )
+    table = capacity.render_table(figures, args)
+    assert table in (REPO / "docs" / "deploy.md").read_text()
