@@ -40,3 +40,6 @@ def configure_logging(level: str | int = "INFO") -> None:
     # pynetdicom logs whole data sets (patient names included) at DEBUG; keep it at WARNING.
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     logging.getLogger("pydicom").setLevel(logging.WARNING)
+    # highdicom logs source SOP Instance UIDs at INFO; httpx logs every request URL.
+    logging.getLogger("highdicom").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)

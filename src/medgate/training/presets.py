@@ -1,0 +1,139 @@
+"""Label, code and preprocessing presets for the chest radiograph bundles.
+
+The codes are what the SR and SEG writers put into the PACS, so they are chosen from SNOMED CT
+where a concept exists; the cardiothoracic ratio has no code that we could verify offline and
+uses the local scheme ``99MEDGATE`` (a private coding scheme, allowed by DICOM).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from medgate.models.bundle import (
+    MeasurementDef,
+    OutputLabel,
+    Postprocessing,
+    Preprocessing,
+    Routing,
+    TransformSpec,
+)
+from medgate.models.findings import Code
+
+SCT = "SCT"
+
+LUNG = Code(value="39607008", scheme=SCT, meaning="Lung structure")
+HEART = Code(value="80891009", scheme=SCT, meaning="Heart structure")
+PLEURA = Code(value="3120008", scheme=SCT, meaning="Pleural membrane structure")
+CHEST = Code(value="51185008", scheme=SCT, meaning="Thoracic structure")
+ANATOMICAL_STRUCTURE = Code(value="91723000", scheme=SCT, meaning="Anatomical Structure")
+UNITLESS = Code(value="1", scheme="UCUM", meaning="no units")
+MILLIMETER = Code(value="mm", scheme="UCUM", meaning="millimeter")
+CTR = Code(value="CTR", scheme="99MEDGATE", meaning="Cardiothoracic ratio")
+
+CXR_FINDING_LABELS: list[OutputLabel] = [
+    OutputLabel(
+        name="nodule",
+        index=0,
+        code=Code(value="786838002", scheme=SCT, meaning="Pulmonary nodule"),
+        finding_site=LUNG,
+        description={"en": "lung nodule or mass", "zh": "肺结节或肿块"},
+    ),
+    OutputLabel(
+        name="effusion",
+        index=1,
+        code=Code(value="60046008", scheme=SCT, meaning="Pleural effusion"),
+        finding_site=PLEURA,
+        description={"en": "pleural effusion", "zh": "胸腔积液"},
+    ),
+    OutputLabel(
+        name="pneumothorax",
+        index=2,
+        code=Code(value="36118008", scheme=SCT, meaning="Pneumothorax"),
+        finding_site=PLEURA,
+        description={"en": "pneumothorax", "zh": "气胸"},
+    ),
+    OutputLabel(
+        name="cardiomegaly",
+        index=3,
+        code=Code(value="8186001", scheme=SCT, meaning="Cardiomegaly"),
+        finding_site=HEART,
+        description={"en": "enlarged heart", "zh": "心脏增大"},
+    ),
+]
+
+LUNG_HEART_LABELS: list[OutputLabel] = [
+    OutputLabel(
+        name="lung",
+        index=1,
+        code=LUNG,
+        category=ANATOMICAL_STRUCTURE,
+        finding_site=LUNG,
+        description={"en": "lung fields", "zh": "肺野"},
+    ),
+    OutputLabel(
+        name="heart",
+        index=2,
+        code=HEART,
+        category=ANATOMICAL_STRUCTURE,
+        finding_site=HEART,
+        description={"en": "heart", "zh": "心脏"},
+    ),
+]
+
+CTR_MEASUREMENT = MeasurementDef(
+    name="cardiothoracic_ratio",
+    code=CTR,
+    unit=UNITLESS,
+    method="cardiothoracic_ratio",
+    finding_site=HEART,
+    reference_range=(0.0, 0.5),
+)
+
+CXR_ROUTING = Routing(
+    modalities=["DX", "CR"],
+    body_parts=["CHEST"],
+    sop_class_uids=[
+        "1.2.840.10008.5.1.4.1.1.1.1",  # DX for presentation
+        "1.2.840.10008.5.1.4.1.1.1",  # CR
+    ],
+    max_slices=1,
+)
+
+
+def radiograph_preprocessing(size: int) -> Preprocessing:
+    """Percentile intensity window to [0, 1], then area resize to ``size`` x ``size``."""
+    return Preprocessing(
+        input_kind="radiograph",
+        spatial_size=[size, size],
+        transforms=[
+            TransformSpec(
+                name="ScaleIntensityRangePercentiles",
+                args={"lower": 0.5, "upper": 99.5, "b_min": 0.0, "b_max": 1.0, "clip": True},
+            ),
+            TransformSpec(name="Resize", args={"spatial_size": [size, size], "mode": "area"}),
+        ],
+    )
+
+
+def preset(name: str, size: int) -> dict[str, Any]:
+    """The MedgateSpec fields (except metrics/checksums) for a preset name."""
+    if name == "cxr_findings":
+        return {
+            "task": "classification",
+            "labels": CXR_FINDING_LABELS,
+            "preprocessing": radiograph_preprocessing(size),
+            "postprocessing": Postprocessing(
+                activation="sigmoid", output="logits", heatmap_output="maps"
+            ),
+            "routing": CXR_ROUTING,
+        }
+    if name == "cxr_lung_heart":
+        return {
+            "task": "segmentation",
+            "labels": LUNG_HEART_LABELS,
+            "measurements": [CTR_MEASUREMENT],
+            "preprocessing": radiograph_preprocessing(size),
+            "postprocessing": Postprocessing(activation="softmax", output="logits"),
+            "routing": CXR_ROUTING,
+        }
+    raise ValueError(f"unknown preset {name!r}; known: cxr_findings, cxr_lung_heart")
