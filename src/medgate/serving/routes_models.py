@@ -1,0 +1,92 @@
+"""The model catalogue and on-demand inference: ``/api/v1/models[/{name}/infer]``."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from fastapi import APIRouter, Depends, File, HTTPException, Request, UploadFile
+
+from medgate.security import require_scope
+from medgate.serving import bundles as bundle_info
+from medgate.serving.inference import BadInput
+
+router = APIRouter(
+    prefix="/api/v1", tags=["models"], dependencies=[Depends(require_scope("results"))]
+)
+
+MAX_UPLOAD_BYTES = 512 * 1024 * 1024
+
+
+def _bundles(request: Request) -> dict[str, Any]:
+    state = request.app.state
+    if state.bundles is None:
+        # Loaded once: validating a bundle hashes its model files, and the served deployments
+        # only change with a restart anyway.
+        state.bundles, _ = bundle_info.discover(state.settings)
+    return dict(state.bundles)
+
+
+@router.get("/models")
+async def list_models(request: Request) -> list[dict[str, Any]]:
+    """Every installed bundle: name, version, task, inputs, labels (with codes) and metrics."""
+    bundles = await asyncio.to_thread(_bundles, request)
+    return [bundle_info.describe(bundles[name]) for name in sorted(bundles)]
+
+
+@router.post("/models/{name}/infer")
+async def infer(name: str, request: Request, files: list[UploadFile] = File(...)) -> dict[str, Any]:
+    """Run one bundle on one study given as DICOM Part 10 files; returns the findings as JSON.
+
+    Nothing is stored and nothing is sent to the PACS: this is for trying a model on a study.
+    """
+    client = request.app.state.model_client
+    if client is None:
+        raise HTTPException(503, "model serving is not running in this process")
+    if name not in client.names():
+        known = ", ".join(client.names()) or "none"
+        raise HTTPException(404, f"no image model named {name!r} is served (served: {known})")
+    payload: list[bytes] = []
+    total = 0
+    for upload in files:
+        data = await upload.read()
+        total += len(data)
+        if total > MAX_UPLOAD_BYTES:
+            raise HTTPException(413, f"upload larger than {MAX_UPLOAD_BYTES} bytes")
+        payload.append(data)
+    started = time.perf_counter()
+    try:
+        result = await client.apredict(name, payload)
+    except BadInput as exc:
+        raise HTTPException(400, str(exc)) from exc
+    except Exception as exc:
+        cause = _bad_input_cause(exc)
+        if cause is not None:
+            raise HTTPException(400, cause) from exc
+        raise HTTPException(502, f"model {name} failed: {_short(exc)}") from exc
+    request.app.state.metrics.observe(
+        "medgate_stage_seconds", time.perf_counter() - started, ("api-infer",)
+    )
+    return {"model": name, "result": result.model_dump(mode="json")}
+
+
+def _bad_input_cause(exc: BaseException) -> str | None:
+    """Ray wraps replica exceptions; find a ``BadInput`` inside, if that is what happened."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, BadInput):
+            return str(seen)
+        cause = getattr(seen, "cause", None)
+        if isinstance(cause, BadInput):
+            return str(cause)
+        seen = seen.__cause__
+    if "BadInput" in str(exc):
+        text = str(exc)
+        return text[text.rfind("BadInput") :].split("\n", 1)[0].removeprefix("BadInput: ")
+    return None
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[-1][:500] if text else type(exc).__name__

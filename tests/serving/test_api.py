@@ -1,0 +1,123 @@
+"""The HTTP API in-process (no Ray): models, inference, study detail, worklist, metrics."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from helpers import phantom_bytes
+
+from medgate.config import Settings
+from medgate.db import Index, InstanceRecord
+from medgate.models.registry import discover_bundles
+from medgate.serving.app import create_app
+from medgate.serving.deployments import LocalModelClient
+from medgate.serving.inference import load_predictor
+from medgate.serving.metrics import MetricsStore
+
+
+@pytest.fixture
+def api(serving_settings: Callable[..., Settings]) -> tuple[TestClient, Index, MetricsStore]:
+    settings = serving_settings()
+    bundles, _ = discover_bundles(settings.models.path)
+    by_name = {b.name: b for b in bundles}
+    client = LocalModelClient({"tiny_cxr": load_predictor(by_name["tiny_cxr"], "cpu")})
+    settings.storage.path.mkdir(parents=True, exist_ok=True)
+    index = Index(settings.storage.resolved_database_url())
+    metrics = MetricsStore()
+    app = create_app(settings, index, model_client=client, metrics=metrics, bundles=by_name)
+    return TestClient(app), index, metrics
+
+
+def test_models_listing_has_codes_labels_and_metrics(api: Any) -> None:
+    client, _, _ = api
+    models = client.get("/api/v1/models").json()
+    tiny = next(m for m in models if m["name"] == "tiny_cxr")
+    assert tiny["version"] == "0.0.1" and tiny["task"] == "classification"
+    assert [label["name"] for label in tiny["labels"]][:2] == ["nodule", "effusion"]
+    assert tiny["labels"][0]["code"]["scheme"] == "SCT"
+    assert tiny["inputs"]["spatial_size"] == [64, 64]
+    assert "metrics" in tiny
+
+
+def test_infer_returns_findings_and_rejects_bad_input(api: Any) -> None:
+    client, _, _ = api
+    data = phantom_bytes(11)
+    response = client.post(
+        "/api/v1/models/tiny_cxr/infer", files=[("files", ("a.dcm", data, "application/dicom"))]
+    )
+    assert response.status_code == 200, response.text
+    findings = response.json()["result"]["findings"]
+    assert {f["label"] for f in findings} == {"nodule", "effusion", "pneumothorax", "cardiomegaly"}
+    assert all(0.0 <= f["probability"] <= 1.0 for f in findings)
+    bad = client.post("/api/v1/models/tiny_cxr/infer", files=[("files", ("x", b"nope", "x/y"))])
+    assert bad.status_code == 400 and "not a DICOM" in bad.json()["detail"]
+    unknown = client.post("/api/v1/models/nope/infer", files=[("files", ("a", data, "x/y"))])
+    assert unknown.status_code == 404
+
+
+def _study(index: Index, uid: str, minutes_ago: float, status: str, priority: str | None) -> None:
+    when = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=minutes_ago)
+    index.record_instance(
+        InstanceRecord(
+            sop_instance_uid=uid + ".1",
+            study_instance_uid=uid,
+            series_instance_uid=uid + ".0",
+            sop_class_uid="1.2.840.10008.5.1.4.1.1.1.1",
+            transfer_syntax_uid="1.2.840.10008.1.2.1",
+            size=1,
+            sha256="0" * 64,
+            path="/dev/null",
+            received_at=when,
+        )
+    )
+    index.set_study_status(
+        uid,
+        status,
+        priority=priority,
+        result={
+            "reasons": [f"{priority} reason"],
+            "findings": [],
+            "result_objects": [{"sop_instance_uid": uid + ".9", "kind": "sr"}],
+        },
+    )
+
+
+def test_worklist_orders_by_priority_then_arrival_and_flags_overdue(api: Any) -> None:
+    client, index, _ = api
+    _study(index, "1.2.3.1", 5, "done", "routine")
+    _study(index, "1.2.3.2", 20, "done", "critical")  # past 15 min
+    _study(index, "1.2.3.3", 10, "done", "critical")
+    _study(index, "1.2.3.4", 30, "done", "urgent")  # within 1 h
+    entries = client.get("/api/v1/worklist").json()
+    assert [e["study_instance_uid"] for e in entries] == [
+        "1.2.3.2",
+        "1.2.3.3",
+        "1.2.3.4",
+        "1.2.3.1",
+    ]
+    assert [e["overdue"] for e in entries] == [True, False, False, False]
+    assert client.get("/api/v1/worklist?overdue_only=true").json()[0]["priority"] == "critical"
+    detail = client.get("/api/v1/studies/1.2.3.2").json()
+    assert detail["priority"] == "critical" and detail["result_uids"] == ["1.2.3.2.9"]
+    assert client.get("/api/v1/studies/9.9").status_code == 404
+    text = client.get("/metrics").text
+    assert "medgate_studies_overdue 1.0" in text
+
+
+def test_metrics_exposes_queue_depth_and_observations(api: Any) -> None:
+    client, index, metrics = api
+    _study(index, "1.2.4.1", 1, "receiving", None)
+    index.enqueue_study("1.2.4.1")
+    metrics.observe("medgate_model_batch_size", 4, ("tiny_cxr",))
+    metrics.observe("medgate_stage_seconds", 0.02, ("model",))
+    metrics.inc("medgate_errors_total", ("model",))
+    text = client.get("/metrics").text
+    assert "medgate_queue_depth 1.0" in text
+    assert 'medgate_model_batch_size_bucket{bundle="tiny_cxr",le="4"} 1.0' in text
+    assert 'medgate_model_batch_size_bucket{bundle="tiny_cxr",le="3"} 0.0' in text
+    assert 'medgate_stage_seconds_count{stage="model"} 1.0' in text
+    assert 'medgate_errors_total{stage="model"} 1.0' in text
