@@ -60,6 +60,7 @@ SPATIAL_SIZE = [32, 96, 96]
 PATCH = (16, 48, 48)
 HU_WINDOW = (-1000.0, 400.0)
 MAX_VAL_FP = 0.5
+VOXEL_THRESHOLD = 0.3  # candidate voxels; the nodule threshold is chosen on val
 FULL = {"train": 80, "val": 16, "test": 24, "steps": 1600, "small": 6}
 FAST = {"train": 6, "val": 3, "test": 3, "steps": 4, "small": 2}
 SOURCE = "synthetic chest CT phantoms (medgate.datasets.ct_phantom)"
@@ -133,7 +134,7 @@ def nodule_spec(threshold: float = 0.5) -> MedgateSpec:
                 "min_slices": 8,
             },
             "max_batch_size": 4,
-            "extra": {"postprocess": "nodules", "voxel_threshold": 0.5},
+            "extra": {"postprocess": "nodules", "voxel_threshold": VOXEL_THRESHOLD},
         }
     )
 
@@ -229,6 +230,7 @@ def _raw_detections(predictor: Predictor, folder: Path) -> list[dict[str, Any]]:
     """Every candidate (threshold 0) of every study, with its geometry and the Dice."""
     from medgate.models.nodules import detect_nodules, voxel_to_patient_affine
 
+    voxel_threshold = float(predictor.bundle.spec.extra.get("voxel_threshold", 0.5))
     studies = []
     for study_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
         datasets = read_series(study_dir)
@@ -242,7 +244,7 @@ def _raw_detections(predictor: Predictor, folder: Path) -> list[dict[str, Any]]:
 
         prob = activate(resize_scores(logits, geometry.shape), "softmax")[1]
         affine = voxel_to_patient_affine(datasets, geometry.frame_sop_instance_uids)
-        nodules = detect_nodules(prob, geometry.spacing, 0.5, affine)
+        nodules = detect_nodules(prob, geometry.spacing, voxel_threshold, affine)
         dets = [
             (n.probability, *n.centre_mm, n.long_axis_mm, n.volume_mm3)  # type: ignore[misc]
             for n in nodules
@@ -288,7 +290,7 @@ def choose_threshold(
     scores = sorted({round(d[0], 6) for s in studies for d in s["dets"]} | {0.5})
     for score in scores:
         if _operating_point(studies, truth, score)["fp_per_scan"] <= max_fp:
-            return float(max(score, 0.5))
+            return float(score)
     return 0.99
 
 
@@ -352,6 +354,10 @@ def train_network(
     return model.eval()
 
 
+def _num(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 def _model_card(bundle: Bundle, report: dict[str, Any]) -> str:
     spec, meta = bundle.spec, bundle.metadata
     op = report["operating_point"]
@@ -393,10 +399,10 @@ def _model_card(bundle: Bundle, report: dict[str, Any]) -> str:
         "per scan",
         "- Sensitivity at <= 1 false positive per scan: "
         f"{report['sensitivity_at_1fp_per_scan']:.3f}",
-        f"- Long-axis diameter mean absolute error: {op['diameter_abs_error_mm']} mm "
-        f"(max {op['diameter_abs_error_max_mm']} mm)",
-        f"- Volume mean relative error: {op['volume_rel_error']}",
-        f"- Dice (scans with a nodule or a detection): {report['dice_mean']}",
+        f"- Long-axis diameter mean absolute error (detected nodules): "
+        f"{_num(op['diameter_abs_error_mm'])} mm (max {_num(op['diameter_abs_error_max_mm'])} mm)",
+        f"- Volume mean relative error: {_num(op['volume_rel_error'])}",
+        f"- Dice (scans with a nodule or a detection): {_num(report['dice_mean'])}",
         "",
         "## Limits",
         "",
@@ -411,12 +417,14 @@ def _model_card(bundle: Bundle, report: dict[str, Any]) -> str:
 
 
 def make_ct_nodule_bundle(
-    out: Path, work: Path, fast: bool = False, progress: bool = True
+    out: Path, work: Path, fast: bool = False, progress: bool = True, steps: int | None = None
 ) -> Bundle:
     """Regenerate the phantom data and the ``ct_nodule_seg`` bundle under ``out``."""
     torch.set_num_threads(2)
     set_determinism(seed=0)
-    sizes = FAST if fast else FULL
+    sizes = dict(FAST if fast else FULL)
+    if steps:
+        sizes["steps"] = steps
     started = time.monotonic()
     data = work / "data"
     phantoms: dict[str, list[CTPhantom]] = {}
@@ -537,6 +545,7 @@ def main(
     out: Annotated[Path, typer.Option(help="where the bundle goes")] = Path("models"),
     work: Annotated[Path, typer.Option(help="data, runs and evaluation")] = Path("runs/ct"),
     fast: Annotated[bool, typer.Option(help="tiny data, a few steps (smoke test)")] = False,
+    steps: Annotated[int, typer.Option(help="training steps (0: the default)")] = 0,
     evaluate_only: Annotated[
         bool, typer.Option(help="re-calibrate and re-evaluate the bundle in OUT on WORK/data")
     ] = False,
@@ -547,7 +556,7 @@ def main(
         sizes = FAST if fast else FULL
         bundle = finalize_bundle(Bundle.load(out / NAME), work / "data", sizes)
     else:
-        bundle = make_ct_nodule_bundle(out, work, fast)
+        bundle = make_ct_nodule_bundle(out, work, fast, steps=steps)
     typer.echo(f"{bundle.name}: {bundle.path} device_uid={bundle.device_uid}")
     typer.echo(json.dumps(bundle.spec.metrics.get("held_out", {}), indent=1)[:3000])
 

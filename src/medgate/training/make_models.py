@@ -24,6 +24,7 @@ from medgate.datasets.folder import read_labeled_folder, write_phantom_folder
 from medgate.models.bundle import Bundle
 from medgate.models.predictor import load_predictor
 from medgate.training.config import parse_train_config
+from medgate.training.ct_nodule import make_ct_nodule_bundle
 from medgate.training.evaluate import evaluate_bundle, model_card, run_predictor
 from medgate.training.export import update_metadata
 from medgate.training.image_trainer import PHANTOM_SOURCE, train_image_model
@@ -147,14 +148,13 @@ def make_models(
         sizes["test"],
         {"accuracy": tri["accuracy"], "critical_sensitivity": tri["sensitivity"]["critical"]},
     )
+    ct = make_ct_nodule_bundle(out, work / "ct", fast=fast, progress=progress)
+    made = (classifier, segmenter, triage_bundle, ct)
     elapsed = time.monotonic() - started
-    summary = {
-        b.name: b.spec.metrics.get("held_out", {}).get("metrics", {})
-        for b in (classifier, segmenter, triage_bundle)
-    }
+    summary = {b.name: b.spec.metrics.get("held_out", {}).get("metrics", {}) for b in made}
     (work / "summary.json").write_text(json.dumps({"seconds": elapsed, **summary}, indent=2))
-    log.info("made %d bundles in %.0f s", 3, elapsed)
-    return {b.name: b for b in (classifier, segmenter, triage_bundle)}
+    log.info("made %d bundles in %.0f s", len(made), elapsed)
+    return {b.name: b for b in made}
 
 
 def main(

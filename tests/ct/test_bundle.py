@@ -1,0 +1,99 @@
+"""The committed ct_nodule_seg bundle: listed, parity of its exports, held-out figures reproduce,
+and the deployed predictor finds and measures nodules in held-out phantom series."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from tests.ct.conftest import BUNDLE_DIR, series_from_bytes
+
+from medgate.datasets.ct_phantom import SPLIT_BASE, generate_ct_phantom, write_ct_folder
+from medgate.models.backends import OnnxBackend, TorchScriptBackend
+from medgate.models.bundle import MODEL_FILES, Bundle
+from medgate.models.predictor import load_predictor
+from medgate.models.registry import discover_bundles
+from medgate.training.ct_nodule import evaluate_nodules
+
+
+def test_registry_lists_the_bundle_with_ct_routing(ct_bundle: Bundle) -> None:
+    bundles, _ = discover_bundles(BUNDLE_DIR.parent)
+    found = {b.name: b for b in bundles}
+    assert "ct_nodule_seg" in found
+    spec = found["ct_nodule_seg"].spec
+    assert spec.routing.modalities == ["CT"] and spec.routing.body_parts == ["CHEST"]
+    assert spec.routing.min_slices == 8
+    assert spec.labels[0].code.value == "786838002"
+    assert spec.labels[0].finding_site and spec.labels[0].finding_site.value == "39607008"
+    assert {m.unit.value for m in spec.measurements} == {"mm", "mm3"}
+    assert ct_bundle.demo and ct_bundle.warning
+    assert (BUNDLE_DIR / "docs" / "README.md").read_text().count("not for clinical use") >= 1
+    size = sum(f.stat().st_size for f in BUNDLE_DIR.rglob("*") if f.is_file())
+    assert size < 5_000_000
+
+
+def test_onnx_and_torchscript_agree(ct_bundle: Bundle) -> None:
+    phantom = generate_ct_phantom(SPLIT_BASE["test"] + 700, nodules=1)
+    predictor = load_predictor(ct_bundle)
+    x = predictor.preprocess(series_from_bytes(phantom))[None]
+    batch = np.concatenate([x, x[:, :, ::-1].copy()])  # dynamic batch of 2
+    onnx = OnnxBackend(BUNDLE_DIR / MODEL_FILES["onnx"], "cpu").run(batch)
+    ts = TorchScriptBackend(BUNDLE_DIR / MODEL_FILES["torchscript"], "cpu", ["logits"]).run(batch)
+    assert onnx["logits"].shape == (2, 2, *ct_bundle.spec.preprocessing.spatial_size)
+    assert float(np.abs(onnx["logits"] - ts["logits"]).max()) <= 1e-4
+
+
+def test_predictor_finds_and_measures_held_out_nodules(ct_bundle: Bundle) -> None:
+    """Held-out seeds (never trained on); the bundle's per-nodule sensitivity is ~0.5, so the
+    test asks for at least one of four nodules found (mask overlap) and measured within 2 mm."""
+    predictor = load_predictor(ct_bundle)
+    matched = 0
+    for offset in (503, 504, 505, 506):
+        phantom = generate_ct_phantom(SPLIT_BASE["test"] + offset, nodules=1)
+        truth = phantom.nodules[0]
+        datasets = series_from_bytes(phantom)
+        result = predictor.predict(datasets[::-1])  # arrival order must not matter
+        assert result.segmentation is not None
+        mask = result.segmentation.masks["volume"]
+        assert mask.shape == phantom.hu.shape
+        assert result.segmentation.frame_sop_instance_uids == [d.SOPInstanceUID for d in datasets]
+        truth_slices = {
+            datasets[k].SOPInstanceUID for k in np.flatnonzero(phantom.mask.any(axis=(1, 2)))
+        }
+        present = [f for f in result.findings if f.present]
+        if not present:
+            assert len(result.findings) == 1 and mask.sum() == 0
+        for number, finding in enumerate(present, start=1):
+            assert finding.finding_type.value == "786838002"
+            assert finding.tracking_id == f"nodule-{number}"
+            units = {m.unit.value: m.value for m in finding.measurements}
+            assert set(units) == {"mm", "mm3"}
+            on_truth = truth_slices & set(finding.measurements[0].source_sop_instance_uids)
+            if (
+                on_truth
+                and mask[phantom.mask > 0].mean() > 0.3
+                and abs(units["mm"] - truth.diameter_mm) <= 2.0
+            ):
+                matched += 1
+    assert matched >= 1
+
+
+def test_committed_metrics_reproduce_on_regenerated_held_out_set(
+    ct_bundle: Bundle, tmp_path: Path
+) -> None:
+    recorded = ct_bundle.spec.metrics["held_out_small"]["metrics"]
+    evaluation = ct_bundle.spec.evaluation
+    assert evaluation["split"] == "test" and evaluation["base"] == SPLIT_BASE["test"]
+    write_ct_folder(tmp_path, "test", int(evaluation["small_count"]))
+    report = evaluate_nodules(ct_bundle, tmp_path)
+    got, want = report["operating_point"], recorded["operating_point"]
+    assert got["nodules"] == want["nodules"]
+    assert got["detected"] == want["detected"]
+    assert got["false_positives"] == want["false_positives"]
+    if want["diameter_abs_error_mm"] is not None:
+        assert abs(got["diameter_abs_error_mm"] - want["diameter_abs_error_mm"]) < 0.05
+    assert (
+        abs(report["sensitivity_at_1fp_per_scan"] - recorded["sensitivity_at_1fp_per_scan"]) < 1e-9
+    )
+    full = ct_bundle.spec.metrics["held_out"]["metrics"]
+    assert full["studies"] == evaluation["count"]
