@@ -274,9 +274,76 @@ def write_bundle(result: TabularFit, out_dir: Path) -> Path:
         "config": config,
         "trained_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
+    metadata.update(_monai_fields(result, hashlib.sha256(onnx_bytes).hexdigest()))
     (bundle / "configs" / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
     (bundle / "docs" / "README.md").write_text(_model_card(metadata))
     return bundle
+
+
+def _monai_fields(result: TabularFit, onnx_sha256: str) -> dict[str, Any]:
+    """The MONAI bundle fields and medgate's keys, so that the bundle registry lists this bundle
+    (``medgate models list``, ``GET /api/v1/models``) like every other; task ``tabular`` keeps it
+    out of the imaging deployments."""
+    import monai
+
+    from medgate.models.bundle import DEMO_WARNING, device_uid_for
+
+    names = [FEATURES[f][0] for f in result.features]
+    return {
+        "monai_version": monai.__version__,
+        "pytorch_version": "n/a (scikit-learn model in ONNX)",
+        "description": "Demo risk of high diabetes progression at one year, from baseline "
+        "measurements; served by the decision-support API.",
+        "network_data_format": {
+            "inputs": {
+                "features": {
+                    "type": "features",
+                    "format": "float",
+                    "num_channels": 1,
+                    "spatial_shape": [len(names)],
+                    "dtype": "float32",
+                    "value_range": [],
+                    "channel_def": {str(i): n for i, n in enumerate(names)},
+                }
+            },
+            "outputs": {
+                "probabilities": {
+                    "type": "probabilities",
+                    "format": "classification",
+                    "num_channels": 2,
+                    "spatial_shape": [2],
+                    "dtype": "float32",
+                    "value_range": [0, 1],
+                    "channel_def": {"0": "low", "1": "high_disease_progression"},
+                }
+            },
+        },
+        "medgate": {
+            "name": str(result.config["name"]),
+            "task": "tabular",
+            "labels": [
+                {
+                    "name": "high_disease_progression",
+                    "index": 1,
+                    "code": {
+                        "value": "DM-PROGRESSION-HIGH",
+                        "scheme": "99MEDGATE",
+                        "meaning": "High one-year diabetes progression (demo)",
+                    },
+                }
+            ],
+            "preprocessing": {
+                "input_kind": "features",
+                "spatial_size": [len(names)],
+                "features": names,
+            },
+            "device_uid": device_uid_for(onnx_sha256),
+            "checksums": {"models/model.onnx": onnx_sha256},
+            "demo": True,
+            "warning": DEMO_WARNING.replace("synthetic phantoms", "a public demo data set"),
+            "metrics": result.metrics,
+        },
+    }
 
 
 def _model_card(meta: dict[str, Any]) -> str:
