@@ -99,3 +99,16 @@ def test_outbox_keeps_one_row_per_uid_and_moves_to_sent_or_dead(database_url: st
     assert {uid: row["status"] for uid, row in rows.items()} == {"5.1": "dead", "5.2": "sent"}
     assert (rows["5.1"]["attempts"], rows["5.1"]["refusals"]) == (3, 2)
     assert index.due_outbox() == []
+
+
+def test_outbox_items_are_claimed_by_one_sender(database_url: str) -> None:
+    index = Index(database_url)
+    index.add_to_outbox([(f"7.{n}", "7", "sr", f"/r/7.{n}.dcm") for n in range(10)])
+    other = Index(database_url, create=False)  # a second instance on the same database
+    ids = [item.id for item in index.due_outbox()]
+    first = index.claim_outbox(ids)
+    second = other.claim_outbox(ids)
+    assert first == set(ids) and second == set()
+    assert index.due_outbox() == []  # claimed items wait out their lease
+    expired = other.claim_outbox(ids, lease_seconds=-1)  # nothing due yet: still leased
+    assert expired == set()

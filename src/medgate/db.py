@@ -584,6 +584,27 @@ class Index:
                 for r in rows
             ]
 
+    def claim_outbox(self, item_ids: Sequence[int], lease_seconds: float = 60.0) -> set[int]:
+        """Claim due items for one send: a guarded ``UPDATE`` moves ``next_attempt_at`` past the
+        lease, so a second sender (another instance on the same database) skips them; a sender
+        that dies mid-send leaves them due again after the lease. Returns the ids claimed."""
+        now = utcnow()
+        claimed: set[int] = set()
+        with self._write() as conn:
+            for item_id in item_ids:
+                moved = conn.execute(
+                    outbox.update()
+                    .where(
+                        outbox.c.id == item_id,
+                        outbox.c.status == "pending",
+                        outbox.c.next_attempt_at <= now,
+                    )
+                    .values(next_attempt_at=now + dt.timedelta(seconds=lease_seconds))
+                ).rowcount
+                if moved:
+                    claimed.add(item_id)
+        return claimed
+
     def outbox_sent(self, item_id: int) -> None:
         with self._write() as conn:
             conn.execute(

@@ -110,6 +110,9 @@ class ResultSender:
         """Send every due outbox item over one association; record each outcome."""
         summary = SendSummary()
         items = self.index.due_outbox(limit=self.batch)
+        if items:  # another instance's sender may hold some of them
+            claimed = self.index.claim_outbox([item.id for item in items])
+            items = [item for item in items if item.id in claimed]
         if not items:
             return summary
         loaded: list[tuple[OutboxItem, object]] = []

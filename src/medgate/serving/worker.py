@@ -55,8 +55,13 @@ class NotProcessed(Exception):
 
 
 def default_worker_id(settings: Settings) -> str:
-    """Stable across restarts of the same instance, so its own stale jobs can be re-queued."""
-    return f"{socket.gethostname()}:{settings.dicom.ae_title}:{Path(settings.storage.path).name}"
+    """Stable across restarts of the same instance, so its own stale jobs can be re-queued, and
+    distinct for every instance on one host (each listens on its own DICOM port), so a starting
+    instance never re-queues the live jobs of another one sharing the database."""
+    return (
+        f"{socket.gethostname()}:{settings.dicom.ae_title}:{settings.dicom.port}:"
+        f"{Path(settings.storage.path).name}"
+    )
 
 
 class Worker:
