@@ -5,6 +5,7 @@ endpoint mounted on the same app: added latency p50/p99 with one client, through
 concurrent clients, and ONNX Runtime vs scikit-learn single-row prediction.
 
     python bench/cds.py                       # starts uvicorn on loopback itself
+    python bench/cds.py --serve               # the same app behind a Ray Serve ingress
     python bench/cds.py --base-url http://127.0.0.1:8000 --trivial-path /healthz   # existing
 
 Goals (issue #7): p50 <= +5 ms, p99 <= +15 ms, throughput >= 0.5x trivial, ONNX >= 5x sklearn.
@@ -117,6 +118,40 @@ def start_server(storage: str) -> tuple[subprocess.Popen[bytes], str]:
     raise SystemExit("uvicorn did not start within 60 s")
 
 
+def start_serve(storage: str) -> str:
+    """The same app (medgate + trivial endpoint) behind a Ray Serve ingress on a local Ray,
+    as ``medgate serve`` deploys it: both endpoints pay the same proxy and replica hops."""
+    import ray
+    from ray import serve
+
+    os.environ["MEDGATE_BENCH_STORAGE"] = storage
+    env = {"MEDGATE_BENCH_STORAGE": storage, "PYTHONPATH": str(REPO)}
+    ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": env})
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+
+    @serve.deployment(ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=200)
+    @serve.ingress()
+    class BenchIngress:
+        def __serve_build_asgi_app__(self) -> Any:
+            # Imported by name in the replica (not pickled from __main__), so that FastAPI
+            # resolves the endpoint's annotations.
+            from bench.cds import make_app as build
+
+            return build()
+
+    serve.run(BenchIngress.bind(), name="cds-bench", route_prefix="/")
+    return f"http://127.0.0.1:{port}"
+
+
+def stop_serve() -> None:
+    import ray
+    from ray import serve
+
+    serve.shutdown()
+    ray.shutdown()
+
+
 def latency(client: httpx.Client, path: str, n: int) -> list[float]:
     times = []
     for _ in range(n):
@@ -180,6 +215,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base-url", help="an already running medgate API (default: start one)")
     parser.add_argument(
+        "--serve", action="store_true", help="serve the app through Ray Serve (as medgate serve)"
+    )
+    parser.add_argument(
         "--trivial-path", default="/bench/trivial", help="trivial POST endpoint on the same server"
     )
     parser.add_argument("--requests", type=int, default=500)
@@ -190,10 +228,15 @@ def main() -> None:
     proc = None
     tmp = tempfile.TemporaryDirectory()
     base = args.base_url
-    if base is None:
+    if base is None and args.serve:
+        base = start_serve(tmp.name)
+    elif base is None:
         proc, base = start_server(tmp.name)
     try:
-        figures: dict[str, Any] = {"base_url": base}
+        figures: dict[str, Any] = {
+            "base_url": base,
+            "via": "ray-serve" if args.serve else "uvicorn",
+        }
         with httpx.Client(base_url=base, timeout=30) as client:
             for path in (args.trivial_path, "/api/v1/cds/assess"):
                 latency(client, path, 50)  # warm-up
@@ -226,6 +269,8 @@ def main() -> None:
         if proc is not None:
             proc.terminate()
             proc.wait(10)
+        if args.serve:
+            stop_serve()
         tmp.cleanup()
 
 
