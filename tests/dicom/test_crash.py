@@ -1,4 +1,5 @@
-"""kill -9 of ``medgate receive`` in the middle of a storescu run loses nothing acknowledged.
+"""kill -9 of ``medgate receive`` in the middle of a storescu run loses nothing acknowledged,
+with the index in SQLite and in PostgreSQL (``database_url`` runs the test on both).
 
 Also: patient names and IDs never reach the logs (the subprocess's output and caplog).
 """
@@ -14,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from pydicom import dcmread
 
 from medgate.db import Index
@@ -26,7 +28,7 @@ PATIENT_NAME = "Zhang^Xiuying"
 PATIENT_ID = "PID-7718-2024"
 
 
-def _config(tmp_path: Path, port: int) -> Path:
+def _config(tmp_path: Path, port: int, database_url: str) -> Path:
     store = tmp_path / "store"
     config = tmp_path / "medgate.toml"
     config.write_text(
@@ -40,6 +42,7 @@ study_idle_seconds = 1.0
 [storage]
 path = "{store}"
 min_free_mb = 0
+database_url = "{database_url}"
 
 [audit]
 hash_key = "test-key"
@@ -71,10 +74,12 @@ def _start(config: Path, log: Path, port: int) -> subprocess.Popen[bytes]:
     raise AssertionError("medgate receive did not come up")
 
 
-def test_kill_9_mid_run_loses_nothing_acknowledged(tmp_path: Path, caplog) -> None:
+def test_kill_9_mid_run_loses_nothing_acknowledged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, database_url: str
+) -> None:
     caplog.set_level(logging.DEBUG)
     port = free_port()
-    config = _config(tmp_path, port)
+    config = _config(tmp_path, port, database_url)
     log = tmp_path / "receive.log"
     files = ct_series(
         tmp_path / "series",
@@ -86,7 +91,7 @@ def test_kill_9_mid_run_loses_nothing_acknowledged(tmp_path: Path, caplog) -> No
     )
     uid_of = {str(p): str(dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in files}
     proc = _start(config, log, port)
-    index = Index(f"sqlite:///{tmp_path / 'store' / 'index.sqlite'}")
+    index = Index(database_url)
     sender = subprocess.Popen(
         [dcmtk("storescu"), "-v", "-aec", "MEDGATE", "127.0.0.1", str(port), *map(str, files)],
         stdout=subprocess.PIPE,
