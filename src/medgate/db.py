@@ -20,7 +20,7 @@ import datetime as dt
 import json
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -159,7 +159,9 @@ class Index:
         if self.is_sqlite:
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         # SQLite has one writer; serialising writers in-process avoids busy retries.
-        self._write_lock = threading.Lock() if self.is_sqlite else _NullLock()
+        self._write_lock: AbstractContextManager[Any] = (
+            threading.Lock() if self.is_sqlite else nullcontext()
+        )
         if create:
             from medgate.migrations import upgrade
 
@@ -652,14 +654,6 @@ class Index:
             query = query.where(outbox.c.study_instance_uid == study_uid)
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(query).mappings()]
-
-
-class _NullLock:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
