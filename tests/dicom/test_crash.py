@@ -1,11 +1,16 @@
-"""kill -9 of ``medgate receive`` in the middle of a storescu run loses nothing acknowledged,
+"""kill -9 of ``medgate serve`` in the middle of a storescu run loses nothing acknowledged,
 with the index in SQLite and in PostgreSQL (``database_url`` runs the test on both).
+
+``medgate serve`` is the whole gateway (receiver, worker, API and the local Ray it starts). The
+test kills its process group with SIGKILL, as a crashed container or an OOM kill would: the
+driver and every Ray process die at the same instant, nothing gets to clean up.
 
 Also: patient names and IDs never reach the logs (the subprocess's output and caplog).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -30,6 +35,8 @@ PATIENT_ID = "PID-7718-2024"
 
 def _config(tmp_path: Path, port: int, database_url: str) -> Path:
     store = tmp_path / "store"
+    bundles = tmp_path / "no-bundles"  # the receive path is under test: no model to load
+    bundles.mkdir(exist_ok=True)
     config = tmp_path / "medgate.toml"
     config.write_text(
         f"""
@@ -44,6 +51,13 @@ path = "{store}"
 min_free_mb = 0
 database_url = "{database_url}"
 
+[api]
+host = "127.0.0.1"
+port = {free_port()}
+
+[models]
+path = "{bundles}"
+
 [audit]
 hash_key = "test-key"
 """
@@ -52,26 +66,49 @@ hash_key = "test-key"
 
 
 def _start(config: Path, log: Path, port: int) -> subprocess.Popen[bytes]:
+    """``medgate serve`` in a process group of its own (its local Ray joins that group), waited
+    for until it says it is ready (receiver, Ray, Serve and worker all up) and answers C-ECHO."""
+    ready_before = log.read_text().count("medgate ready") if log.exists() else 0
     handle = open(log, "ab")  # noqa: SIM115 - the child writes to it
     proc = subprocess.Popen(
-        [sys.executable, "-m", "medgate.cli", "receive", "--config", str(config)],
+        [sys.executable, "-m", "medgate.cli", "serve", "--config", str(config)],
         stdout=handle,
         stderr=subprocess.STDOUT,
-        env={**os.environ, "COLUMNS": "200"},
+        env={**os.environ, "COLUMNS": "200", "RAY_ADDRESS": ""},
+        start_new_session=True,
     )
     handle.close()
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise AssertionError(log.read_text()[-2000:])
-        echo = subprocess.run(
-            [dcmtk("echoscu"), "-aec", "MEDGATE", "127.0.0.1", str(port)], capture_output=True
-        )
-        if echo.returncode == 0:
-            return proc
+        if log.read_text(errors="replace").count("medgate ready") > ready_before:
+            echo = subprocess.run(
+                [dcmtk("echoscu"), "-aec", "MEDGATE", "127.0.0.1", str(port)], capture_output=True
+            )
+            if echo.returncode == 0:
+                return proc
         time.sleep(0.2)
-    proc.kill()
-    raise AssertionError("medgate receive did not come up")
+    _kill_group(proc)
+    raise AssertionError("medgate serve did not come up: " + log.read_text()[-2000:])
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL to the gateway's whole process group: the driver and its Ray processes."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+
+
+def _stop_group(proc: subprocess.Popen[bytes]) -> int:
+    """SIGTERM (a clean stop), then make sure nothing of the group is left running."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        code = proc.wait(timeout=60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # Ray agents that outlive their raylet
+    return code
 
 
 def test_kill_9_mid_run_loses_nothing_acknowledged(
@@ -103,12 +140,11 @@ def test_kill_9_mid_run_loses_nothing_acknowledged(
         deadline = time.monotonic() + 60
         while index.count_instances() < 100 and time.monotonic() < deadline:
             time.sleep(0.005)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=10)
+        _kill_group(proc)
         output, _ = sender.communicate(timeout=60)
     finally:
         if proc.poll() is None:
-            proc.kill()
+            _kill_group(proc)
     acknowledged = storescu_successes(output)
     # the kill lands between an index commit and its response at most once
     assert 90 <= len(acknowledged) < 300, len(acknowledged)
@@ -132,13 +168,13 @@ def test_kill_9_mid_run_loses_nothing_acknowledged(
         studies = index.list_studies()
         assert len(studies) == 1 and studies[0]["instances"] == 300
     finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0  # clean stop on SIGTERM
+        code = _stop_group(proc)
         index.close()
+    assert code == 0  # clean stop on SIGTERM
 
     # no patient identifier in the service's log output or in this process's log records
     text = log.read_text(errors="replace") + "\n".join(r.getMessage() for r in caplog.records)
-    assert "receiving as MEDGATE" in text
+    assert "medgate ready" in text
     for secret in (PATIENT_NAME, PATIENT_ID, "Zhang", *list(uid_of.values())[:20]):
         assert secret not in text
     audit = (tmp_path / "store" / "audit.jsonl").read_text()
