@@ -8,6 +8,12 @@ Generates a synthetic CT series (default 300 slices of 512x512 int16), sends it 
   audit entry before every success status),
 
 and prints instances/s for both and the ratio. Run: ``python bench/ingest.py [--count N]``.
+
+It also prints the *durable-write ceiling* of this disk: the same files written with nothing but
+medgate's durability rule (temporary file, fdatasync, rename, folder fsync), one writer per
+association, no network and no parsing. storescp does not fsync, so on a disk where one fsync
+costs more than storescp needs for a whole instance, that ceiling (not medgate's code) bounds
+the ratio; medgate's share of the ceiling shows what the receiver's own overhead costs.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -132,6 +139,40 @@ def bench_medgate(files: list[Path], parallel: int, workdir: Path) -> float:
     return elapsed
 
 
+def bench_durable_ceiling(files: list[Path], parallel: int, workdir: Path) -> float:
+    """Write ``files`` as medgate's store does (temp, fdatasync, rename, folder fsync) from
+    ``parallel`` threads, nothing else; return elapsed seconds."""
+    out = workdir / f"ceiling-{parallel}"
+    out.mkdir()
+    payloads = [f.read_bytes() for f in files]
+    groups = [list(range(i, len(files), parallel)) for i in range(parallel)]
+
+    def write(positions: list[int]) -> None:
+        for position in positions:
+            final = out / f"{position}.dcm"
+            temp = out / f".{position}.part"
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                os.write(fd, payloads[position])
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
+            os.rename(temp, final)
+            folder = os.open(out, os.O_RDONLY)
+            try:
+                os.fsync(folder)
+            finally:
+                os.close(folder)
+
+    threads = [threading.Thread(target=write, args=(g,)) for g in groups]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - start
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=300, help="instances in the series")
@@ -151,17 +192,24 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"series: {len(files)} instances, {mb:.0f} MB; {os.cpu_count()} CPUs, load {load:.1f}"
         )
-        print(f"{'associations':>12} {'storescp/s':>11} {'medgate/s':>10} {'ratio':>6}")
+        print(
+            f"{'associations':>12} {'storescp/s':>11} {'medgate/s':>10} {'ratio':>6}"
+            f" {'ceiling/s':>10} {'ceiling ratio':>13} {'medgate/ceiling':>15}"
+        )
         for parallel in (1, 4):
-            best_ref = best_mg = float("inf")
+            best_ref = best_mg = best_cap = float("inf")
             for run in range(args.repeat):
                 run_dir = workdir / f"run{parallel}-{run}"
                 run_dir.mkdir()
                 best_ref = min(best_ref, bench_storescp(files, parallel, run_dir))
                 best_mg = min(best_mg, bench_medgate(files, parallel, run_dir))
+                best_cap = min(best_cap, bench_durable_ceiling(files, parallel, run_dir))
                 shutil.rmtree(run_dir)
-            ref, mg = len(files) / best_ref, len(files) / best_mg
-            print(f"{parallel:>12} {ref:>11.1f} {mg:>10.1f} {mg / ref:>6.2f}")
+            ref, mg, cap = (len(files) / t for t in (best_ref, best_mg, best_cap))
+            print(
+                f"{parallel:>12} {ref:>11.1f} {mg:>10.1f} {mg / ref:>6.2f}"
+                f" {cap:>10.1f} {cap / ref:>13.2f} {mg / cap:>15.2f}"
+            )
         print(
             f"load average after: {os.getloadavg()[0]:.1f} (figures on a busy machine vary a lot)"
         )

@@ -30,6 +30,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 from medgate.audit import AuditLog
 from medgate.config import Settings
 from medgate.db import Index, InstanceRecord
+from medgate.dicom import fastpath
 from medgate.dicom.audit_queue import AuditQueue
 from medgate.dicom.header import MalformedDataset, parse_header
 from medgate.dicom.net import set_nodelay
@@ -45,6 +46,7 @@ RECEIVE_MAX_PDU = 1 << 20
 
 def make_storage_ae(settings: Settings) -> AE:
     """An AE that accepts every storage SOP class in every transfer syntax, plus Verification."""
+    fastpath.install()
     dicom = settings.dicom
     ae = AE(ae_title=dicom.ae_title)
     for context in AllStoragePresentationContexts:
