@@ -67,6 +67,42 @@ def test_each_job_is_claimed_once_by_concurrent_workers(database_url: str) -> No
     assert sorted(claimed) == sorted(f"1.2.{n}" for n in range(30))
 
 
+def test_a_retried_job_waits_for_its_back_off(database_url: str) -> None:
+    index = Index(database_url)
+    index.record_instance(_record("7.7", "7.7.1"))
+    index.enqueue_study("7.7")
+    job = index.claim_job("w1")
+    assert job is not None
+    index.finish_job(job.id, "queued", error="model down", retry_after_s=3600)
+    assert index.claim_job("w2") is None  # held back
+    assert index.queue_depth() == 1  # still queued, nothing lost
+    index.finish_job(job.id, "queued", error="model down", retry_after_s=0)
+    again = index.claim_job("w2")
+    assert again is not None and again.id == job.id and again.attempts == 2
+
+
+def test_lease_renewal_keeps_a_slow_job_from_being_taken_over(database_url: str) -> None:
+    index = Index(database_url)
+    index.record_instance(_record("8.8", "8.8.1"))
+    index.enqueue_study("8.8")
+    job = index.claim_job("slow-worker", lease_seconds=-1)  # lease already over ...
+    assert job is not None
+    assert index.renew_lease(job.id, "slow-worker", 3600)  # ... renewed in time
+    assert index.claim_job("other") is None
+    assert not index.renew_lease(job.id, "other", 3600)  # only the holder renews
+    index.finish_job(job.id, "done")
+    assert not index.renew_lease(job.id, "slow-worker", 3600)  # finished: nothing to renew
+
+
+def test_retry_delay_doubles_up_to_the_cap(settings_factory) -> None:
+    from medgate.serving.worker import retry_delay
+
+    settings = settings_factory(
+        routing={"retry_backoff_seconds": 2.0, "retry_backoff_max_seconds": 5.0}
+    )
+    assert [retry_delay(settings, n) for n in (1, 2, 3, 4)] == [2.0, 4.0, 5.0, 5.0]
+
+
 def test_expired_lease_is_claimed_again_and_restart_requeues(database_url: str) -> None:
     index = Index(database_url)
     index.record_instance(_record("9.9", "9.9.1"))

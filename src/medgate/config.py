@@ -163,6 +163,10 @@ class RoutingConfig(BaseModel):
     rules: list[RouteRule] = Field(default_factory=_default_routes)
     triage_bundle: str = "study_triage"
     max_attempts: int = Field(3, ge=1)
+    retry_backoff_seconds: float = Field(
+        2.0, ge=0, description="wait before a failed study's next attempt; doubles per attempt"
+    )
+    retry_backoff_max_seconds: float = Field(120.0, ge=0)
 
 
 class ReportsConfig(BaseModel):

@@ -453,8 +453,12 @@ class Index:
         """
         for _ in range(20):
             now = utcnow()
+            # A queued job's ``lease_until`` is its back-off: not claimable before that time.
             claimable = sa.or_(
-                jobs.c.status == "queued",
+                sa.and_(
+                    jobs.c.status == "queued",
+                    sa.or_(jobs.c.lease_until.is_(None), jobs.c.lease_until <= now),
+                ),
                 sa.and_(jobs.c.status == "processing", jobs.c.lease_until < now),
             )
             with self._write() as conn:
@@ -496,24 +500,46 @@ class Index:
                 query = query.where(jobs.c.claimed_by == worker_id)
             return conn.execute(query.values(status="queued", lease_until=None)).rowcount
 
+    def renew_lease(self, job_id: int, worker_id: str, lease_seconds: float) -> bool:
+        """Extend the lease of a job this worker still holds; False when it no longer does
+        (finished, or taken over by another worker after the lease ran out)."""
+        with self._write() as conn:
+            return bool(
+                conn.execute(
+                    jobs.update()
+                    .where(
+                        jobs.c.id == job_id,
+                        jobs.c.status == "processing",
+                        jobs.c.claimed_by == worker_id,
+                    )
+                    .values(lease_until=utcnow() + dt.timedelta(seconds=lease_seconds))
+                ).rowcount
+            )
+
     def finish_job(
         self,
         job_id: int,
         status: str,
         *,
         error: str | None = None,
+        retry_after_s: float = 0.0,
     ) -> None:
-        """Mark a job ``done``, ``failed``, ``not-processed``, or back to ``queued`` for a retry."""
+        """Mark a job ``done``, ``failed``, ``not-processed``, or back to ``queued`` for a retry
+        that no worker claims before ``retry_after_s`` seconds have passed (back-off)."""
         if status not in ("done", "failed", "not-processed", "queued"):
             raise ValueError(f"bad job status {status!r}")
+        now = utcnow()
+        hold = None
+        if status == "queued" and retry_after_s > 0:
+            hold = now + dt.timedelta(seconds=retry_after_s)
         with self._write() as conn:
             conn.execute(
                 jobs.update()
                 .where(jobs.c.id == job_id)
                 .values(
                     status=status,
-                    finished_at=None if status == "queued" else utcnow(),
-                    lease_until=None,
+                    finished_at=None if status == "queued" else now,
+                    lease_until=hold,
                     error=error,
                 )
             )

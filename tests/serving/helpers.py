@@ -215,6 +215,7 @@ def serving_overrides(bundle_root: Path) -> dict[str, dict[str, Any]]:
                 },
             ],
             "max_attempts": 2,
+            "retry_backoff_seconds": 0.5,
         },
         "serving": {"poll_seconds": 0.1},
         "reports": {"languages": ["en", "zh"]},

@@ -8,7 +8,7 @@ from typing import Any
 
 import pydicom
 import pytest
-from helpers import ingest, phantom_bytes, serving_overrides
+from helpers import ingest, phantom_bytes, serving_overrides, wait_for
 from ray import serve
 
 from medgate.audit import AuditLog
@@ -92,8 +92,10 @@ def test_broken_model_fails_study_after_retries_and_service_continues(
     bad = ingest(store, phantom_bytes(33, SeriesDescription="BROKEN PA"))
     index.enqueue_study(bad)
     assert worker.run_once()
-    assert index.get_study(bad)["status"] == "queued"  # attempt 1 of 2: retried
-    assert worker.run_once()
+    assert index.get_study(bad)["status"] == "queued"  # attempt 1 of 2: retried ...
+    assert "will retry in" in index.get_study(bad)["reason"]
+    assert not worker.run_once()  # ... after its back-off (0.5 s here), not at once
+    wait_for(worker.run_once, 30, 0.1, "the retry after the back-off")
     row = index.get_study(bad)
     assert row["status"] == "failed" and "broken_model" in row["reason"]
     assert "unavailable" in row["reason"]

@@ -15,8 +15,11 @@ Crash safety: the result UIDs are derived from the input UIDs and model versions
 job re-run after ``kill -9`` writes the same files and ``add_to_outbox`` skips UIDs it already
 holds: the PACS gets one set of results. Jobs left ``processing`` by a dead worker are re-queued
 at start-up (embedded SQLite: all of them; shared PostgreSQL: this worker's, others by lease).
-A model error is retried up to ``routing.max_attempts`` times, then the study is ``failed`` with
-the error; the worker carries on with the next job.
+A model error is retried up to ``routing.max_attempts`` times, each retry held back by an
+exponential back-off (``routing.retry_backoff_seconds``, doubling, capped), then the study is
+``failed`` with the error; the worker carries on with the next job. While a job runs, its lease is
+renewed every third of ``serving.job_lease_seconds``, so a slow study (a big CT on CPU) is never
+taken over by another instance while its worker is alive.
 """
 
 from __future__ import annotations
@@ -144,8 +147,31 @@ class Worker:
         job = self.index.claim_job(self.worker_id, self.settings.serving.job_lease_seconds)
         if job is None:
             return False
-        self.process(job)
+        with self._lease_renewed(job):
+            self.process(job)
         return True
+
+    @contextmanager
+    def _lease_renewed(self, job: Job) -> Iterator[None]:
+        """Renew ``job``'s lease in the background while the body runs."""
+        lease = self.settings.serving.job_lease_seconds
+        done = threading.Event()
+
+        def renew() -> None:
+            while not done.wait(lease / 3):
+                try:
+                    if not self.index.renew_lease(job.id, self.worker_id, lease):
+                        return
+                except Exception as exc:  # the database is away: the next round tries again
+                    log.warning("lease renewal of job %d failed: %s", job.id, exc)
+
+        renewer = threading.Thread(target=renew, name=f"lease-{job.id}", daemon=True)
+        renewer.start()
+        try:
+            yield
+        finally:
+            done.set()
+            renewer.join()
 
     # ------------------------------------------------------------------ one job
     @contextmanager
@@ -187,12 +213,19 @@ class Worker:
                     details={"error": error[:500]},
                 )
                 return self._finished(uid, "failed")
-            self.index.finish_job(job.id, "queued", error=error)
+            delay = retry_delay(self.settings, job.attempts)
+            self.index.finish_job(job.id, "queued", error=error, retry_after_s=delay)
             self.index.set_study_status(
-                uid, "queued", reason=f"attempt {job.attempts} failed, will retry: {error}"
+                uid,
+                "queued",
+                reason=f"attempt {job.attempts} failed, will retry in {delay:.0f} s: {error}",
             )
             log.warning(
-                "study %s attempt %d failed, re-queued: %s", phi_hash(uid), job.attempts, error
+                "study %s attempt %d failed, retry in %.1f s: %s",
+                phi_hash(uid),
+                job.attempts,
+                delay,
+                error,
             )
             return "queued"
         self.metrics.observe("medgate_stage_seconds", time.perf_counter() - started, ("total",))
@@ -352,6 +385,14 @@ def patient_age(sources: list[pydicom.Dataset]) -> int | None:
         per_year = {"D": 365.25, "W": 52.18, "M": 12.0, "Y": 1.0}[value[3]]
         return int(int(value[:3]) / per_year)
     return None
+
+
+def retry_delay(settings: Settings, attempts: int) -> float:
+    """Seconds before attempt ``attempts + 1``: the base back-off doubled per failed attempt."""
+    routing = settings.routing
+    return float(
+        min(routing.retry_backoff_max_seconds, routing.retry_backoff_seconds * 2 ** (attempts - 1))
+    )
 
 
 def _one_line(exc: BaseException) -> str:
