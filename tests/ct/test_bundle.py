@@ -23,7 +23,7 @@ def test_registry_lists_the_bundle_with_ct_routing(ct_bundle: Bundle) -> None:
     spec = found["ct_nodule_seg"].spec
     assert spec.routing.modalities == ["CT"] and spec.routing.body_parts == ["CHEST"]
     assert spec.routing.min_slices == 8
-    assert spec.labels[0].code.value == "786838002"
+    assert spec.labels[0].code.value == "27925004"  # DICOM CID 7159 Nodule
     assert spec.labels[0].finding_site and spec.labels[0].finding_site.value == "39607008"
     assert {m.unit.value for m in spec.measurements} == {"mm", "mm3"}
     assert ct_bundle.demo and ct_bundle.warning
@@ -44,8 +44,9 @@ def test_onnx_and_torchscript_agree(ct_bundle: Bundle) -> None:
 
 
 def test_predictor_finds_and_measures_held_out_nodules(ct_bundle: Bundle) -> None:
-    """Held-out seeds (never trained on); the bundle's per-nodule sensitivity is ~0.6, so the
-    test asks for at least one of four nodules found (mask overlap) and measured within 2 mm."""
+    """Held-out seeds (never trained on); the bundle finds every 9-15 mm nodule and 0.8 of the
+    6.5-9 mm ones (0.73 overall at <= 1 FP per scan), so the test asks for at least two of these
+    four nodules (7.6-12.2 mm) found (mask overlap) and measured within 2 mm."""
     predictor = load_predictor(ct_bundle)
     matched = 0
     for offset in (503, 504, 505, 506):
@@ -64,7 +65,7 @@ def test_predictor_finds_and_measures_held_out_nodules(ct_bundle: Bundle) -> Non
         if not present:
             assert len(result.findings) == 1 and mask.sum() == 0
         for number, finding in enumerate(present, start=1):
-            assert finding.finding_type.value == "786838002"
+            assert finding.finding_type.value == "27925004"
             assert finding.tracking_id == f"nodule-{number}"
             units = {m.unit.value: m.value for m in finding.measurements}
             assert set(units) == {"mm", "mm3"}
@@ -75,7 +76,7 @@ def test_predictor_finds_and_measures_held_out_nodules(ct_bundle: Bundle) -> Non
                 and abs(units["mm"] - truth.diameter_mm) <= 2.0
             ):
                 matched += 1
-    assert matched >= 1
+    assert matched >= 2
 
 
 def test_committed_metrics_reproduce_on_regenerated_held_out_set(

@@ -6,10 +6,11 @@ Steps, seeded throughout:
 
 1. phantom CT series for train / val / test (``medgate.datasets.ct_phantom``, disjoint seeds),
    written as DICOM with ``nodules.csv`` ground truth under ``work/data``;
-2. a tiny 3D MONAI UNet trained with DiceCE on 16x48x48 patches (two in three centred on a
-   nodule: nodules are well under 1 % of a volume) at the network grid (the bundle's declared
-   transforms applied to the HU volume, exactly as the predictor does), 2 CPU threads, tqdm
-   progress, TensorBoard scalars in ``work/runs/ct_nodule_seg/tb``;
+2. a tiny 3D MONAI UNet trained on 16x48x48 patches at the network grid (the bundle's declared
+   transforms applied to the HU volume, exactly as the predictor does) by ``ct_train`` (recipe
+   ``RECIPE``: nodule-centred and vessel-centred patches, flips, batch Dice + nodule-balanced
+   cross entropy), one CPU thread, tqdm progress, resumable checkpoints and TensorBoard scalars
+   in ``work/runs/ct_nodule_seg``;
 3. export through ``training.export.write_bundle`` (ONNX with dynamic batch + TorchScript,
    parity-checked, checksums, device UID);
 4. the nodule operating threshold chosen on the validation split (largest sensitivity with at most
@@ -23,6 +24,7 @@ Steps, seeded throughout:
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import logging
 import shutil
@@ -34,10 +36,7 @@ import numpy as np
 import pydicom
 import torch
 import typer
-from monai.losses import DiceCELoss
 from monai.utils import set_determinism
-from tensorboardX import SummaryWriter
-from tqdm import tqdm
 
 from medgate.datasets.ct_phantom import (
     GROUND_TRUTH_FILE,
@@ -47,9 +46,10 @@ from medgate.datasets.ct_phantom import (
 )
 from medgate.models.bundle import DEMO_WARNING, Bundle, MedgateSpec
 from medgate.models.findings import ModelResult
-from medgate.models.networks import build_network
 from medgate.models.predictor import Predictor, load_predictor
 from medgate.models.transforms import build_transform
+from medgate.training import ct_train
+from medgate.training.ct_train import Recipe, TrainArrays, make_arrays
 from medgate.training.export import update_metadata, write_bundle
 
 log = logging.getLogger(__name__)
@@ -57,19 +57,15 @@ log = logging.getLogger(__name__)
 NAME = "ct_nodule_seg"
 VERSION = "1.0.0"
 SPATIAL_SIZE = [32, 96, 96]
-PATCH = (16, 48, 48)
 HU_WINDOW = (-1000.0, 400.0)
 MAX_VAL_FP = 0.5
 VOXEL_THRESHOLD = 0.3  # candidate voxels (default); tuned on val among VOXEL_THRESHOLDS
 VOXEL_THRESHOLDS = (0.1, 0.2, 0.3)
-FULL = {"train": 80, "val": 16, "test": 24, "steps": 2400, "small": 6}
+FULL = {"train": 240, "val": 24, "test": 48, "steps": Recipe.steps, "small": 6}
 FAST = {"train": 6, "val": 3, "test": 3, "steps": 4, "small": 2}
 SOURCE = "synthetic chest CT phantoms (medgate.datasets.ct_phantom)"
-# Nodule voxels weigh more in the loss: a 4-6 mm nodule is 1-3 voxels at the network grid and
-# was otherwise learnt as background (probability ~0).
-NODULE_WEIGHT = 40.0
-LAMBDA_DICE = 0.5  # batch Dice alone is ruled by the large nodules
-NETWORK = {"spatial_dims": 3, "out_channels": 2, "channels": (12, 24, 48), "strides": (2, 2)}
+RECIPE = Recipe()  # the training recipe of the committed bundle (ct_train.Recipe)
+NETWORK = RECIPE.network()
 
 
 def _code(value: str, scheme: str, meaning: str) -> dict[str, str]:
@@ -89,7 +85,9 @@ def nodule_spec(threshold: float = 0.5) -> MedgateSpec:
                 {
                     "name": "nodule",
                     "index": 1,
-                    "code": _code("786838002", "SCT", "Nodule of lung"),
+                    # DICOM CID 7159 (Lesion Segmentation Type) under the category
+                    # "Morphologically Altered Structure"; the site says which organ.
+                    "code": _code("27925004", "SCT", "Nodule"),
                     "finding_site": lung,
                     "threshold": threshold,
                     "category": _code("49755003", "SCT", "Morphologically Altered Structure"),
@@ -174,38 +172,6 @@ def _network_arrays(
         label[tuple(idx)] = 1
         centres.append(idx)
     return np.asarray(x), label, np.asarray(centres, np.int64).reshape(-1, 3)
-
-
-def _patches(
-    xs: np.ndarray,
-    ys: np.ndarray,
-    centres: list[np.ndarray],
-    count: int,
-    rng: np.random.Generator,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``count`` random patches, randomly left-right flipped; three in four centred (with
-    jitter) on a nodule drawn uniformly per nodule, so small nodules are seen as often as large
-    ones (drawing a foreground voxel favours 15 mm nodules ~50:1 over 4 mm ones)."""
-    bx, by = [], []
-    d, h, w = PATCH
-    for _ in range(count):
-        i = int(rng.integers(len(xs)))
-        if len(centres[i]) and rng.random() < 3 / 4:
-            centre = centres[i][int(rng.integers(len(centres[i])))] + rng.integers(-8, 9, 3)
-        else:
-            centre = np.array([rng.integers(0, s) for s in ys[i].shape])
-        starts = [
-            int(np.clip(c - p // 2, 0, s - p))
-            for c, p, s in zip(centre, PATCH, ys[i].shape, strict=True)
-        ]
-        z, r, c = starts
-        px = xs[i][:, z : z + d, r : r + h, c : c + w]
-        py = ys[i][None, z : z + d, r : r + h, c : c + w]
-        if rng.random() < 0.5:
-            px, py = px[..., ::-1], py[..., ::-1]
-        bx.append(np.ascontiguousarray(px))
-        by.append(np.ascontiguousarray(py))
-    return torch.from_numpy(np.stack(bx)), torch.from_numpy(np.stack(by))
 
 
 def read_ground_truth(folder: Path) -> dict[str, list[dict[str, float]]]:
@@ -294,22 +260,40 @@ def _raw_detections(
     return studies
 
 
+SIZE_BANDS = {"4-6.5mm": 6.5, "6.5-9mm": 9.0, "9-15mm": float("inf")}
+
+
+def _size_band(diameter_mm: float) -> str:
+    """The ``SIZE_BANDS`` name of a nodule diameter (upper bounds exclusive)."""
+    return next(name for name, upper in SIZE_BANDS.items() if diameter_mm < upper)
+
+
 def _operating_point(
     studies: list[dict[str, Any]], truth: dict[str, list[dict[str, float]]], threshold: float
 ) -> dict[str, Any]:
     tp = fp = 0
     diam_err, vol_err = [], []
     total = sum(len(truth[s["study"]]) for s in studies)
+    bands = {name: [0, 0] for name in SIZE_BANDS}  # detected, nodules
     for s in studies:
         dets = [d for d in s["dets"] if d[0] >= threshold]
         hits, false = _match(dets, truth[s["study"]])
         tp += len(hits)
         fp += len(false)
+        found = {j for _, j in hits}
+        for j, t in enumerate(truth[s["study"]]):
+            band = _size_band(t["diameter_mm"])
+            bands[band][0] += int(j in found)
+            bands[band][1] += 1
         for i, j in hits:
             t = truth[s["study"]][j]
             diam_err.append(abs(dets[i][4] - t["diameter_mm"]))
             vol_err.append(abs(dets[i][5] - t["volume_mm3"]) / t["volume_mm3"])
     return {
+        "sensitivity_by_size": {
+            name: {"detected": hit, "nodules": count, "sensitivity": hit / count if count else None}
+            for name, (hit, count) in bands.items()
+        },
         "threshold": threshold,
         "nodules": total,
         "detected": tp,
@@ -362,50 +346,36 @@ def evaluate_nodules(bundle: Bundle | Path, folder: Path) -> dict[str, Any]:
 
 
 # -- training ---------------------------------------------------------------------------------
+def train_arrays(phantoms: list[CTPhantom], spec: MedgateSpec) -> TrainArrays:
+    """The phantoms at the network grid, with nodule and hard-negative centres."""
+    return make_arrays([_network_arrays(p, spec) for p in phantoms])
+
+
 def train_network(
-    train: list[CTPhantom], spec: MedgateSpec, steps: int, run_dir: Path, progress: bool
+    train: list[CTPhantom],
+    spec: MedgateSpec,
+    steps: int,
+    run_dir: Path,
+    progress: bool,
+    *,
+    recipe: Recipe = RECIPE,
+    val: list[CTPhantom] | None = None,
+    resume: bool = False,
+    stop_after: int | None = None,
+    checkpoint_every: int = 200,
 ) -> torch.nn.Module:
-    """DiceCE training on nodule-biased patches; returns the trained network (eval mode)."""
-    arrays = [_network_arrays(p, spec) for p in train]
-    xs = np.stack([a[0] for a in arrays])
-    ys = np.stack([a[1] for a in arrays])
-    centres = [a[2] for a in arrays]
-    torch.manual_seed(0)  # the same initial weights whatever ran before
-    model = build_network("unet", **NETWORK)  # type: ignore[arg-type]
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, total_steps=steps)
-    loss_fn = DiceCELoss(
-        to_onehot_y=True,
-        softmax=True,
-        batch=True,
-        weight=torch.tensor([1.0, NODULE_WEIGHT]),
-        lambda_dice=LAMBDA_DICE,
+    """Train on nodule-biased patches (``ct_train.train``); returns the network (eval mode)."""
+    recipe = dataclasses.replace(recipe, steps=steps)
+    return ct_train.train(
+        train_arrays(train, spec),
+        recipe,
+        run_dir,
+        progress=progress,
+        resume=resume,
+        stop_after=stop_after,
+        checkpoint_every=checkpoint_every,
+        val=train_arrays(val, spec) if val else None,
     )
-    rng = np.random.default_rng(7)
-    writer = SummaryWriter(str(run_dir / "tb"))
-    model.train()
-    # Bit-reproducible on CPU: one thread (also the fastest on a shared 2-core machine) and
-    # deterministic kernels; the caller's settings are restored afterwards.
-    threads, strict = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    torch.set_num_threads(1)
-    torch.use_deterministic_algorithms(True)
-    try:
-        bar = tqdm(range(steps), desc=f"{NAME} train", disable=not progress, unit="step")
-        for step in bar:
-            x, y = _patches(xs, ys, centres, 4, rng)
-            optimizer.zero_grad()
-            loss = loss_fn(model(x), y)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            value = float(loss.detach())
-            writer.add_scalar("train/loss", value, step)
-            bar.set_postfix(loss=f"{value:.4f}")
-    finally:
-        writer.close()
-        torch.set_num_threads(threads)
-        torch.use_deterministic_algorithms(strict)
-    return model.eval()
 
 
 def _num(value: float | None) -> str:
@@ -434,7 +404,7 @@ def _model_card(bundle: Bundle, report: dict[str, Any]) -> str:
         f"- Axial CT series (modality CT, body part CHEST, >= {spec.routing.min_slices} slices); "
         f"HU window {HU_WINDOW[0]:.0f}..{HU_WINDOW[1]:.0f} scaled to 0..1, resized to "
         f"{SPATIAL_SIZE} (D, H, W); the probability map is resized back to the source grid.",
-        "- One finding per nodule (SCT 786838002 Nodule of lung, site SCT 39607008 Lung "
+        "- One finding per nodule (SCT 27925004 Nodule, site SCT 39607008 Lung "
         f"structure) with probability (threshold {spec.labels[0].threshold:.3f}), tracking id "
         "`nodule-N`, long-axis diameter (SCT 103339001, UCUM mm; ellipsoid fit of the "
         "probability-weighted component) and volume (SCT 118565006, UCUM mm3); a SEG mask.",
@@ -456,6 +426,11 @@ def _model_card(bundle: Bundle, report: dict[str, Any]) -> str:
         f"- Long-axis diameter mean absolute error (detected nodules): "
         f"{_num(op['diameter_abs_error_mm'])} mm (max {_num(op['diameter_abs_error_max_mm'])} mm)",
         f"- Volume mean relative error: {_num(op['volume_rel_error'])}",
+        "- Sensitivity at the bundle threshold by diameter: "
+        + ", ".join(
+            f"{band} {_num(v['sensitivity'])} ({v['detected']}/{v['nodules']})"
+            for band, v in op.get("sensitivity_by_size", {}).items()
+        ),
         f"- Dice (scans with a nodule or a detection): {_num(report['dice_mean'])}",
         "",
         "## Limits",
@@ -471,9 +446,19 @@ def _model_card(bundle: Bundle, report: dict[str, Any]) -> str:
 
 
 def make_ct_nodule_bundle(
-    out: Path, work: Path, fast: bool = False, progress: bool = True, steps: int | None = None
+    out: Path,
+    work: Path,
+    fast: bool = False,
+    progress: bool = True,
+    steps: int | None = None,
+    resume: bool = False,
+    recipe: Recipe = RECIPE,
 ) -> Bundle:
-    """Regenerate the phantom data and the ``ct_nodule_seg`` bundle under ``out``."""
+    """Regenerate the phantom data and the ``ct_nodule_seg`` bundle under ``out``.
+
+    ``resume`` continues an interrupted training from ``work/runs/ct_nodule_seg/checkpoint.pt``
+    (the data are regenerated identically from their seeds); without it the run starts afresh.
+    """
     set_determinism(seed=0)
     sizes = dict(FAST if fast else FULL)
     if steps:
@@ -488,15 +473,27 @@ def make_ct_nodule_bundle(
         phantoms[split] = write_ct_folder(folder, split, sizes[split], progress=progress)
     spec = nodule_spec()
     run_dir = work / "runs" / NAME
+    if run_dir.exists() and not resume:
+        shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    model = train_network(phantoms["train"], spec, sizes["steps"], run_dir, progress)
+    model = train_network(
+        phantoms["train"],
+        spec,
+        sizes["steps"],
+        run_dir,
+        progress,
+        recipe=recipe,
+        val=phantoms["val"],
+        resume=resume,
+    )
     spec.training_data = {
         "source": SOURCE,
         "train_studies": sizes["train"],
         "train_nodules": sum(len(p.nodules) for p in phantoms["train"]),
         "val_studies": sizes["val"],
         "steps": sizes["steps"],
-        "patch": list(PATCH),
+        "patch": list(recipe.patch),
+        "recipe": dataclasses.replace(recipe, steps=sizes["steps"]).as_dict(),
         "seeds": {k: f"{v}.." for k, v in SPLIT_BASE.items()},
     }
     example = torch.from_numpy(np.stack([_network_arrays(p, spec)[0] for p in phantoms["val"][:2]]))
@@ -612,6 +609,9 @@ def main(
     work: Annotated[Path, typer.Option(help="data, runs and evaluation")] = Path("runs/ct"),
     fast: Annotated[bool, typer.Option(help="tiny data, a few steps (smoke test)")] = False,
     steps: Annotated[int, typer.Option(help="training steps (0: the default)")] = 0,
+    resume: Annotated[
+        bool, typer.Option(help="continue an interrupted training from WORK's checkpoint")
+    ] = False,
     evaluate_only: Annotated[
         bool, typer.Option(help="re-calibrate and re-evaluate the bundle in OUT on WORK/data")
     ] = False,
@@ -622,7 +622,7 @@ def main(
         sizes = FAST if fast else FULL
         bundle = finalize_bundle(Bundle.load(out / NAME), work / "data", sizes)
     else:
-        bundle = make_ct_nodule_bundle(out, work, fast, steps=steps)
+        bundle = make_ct_nodule_bundle(out, work, fast, steps=steps, resume=resume)
     typer.echo(f"{bundle.name}: {bundle.path} device_uid={bundle.device_uid}")
     typer.echo(json.dumps(bundle.spec.metrics.get("held_out", {}), indent=1)[:3000])
 
