@@ -89,8 +89,8 @@ take the +cpu torch wheel out of deploy/wheelhouse'" ;; \
       *) echo "VARIANT must be cpu or cuda, not '$VARIANT'" >&2; exit 2 ;; \
     esac
 
-# The dependencies first (a layer that survives source edits), then medgate itself.
-COPY pyproject.toml README.md /build/src/
+# The dependencies first (a layer that survives source and README edits), then medgate itself.
+COPY pyproject.toml /build/src/
 # torch and onnxruntime are already installed for the chosen variant.
 RUN python -c "import re, tomllib; \
 deps = tomllib.load(open('/build/src/pyproject.toml', 'rb'))['project']['dependencies']; \
@@ -107,6 +107,8 @@ RUN set -eu; \
 # wheel: medgate's own wheel, in a stage of its own so that a source edit leaves the (large)
 # dependency layers of both stages cached.
 FROM builder AS wheel
+# README.md is the package's long description: needed for the wheel only.
+COPY README.md /build/src/
 COPY src/ /build/src/src/
 RUN python -m pip wheel --no-deps --no-build-isolation --wheel-dir /build/dist /build/src
 
@@ -156,6 +158,8 @@ RUN set -eu; \
     /opt/medgate/bin/medgate version
 # `medgate-ray-head`: a Ray head node plus the gateway (compose, multi-node by hand).
 COPY deploy/docker/ray-head.sh /usr/local/bin/medgate-ray-head
+# `medgate-ray-worker`: a Ray worker node that waits for its head and joins it.
+COPY deploy/docker/ray-worker.sh /usr/local/bin/medgate-ray-worker
 # The demo bundles, so that the image alone is a working gateway; mount a volume over
 # /opt/medgate-models for the site's own bundles.
 COPY models/ /opt/medgate-models/

@@ -14,14 +14,17 @@ $(VENV)/.installed: pyproject.toml scripts/install.sh
 demo: install
 	$(BIN)/medgate demo
 
+# The whole suite: the main tests, then the container tests (image from a debootstrapped base,
+# `docker run`, the compose stack, a head + worker Ray cluster of containers).
 test: install
 	$(BIN)/ruff check src tests bench
 	$(BIN)/python -m pytest
+	bash deploy/scripts/test-deploy.sh
 
 test-long: install
 	$(BIN)/python -m pytest --long
 
-# The container image built for real from a debootstrapped base (needs docker.io; ~5-15 min).
+# Only the container tests (installs docker.io, debootstrap, compose; ~3.5 min warm, ~7.5 cold).
 test-deploy: install
 	bash deploy/scripts/test-deploy.sh
 

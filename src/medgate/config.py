@@ -192,6 +192,14 @@ class ServingConfig(BaseModel):
     proxy_location: Literal["HeadOnly", "EveryNode", "Disabled"] = Field(
         "HeadOnly", description="where Ray Serve runs its HTTP proxy (api.host:api.port)"
     )
+    deploy_app: bool = Field(
+        True,
+        description="false: attach to the Serve application already running on the joined "
+        "cluster (a KubeRay RayService deploys it) instead of deploying it",
+    )
+    attach_timeout_s: float = Field(
+        600.0, gt=0, description="with deploy_app = false: wait this long for the application"
+    )
     worker_threads: int = Field(2, ge=1, description="studies processed concurrently")
     poll_seconds: float = Field(0.2, gt=0, description="job queue poll interval")
     job_lease_seconds: float = Field(300.0, gt=0)

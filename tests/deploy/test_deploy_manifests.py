@@ -74,8 +74,24 @@ def test_compose_has_the_stack_the_design_names() -> None:
     head, worker = services["medgate-head"], services["medgate-worker"]
     assert head["entrypoint"] == ["medgate-ray-head"]
     assert (REPO / "deploy/docker/ray-head.sh").read_text().count("medgate serve")
-    worker_command = " ".join(worker["command"])
-    assert "--address" in worker_command and "medgate-head" in worker_command
+    assert worker["entrypoint"] == ["medgate-ray-worker"]
+    assert worker["environment"]["MEDGATE_RAY_HEAD"].startswith("medgate-head:")
+    assert 'ray start --address="$head"' in (REPO / "deploy/docker/ray-worker.sh").read_text()
+
+
+def test_compose_images_and_ports_are_variables() -> None:
+    """Sites name their own images (no Docker Hub) and may bind ports to one address."""
+    text = (REPO / "deploy" / "compose.yaml").read_text()
+    for variable in (
+        "MEDGATE_IMAGE",
+        "ORTHANC_IMAGE",
+        "POSTGRES_IMAGE",
+        "MEDGATE_DICOM_PUBLISH",
+        "MEDGATE_HTTP_PUBLISH",
+        "ORTHANC_HTTP_PUBLISH",
+        "ORTHANC_DICOM_PUBLISH",
+    ):
+        assert "${" + variable + ":-" in text, variable
 
 
 @pytest.mark.parametrize("service", ["medgate-head", "medgate-worker"])
@@ -114,3 +130,24 @@ def test_capacity_table_in_docs_comes_from_the_script() -> None:
     )
     table = capacity.render_table(figures, args)
     assert table in (REPO / "docs" / "deploy.md").read_text()
+
+
+def test_orthanc_entrypoint_reads_compose_environment() -> None:
+    """The Debian-package Orthanc image turns compose.yaml's ORTHANC__* variables into the
+    configuration keys Orthanc knows (the orthancteam image's convention)."""
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location(
+        "orthanc_entrypoint", REPO / "deploy" / "docker" / "orthanc-entrypoint.py"
+    )
+    assert spec is not None and spec.loader is not None
+    entrypoint = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(entrypoint)
+    environment = {k: str(v) for k, v in _compose()["services"]["orthanc"]["environment"].items()}
+    config = entrypoint.build_config({**environment, "ORTHANC__STABLE_AGE": "5"})
+    assert config["DicomAet"] == "ORTHANC"
+    assert config["DicomModalities"] == {"medgate": ["MEDGATE", "medgate-head", 11112]}
+    assert config["AuthenticationEnabled"] is False and config["StableAge"] == 5
+    assert (config["HttpPort"], config["DicomPort"]) == (8042, 4242)
+    json.dumps(config)  # what the entrypoint writes

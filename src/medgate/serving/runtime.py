@@ -67,6 +67,8 @@ class Gateway:
                 log_to_driver=False,
             )
             self._owns_ray = True
+        if not self.settings.serving.deploy_app:
+            return  # Serve, its proxy and the application are the cluster's (RayService)
         serve.start(
             proxy_location=self.settings.serving.proxy_location,
             http_options={"host": self.settings.api.host, "port": self.settings.api.port},
@@ -93,8 +95,11 @@ class Gateway:
             self.dicom.start()
             self.start_ray()
             metrics = ensure_metrics_actor()
-            self.client = run_application(self.settings, self.bundles)
-            self._started_serve_app = True
+            if self.settings.serving.deploy_app:
+                self.client = run_application(self.settings, self.bundles)
+                self._started_serve_app = True
+            else:
+                self.client = attach_application(self.settings, self.bundles, self.problems)
             self.worker = Worker(
                 self.settings,
                 self.index,
@@ -150,6 +155,50 @@ class Gateway:
                 self.audit.record("application-stop", actor="medgate-serve")
                 self.index.close()
                 self.index = None
+
+
+def attach_application(
+    settings: Settings, bundles: dict[str, Any], problems: list[str] | None = None
+) -> Any:
+    """Model handles to the Serve application that the cluster already runs (``serving.deploy_app
+    = false``): on Kubernetes a KubeRay RayService deploys it from its ``serveConfigV2``, and the
+    receiver / worker process attaches without redeploying it (a redeploy would fight the
+    operator). Waits for the application to be RUNNING; bundles found locally but not deployed
+    there are skipped with a problem line, like a bundle that failed to load."""
+    from ray import serve
+    from ray.serve.schema import ApplicationStatus
+
+    from medgate.serving import bundles as bundle_info
+    from medgate.serving.deployments import APP_NAME, ServeModelClient, deployment_name
+
+    deadline = time.monotonic() + settings.serving.attach_timeout_s
+    status = None
+    while True:
+        application = serve.status().applications.get(APP_NAME)
+        status = application.status if application else None
+        if status == ApplicationStatus.RUNNING:
+            break
+        # DEPLOY_FAILED / UNHEALTHY too: the operator retries, so wait for it within the timeout.
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"no running Serve application {APP_NAME!r} on the cluster after "
+                f"{settings.serving.attach_timeout_s:.0f} s (status: {status or 'absent'}"
+                f"{': ' + application.message if application and application.message else ''}); "
+                "deploy it (RayService serveConfigV2, `serve deploy`) or set "
+                "serving.deploy_app = true"
+            )
+        time.sleep(2)
+    deployed = set(application.deployments) if application else set()
+    names = []
+    for name, bundle in bundles.items():
+        if not bundle_info.is_image_model(settings, bundle):
+            continue
+        if deployment_name(name) in deployed:
+            names.append(name)
+        elif problems is not None:
+            problems.append(f"{name}: not deployed in the cluster's application {APP_NAME!r}")
+    log.info("attached to the Serve application %r (%d models)", APP_NAME, len(names))
+    return ServeModelClient.connect(names, settings.serving.request_timeout_s)
 
 
 def _quietly(step: Any) -> None:
