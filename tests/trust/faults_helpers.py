@@ -8,6 +8,7 @@ and checks that read the store the way an auditor would: the index, the files, t
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import signal
 import struct
@@ -28,6 +29,34 @@ from medgate.dicom.scu import SendReport, store_files
 
 MEDGATE = [sys.executable, "-m", "medgate.cli"]
 TMP_SUFFIX = ".part"
+
+# Fault injections of the whole session by kind (every fault suite adds to it; the last test of
+# test_faults_pipeline checks the minimum of the short or the long form).
+INJECTIONS: dict[str, int] = {}
+
+
+def count_injection(kind: str, n: int = 1) -> None:
+    INJECTIONS[kind] = INJECTIONS.get(kind, 0) + n
+
+
+FRACTION_ENV = "MEDGATE_TRUST_LONG_FRACTION"
+
+
+def long_fraction() -> float:
+    """The share of the long form to run (``MEDGATE_TRUST_LONG_FRACTION``, default 1): the long
+    form takes hours on a small machine, and a measured fraction gives its rate and projection."""
+    value = float(os.environ.get(FRACTION_ENV, "1") or "1")
+    if not 0 < value <= 1:
+        raise ValueError(f"{FRACTION_ENV} must be in (0, 1], got {value}")
+    return value
+
+
+def repetitions(long_count: int, short_count: int, long_run: bool) -> int:
+    """How many injections / fuzz cases a test runs: the short form, or (``--long``) the long
+    form scaled by ``long_fraction`` (never fewer than the short form)."""
+    if not long_run:
+        return short_count
+    return max(short_count, math.ceil(long_count * long_fraction()))
 
 
 def dataset_offset(data: bytes) -> int:
@@ -182,6 +211,18 @@ class BackgroundSend:
 
     def statuses(self) -> dict[Path, int | None]:
         return {p: code for p, code, _ in self.report.results}
+
+
+def send_all(port: int, files: list[Path], rounds: int = 3) -> list[Path]:
+    """Send ``files`` and re-send what was not acknowledged, as a real SCU retries (on a loaded
+    machine a response can miss the SCU's timeout); returns the files still not acknowledged."""
+    rest = list(files)
+    for _ in range(rounds):
+        if not rest:
+            break
+        acknowledged = set(BackgroundSend(port, rest).start().join().acknowledged())
+        rest = [p for p in rest if p not in acknowledged]
+    return rest
 
 
 def sop_uid(path: Path) -> str:

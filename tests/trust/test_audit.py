@@ -214,12 +214,16 @@ def test_identifiers_only_as_keyed_hashes(tmp_path: Path) -> None:
 def test_cli_verify_and_trace(settings_factory: Callable, tmp_path: Path) -> None:
     settings = settings_factory()
     config = tmp_path / "medgate.toml"
-    config.write_text(
-        f'[storage]\npath = "{settings.storage.path}"\n[audit]\nhash_key = "{KEY}"\n'
-    )
+    config.write_text(f'[storage]\npath = "{settings.storage.path}"\n[audit]\nhash_key = "{KEY}"\n')
     log = AuditLog(settings.audit_path, KEY)
-    story = ["instance-received", "study-queued", "model-run", "result-created", "result-sent",
-             "result-confirmed"]
+    story = [
+        "instance-received",
+        "study-queued",
+        "model-run",
+        "result-created",
+        "result-sent",
+        "result-confirmed",
+    ]
     for event in story:
         log.record(event, study_uid=STUDY, details={"step": event})
     log.record("instance-received", study_uid=STUDY + ".99")

@@ -23,13 +23,33 @@ from medgate.datasets.deidentify import Deidentifier, DeidOptions, PrivateKeep, 
 KEY = "deid-test-key"
 UID_RE = re.compile(r"^2\.25\.(0|[1-9][0-9]*)$")
 PHI_KEYWORDS = {
-    "PatientName", "PatientID", "PatientBirthDate", "OtherPatientIDs", "OtherPatientNames",
-    "PatientAddress", "PatientTelephoneNumbers", "AccessionNumber", "InstitutionName",
-    "InstitutionAddress", "InstitutionalDepartmentName", "ReferringPhysicianName",
-    "PerformingPhysicianName", "NameOfPhysiciansReadingStudy", "OperatorsName",
-    "RequestingPhysician", "StationName", "DeviceSerialNumber", "StudyID", "RequestedProcedureID",
-    "IssuerOfPatientID", "PersonName", "ContentCreatorName",
-    "VerifyingObserverName", "VerifyingOrganization", "PhysiciansOfRecord", "PatientBirthName",
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "OtherPatientIDs",
+    "OtherPatientNames",
+    "PatientAddress",
+    "PatientTelephoneNumbers",
+    "AccessionNumber",
+    "InstitutionName",
+    "InstitutionAddress",
+    "InstitutionalDepartmentName",
+    "ReferringPhysicianName",
+    "PerformingPhysicianName",
+    "NameOfPhysiciansReadingStudy",
+    "OperatorsName",
+    "RequestingPhysician",
+    "StationName",
+    "DeviceSerialNumber",
+    "StudyID",
+    "RequestedProcedureID",
+    "IssuerOfPatientID",
+    "PersonName",
+    "ContentCreatorName",
+    "VerifyingObserverName",
+    "VerifyingOrganization",
+    "PhysiciansOfRecord",
+    "PatientBirthName",
 }
 
 
@@ -111,8 +131,11 @@ def to_bytes(ds: Dataset) -> bytes:
 
 
 def is_empty(value: Any) -> bool:
-    return value is None or value == "" or value == b"" or (
-        hasattr(value, "__len__") and len(value) == 0
+    return (
+        value is None
+        or value == ""
+        or value == b""
+        or (hasattr(value, "__len__") and len(value) == 0)
     )
 
 
@@ -279,7 +302,8 @@ def test_no_phi_value_survives_in_the_bytes(inputs: list[Dataset]) -> None:
         # inside Manufacturer "TOSHIBA_MEC") can only be checked by its own element, which the
         # table-driven test does
         kept = [
-            str(e.value) for e in after.iterall()
+            str(e.value)
+            for e in after.iterall()
             if e.VR not in ("SQ", "UI") and e.keyword not in PHI_KEYWORDS and not e.tag.is_private
         ]
         for secret in secrets:

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+import re
+import subprocess
 import warnings
 from pathlib import Path
 
 import pydicom
 from test_deidentify import PHI_KEYWORDS, phi_values
+from tests.conftest import require_tool
 from typer.testing import CliRunner
 
 from medgate.audit import AuditLog
 from medgate.cli import app
+from medgate.datasets.deid_export import deidentifier_from_settings, export_deidentified
 
 
 def write_config(settings, tmp_path: Path, extra: str = "") -> Path:
@@ -49,7 +53,8 @@ def test_export_all_studies(filled_store, tmp_path: Path) -> None:
     for ds in read_all(exported):
         assert ds.PatientIdentityRemoved == "YES"
         kept += [
-            str(e.value) for e in ds.iterall()
+            str(e.value)
+            for e in ds.iterall()
             if e.VR not in ("SQ", "UI") and e.keyword not in PHI_KEYWORDS and not e.tag.is_private
         ]
     secrets = set().union(*(phi_values(ds) for ds in read_all(store.files)))
@@ -86,7 +91,8 @@ def test_export_selected_studies_is_repeatable(filled_store, tmp_path: Path) -> 
     everything = tmp_path / "all"
     runner.invoke(app, ["export", "--deidentify", str(everything), "-c", str(config), "-q"])
     synthetic_out = [
-        ds for ds in read_all(sorted(everything.rglob("*.dcm")))
+        ds
+        for ds in read_all(sorted(everything.rglob("*.dcm")))
         if ds.get("Manufacturer") == "ACME Imaging"
     ]
     assert len(synthetic_out) == 4
@@ -108,9 +114,66 @@ def test_export_flag_policy_and_bad_input(filled_store, tmp_path: Path) -> None:
     assert manifest["flagged"] == 2 and not manifest["excluded"]
     flagged = [i for i in manifest["instances"] if i["risks"]]
     assert {r for i in flagged for r in i["risks"]} == {
-        "burned-in-annotation", "secondary-capture-may-have-burned-in-text"
+        "burned-in-annotation",
+        "secondary-capture-may-have-burned-in-text",
     }
     unknown = runner.invoke(
         app, ["export", "--deidentify", str(out), "--study", "1.2.3.404", "-c", str(config)]
     )
     assert unknown.exit_code == 2 and "not in the index" in unknown.output
+
+
+# ------------------------------------------------------------------ dciodvfy: no new errors
+
+_UID_IN_TEXT = re.compile(r"(UID\s+)[\d.]+")
+_VALUE_IN_TEXT = re.compile(r"= <[^>]*>")
+
+
+def dciodvfy_errors(path: Path) -> tuple[set[str], bool]:
+    """dicom3tools' verdict on one file: its error lines with values masked (a de-identified
+    value or a remapped UID is not a new error), and whether the file read through at all."""
+    done = subprocess.run(
+        [require_tool("dciodvfy"), str(path)], capture_output=True, text=True, timeout=120
+    )
+    lines = (done.stdout + done.stderr).splitlines()
+    errors = {
+        _UID_IN_TEXT.sub(r"\1<uid>", _VALUE_IN_TEXT.sub("= <>", line))
+        for line in lines
+        if line.startswith("Error")
+    }
+    readable = not any("read failed" in line for line in errors)
+    return errors, readable
+
+
+def test_export_adds_no_dciodvfy_error(filled_store, test_files: list[Path], tmp_path: Path):
+    """Every exported object is at least as valid as its input (PS3.3 IODs, as dciodvfy checks
+    them): de-identification must not break what the object was (an emptied Type 1, a Type 3
+    sequence with zero items, an overlay without its data ...)."""
+    settings, store = filled_store(len(test_files))
+    out = tmp_path / "export"
+    report = export_deidentified(settings, out, index=store.index, progress=False)
+    deid = deidentifier_from_settings(settings)
+    exported = {
+        item["sop_instance_uid"]: out / item["file"]
+        for item in json.loads(report.manifest.read_text())["instances"]
+    }
+    compared, unreadable, new_errors = 0, [], {}
+    for source in store.files:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sop = str(pydicom.dcmread(source, stop_before_pixels=True).get("SOPInstanceUID", ""))
+        target = exported.get(deid.uid(sop)) if sop else None
+        if target is None:
+            continue  # excluded (burned-in) or not readable by the exporter: see the manifest
+        before, readable = dciodvfy_errors(source)
+        if not readable:  # a truncated input: dciodvfy stops early, nothing to compare with
+            unreadable.append(source.name)
+            continue
+        after, _ = dciodvfy_errors(target)
+        if after - before:
+            new_errors[source.name] = sorted(after - before)
+        compared += 1
+    assert not new_errors, new_errors
+    assert compared >= 30, (compared, unreadable)
+    assert len(unreadable) <= 3, unreadable
+    print(f"\ndciodvfy: {compared} exported objects, no new error; unreadable inputs {unreadable}")

@@ -27,6 +27,7 @@ from faults_helpers import (
     dataset_offset,
     echo_ok,
     receiver_config,
+    repetitions,
     rss_mb,
 )
 from pydicom.dataset import FileMetaDataset
@@ -188,7 +189,7 @@ def _send_all(port: int, files: list[Path]) -> dict[Path, int | None]:
 
 
 def test_cstore_fuzz_receiver_survives(tmp_path: Path, long_run: bool) -> None:
-    cases = 10_000 if long_run else 520
+    cases = repetitions(10_000, 520, long_run)
     batch = 520
     port = free_port()
     receiver = ReceiverProcess(receiver_config(tmp_path, port), port, tmp_path / "receive.log")
@@ -282,7 +283,7 @@ def test_http_api_schema_fuzz_no_server_errors(settings_factory, long_run: bool)
     index = Index(settings.storage.resolved_database_url())
     app = create_app(settings, index)
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
-    examples = 60 if long_run else 8
+    examples = repetitions(60, 8, long_run)
     server_errors: list[str] = []
     calls = 0
     for operation in schema.get_all_operations():

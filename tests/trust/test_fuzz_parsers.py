@@ -19,21 +19,60 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from faults_helpers import repetitions
 from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
 
 from medgate.dicom.header import MalformedDataset, parse_header
 
 CLEAN = (
-    InvalidDicomError, BytesLengthException, ValueError, TypeError, KeyError, IndexError,
-    EOFError, OSError, struct.error, NotImplementedError, AttributeError, OverflowError,
-    zlib.error, LookupError,
+    InvalidDicomError,
+    BytesLengthException,
+    ValueError,
+    TypeError,
+    KeyError,
+    IndexError,
+    EOFError,
+    OSError,
+    struct.error,
+    NotImplementedError,
+    AttributeError,
+    OverflowError,
+    zlib.error,
+    LookupError,
 )
 MAX_SECONDS = 5.0
 MAX_PEAK_BYTES = 96 * 1024 * 1024
-VRS = [b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FL", b"FD", b"IS", b"LO", b"LT", b"OB",
-       b"OW", b"PN", b"SH", b"SL", b"SQ", b"SS", b"ST", b"TM", b"UI", b"UL", b"UN", b"US", b"UT",
-       b"ZZ", b"\x00\x00"]
+VRS = [
+    b"AE",
+    b"AS",
+    b"AT",
+    b"CS",
+    b"DA",
+    b"DS",
+    b"DT",
+    b"FL",
+    b"FD",
+    b"IS",
+    b"LO",
+    b"LT",
+    b"OB",
+    b"OW",
+    b"PN",
+    b"SH",
+    b"SL",
+    b"SQ",
+    b"SS",
+    b"ST",
+    b"TM",
+    b"UI",
+    b"UL",
+    b"UN",
+    b"US",
+    b"UT",
+    b"ZZ",
+    b"\x00\x00",
+]
 
 
 def seeds(test_files: list[Path]) -> list[bytes]:
@@ -80,7 +119,9 @@ def deep_sequence(depth: int) -> bytes:
     for _ in range(depth):
         body = (
             b"\x08\x00\x15\x11SQ\x00\x00\xff\xff\xff\xff"  # ReferencedSeriesSequence, undefined
-            + b"\xfe\xff\x00\xe0\xff\xff\xff\xff" + body + b"\xfe\xff\x0d\xe0\x00\x00\x00\x00"
+            + b"\xfe\xff\x00\xe0\xff\xff\xff\xff"
+            + body
+            + b"\xfe\xff\x0d\xe0\x00\x00\x00\x00"
             + b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
         )
     return body
@@ -140,7 +181,7 @@ def run_case(
 def test_mutations_end_cleanly(test_files: list[Path], long_run: bool, parser) -> None:
     rng = random.Random(8)
     corpus = seeds(test_files)
-    cases = 10_000 if long_run else 500
+    cases = repetitions(10_000, 500, long_run)
     if parser is header_of and not long_run:
         cases = 200
     outcomes: dict[str, int] = {}
@@ -153,6 +194,7 @@ def test_mutations_end_cleanly(test_files: list[Path], long_run: bool, parser) -
         assert set(outcomes) <= {"parsed", "MalformedDataset"}, outcomes
     assert sum(outcomes.values()) == cases
     assert len(outcomes) >= 2, outcomes  # the mutations do reach the error paths
+    print(f"\nparser fuzz ({parser.__name__}): {cases} cases {outcomes}")
 
 
 @pytest.mark.parametrize("depth", [50, 400])

@@ -80,7 +80,11 @@ def jwk_file(tmp_path: Path, key: Any, kid: str) -> Path:
 def client_jwt(key: Any, *, kid: str = "k1", alg: str = "ES384", **overrides: Any) -> str:
     now = int(time.time())
     claims = {
-        "iss": ISSUER, "sub": "ehr-client", "aud": AUDIENCE, "iat": now, "exp": now + 120,
+        "iss": ISSUER,
+        "sub": "ehr-client",
+        "aud": AUDIENCE,
+        "iat": now,
+        "exp": now + 120,
         "jti": str(uuid.uuid4()),
     }
     claims.update(overrides)

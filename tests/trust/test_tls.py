@@ -11,11 +11,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from faults_helpers import dataset_bytes, dataset_offset, sop_uid
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import Verification
+from tests.conftest import require_tool
 
 from medgate.config import TlsConfig
 from medgate.dicom.orthanc import free_port
+from medgate.dicom.service import DicomService
+from medgate.dicom.synthetic import ct_series
 from medgate.dicom.tls import BCP195_CIPHERS, TlsConfigError, client_context, server_context
 
 
@@ -140,13 +144,25 @@ def test_dcmtk_echoscu_interoperates(pki, dicom_tls_server: int) -> None:
     echoscu = shutil.which("echoscu", path="/usr/bin:/usr/local/bin")
     if echoscu is None:
         pytest.fail("echoscu is not installed: run `make test` (DCMTK)")
-    args = [echoscu, "-aec", "MEDGATE", "+tls", str(pki.client_key), str(pki.client_cert),
-            "+cf", str(pki.ca), "127.0.0.1", str(dicom_tls_server)]
+    args = [
+        echoscu,
+        "-aec",
+        "MEDGATE",
+        "+tls",
+        str(pki.client_key),
+        str(pki.client_cert),
+        "+cf",
+        str(pki.ca),
+        "127.0.0.1",
+        str(dicom_tls_server),
+    ]
     done = subprocess.run(args, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     plain = subprocess.run(
         [echoscu, "-aec", "MEDGATE", "-to", "5", "127.0.0.1", str(dicom_tls_server)],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert plain.returncode != 0
 
@@ -163,3 +179,63 @@ def test_config_errors_are_clear(pki, tmp_path: Path) -> None:
     strict = server_context(server_config(pki).model_copy(update={"min_version": "1.3"}))
     assert strict.minimum_version == ssl.TLSVersion.TLSv1_3
     assert strict.verify_mode == ssl.CERT_REQUIRED
+
+
+# ------------------------------------------------------------------ DCMTK storescu -> receiver
+
+
+@pytest.fixture
+def tls_receiver(settings_factory, pki) -> Iterator[DicomService]:
+    """medgate's real receiver (DicomService) with TLS required, on a free loopback port."""
+    settings = settings_factory(
+        tls={
+            "enabled": True,
+            "cert_file": str(pki.server_cert),
+            "key_file": str(pki.server_key),
+            "ca_file": str(pki.ca),
+        }
+    )
+    service = DicomService(settings).start()
+    try:
+        yield service
+    finally:
+        service.stop()
+
+
+def storescu(service: DicomService, path: Path, *tls: str) -> subprocess.CompletedProcess[str]:
+    """DCMTK's storescu (``/usr/bin``: the virtualenv has pynetdicom's script of that name)."""
+    args = [require_tool("storescu"), "-aet", "DCMTKSCU", "-aec", "MEDGATE"]
+    args += ["-to", "10", "-ta", "10", "-td", "10", *tls, "127.0.0.1", str(service.port), str(path)]
+    return subprocess.run(args, capture_output=True, text=True, timeout=90)
+
+
+def test_dcmtk_storescu_over_tls_stores_and_is_refused_without(
+    pki, tls_receiver: DicomService, tmp_path: Path
+) -> None:
+    service = tls_receiver
+    good, plain, rogue = ct_series(tmp_path / "series", 3, rows=16, columns=16, seed=7)
+    done = storescu(
+        service, good, "+tls", str(pki.client_key), str(pki.client_cert), "+cf", str(pki.ca)
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    row = service.index.get_instance(sop_uid(good))
+    assert row is not None, "acknowledged over TLS but not indexed"
+    stored = Path(row["path"]).read_bytes()
+    assert stored[dataset_offset(stored) :] == dataset_bytes(good)  # the bytes as sent
+    # no TLS at all: the association never gets past the handshake
+    refused = storescu(service, plain)
+    assert refused.returncode != 0, refused.stdout + refused.stderr
+    assert service.index.get_instance(sop_uid(plain)) is None
+    # a client certificate from a CA the receiver does not trust
+    untrusted = storescu(
+        service,
+        rogue,
+        "+tls",
+        str(pki.rogue_client_key),
+        str(pki.rogue_client_cert),
+        "+cf",
+        str(pki.ca),
+    )
+    assert untrusted.returncode != 0, untrusted.stdout + untrusted.stderr
+    assert service.index.get_instance(sop_uid(rogue)) is None
+    assert service.index.count_instances() == 1

@@ -71,6 +71,10 @@ _DUMMY_BY_VR: dict[str, Any] = {
     "PN": "DEIDENTIFIED",
     "UR": "about:blank",
 }
+# Sequences of Table E.1-1 with an X/Z action that are Type 2 in their modules (PS3.3): they
+# must stay present, so Z (zero items) rather than X. The others of that kind (Referenced Study
+# Sequence, Institution Code Sequence, Referenced Performed Procedure Step Sequence) are Type 3.
+_TYPE2_SEQUENCES = frozenset({"AcquisitionContextSequence"})
 _TEXT_VRS = {"LO", "LT", "SH", "ST", "UT", "UC", "PN", "CS", "AE"}
 _NUMBER_VRS = {"FL", "FD", "SL", "SS", "UL", "US", "SV", "UV", "AT"}
 _BYTES_VRS = {"OB", "OW", "OD", "OF", "OL", "OV", "UN"}
@@ -269,7 +273,9 @@ class Deidentifier:
             secrets=_identifying_strings(ds),
         )
         pseudonym = self.pseudonym(patient)
+        overlays = _overlay_groups(ds)
         self._walk(ds, context)
+        _drop_orphaned_overlays(ds, overlays)
         if "PatientID" in ds:
             ds.PatientID = pseudonym
         self._mark(ds)
@@ -327,7 +333,10 @@ class Deidentifier:
         if action in ("X/Z/U*",):
             action = "U" if elem.VR in ("SQ", "UI") else "Z"
         elif action in ("X/Z", "X/Z/D", "Z/D"):
-            action = "Z"
+            action = _resolve_composite(action, elem)
+            if action == "X":
+                del ds[elem.tag]
+                return
         elif action == "X/D":
             action = "D"
         if elem.VR == "SQ":
@@ -391,9 +400,9 @@ class Deidentifier:
         """PatientIdentityRemoved, DeidentificationMethod and its codes (CID 7050)."""
         applied = ["basic", *self._columns]
         ds.PatientIdentityRemoved = "YES"
-        ds.DeidentificationMethod = ("medgate PS3.15 E.1-1 " + " ".join(
-            OPTION_CODES[a][0] for a in applied
-        ))[:64]
+        ds.DeidentificationMethod = (
+            "medgate PS3.15 E.1-1 " + " ".join(OPTION_CODES[a][0] for a in applied)
+        )[:64]
         items = []
         for name in applied:
             code, meaning = OPTION_CODES[name]
@@ -415,9 +424,13 @@ class Deidentifier:
             meta.MediaStorageSOPInstanceUID = self.uid(str(meta.MediaStorageSOPInstanceUID))
         meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
         meta.ImplementationVersionName = "MEDGATE_DEID"
-        for keyword in ("SourceApplicationEntityTitle", "SendingApplicationEntityTitle",
-                        "ReceivingApplicationEntityTitle", "PrivateInformationCreatorUID",
-                        "PrivateInformation"):
+        for keyword in (
+            "SourceApplicationEntityTitle",
+            "SendingApplicationEntityTitle",
+            "ReceivingApplicationEntityTitle",
+            "PrivateInformationCreatorUID",
+            "PrivateInformation",
+        ):
             if keyword in meta:
                 delattr(meta, keyword)
 
@@ -435,12 +448,30 @@ class _Context:
 
 
 _IDENTIFYING_KEYWORDS = (
-    "PatientName", "PatientID", "OtherPatientIDs", "OtherPatientNames", "PatientBirthName",
-    "PatientMotherBirthName", "PatientAddress", "PatientTelephoneNumbers", "AccessionNumber",
-    "InstitutionName", "InstitutionAddress", "InstitutionalDepartmentName",
-    "ReferringPhysicianName", "PerformingPhysicianName", "NameOfPhysiciansReadingStudy",
-    "OperatorsName", "RequestingPhysician", "StationName", "StudyID", "PatientBirthDate",
-    "DeviceSerialNumber", "MilitaryRank", "BranchOfService", "MedicalRecordLocator",
+    "PatientName",
+    "PatientID",
+    "OtherPatientIDs",
+    "OtherPatientNames",
+    "PatientBirthName",
+    "PatientMotherBirthName",
+    "PatientAddress",
+    "PatientTelephoneNumbers",
+    "AccessionNumber",
+    "InstitutionName",
+    "InstitutionAddress",
+    "InstitutionalDepartmentName",
+    "ReferringPhysicianName",
+    "PerformingPhysicianName",
+    "NameOfPhysiciansReadingStudy",
+    "OperatorsName",
+    "RequestingPhysician",
+    "StationName",
+    "StudyID",
+    "PatientBirthDate",
+    "DeviceSerialNumber",
+    "MilitaryRank",
+    "BranchOfService",
+    "MedicalRecordLocator",
 )
 
 
@@ -456,6 +487,49 @@ def _identifying_strings(ds: Dataset) -> list[str]:
             found.add(text)
             found.update(p for p in re.split(r"[\^=\s,]+", text) if p)
     return sorted((s for s in found if len(s) >= 3), key=len, reverse=True)
+
+
+def _resolve_composite(action: str, elem: DataElement) -> str:
+    """Pick one of "X/Z", "X/Z/D", "Z/D" without an IOD database, so that the output is as
+    conformant as the input (checked with dciodvfy in the trust suite):
+
+    * an element that is already empty stays empty (Z): its type allowed that;
+    * a sequence with items is removed (X) where X is allowed: zero items are invalid wherever a
+      module asks for 1-n items; the table's sequences under X/Z are Type 3 in their modules
+      except those in ``_TYPE2_SEQUENCES``, which are emptied (Z); under Z/D the items are
+      de-identified by the table (D);
+    * any other value becomes a dummy (D) where D is allowed (a Type 1 attribute such as Device
+      Serial Number in Enhanced General Equipment must keep a value), else it is emptied (Z).
+    """
+    allowed = set(action.split("/"))
+    value = elem.value
+    if value is None or value == "" or (elem.VR == "SQ" and len(value) == 0):
+        return "Z"
+    if elem.VR == "SQ":
+        if elem.keyword in _TYPE2_SEQUENCES and "Z" in allowed:
+            return "Z"
+        return "X" if "X" in allowed else "D"
+    return "D" if "D" in allowed else "Z"
+
+
+def _overlay_groups(ds: Dataset) -> set[int]:
+    """Repeating groups 6000-601E that hold Overlay Data (60xx,3000)."""
+    tags = [elem.tag for elem in ds]
+    return {
+        t.group
+        for t in tags
+        if 0x6000 <= t.group <= 0x601E and t.group % 2 == 0 and t.element == 0x3000
+    }
+
+
+def _drop_orphaned_overlays(ds: Dataset, groups: set[int]) -> None:
+    """Overlay Data removed by the profile (X) would leave an Overlay Plane whose rows, columns
+    and origin describe data that is gone (an invalid object): the whole overlay goes."""
+    for group in groups:
+        if Tag(group, 0x3000) in ds:
+            continue
+        for tag in [elem.tag for elem in ds if elem.tag.group == group]:
+            del ds[tag]
 
 
 def _patient_key(ds: Dataset) -> str:
