@@ -318,8 +318,10 @@ class _ChainChecker:
         seq = entry.get("seq")
         if seq != expected:
             if isinstance(seq, int) and seq > expected:
-                why = f"entries {expected}..{seq - 1} deleted" if seq - 1 > expected else (
-                    f"entry {expected} deleted"
+                why = (
+                    f"entries {expected}..{seq - 1} deleted"
+                    if seq - 1 > expected
+                    else (f"entry {expected} deleted")
                 )
             else:
                 why = "entry inserted, duplicated or moved"

@@ -30,9 +30,7 @@ def audit_verify(config: ConfigOption = None) -> None:
     result = log.verify()
     if not result.ok:
         where = f"line {result.first_bad_line}: " if result.first_bad_line else ""
-        typer.echo(
-            f"FAILED after {result.entries} good entries: {where}{result.reason}", err=True
-        )
+        typer.echo(f"FAILED after {result.entries} good entries: {where}{result.reason}", err=True)
         raise typer.Exit(1)
     for note in result.notes:
         typer.echo(f"note: {note}", err=True)
