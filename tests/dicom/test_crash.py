@@ -1,28 +1,26 @@
 """kill -9 of ``medgate serve`` in the middle of a storescu run loses nothing acknowledged,
 with the index in SQLite and in PostgreSQL (``database_url`` runs the test on both).
 
-``medgate serve`` is the whole gateway (receiver, worker, API and the local Ray it starts). The
-test kills its process group with SIGKILL, as a crashed container or an OOM kill would: the
-driver and every Ray process die at the same instant, nothing gets to clean up.
+``medgate serve`` is the whole gateway (receiver, worker, API and the local Ray it starts); the
+test SIGKILLs it (``GatewayProcess.kill9``, shared with the trust suite's fault injections) and
+checks that nothing of it but Ray's two per-node agents outlives the kill.
 
 Also: patient names and IDs never reach the logs (the subprocess's output and caplog).
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import os
-import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 from pydicom import dcmread
 
+from gateway_process import GatewayProcess
 from medgate.db import Index
 from medgate.dicom.orthanc import free_port
 from medgate.dicom.synthetic import ct_series
@@ -33,7 +31,7 @@ PATIENT_NAME = "Zhang^Xiuying"
 PATIENT_ID = "PID-7718-2024"
 
 
-def _config(tmp_path: Path, port: int, database_url: str) -> Path:
+def _config(tmp_path: Path, port: int, api_port: int, database_url: str) -> Path:
     store = tmp_path / "store"
     bundles = tmp_path / "no-bundles"  # the receive path is under test: no model to load
     bundles.mkdir(exist_ok=True)
@@ -53,7 +51,7 @@ database_url = "{database_url}"
 
 [api]
 host = "127.0.0.1"
-port = {free_port()}
+port = {api_port}
 
 [models]
 path = "{bundles}"
@@ -65,59 +63,13 @@ hash_key = "test-key"
     return config
 
 
-def _start(config: Path, log: Path, port: int) -> subprocess.Popen[bytes]:
-    """``medgate serve`` in a process group of its own (its local Ray joins that group), waited
-    for until it says it is ready (receiver, Ray, Serve and worker all up) and answers C-ECHO."""
-    ready_before = log.read_text().count("medgate ready") if log.exists() else 0
-    handle = open(log, "ab")  # noqa: SIM115 - the child writes to it
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "medgate.cli", "serve", "--config", str(config)],
-        stdout=handle,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "COLUMNS": "200", "RAY_ADDRESS": ""},
-        start_new_session=True,
-    )
-    handle.close()
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(log.read_text()[-2000:])
-        if log.read_text(errors="replace").count("medgate ready") > ready_before:
-            echo = subprocess.run(
-                [dcmtk("echoscu"), "-aec", "MEDGATE", "127.0.0.1", str(port)], capture_output=True
-            )
-            if echo.returncode == 0:
-                return proc
-        time.sleep(0.2)
-    _kill_group(proc)
-    raise AssertionError("medgate serve did not come up: " + log.read_text()[-2000:])
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    """SIGKILL to the gateway's whole process group: the driver and its Ray processes."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=10)
-
-
-def _stop_group(proc: subprocess.Popen[bytes]) -> int:
-    """SIGTERM (a clean stop), then make sure nothing of the group is left running."""
-    proc.send_signal(signal.SIGTERM)
-    try:
-        code = proc.wait(timeout=60)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)  # Ray agents that outlive their raylet
-    return code
-
-
 def test_kill_9_mid_run_loses_nothing_acknowledged(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, database_url: str
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    port = free_port()
-    config = _config(tmp_path, port, database_url)
-    log = tmp_path / "receive.log"
+    port, api_port = free_port(), free_port()
+    config = _config(tmp_path, port, api_port, database_url)
+    gateway = GatewayProcess(config, f"http://127.0.0.1:{api_port}", tmp_path)
     files = ct_series(
         tmp_path / "series",
         300,
@@ -127,7 +79,7 @@ def test_kill_9_mid_run_loses_nothing_acknowledged(
         patient_id=PATIENT_ID,
     )
     uid_of = {str(p): str(dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in files}
-    proc = _start(config, log, port)
+    gateway.start()
     index = Index(database_url)
     sender = subprocess.Popen(
         [dcmtk("storescu"), "-v", "-aec", "MEDGATE", "127.0.0.1", str(port), *map(str, files)],
@@ -140,17 +92,17 @@ def test_kill_9_mid_run_loses_nothing_acknowledged(
         deadline = time.monotonic() + 60
         while index.count_instances() < 100 and time.monotonic() < deadline:
             time.sleep(0.005)
-        _kill_group(proc)
+        survivors = gateway.kill9()
         output, _ = sender.communicate(timeout=60)
     finally:
-        if proc.poll() is None:
-            _kill_group(proc)
+        gateway.kill9()  # a no-op unless the wait above failed
+    assert survivors == []  # nothing of the gateway (Ray included) outlived the kill
     acknowledged = storescu_successes(output)
     # the kill lands between an index commit and its response at most once
     assert 90 <= len(acknowledged) < 300, len(acknowledged)
 
     # restart: every acknowledged instance is there, complete, with the indexed sha256
-    proc = _start(config, log, port)
+    gateway.start()
     try:
         instances = tmp_path / "store" / "instances"
         assert not list(instances.rglob("*.part"))  # partial writes cleaned up
@@ -168,12 +120,13 @@ def test_kill_9_mid_run_loses_nothing_acknowledged(
         studies = index.list_studies()
         assert len(studies) == 1 and studies[0]["instances"] == 300
     finally:
-        code = _stop_group(proc)
+        code = gateway.stop()
         index.close()
     assert code == 0  # clean stop on SIGTERM
 
     # no patient identifier in the service's log output or in this process's log records
-    text = log.read_text(errors="replace") + "\n".join(r.getMessage() for r in caplog.records)
+    logs = [log.read_text(errors="replace") for log in sorted(tmp_path.glob("serve*.log"))]
+    text = "\n".join(logs) + "\n".join(r.getMessage() for r in caplog.records)
     assert "medgate ready" in text
     for secret in (PATIENT_NAME, PATIENT_ID, "Zhang", *list(uid_of.values())[:20]):
         assert secret not in text
