@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ from tensorboardX import SummaryWriter
 from tqdm import tqdm
 
 from medgate.models.networks import build_network
+from medgate.training.checkpoints import save_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +75,10 @@ class Recipe:
         }
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.asdict().items()}
-
-    def asdict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The recipe as JSON-like values (tuples as lists), as checkpoints and metadata hold it."""
+        return {
+            k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
+        }
 
 
 @dataclass
@@ -235,13 +235,6 @@ def validate(
     }
 
 
-def _save(path: Path, state: dict[str, Any]) -> None:
-    """Atomic checkpoint write: an interruption mid-write keeps the previous checkpoint."""
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
 def train(
     data: TrainArrays,
     recipe: Recipe,
@@ -287,7 +280,7 @@ def train(
     end = recipe.steps if stop_after is None else min(recipe.steps, stop_after)
 
     def checkpoint(step: int) -> None:
-        _save(
+        save_checkpoint(
             ckpt_path,
             {
                 "step": step,

@@ -25,6 +25,7 @@ from tqdm import tqdm
 from medgate.datasets.cxr_phantom import FINDINGS
 from medgate.models.bundle import Bundle, MedgateSpec
 from medgate.models.networks import build_network
+from medgate.training.checkpoints import save_checkpoint
 from medgate.training.config import TrainConfig
 from medgate.training.data import ArrayData, load_arrays, resolve_splits
 from medgate.training.export import write_bundle
@@ -196,7 +197,8 @@ def train_image_model(cfg: TrainConfig, progress: bool = True) -> Bundle:
             if metrics["score"] > best_score:
                 best_score = metrics["score"]
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            torch.save(
+            save_checkpoint(
+                ckpt_path,
                 {
                     "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(),
@@ -207,7 +209,6 @@ def train_image_model(cfg: TrainConfig, progress: bool = True) -> Bundle:
                     "step": step,
                     "history": history,
                 },
-                ckpt_path,
             )
             if cfg.max_steps and step >= cfg.max_steps:
                 break
