@@ -12,7 +12,7 @@ import pynetdicom.association
 import pynetdicom.dul
 
 from medgate.dicom import fastpath
-from medgate.dicom.receiver import make_storage_ae
+from medgate.dicom.net import scu_ae
 
 
 def test_polls_are_fast_right_after_work() -> None:
@@ -38,8 +38,8 @@ def test_short_requests_are_never_lengthened() -> None:
     assert delay == 1e-5
 
 
-def test_receiver_installs_it_and_time_still_works(settings_factory) -> None:
-    make_storage_ae(settings_factory())
+def test_scu_ae_installs_it_and_time_still_works(settings_factory) -> None:
+    scu_ae(settings_factory())
     for module in (pynetdicom.association, pynetdicom.dul):
         assert isinstance(module.time, fastpath.AdaptiveTime)
         assert abs(module.time.time() - time.time()) < 1.0

@@ -1,4 +1,8 @@
-"""Latency tuning of pynetdicom's association threads, applied once per process.
+"""Latency tuning (and one race fix) of pynetdicom's association threads, once per process.
+
+medgate's storage listener has its own lean acceptor (``medgate.dicom.acceptor``); pynetdicom
+serves every association medgate opens itself (sending results, C-FIND/C-MOVE, and C-GET, whose
+C-STORE sub-operations carry whole studies), and ``scu_ae`` applies this tuning to them.
 
 pynetdicom moves every PDU through two polling loops: the DUL thread sleeps ``_run_loop_delay``
 (1 ms) whenever its queues are empty, and the acceptor's reactor sleeps a fixed 1 ms before each
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
@@ -78,6 +83,28 @@ class AdaptiveTime:
         state.last_wake = time.perf_counter()
 
 
+def return_stolen_responses(serve_request: Callable[..., None]) -> Callable[..., None]:
+    """Wrap ``Association._serve_request`` so that a requestor's reactor gives back a response.
+
+    pynetdicom's ``send_*()`` pause the association's reactor thread before sending a request
+    (``_reactor_checkpoint.clear()``, then wait for ``_is_paused``), but the reactor flags itself
+    paused *before* it re-checks the checkpoint, so it can pass the check an instant after the
+    flag said "paused". If the peer answers within that instant (a fast SCP, threads competing
+    for the GIL), the reactor dequeues the response, logs "Received unexpected C-STORE service
+    message" and drops it, and ``send_c_store`` waits out the DIMSE timeout and aborts. With
+    this wrapper such a response goes back on the DIMSE queue for the ``send_*()`` that waits.
+    """
+
+    def serve(assoc: Any, msg: Any, context_id: int) -> None:
+        if assoc.is_requestor and msg is not None and not msg.is_valid_request:
+            assoc.dimse.msg_queue.put((context_id, msg))
+            return
+        serve_request(assoc, msg, context_id)
+
+    serve.__wrapped__ = serve_request  # type: ignore[attr-defined]
+    return serve
+
+
 def install() -> None:
     """Apply the tuning to this process's pynetdicom (idempotent, thread-safe)."""
     global _installed
@@ -90,4 +117,6 @@ def install() -> None:
         module: ModuleType
         for module in (association, dul):
             module.time = proxy  # type: ignore[attr-defined]
+        owner = association.Association
+        owner._serve_request = return_stolen_responses(owner._serve_request)  # type: ignore[method-assign]
         _installed = True

@@ -16,6 +16,7 @@ from io import BytesIO
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.filereader import read_dataset
+from pydicom.tag import BaseTag, Tag
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
@@ -61,19 +62,49 @@ def _text(ds: Dataset, keyword: str, limit: int) -> str | None:
     return str(value).strip()[:limit] or None
 
 
-def _int(ds: Dataset, keyword: str) -> int | None:
+_SOP_CLASS = Tag(0x0008, 0x0016)
+_SOP_INSTANCE = Tag(0x0008, 0x0018)
+_STUDY = Tag(0x0020, 0x000D)
+_SERIES = Tag(0x0020, 0x000E)
+_MODALITY = Tag(0x0008, 0x0060)
+_BODY_PART = Tag(0x0018, 0x0015)
+_INSTANCE_NUMBER = Tag(0x0020, 0x0013)
+
+
+def _ascii(ds: Dataset, tag: BaseTag, limit: int = 64) -> str:
+    """The raw value of an ASCII-only VR (UI, CS, IS), stripped; '' when absent or skipped.
+
+    Read straight from the raw element: pydicom's value conversion of eight attributes cost
+    more than parsing the whole header, and these VRs have no character set to apply.
+    """
+    elem = ds._dict.get(tag)
+    value = elem.value if isinstance(elem, RawDataElement) else None
+    if not value:
+        return ""
+    return value[: limit * 2].decode("ascii", "replace").strip("\x00 ")[:limit]
+
+
+def _int(ds: Dataset, tag: BaseTag) -> int | None:
     try:
-        value = ds.get(keyword)
-        return None if value is None or value == "" else int(value)
-    except Exception:
+        return int(_ascii(ds, tag, 12))
+    except ValueError:
         return None
 
 
+DEFER_SIZE = 1024
+"""Values longer than this (pixel data, big private blobs) are skipped, not copied: the index
+needs only short attributes, and copying 512 KiB of pixels cost more than parsing the rest."""
+
+
 def _check_complete(ds: Dataset, total: int) -> None:
-    """Every top-level element must have all its bytes: pydicom silently reads short values."""
+    """Every top-level element must have all its bytes: pydicom silently reads short values
+    and seeks past skipped (deferred) ones without looking."""
     last_end = 0
     for elem in ds._dict.values():
         if not isinstance(elem, RawDataElement):
+            continue
+        if elem.value is None and elem.length not in (0, _UNDEFINED):  # deferred: skipped
+            last_end = max(last_end, elem.value_tell + elem.length)
             continue
         value = elem.value or b""
         if elem.length != _UNDEFINED and len(value) != elem.length:
@@ -109,7 +140,7 @@ def _inflate_bounded(encoded: bytes) -> bytes:
 
 
 def parse_header(
-    encoded: bytes,
+    encoded: bytes | memoryview,
     transfer_syntax: str,
     *,
     expected_sop_class: str | None = None,
@@ -122,18 +153,18 @@ def parse_header(
     """
     data = encoded
     if transfer_syntax == DeflatedExplicitVRLittleEndian:
-        data = _inflate_bounded(encoded)
+        data = _inflate_bounded(bytes(encoded))
     implicit = transfer_syntax == ImplicitVRLittleEndian
     little = transfer_syntax != ExplicitVRBigEndian
     if not data:
         raise MalformedDataset("empty data set")
     try:
-        ds = read_dataset(BytesIO(data), implicit, little)
+        ds = read_dataset(BytesIO(data), implicit, little, defer_size=DEFER_SIZE)
         _check_complete(ds, len(data))
-        sop_class = ds.get("SOPClassUID")
-        sop_instance = ds.get("SOPInstanceUID")
-        study = ds.get("StudyInstanceUID")
-        series = ds.get("SeriesInstanceUID")
+        sop_class = _ascii(ds, _SOP_CLASS)
+        sop_instance = _ascii(ds, _SOP_INSTANCE)
+        study = _ascii(ds, _STUDY)
+        series = _ascii(ds, _SERIES)
     except MalformedDataset:
         raise
     except Exception as exc:  # pydicom raises many types for bad streams
@@ -164,8 +195,8 @@ def parse_header(
         sop_instance_uid=str(sop_instance),
         study_instance_uid=str(study),
         series_instance_uid=str(series),
-        modality=_text(ds, "Modality", 16),
-        body_part=_text(ds, "BodyPartExamined", 64),
+        modality=_ascii(ds, _MODALITY, 16) or None,
+        body_part=_ascii(ds, _BODY_PART, 64) or None,
         series_description=_text(ds, "SeriesDescription", 128),
-        instance_number=_int(ds, "InstanceNumber"),
+        instance_number=_int(ds, _INSTANCE_NUMBER),
     )

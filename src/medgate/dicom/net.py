@@ -12,6 +12,7 @@ from pynetdicom import AE, evt
 from pynetdicom.association import Association
 
 from medgate.config import Settings
+from medgate.dicom import fastpath
 
 _PEER = re.compile(r"^(?P<ae>[^@]{1,16})@(?P<host>\[[^\]]+\]|[^:]+):(?P<port>\d{1,5})$")
 
@@ -50,6 +51,7 @@ def self_peer(settings: Settings) -> Peer:
 
 def scu_ae(settings: Settings) -> AE:
     """An SCU AE calling as ``dicom.ae_title`` with the configured timeouts."""
+    fastpath.install()
     ae = AE(ae_title=settings.dicom.ae_title)
     ae.acse_timeout = settings.dicom.acse_timeout
     ae.network_timeout = settings.dicom.network_timeout

@@ -6,8 +6,8 @@ Why this shape:
   stored file is bit-for-bit the sender's data set plus a File Meta header built from the
   presentation context. Nothing a viewer or an auditor relies on is changed in transit.
 * A file appears under its final name only when complete: it is written to a temporary file in the
-  same folder, ``fsync``-ed, renamed, and the folder is ``fsync``-ed. The index row is committed
-  (its own fsync) *in parallel* with that file write, because on one association every
+  same folder, ``fsync``-ed, renamed, and the folder is ``fsync``-ed. The hash and the index row
+  commit (its own fsync) run *in parallel* with that file write, because on one association every
   millisecond before the response is a millisecond of throughput, and the two fsyncs are the
   bulk of it. The receiver answers C-STORE success only after both are durable.
 * A crash can therefore leave: nothing; a temporary file (removed when a store opens); a complete
@@ -186,16 +186,19 @@ class InstanceStore:
                 f"free disk below storage.min_free_mb={self.settings.storage.min_free_mb}",
                 STATUS_OUT_OF_RESOURCES,
             )
-        digest = hashlib.sha256()
-        for chunk in chunks:
-            digest.update(chunk)
-        sha = digest.hexdigest()
         path = self.path_for(record.sop_instance_uid)
-        full = replace(record, size=size, sha256=sha, path=str(path))
         with self._lock_for(record.sop_instance_uid):
-            # Common case first: no file under this UID means a new instance (one stat call,
-            # no extra query). A row without its file (crash between the two) is re-indexed.
-            existing = self.index.get_instance(record.sop_instance_uid) if path.exists() else None
+            # Common case first: no file under this UID means a new instance (one stat call, no
+            # extra query), and its file write starts at once, in parallel with the hash and the
+            # index commit. A row without its file (crash between the two) is re-indexed.
+            fresh = not path.exists()
+            writing = self._writer.submit(atomic_write, path, chunks) if fresh else None
+            digest = hashlib.sha256()
+            for chunk in chunks:
+                digest.update(chunk)
+            sha = digest.hexdigest()
+            full = replace(record, size=size, sha256=sha, path=str(path))
+            existing = None if fresh else self.index.get_instance(record.sop_instance_uid)
             if existing is not None:
                 if existing["sha256"] == sha:
                     return StoreResult(STATUS_SUCCESS, path, sha, size, False, "identical")
@@ -215,7 +218,8 @@ class InstanceStore:
                         False,
                         "different",
                     )
-            writing = self._writer.submit(atomic_write, path, chunks)
+            if writing is None:
+                writing = self._writer.submit(atomic_write, path, chunks)
             index_error: Exception | None = None
             try:
                 if existing is not None or not self.index.index_instance(full):
