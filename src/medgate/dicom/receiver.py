@@ -201,63 +201,56 @@ class StorageReceiver:
         encoded: bytes | memoryview,
     ) -> Dataset:
         """Store one received data set; the response status (never raises)."""
+        study_uid: str | None = None
         try:
-            return self._store(calling, transfer_syntax, sop_class_uid, sop_instance_uid, encoded)
+            header = parse_header(
+                encoded,
+                transfer_syntax,
+                expected_sop_class=sop_class_uid,
+                expected_sop_instance=sop_instance_uid,
+            )
+            sop_instance_uid, study_uid = header.sop_instance_uid, header.study_instance_uid
+            record = InstanceRecord(
+                sop_instance_uid=header.sop_instance_uid,
+                study_instance_uid=header.study_instance_uid,
+                series_instance_uid=header.series_instance_uid,
+                sop_class_uid=header.sop_class_uid,
+                transfer_syntax_uid=transfer_syntax,
+                size=0,
+                sha256="",
+                path="",
+                modality=header.modality,
+                body_part=header.body_part,
+                series_description=header.series_description,
+                instance_number=header.instance_number,
+                calling_ae=calling,
+            )
+            prefix = file_meta_prefix(
+                header.sop_class_uid, header.sop_instance_uid, transfer_syntax
+            )
+            result = self.store.store(record, (prefix, encoded))
+            self.received += 1
+            details: dict[str, Any] = {"size": result.size, "sha256": result.sha256}
+            if result.duplicate:
+                details["duplicate"] = result.duplicate
+            self._audit(
+                "instance-received",
+                actor=calling,
+                study_uid=study_uid,
+                sop_instance_uid=sop_instance_uid,
+                details=details,
+            )
         except (MalformedDataset, StoreError) as exc:
-            return self._reject(calling, sop_instance_uid, None, exc.status, str(exc))
+            return self._reject(calling, sop_instance_uid, study_uid, exc.status, str(exc))
         except Exception as exc:  # never let one bad instance take the service down
             log.exception("unexpected error storing instance %s", phi_hash(sop_instance_uid))
             return self._reject(
-                calling, sop_instance_uid, None, 0xC000, f"internal error: {type(exc).__name__}"
+                calling,
+                sop_instance_uid,
+                study_uid,
+                0xC000,
+                f"internal error: {type(exc).__name__}",
             )
-
-    def _store(
-        self,
-        calling: str,
-        transfer_syntax: str,
-        sop_class_uid: str,
-        sop_instance_uid: str,
-        encoded: bytes | memoryview,
-    ) -> Dataset:
-        header = parse_header(
-            encoded,
-            transfer_syntax,
-            expected_sop_class=sop_class_uid,
-            expected_sop_instance=sop_instance_uid,
-        )
-        record = InstanceRecord(
-            sop_instance_uid=header.sop_instance_uid,
-            study_instance_uid=header.study_instance_uid,
-            series_instance_uid=header.series_instance_uid,
-            sop_class_uid=header.sop_class_uid,
-            transfer_syntax_uid=transfer_syntax,
-            size=0,
-            sha256="",
-            path="",
-            modality=header.modality,
-            body_part=header.body_part,
-            series_description=header.series_description,
-            instance_number=header.instance_number,
-            calling_ae=calling,
-        )
-        prefix = file_meta_prefix(header.sop_class_uid, header.sop_instance_uid, transfer_syntax)
-        try:
-            result = self.store.store(record, (prefix, encoded))
-        except StoreError as exc:
-            return self._reject(
-                calling, header.sop_instance_uid, header.study_instance_uid, exc.status, str(exc)
-            )
-        self.received += 1
-        details: dict[str, Any] = {"size": result.size, "sha256": result.sha256}
-        if result.duplicate:
-            details["duplicate"] = result.duplicate
-        self._audit(
-            "instance-received",
-            actor=calling,
-            study_uid=header.study_instance_uid,
-            sop_instance_uid=header.sop_instance_uid,
-            details=details,
-        )
         rsp = Dataset()
         rsp.Status = result.status
         return rsp
