@@ -7,7 +7,9 @@ Generates a synthetic CT series (default 300 slices of 512x512 int16), sends it 
 * medgate's receiver (durable acknowledgements: file fsync + rename + dir fsync + index commit +
   audit entry before every success status),
 
-and prints instances/s for both and the ratio. Run: ``python bench/ingest.py [--count N]``.
+and prints instances/s for both and the ratio: the median over ``--repeat`` runs (default 3) of
+the ratio of each medgate run to the storescp run just before it, with the range of those ratios.
+Run: ``python bench/ingest.py [--count N] [--repeat N]``.
 
 It also prints the *durable-write ceiling* of this disk: the same files written with nothing but
 medgate's durability rule (temporary file, fdatasync, rename, folder fsync), one writer per
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -177,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=300, help="instances in the series")
     parser.add_argument("--size", type=int, default=512, help="rows = columns of each slice")
-    parser.add_argument("--repeat", type=int, default=1, help="runs per case (best is kept)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per case (medians are printed)")
     args = parser.parse_args(argv)
     try:
         dcmtk("storescu"), dcmtk("storescp")
@@ -194,21 +197,27 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(
             f"{'associations':>12} {'storescp/s':>11} {'medgate/s':>10} {'ratio':>6}"
-            f" {'ceiling/s':>10} {'ceiling ratio':>13} {'medgate/ceiling':>15}"
+            f" {'ratio range':>12} {'ceiling/s':>10} {'ceiling ratio':>13} {'medgate/ceiling':>15}"
         )
         for parallel in (1, 4):
-            best_ref = best_mg = best_cap = float("inf")
+            refs, mgs, caps, ratios = [], [], [], []
             for run in range(args.repeat):
                 run_dir = workdir / f"run{parallel}-{run}"
                 run_dir.mkdir()
-                best_ref = min(best_ref, bench_storescp(files, parallel, run_dir))
-                best_mg = min(best_mg, bench_medgate(files, parallel, run_dir))
-                best_cap = min(best_cap, bench_durable_ceiling(files, parallel, run_dir))
+                # each medgate run is paired with the storescp run just before it: the disk's
+                # speed drifts within minutes, and a pair sees the same disk
+                ref = len(files) / bench_storescp(files, parallel, run_dir)
+                mg = len(files) / bench_medgate(files, parallel, run_dir)
+                caps.append(len(files) / bench_durable_ceiling(files, parallel, run_dir))
+                refs.append(ref)
+                mgs.append(mg)
+                ratios.append(mg / ref)
                 shutil.rmtree(run_dir)
-            ref, mg, cap = (len(files) / t for t in (best_ref, best_mg, best_cap))
+            ref, mg, cap = (statistics.median(v) for v in (refs, mgs, caps))
+            spread = f"{min(ratios):.2f}-{max(ratios):.2f}"
             print(
-                f"{parallel:>12} {ref:>11.1f} {mg:>10.1f} {mg / ref:>6.2f}"
-                f" {cap:>10.1f} {cap / ref:>13.2f} {mg / cap:>15.2f}"
+                f"{parallel:>12} {ref:>11.1f} {mg:>10.1f} {statistics.median(ratios):>6.2f}"
+                f" {spread:>12} {cap:>10.1f} {cap / ref:>13.2f} {mg / cap:>15.2f}"
             )
         print(
             f"load average after: {os.getloadavg()[0]:.1f} (figures on a busy machine vary a lot)"
