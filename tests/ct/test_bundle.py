@@ -44,9 +44,9 @@ def test_onnx_and_torchscript_agree(ct_bundle: Bundle) -> None:
 
 
 def test_predictor_finds_and_measures_held_out_nodules(ct_bundle: Bundle) -> None:
-    """Held-out seeds (never trained on); the bundle finds every 9-15 mm nodule and 0.8 of the
-    6.5-9 mm ones (0.73 overall at <= 1 FP per scan), so the test asks for at least two of these
-    four nodules (7.6-12.2 mm) found (mask overlap) and measured within 2 mm."""
+    """Held-out seeds (never trained on); the bundle finds every 9-15 mm nodule and 0.85-0.95 of
+    the 6.5-9 mm ones (0.95 overall at <= 1 FP per scan), so the test asks for at least two of
+    these four nodules (7.6-12.2 mm) found (mask overlap) and measured within 2 mm."""
     predictor = load_predictor(ct_bundle)
     matched = 0
     for offset in (503, 504, 505, 506):
@@ -98,3 +98,42 @@ def test_committed_metrics_reproduce_on_regenerated_held_out_set(
     )
     full = ct_bundle.spec.metrics["held_out"]["metrics"]
     assert full["studies"] == evaluation["count"]
+
+
+def _found_and_measured(predictor, phantom) -> bool:
+    """A present finding on the nodule's slices whose mask covers it, measured within 2 mm."""
+    truth = phantom.nodules[0]
+    datasets = series_from_bytes(phantom)
+    result = predictor.predict(datasets)
+    assert result.segmentation is not None
+    mask = result.segmentation.masks["volume"]
+    truth_slices = {
+        datasets[k].SOPInstanceUID for k in np.flatnonzero(phantom.mask.any(axis=(1, 2)))
+    }
+    for finding in (f for f in result.findings if f.present):
+        units = {m.unit.value: m.value for m in finding.measurements}
+        if (
+            truth_slices & set(finding.measurements[0].source_sop_instance_uids)
+            and mask[phantom.mask > 0].any()
+            and abs(units["mm"] - truth.diameter_mm) <= 2.0
+        ):
+            return True
+    return False
+
+
+def test_small_nodules_are_found_by_the_candidate_reducer(ct_bundle: Bundle) -> None:
+    """4-6.5 mm nodules (1-2 voxels; the network alone found 0.13 of them) on held-out seeds:
+    the second stage (HU candidates + logistic regression) finds 0.87 of them on the test split,
+    so at least three of these four (4.4-6.3 mm) are found and measured within 2 mm."""
+    model = ct_bundle.spec.extra["candidate_model"]
+    fitted = model["fitted_on"]
+    # fitted on training-range seeds after the network's training studies: never trained on
+    assert fitted["split"] == "train"
+    assert int(fitted["seeds"].split("..")[0]) >= ct_bundle.spec.training_data["train_studies"]
+    predictor = load_predictor(ct_bundle)
+    found = 0
+    for offset in (600, 613, 615, 623):
+        phantom = generate_ct_phantom(SPLIT_BASE["test"] + offset, nodules=1)
+        assert phantom.nodules[0].diameter_mm < 6.5
+        found += _found_and_measured(predictor, phantom)
+    assert found >= 3

@@ -173,6 +173,7 @@ class Predictor:
             threshold=label.threshold,
             category=label.category or _SEG_TYPE_DEFAULT,
             voxel_threshold=float(spec.extra.get("voxel_threshold", VOXEL_THRESHOLD)),
+            candidate_model=spec.extra.get("candidate_model"),
         )
 
     def _segmentation(
