@@ -35,7 +35,8 @@ from medgate.audit import AuditLog
 from medgate.config import load_settings
 from medgate.db import Index
 from medgate.dicom.orthanc import free_port
-from medgate.dicom.receiver import StorageReceiver
+from medgate.dicom.receiver import PREAMBLE, StorageReceiver
+from medgate.dicom.store import atomic_write
 from medgate.dicom.synthetic import ct_series
 
 
@@ -118,8 +119,31 @@ def bench_storescp(files: list[Path], parallel: int, workdir: Path) -> float:
         proc.wait(timeout=10)
 
 
-def bench_medgate(files: list[Path], parallel: int, workdir: Path) -> float:
-    store = workdir / f"medgate-{parallel}"
+class AcceptOnly(StorageReceiver):
+    """Breakdown: medgate's acceptor answering success without storing anything."""
+
+    def on_store(self, peer, context, request, data):  # type: ignore[no-untyped-def]
+        self.received += 1
+        return 0x0000, None
+
+
+class DurableWriteOnly(StorageReceiver):
+    """Breakdown: the acceptor plus the durable file write, no parse, hash, index or audit."""
+
+    def on_store(self, peer, context, request, data):  # type: ignore[no-untyped-def]
+        self.received += 1
+        uid = request.affected_sop_instance_uid
+        atomic_write(self.store.instances_dir / f"{uid}.dcm", (PREAMBLE, *data))
+        return 0x0000, None
+
+
+def bench_medgate(
+    files: list[Path],
+    parallel: int,
+    workdir: Path,
+    receiver_class: type[StorageReceiver] = StorageReceiver,
+) -> float:
+    store = workdir / f"medgate-{parallel}-{receiver_class.__name__}"
     settings = load_settings(
         None,
         dicom={"host": "127.0.0.1", "port": free_port(), "ae_title": "MEDGATE"},
@@ -128,14 +152,14 @@ def bench_medgate(files: list[Path], parallel: int, workdir: Path) -> float:
     )
     store.mkdir()
     index = Index(settings.storage.resolved_database_url())
-    receiver = StorageReceiver(settings, index, AuditLog(settings.audit_path, "bench"))
+    receiver = receiver_class(settings, index, AuditLog(settings.audit_path, "bench"))
     receiver.start()
     try:
         _wait_port(receiver.port)
         elapsed = send(files, receiver.port, "MEDGATE", parallel)
     finally:
         receiver.stop()
-    stored = index.count_instances()
+    stored = index.count_instances() if receiver_class is StorageReceiver else receiver.received
     index.close()
     if stored != len(files):
         raise RuntimeError(f"medgate indexed {stored} of {len(files)} instances")
@@ -176,11 +200,36 @@ def bench_durable_ceiling(files: list[Path], parallel: int, workdir: Path) -> fl
     return time.perf_counter() - start
 
 
+def breakdown(files: list[Path], repeat: int, workdir: Path) -> None:
+    """One association: storescp vs medgate with its handler cut down, paired runs."""
+    print("breakdown, 1 association (median ratio to storescp, paired runs):")
+    for label, receiver_class in (
+        ("acceptor only, nothing stored", AcceptOnly),
+        ("acceptor + durable file write only", DurableWriteOnly),
+        ("full receiver (parse, hash, file, index, audit)", StorageReceiver),
+    ):
+        ratios = []
+        for run in range(repeat):
+            run_dir = workdir / f"breakdown-{receiver_class.__name__}-{run}"
+            run_dir.mkdir()
+            ref = bench_storescp(files, 1, run_dir)
+            ratios.append(ref / bench_medgate(files, 1, run_dir, receiver_class))
+            shutil.rmtree(run_dir)
+        spread = f"{min(ratios):.2f}-{max(ratios):.2f}"
+        print(f"  {label:<50} {statistics.median(ratios):>5.2f} ({spread})")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=300, help="instances in the series")
     parser.add_argument("--size", type=int, default=512, help="rows = columns of each slice")
     parser.add_argument("--repeat", type=int, default=3, help="runs per case (medians are printed)")
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="also time medgate's acceptor alone and with only the durable file write "
+        "(one association): where the receiver's time goes",
+    )
     args = parser.parse_args(argv)
     try:
         dcmtk("storescu"), dcmtk("storescp")
@@ -219,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{parallel:>12} {ref:>11.1f} {mg:>10.1f} {statistics.median(ratios):>6.2f}"
                 f" {spread:>12} {cap:>10.1f} {cap / ref:>13.2f} {mg / cap:>15.2f}"
             )
+        if args.breakdown:
+            breakdown(files, args.repeat, workdir)
         print(
             f"load average after: {os.getloadavg()[0]:.1f} (figures on a busy machine vary a lot)"
         )
