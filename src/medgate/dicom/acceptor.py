@@ -272,7 +272,6 @@ class Association:
         self.contexts = contexts
         self.handler = handler
         self.max_pdu = max_pdu
-        self.messages = 0
 
     def run(self) -> None:
         """Serve until the peer releases (returns) or the association is lost (raises; a data
@@ -321,7 +320,6 @@ class Association:
 
     def _dispatch(self, command: Command, context: AcceptedContext, data: list[memoryview]) -> None:
         """Answer one complete DIMSE message."""
-        self.messages += 1
         if not command.is_request or command.command_field == dimse.C_CANCEL_RQ:
             return  # a response or a cancel needs no answer from a storage SCP
         comment: str | None = None
