@@ -201,13 +201,24 @@ def test_two_instances_share_the_work_and_survive_a_kill_9(
                     and int(conn.execute(ON_A.with_only_columns(sa.func.count())).scalar_one()) > 0
                 )
 
-        wait_for(a_working_mid_run, 120, 0.02, "instance A mid-run")
+        # A is frozen (SIGSTOP) while it holds a job, then killed: between a check and a bare
+        # kill -9, A could finish the very job it held, and the kill would hit nothing.
+        process_a = children["MEDGATE_A"].process
+        assert process_a is not None
+        while True:
+            wait_for(a_working_mid_run, 120, 0.02, "instance A mid-run")
+            process_a.send_signal(signal.SIGSTOP)
+            with engine.connect() as conn:
+                held = [r[0] for r in conn.execute(ON_A)]
+            if held:
+                break
+            process_a.send_signal(signal.SIGCONT)  # it finished that job meanwhile: again
         with engine.connect() as conn:
             finished_by_a = int(conn.execute(done_by_a).scalar_one())
         children["MEDGATE_A"].kill9()
         with engine.connect() as conn:
             killed = [r[0] for r in conn.execute(ON_A)]
-        assert killed, "the kill must hit a job in processing"
+        assert sorted(killed) == sorted(held), "the kill must hit the jobs A held in processing"
 
         def all_done() -> bool:
             rows = [index.get_study(u) for u in uids]
