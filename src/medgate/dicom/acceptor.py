@@ -90,6 +90,7 @@ _PDV_HEADER = struct.Struct(">IBB")
 STORAGE_SOP_CLASSES = frozenset(str(cx.abstract_syntax) for cx in AllStoragePresentationContexts)
 SUPPORTED_TRANSFER_SYNTAXES = frozenset(str(ts) for ts in ALL_TRANSFER_SYNTAXES)
 VERIFICATION = str(Verification)
+IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
 
 
 class AssociationAborted(Exception):
@@ -163,20 +164,18 @@ def negotiate_contexts(
         answer = PresentationContext()
         answer.context_id = context.context_id
         answer.abstract_syntax = context.abstract_syntax
+        # a refused context still carries one transfer syntax item (its value is not significant)
+        chosen = offered[0] if offered else IMPLICIT_VR_LITTLE_ENDIAN
+        usable = [ts for ts in offered if ts in SUPPORTED_TRANSFER_SYNTAXES]
         if abstract not in STORAGE_SOP_CLASSES and abstract != VERIFICATION:
             answer.result = 0x03  # abstract syntax not supported
-            chosen = offered[0] if offered else "1.2.840.10008.1.2"
+        elif not usable:
+            answer.result = 0x04  # transfer syntaxes not supported
         else:
-            usable = [ts for ts in offered if ts in SUPPORTED_TRANSFER_SYNTAXES]
-            if usable:
-                answer.result = 0x00
-                chosen = usable[0]
-                accepted[int(context.context_id or 0)] = AcceptedContext(
-                    int(context.context_id or 0), abstract, chosen
-                )
-            else:
-                answer.result = 0x04  # transfer syntaxes not supported
-                chosen = offered[0] if offered else "1.2.840.10008.1.2"
+            answer.result = 0x00
+            chosen = usable[0]
+            context_id = int(context.context_id or 0)
+            accepted[context_id] = AcceptedContext(context_id, abstract, chosen)
         answer.transfer_syntax = [UID(chosen)]
         results.append(answer)
     return results, accepted

@@ -168,14 +168,13 @@ class StorageReceiver:
     ) -> tuple[int, str | None]:
         """A C-STORE from the acceptor: (status, error comment)."""
         encoded = data[0] if len(data) == 1 else b"".join(data)
-        status = self.store_data_set(
+        return self.store_data_set(
             peer.calling_ae,
             context.transfer_syntax,
             request.affected_sop_class_uid,
             request.affected_sop_instance_uid,
             encoded,
         )
-        return int(status.Status), status.get("ErrorComment")
 
     def handle_store(self, event: evt.Event) -> Any:
         """pynetdicom EVT_C_STORE handler, for C-GET sub-operations on medgate's own SCU."""
@@ -183,13 +182,14 @@ class StorageReceiver:
         # The peer that sent the data set: the caller, or the PACS we called for a C-GET.
         calling = assoc.acceptor.ae_title if assoc.is_requestor else assoc.requestor.ae_title
         request = event.request
-        return self.store_data_set(
+        status, comment = self.store_data_set(
             calling,
             str(event.context.transfer_syntax),
             str(request.AffectedSOPClassUID or ""),
             str(request.AffectedSOPInstanceUID or ""),
             request.DataSet.getvalue(),
         )
+        return status if comment is None else _failure(status, comment)
 
     # ------------------------------------------------------------------ storing
     def store_data_set(
@@ -199,8 +199,9 @@ class StorageReceiver:
         sop_class_uid: str,
         sop_instance_uid: str,
         encoded: bytes | memoryview,
-    ) -> Dataset:
-        """Store one received data set; the response status (never raises)."""
+    ) -> tuple[int, str | None]:
+        """Store one received data set; (status, error comment) of the response (never
+        raises)."""
         study_uid: str | None = None
         try:
             header = parse_header(
@@ -251,13 +252,11 @@ class StorageReceiver:
                 0xC000,
                 f"internal error: {type(exc).__name__}",
             )
-        rsp = Dataset()
-        rsp.Status = result.status
-        return rsp
+        return result.status, None
 
     def _reject(
         self, calling: str, sop_uid: str, study_uid: str | None, status: int, reason: str
-    ) -> Dataset:
+    ) -> tuple[int, str]:
         self.rejected += 1
         log.warning(
             "C-STORE of %s from %r refused with 0x%04X: %s",
@@ -274,4 +273,4 @@ class StorageReceiver:
             sop_instance_uid=sop_uid or None,
             details={"status": f"0x{status:04X}", "reason": reason},
         )
-        return _failure(status, reason)
+        return status, reason[:64]
