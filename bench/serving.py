@@ -3,6 +3,8 @@
 1. backend  — ONNX Runtime vs PyTorch eager, same network and weights, same batch (goal >= 1.5x).
 2. overhead — Ray Serve HTTP (``POST /api/v1/models/{name}/infer``) vs a direct in-process call
    of the same predictor on the same DICOM file; p50 / p99 overhead (goal <= 3 ms / <= 10 ms).
+   The HTTP front is the product's default (HAProxy, ``serving.http_ingress``); pass
+   ``--http-ingress proxy`` for Serve's Python proxy.
 3. batching — 16 concurrent clients on the model deployment, dynamic batching (max 16) vs
    batch size 1: throughput ratio (goal >= 2x).
 4. e2e      — a radiograph C-STOREd to medgate by Orthanc: seconds from the last instance
@@ -12,7 +14,8 @@ The network is the demo chest X-ray classifier (``models/cxr_classifier``, its w
 into the eager module from the bundle's TorchScript file) when it exists, otherwise the same
 architecture with seeded random weights (the timing does not depend on the weights).
 
-Run: ``python bench/serving.py [--parts backend,overhead,batching,e2e] [--requests N]``.
+Run: ``python bench/serving.py [--parts backend,overhead,batching,e2e] [--requests N]
+[--http-ingress haproxy|proxy]``.
 """
 
 from __future__ import annotations
@@ -211,9 +214,11 @@ def part_overhead(tmp: Path, bundle_root: Path, port: int, requests: int) -> Non
             http.append(time.perf_counter() - start)
         from ray import serve
 
-        from medgate.serving.deployments import APP_NAME, deployment_name
+        from medgate.serving.deployments import deployment_name, model_app_name
 
-        handle = serve.get_deployment_handle(deployment_name("bench_cxr"), app_name=APP_NAME)
+        handle = serve.get_deployment_handle(
+            deployment_name("bench_cxr"), app_name=model_app_name("bench_cxr")
+        )
         health: list[float] = []
         hop: list[float] = []
         direct2: list[float] = []
@@ -228,7 +233,7 @@ def part_overhead(tmp: Path, bundle_root: Path, port: int, requests: int) -> Non
             handle.predict.remote([data]).result(timeout_s=60)
             hop.append(time.perf_counter() - start)
     print(
-        f"[overhead] breakdown p50: GET /healthz (HTTP proxy + ingress, no model) "
+        f"[overhead] breakdown p50: GET /healthz (HTTP front + API ingress, no model) "
         f"{percentile(health, 50) * 1000:.1f} ms; Serve handle call from this process "
         f"{percentile(hop, 50) * 1000:.1f} ms vs direct {percentile(direct2, 50) * 1000:.1f} ms"
     )
@@ -249,7 +254,7 @@ def part_batching(tmp: Path, bundle_root: Path, size: int, requests: int, rounds
 
     from ray import serve
 
-    from medgate.serving.deployments import APP_NAME, deployment_name, run_application
+    from medgate.serving.deployments import deployment_name, model_app_name, run_application
 
     root = tmp / "batching-bundles"
     for name in ("bench_b1", "bench_b16"):
@@ -267,7 +272,7 @@ def part_batching(tmp: Path, bundle_root: Path, size: int, requests: int, rounds
     run_application(settings)
     array = np.random.default_rng(1).random((1, size, size), dtype=np.float32)
     handles = {
-        n: serve.get_deployment_handle(deployment_name(n), app_name=APP_NAME)
+        n: serve.get_deployment_handle(deployment_name(n), app_name=model_app_name(n))
         for n in ("bench_b1", "bench_b16")
     }
     throughput: dict[str, list[float]] = {n: [] for n in handles}
@@ -355,6 +360,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parts", default="backend,overhead,batching,e2e")
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--studies", type=int, default=5)
+    parser.add_argument(
+        "--http-ingress",
+        choices=("haproxy", "proxy"),
+        default="haproxy",
+        help="Serve's HTTP front for the overhead part (serving.http_ingress; default haproxy)",
+    )
     args = parser.parse_args(argv)
     parts = set(args.parts.split(","))
     model, size, source = demo_network(ROOT / "models")
@@ -370,15 +381,19 @@ def main(argv: list[str] | None = None) -> int:
             from ray import serve
 
             from medgate.serving.metrics import ensure_metrics_actor
+            from medgate.serving.ray_env import local_ray_environment
 
             port = free_port()
-            ray.init(
-                num_cpus=2,
-                include_dashboard=False,
-                object_store_memory=300 * 1024**2,
-                log_to_driver=False,
-                namespace="medgate-bench",
-            )
+            with local_ray_environment(args.http_ingress) as applied:
+                ray.init(
+                    num_cpus=2,
+                    include_dashboard=False,
+                    object_store_memory=300 * 1024**2,
+                    log_to_driver=False,
+                    namespace="medgate-bench",
+                )
+            front = "HAProxy" if applied else "Serve's Python proxy"
+            print(f"HTTP front: {front} (serving.http_ingress = {args.http_ingress})")
             serve.start(http_options={"host": "127.0.0.1", "port": port})
             ensure_metrics_actor()
             try:

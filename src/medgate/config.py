@@ -192,6 +192,13 @@ class ServingConfig(BaseModel):
     proxy_location: Literal["HeadOnly", "EveryNode", "Disabled"] = Field(
         "HeadOnly", description="where Ray Serve runs its HTTP proxy (api.host:api.port)"
     )
+    http_ingress: Literal["haproxy", "proxy"] = Field(
+        "haproxy",
+        description="the HTTP front of a local Ray: 'haproxy' = Ray Serve's HAProxy ingress "
+        "with its throughput-optimized data plane (requests go straight to the replica that "
+        "serves them); 'proxy' = Ray Serve's Python HTTP proxy. A joined cluster keeps what "
+        "its nodes were started with (docs/serving.md)",
+    )
     deploy_app: bool = Field(
         True,
         description="false: attach to the Serve application already running on the joined "

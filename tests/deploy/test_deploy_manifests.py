@@ -28,19 +28,32 @@ def _rayservice() -> dict[str, Any]:
     return service
 
 
-def test_rayservice_import_path_builds_the_application(tmp_path: Path) -> None:
-    """Import the path exactly as Ray would and build (not run) the application from it."""
+def test_rayservice_import_paths_build_the_applications(tmp_path: Path) -> None:
+    """Import each path exactly as Ray would and build (not run) every application from it: the
+    API at / and one application per demo image bundle, named and routed as medgate serve does."""
+    from medgate.serving.deployments import (
+        APP_NAME,
+        image_bundles,
+        model_app_name,
+        model_route_prefix,
+    )
+
     config = yaml.safe_load(_rayservice()["spec"]["serveConfigV2"])
     ServeDeploySchema.parse_obj(config)  # the schema Ray checks serveConfigV2 against
-    (application,) = config["applications"]
-    module_name, _, attribute = application["import_path"].partition(":")
-    builder = getattr(importlib.import_module(module_name), attribute)
     toml = tmp_path / "medgate.toml"
     toml.write_text(
         f'[storage]\npath = "{tmp_path / "storage"}"\n[models]\npath = "{REPO / "models"}"\n'
     )
-    app = builder({**application.get("args", {}), "config": str(toml)})
-    assert isinstance(app, serve.Application)
+    routes = {}
+    for application in config["applications"]:
+        module_name, _, attribute = application["import_path"].partition(":")
+        builder = getattr(importlib.import_module(module_name), attribute)
+        app = builder({**application.get("args", {}), "config": str(toml)})
+        assert isinstance(app, serve.Application)
+        routes[application["name"]] = application["route_prefix"]
+    bundles = image_bundles(Settings(models={"path": str(REPO / "models")}))
+    expected = {APP_NAME: "/", **{model_app_name(b): model_route_prefix(b) for b in bundles}}
+    assert routes == expected
 
 
 def test_rayservice_config_file_lives_where_the_configmap_mounts() -> None:

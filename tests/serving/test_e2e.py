@@ -59,8 +59,13 @@ def test_studies_from_orthanc_end_done_not_processed_and_failed(
         assert orthanc_kinds(orthanc, uids[1]) == ["DX"]  # nothing sent for those two
         worklist = httpx.get(f"{api}/worklist", timeout=30).json()
         assert uids[0] in [e["study_instance_uid"] for e in worklist]
-        metrics = httpx.get(f"http://127.0.0.1:{ray_serve}/metrics", timeout=30).text
-        assert 'medgate_jobs_total{status="done"}' in metrics
-        assert 'medgate_stage_seconds_count{stage="reports"}' in metrics
+
+        # each process flushes its observations to the metrics actor every quarter second
+        def done_in_metrics() -> str | None:
+            text = httpx.get(f"http://127.0.0.1:{ray_serve}/metrics", timeout=30).text
+            return text if 'medgate_jobs_total{status="done"}' in text else None
+
+        metrics = wait_for(done_in_metrics, 10, what="the done job in /metrics")
+        assert 'medgate_stage_seconds_count{stage="reports"}' in str(metrics)
     finally:
         gateway.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import re
+import time
 from collections.abc import Callable
 
 import httpx
@@ -12,7 +13,14 @@ from helpers import phantom_bytes, random_input
 from ray import serve
 
 from medgate.config import Settings
-from medgate.serving.deployments import APP_NAME, deployment_name, run_application
+from medgate.serving.deployments import (
+    APP_NAME,
+    deployment_name,
+    model_app_name,
+    model_route_prefix,
+    run_application,
+)
+from medgate.serving.metrics import FLUSH_SECONDS
 
 
 @pytest.fixture
@@ -21,6 +29,48 @@ def deployed(ray_serve: int, serving_settings: Callable[..., Settings]) -> str:
     run_application(settings)
     serve.get_app_handle(APP_NAME)  # waits until the application is running
     return f"http://127.0.0.1:{ray_serve}"
+
+
+def test_each_bundle_is_its_own_application_behind_haproxy(deployed: str) -> None:
+    """The HTTP front is Ray Serve's HAProxy, and a model's inference route belongs to the
+    bundle's own application, so the request reaches the model replica directly."""
+    import psutil
+
+    status = serve.status()
+    for bundle in ("tiny_cxr", "broken_model"):
+        assert deployment_name(bundle) in status.applications[model_app_name(bundle)].deployments
+    assert model_route_prefix("tiny_cxr") == "/api/v1/models/tiny_cxr"
+    assert any(p.info["name"] == "haproxy" for p in psutil.process_iter(["name"]))
+    # a name nobody serves falls through to the API's ingress, which says so
+    data = phantom_bytes(22)
+    missing = httpx.post(
+        f"{deployed}/api/v1/models/nope/infer",
+        files=[("files", ("a.dcm", data, "application/dicom"))],
+        timeout=60,
+    )
+    assert missing.status_code == 404 and "tiny_cxr" in missing.json()["detail"]
+    # the API's own routes still answer next to the model applications
+    models = httpx.get(f"{deployed}/api/v1/models", timeout=30).json()
+    assert "tiny_cxr" in {m["name"] for m in models}
+
+
+def test_model_application_applies_the_api_tokens(
+    ray_serve: int, serving_settings: Callable[..., Settings]
+) -> None:
+    """The model's own ``/infer`` checks bearer tokens exactly like the API."""
+    run_application(serving_settings(api={"tokens": {"s3cret": ["results"], "cds-only": ["cds"]}}))
+    serve.get_app_handle(APP_NAME)
+    url = f"http://127.0.0.1:{ray_serve}/api/v1/models/tiny_cxr/infer"
+    files = [("files", ("a.dcm", phantom_bytes(23), "application/dicom"))]
+    try:
+        assert httpx.post(url, files=files, timeout=60).status_code == 401
+        wrong = httpx.post(url, files=files, headers={"Authorization": "Bearer cds-only"})
+        assert wrong.status_code == 403
+        ok = httpx.post(url, files=files, headers={"Authorization": "Bearer s3cret"}, timeout=60)
+        assert ok.status_code == 200, ok.text
+        assert ok.json()["model"] == "tiny_cxr"
+    finally:
+        run_application(serving_settings())  # the open settings for the other tests
 
 
 def _batch_counts(text: str) -> dict[str, float]:
@@ -51,7 +101,9 @@ def test_http_inference_and_broken_model_isolation(deployed: str) -> None:
 
 def test_dynamic_batching_forms_batches_seen_in_metrics(deployed: str) -> None:
     before = _batch_counts(httpx.get(f"{deployed}/metrics", timeout=30).text)
-    handle = serve.get_deployment_handle(deployment_name("tiny_cxr"), app_name=APP_NAME)
+    handle = serve.get_deployment_handle(
+        deployment_name("tiny_cxr"), app_name=model_app_name("tiny_cxr")
+    )
     calls = 32
     with concurrent.futures.ThreadPoolExecutor(16) as pool:
         outputs = list(
@@ -61,6 +113,7 @@ def test_dynamic_batching_forms_batches_seen_in_metrics(deployed: str) -> None:
             )
         )
     assert all(out["logits"].shape == (4,) for out in outputs)
+    time.sleep(4 * FLUSH_SECONDS)  # the replica sends its observations every FLUSH_SECONDS
     after = _batch_counts(httpx.get(f"{deployed}/metrics", timeout=30).text)
     total = after["+Inf"] - before.get("+Inf", 0.0)
     singles = after["1"] - before.get("1", 0.0)

@@ -38,6 +38,10 @@ class OnnxBackend:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
+        # Idle intra-op threads sleep instead of spin-waiting for the next run: replicas,
+        # the receiver and the HTTP front share the CPUs, and a spinning pool steals a core
+        # from them between batches (bench/serving.py measures the effect).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1

@@ -1,14 +1,19 @@
-"""The Ray Serve application: one deployment per model bundle, and the HTTP ingress.
+"""The Ray Serve applications: one per model bundle, and the HTTP API.
 
 Built from the config and the bundle registry at start-up, never from a hard-coded model list:
 
-* ``ModelDeployment`` (one per image bundle, named ``model-<bundle>``) loads the bundle's
+* ``ModelDeployment`` (one per image bundle, named ``model-<bundle>``, in its own application
+  ``medgate-model-<bundle>`` at route prefix ``/api/v1/models/<bundle>``) loads the bundle's
   predictor (the models package chooses ONNX Runtime, its CUDA provider, or TorchScript from the
   bundle and the device) and batches ``infer`` across concurrent studies with ``@serve.batch``,
-  sized per bundle. A bundle that fails to load keeps its replica alive and answers every call
-  with the load error, so one broken model fails its studies, not the service.
-* ``Ingress`` serves the FastAPI app (``serve.ingress``, built inside the replica) with handles
-  to the model deployments for ``POST /api/v1/models/{name}/infer``.
+  sized per bundle. It is the ingress of its application, so ``POST
+  /api/v1/models/<bundle>/infer`` is answered by the replica that holds the model: Serve's HTTP
+  front (HAProxy by default, see ``ray_env``) routes by the longest route prefix, and no second
+  replica hop is paid. The worker calls the same deployment through handles. A bundle that fails
+  to load keeps its replica alive and answers every call with the load error, so one broken model
+  fails its studies, not the service.
+* ``Ingress`` (application ``medgate`` at ``/``) serves the rest of the FastAPI app, with handles
+  to the model deployments for ``/readyz``, and answers 404 for a model name nobody serves.
 
 Every batch size and backend latency goes to the metrics actor, so ``GET /metrics`` shows that
 batches actually form.
@@ -43,6 +48,7 @@ log = logging.getLogger(__name__)
 
 APP_NAME = "medgate"
 INGRESS_NAME = "ingress"
+MODEL_APP_PREFIX = "medgate-model-"
 
 Loader = Callable[[Any, str], Predictor]
 
@@ -51,12 +57,25 @@ def deployment_name(bundle: str) -> str:
     return f"model-{bundle}"
 
 
+def model_app_name(bundle: str) -> str:
+    """The Serve application that serves ``bundle`` (one per bundle)."""
+    return f"{MODEL_APP_PREFIX}{bundle}"
+
+
+def model_route_prefix(bundle: str) -> str:
+    """Where the bundle's application answers HTTP: its ``/infer`` is the API's
+    ``/api/v1/models/<bundle>/infer``."""
+    return f"/api/v1/models/{bundle}"
+
+
 class ModelUnavailable(RuntimeError):
     """The bundle's model could not be loaded in its replica; the message says why."""
 
 
+@serve.ingress()
 class ModelDeployment:
-    """One replica serving one bundle, with dynamic batching of ``infer``."""
+    """One replica serving one bundle, with dynamic batching of ``infer``; also the HTTP
+    ingress of the bundle's own application (``POST /infer`` under its route prefix)."""
 
     def __init__(
         self,
@@ -65,8 +84,10 @@ class ModelDeployment:
         max_batch_size: int = 8,
         batch_wait_timeout_s: float = 0.01,
         loader: Loader | None = None,
+        settings: Settings | None = None,
     ) -> None:
         self.name = bundle_info.bundle_name(bundle)
+        self.settings = settings
         self.device = resolve_device(device)
         self.metrics = metrics_sink()
         self.predictor: Predictor | None = None
@@ -76,8 +97,17 @@ class ModelDeployment:
         except Exception as exc:
             self.load_error = f"{type(exc).__name__}: {exc}"
             log.error("bundle %s failed to load: %s", self.name, self.load_error)
+        # A batch of one gathers nothing: such a bundle skips @serve.batch's queue and runs a
+        # study in one thread hop (bench/serving.py's overhead part measures this path).
+        self.batching = max_batch_size > 1
         self._infer_batch.set_max_batch_size(max_batch_size)
         self._infer_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
+
+    def __serve_build_asgi_app__(self) -> Any:
+        """Built in the replica (nothing FastAPI is pickled); same tokens as the API."""
+        from medgate.serving.routes_models import model_app
+
+        return model_app(self.settings or Settings(), self.name, self.predict, self.metrics)
 
     def _require(self) -> Predictor:
         if self.predictor is None:
@@ -87,6 +117,8 @@ class ModelDeployment:
     async def predict(self, payload: list[bytes]) -> ModelResult:
         """One study (its Part 10 files) in, the bundle's ``ModelResult`` out."""
         predictor = self._require()
+        if not self.batching:
+            return await asyncio.to_thread(self._predict_one, predictor, payload)
 
         def prepare() -> tuple[list[Any], np.ndarray]:
             datasets = read_datasets(payload)
@@ -98,16 +130,27 @@ class ModelDeployment:
         output = await self._infer_batch(array)
         return await asyncio.to_thread(predictor.postprocess, output, datasets)
 
+    def _predict_one(self, predictor: Predictor, payload: list[bytes]) -> ModelResult:
+        """A whole study in this thread, unbatched."""
+        datasets = read_datasets(payload)
+        outputs = self._run_backend(predictor, [predictor.preprocess(datasets)])
+        return predictor.postprocess(outputs[0], datasets)
+
     async def infer_array(self, array: np.ndarray) -> Any:
         """A preprocessed model input in, its raw output out (the benchmark's batching probe)."""
-        self._require()
+        predictor = self._require()
+        if not self.batching:
+            return (await asyncio.to_thread(self._run_backend, predictor, [array]))[0]
         return await self._infer_batch(array)
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
     async def _infer_batch(self, inputs: list[np.ndarray]) -> list[Any]:
-        predictor = self._require()
+        return await asyncio.to_thread(self._run_backend, self._require(), inputs)
+
+    def _run_backend(self, predictor: Predictor, inputs: list[np.ndarray]) -> list[Any]:
+        """The backend call (blocking), with its batch sizes and latency sent to the metrics."""
         started = time.perf_counter()
-        outputs, sizes = await asyncio.to_thread(infer_grouped, predictor, inputs)
+        outputs, sizes = infer_grouped(predictor, inputs)
         elapsed = time.perf_counter() - started
         for size in sizes:
             self.metrics.observe("medgate_model_batch_size", size, (self.name,))
@@ -125,43 +168,64 @@ class ModelDeployment:
 
 
 class ServeModelClient:
-    """Calls model deployments through Serve handles; usable from sync and async code."""
+    """Calls model deployments through Serve handles; usable from sync and async code.
 
-    def __init__(self, handles: dict[str, DeploymentHandle], timeout_s: float = 120.0) -> None:
-        self.handles = handles
+    Handles are made on first use: the API's ingress may start before (or, on a cluster whose
+    operator deploys each application, without) a model's application, and a bundle whose
+    application is missing fails its own calls only."""
+
+    def __init__(
+        self,
+        names: Sequence[str],
+        timeout_s: float = 120.0,
+        handles: dict[str, DeploymentHandle] | None = None,
+    ) -> None:
+        self._names = sorted(names)
         self.timeout_s = timeout_s
+        self._handles: dict[str, DeploymentHandle] = dict(handles or {})
 
     @classmethod
     def connect(cls, names: Sequence[str], timeout_s: float = 120.0) -> ServeModelClient:
-        """Handles to the running application's model deployments (from the driver process)."""
-        handles = {
-            name: serve.get_deployment_handle(deployment_name(name), app_name=APP_NAME)
-            for name in names
-        }
-        return cls(handles, timeout_s)
+        """A client for the running model applications ``names``."""
+        return cls(names, timeout_s)
 
     def names(self) -> list[str]:
-        return sorted(self.handles)
+        return list(self._names)
 
     def _handle(self, bundle: str) -> DeploymentHandle:
-        try:
-            return self.handles[bundle]
-        except KeyError as exc:
-            raise KeyError(f"no model deployment for bundle {bundle!r}") from exc
+        if bundle not in self._names:
+            raise KeyError(f"no model deployment for bundle {bundle!r}")
+        handle = self._handles.get(bundle)
+        if handle is None:
+            handle = serve.get_deployment_handle(
+                deployment_name(bundle), app_name=model_app_name(bundle)
+            )
+            self._handles[bundle] = handle
+        return handle
+
+    async def _ahandle(self, bundle: str) -> DeploymentHandle:
+        handle = self._handles.get(bundle)
+        if handle is not None:
+            return handle
+        # The first lookup asks Serve's controller (blocking): keep the event loop free.
+        return await asyncio.to_thread(self._handle, bundle)
 
     def predict(self, bundle: str, payload: list[bytes]) -> ModelResult:
         response = self._handle(bundle).predict.remote(payload)
         return response.result(timeout_s=self.timeout_s)  # type: ignore[no-any-return]
 
     async def apredict(self, bundle: str, payload: list[bytes]) -> ModelResult:
-        return await self._handle(bundle).predict.remote(payload)  # type: ignore[no-any-return]
+        handle = await self._ahandle(bundle)
+        return await handle.predict.remote(payload)  # type: ignore[no-any-return]
 
     async def astatus(self) -> dict[str, dict[str, Any]]:
-        results = await asyncio.gather(
-            *(handle.status.remote() for handle in self.handles.values()), return_exceptions=True
-        )
+        async def one(name: str) -> dict[str, Any]:
+            handle = await self._ahandle(name)
+            return await handle.status.remote()  # type: ignore[no-any-return]
+
+        results = await asyncio.gather(*(one(n) for n in self._names), return_exceptions=True)
         status: dict[str, dict[str, Any]] = {}
-        for name, result in zip(self.handles, results, strict=True):
+        for name, result in zip(self._names, results, strict=True):
             if isinstance(result, BaseException):
                 status[name] = {"name": name, "loaded": False, "error": str(result)}
             else:
@@ -196,58 +260,87 @@ class LocalModelClient:
 class Ingress:
     """The HTTP API replica; the FastAPI app is built here so nothing FastAPI is pickled."""
 
-    def __init__(self, settings: Settings, handles: dict[str, DeploymentHandle]) -> None:
+    def __init__(self, settings: Settings, model_names: Sequence[str]) -> None:
         from medgate.logs import configure_logging, set_hash_key
 
         set_hash_key(settings.audit.hash_key)
         configure_logging("WARNING")
         self.settings = settings
-        self.handles = handles
+        self.model_names = list(model_names)
 
     def __serve_build_asgi_app__(self) -> Any:
         from medgate.serving.app import create_app
 
-        client = ServeModelClient(self.handles, self.settings.serving.request_timeout_s)
+        client = ServeModelClient(self.model_names, self.settings.serving.request_timeout_s)
         return create_app(self.settings, model_client=client, metrics=metrics_sink())
 
 
-def build_application(
-    settings: Settings,
-    bundles: dict[str, Any] | None = None,
-    loader: Loader | None = None,
-) -> serve.Application:
-    """The Serve application for ``settings``: ingress + one deployment per image bundle."""
+def image_bundles(settings: Settings, bundles: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The bundles that get a model application: the image models among ``bundles`` (default:
+    the registry's listing of ``models.path``; skipped bundles are logged)."""
     if bundles is None:
         bundles, problems = bundle_info.discover(settings)
         for problem in problems:
             log.warning("bundle skipped: %s", problem)
-    model_bindings: dict[str, Any] = {}
-    for name, bundle in sorted(bundles.items()):
-        if not bundle_info.is_image_model(settings, bundle):
-            continue
-        options = bundle_info.serving_options(settings, bundle)
-        deployment_options: dict[str, Any] = {
-            "name": deployment_name(name),
-            "ray_actor_options": {"num_cpus": options.num_cpus, "num_gpus": options.num_gpus},
-            "max_ongoing_requests": max(16, 4 * options.max_batch_size),
-        }
-        autoscaling = options.autoscaling_config()
-        if autoscaling:
-            deployment_options["autoscaling_config"] = autoscaling
-        else:
-            deployment_options["num_replicas"] = options.num_replicas
-        deployment = serve.deployment(ModelDeployment).options(**deployment_options)
-        model_bindings[name] = deployment.bind(
-            bundle,
-            settings.models.device,
-            options.max_batch_size,
-            options.batch_wait_timeout_s,
-            loader,
-        )
+    return {
+        name: bundle
+        for name, bundle in sorted(bundles.items())
+        if bundle_info.is_image_model(settings, bundle)
+    }
+
+
+def build_model_application(
+    settings: Settings, bundle: Any, loader: Loader | None = None
+) -> serve.Application:
+    """One bundle's application: its ``ModelDeployment`` with the bundle's serving options."""
+    name = bundle_info.bundle_name(bundle)
+    options = bundle_info.serving_options(settings, bundle)
+    deployment_options: dict[str, Any] = {
+        "name": deployment_name(name),
+        "ray_actor_options": {"num_cpus": options.num_cpus, "num_gpus": options.num_gpus},
+        "max_ongoing_requests": max(16, 4 * options.max_batch_size),
+    }
+    autoscaling = options.autoscaling_config()
+    if autoscaling:
+        deployment_options["autoscaling_config"] = autoscaling
+    else:
+        deployment_options["num_replicas"] = options.num_replicas
+    deployment = serve.deployment(ModelDeployment).options(**deployment_options)
+    return deployment.bind(
+        bundle,
+        settings.models.device,
+        options.max_batch_size,
+        options.batch_wait_timeout_s,
+        loader,
+        settings,
+    )
+
+
+def build_api_application(settings: Settings, model_names: Sequence[str]) -> serve.Application:
+    """The HTTP API's application (ingress at ``/``), knowing which models are served."""
     ingress = serve.deployment(Ingress).options(
         name=INGRESS_NAME, ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=200
     )
-    return ingress.bind(settings, model_bindings)
+    return ingress.bind(settings, sorted(model_names))
+
+
+def build_applications(
+    settings: Settings,
+    bundles: dict[str, Any] | None = None,
+    loader: Loader | None = None,
+) -> list[serve.RunTarget]:
+    """Every application for ``settings``: one per image bundle, then the HTTP API."""
+    models = image_bundles(settings, bundles)
+    targets = [
+        serve.RunTarget(
+            build_model_application(settings, bundle, loader),
+            name=model_app_name(name),
+            route_prefix=model_route_prefix(name),
+        )
+        for name, bundle in models.items()
+    ]
+    targets.append(serve.RunTarget(build_api_application(settings, list(models)), name=APP_NAME))
+    return targets
 
 
 def run_application(
@@ -255,26 +348,56 @@ def run_application(
     bundles: dict[str, Any] | None = None,
     loader: Loader | None = None,
 ) -> ServeModelClient:
-    """Deploy (or redeploy) the application on the connected Ray and return a model client."""
-    if bundles is None:
-        bundles, problems = bundle_info.discover(settings)
-        for problem in problems:
-            log.warning("bundle skipped: %s", problem)
-    app = build_application(settings, bundles, loader)
-    serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
-    names = [n for n, b in bundles.items() if bundle_info.is_image_model(settings, b)]
-    return ServeModelClient.connect(names, settings.serving.request_timeout_s)
+    """Deploy (or redeploy) the applications on the connected Ray and return a model client.
+
+    Model applications that are no longer configured (a bundle removed since the last deploy)
+    are deleted, so no stale model keeps answering under its old route."""
+    models = image_bundles(settings, bundles)
+    targets = build_applications(settings, models, loader)
+    wanted = {target.name for target in targets}
+    for stale in sorted(medgate_applications() - wanted):
+        serve.delete(stale, _blocking=False)
+    serve.run_many(targets, blocking=False)
+    return ServeModelClient.connect(list(models), settings.serving.request_timeout_s)
+
+
+def medgate_applications() -> set[str]:
+    """Names of medgate's Serve applications running on the connected cluster."""
+    return {
+        name
+        for name in serve.status().applications
+        if name == APP_NAME or name.startswith(MODEL_APP_PREFIX)
+    }
+
+
+def delete_applications(blocking: bool = False) -> None:
+    """Delete the API application first (no new requests), then every model application.
+
+    Not waiting is the default: behind HAProxy each ingress replica drains for
+    ``RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S`` before it stops, and the controller
+    finishes the deletion without us."""
+    names = medgate_applications()
+    for name in sorted(names, key=lambda n: n != APP_NAME):
+        serve.delete(name, _blocking=blocking)
 
 
 __all__ = [
     "APP_NAME",
+    "MODEL_APP_PREFIX",
     "BadInput",
     "Ingress",
     "LocalModelClient",
     "ModelDeployment",
     "ModelUnavailable",
     "ServeModelClient",
-    "build_application",
+    "build_api_application",
+    "build_applications",
+    "build_model_application",
+    "delete_applications",
     "deployment_name",
+    "image_bundles",
+    "medgate_applications",
+    "model_app_name",
+    "model_route_prefix",
     "run_application",
 ]

@@ -1,12 +1,17 @@
-"""The Serve application as Ray's config files name it (KubeRay ``RayService``, ``serve run``).
+"""The Serve applications as Ray's config files name them (KubeRay ``RayService``, ``serve run``).
 
-``medgate serve`` builds and runs the application itself; a Ray cluster that runs Serve from a
-config file (``serveConfigV2`` of a KubeRay RayService, or ``serve deploy config.yaml``) needs an
-import path instead. This builder is that path: ``medgate.serving.rayservice:build``. It reads
-the same configuration as the CLI (``args.config`` or ``MEDGATE_CONFIG``, plus ``MEDGATE_*``
-environment) and returns the application ``medgate serve`` would deploy: the HTTP ingress and
-one deployment per imaging bundle. deploy/k8s/rayservice.yaml names it; tests/deploy keep that
-name importable.
+``medgate serve`` builds and runs the applications itself; a Ray cluster that runs Serve from a
+config file (``serveConfigV2`` of a KubeRay RayService, or ``serve deploy config.yaml``) needs
+import paths instead. These builders are those paths. Both read the same configuration as the
+CLI (``args.config`` or ``MEDGATE_CONFIG``, plus ``MEDGATE_*`` environment):
+
+* ``medgate.serving.rayservice:build`` returns the HTTP API application (name ``medgate``,
+  route prefix ``/``), knowing the image bundles under ``models.path``;
+* ``medgate.serving.rayservice:build_model`` with ``args.bundle`` returns that bundle's model
+  application (name ``medgate-model-<bundle>``, route prefix ``/api/v1/models/<bundle>``), so
+  each model can be rolled out on its own.
+
+deploy/k8s/rayservice.yaml names them; tests/deploy keep those names importable.
 """
 
 from __future__ import annotations
@@ -16,17 +21,36 @@ from typing import Any
 from medgate.config import load_settings
 
 IMPORT_PATH = "medgate.serving.rayservice:build"
+MODEL_IMPORT_PATH = "medgate.serving.rayservice:build_model"
 
 
 def build(args: dict[str, Any] | None = None) -> Any:
-    """Ray Serve application builder: ``args`` may hold ``config`` (a TOML file path) and
-    per-section overrides (e.g. ``{"models": {"path": "/models"}}``)."""
-    from medgate.serving.deployments import build_application
+    """The API application: ``args`` may hold ``config`` (a TOML file path) and per-section
+    overrides (e.g. ``{"models": {"path": "/models"}}``)."""
+    from medgate.serving.deployments import build_api_application, image_bundles
 
     args = dict(args or {})
     config = args.pop("config", None)
     settings = load_settings(config, **args)
-    return build_application(settings)
+    return build_api_application(settings, list(image_bundles(settings)))
 
 
-__all__ = ["IMPORT_PATH", "build"]
+def build_model(args: dict[str, Any] | None = None) -> Any:
+    """One bundle's model application: ``args.bundle`` names it, the rest as for ``build``."""
+    from medgate.serving.deployments import build_model_application, image_bundles
+
+    args = dict(args or {})
+    config = args.pop("config", None)
+    bundle = args.pop("bundle", None)
+    settings = load_settings(config, **args)
+    bundles = image_bundles(settings)
+    if bundle not in bundles:
+        known = ", ".join(bundles) or "none"
+        raise ValueError(
+            f"args.bundle = {bundle!r} is not an image bundle under {settings.models.path} "
+            f"(image bundles: {known})"
+        )
+    return build_model_application(settings, bundles[bundle])
+
+
+__all__ = ["IMPORT_PATH", "MODEL_IMPORT_PATH", "build", "build_model"]

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from fastapi import APIRouter, Depends, File, HTTPException, Request, UploadFile
+from fastapi import APIRouter, Depends, FastAPI, File, HTTPException, Request, UploadFile
 
 from medgate.security import require_scope
 from medgate.serving import bundles as bundle_info
@@ -40,6 +41,8 @@ async def infer(name: str, request: Request, files: list[UploadFile] = File(...)
     """Run one bundle on one study given as DICOM Part 10 files; returns the findings as JSON.
 
     Nothing is stored and nothing is sent to the PACS: this is for trying a model on a study.
+    Behind Ray Serve each served bundle answers this path itself (its own application, see
+    ``model_app``); this route answers for names that no bundle serves, and in-process use.
     """
     client = request.app.state.model_client
     if client is None:
@@ -47,6 +50,20 @@ async def infer(name: str, request: Request, files: list[UploadFile] = File(...)
     if name not in client.names():
         known = ", ".join(client.names()) or "none"
         raise HTTPException(404, f"no image model named {name!r} is served (served: {known})")
+    return await run_inference(
+        name, files, lambda payload: client.apredict(name, payload), request.app.state.metrics
+    )
+
+
+Predict = Callable[[list[bytes]], Awaitable[Any]]
+
+
+async def run_inference(
+    name: str, files: list[UploadFile], predict: Predict, metrics: Any
+) -> dict[str, Any]:
+    """Read the uploads, call ``predict`` and map what went wrong to the HTTP answer: 413 for
+    an oversized upload, 400 for input that is not a usable DICOM study, 502 for a model
+    failure. Shared by the API's route and each model's own application."""
     payload: list[bytes] = []
     total = 0
     for upload in files:
@@ -57,7 +74,7 @@ async def infer(name: str, request: Request, files: list[UploadFile] = File(...)
         payload.append(data)
     started = time.perf_counter()
     try:
-        result = await client.apredict(name, payload)
+        result = await predict(payload)
     except BadInput as exc:
         raise HTTPException(400, str(exc)) from exc
     except Exception as exc:
@@ -65,10 +82,24 @@ async def infer(name: str, request: Request, files: list[UploadFile] = File(...)
         if cause is not None:
             raise HTTPException(400, cause) from exc
         raise HTTPException(502, f"model {name} failed: {_short(exc)}") from exc
-    request.app.state.metrics.observe(
-        "medgate_stage_seconds", time.perf_counter() - started, ("api-infer",)
-    )
+    metrics.observe("medgate_stage_seconds", time.perf_counter() - started, ("api-infer",))
     return {"model": name, "result": result.model_dump(mode="json")}
+
+
+def model_app(settings: Any, name: str, predict: Predict, metrics: Any) -> FastAPI:
+    """The HTTP face of one model replica, served at ``/api/v1/models/<name>`` (its Serve
+    application's route prefix): ``POST /infer`` with the API's authentication and answers,
+    run by the replica that holds the model, so an HTTP inference costs no extra hop."""
+    app = FastAPI(title=f"medgate model {name}", docs_url=None, redoc_url=None)
+    app.state.settings = settings
+    app.state.api_tokens = settings.api.tokens
+
+    @app.post("/infer", dependencies=[Depends(require_scope("results"))])
+    async def infer_here(files: list[UploadFile] = File(...)) -> dict[str, Any]:
+        """Run this bundle on one study given as DICOM Part 10 files (nothing is stored)."""
+        return await run_inference(name, files, predict, metrics)
+
+    return app
 
 
 def _bad_input_cause(exc: BaseException) -> str | None:

@@ -59,13 +59,17 @@ class Gateway:
             ray.init(address=self.ray_address, namespace=RAY_NAMESPACE, log_to_driver=False)
             log.info("joined the Ray cluster at %s", self.ray_address)
         else:
-            ray.init(
-                num_cpus=self.settings.serving.ray_num_cpus,
-                include_dashboard=False,
-                object_store_memory=self.settings.serving.object_store_mb * 1024 * 1024,
-                namespace=RAY_NAMESPACE,
-                log_to_driver=False,
-            )
+            from medgate.serving.ray_env import local_ray_environment
+
+            # The local Ray's processes inherit the HTTP front's settings from ray.init.
+            with local_ray_environment(self.settings.serving.http_ingress):
+                ray.init(
+                    num_cpus=self.settings.serving.ray_num_cpus,
+                    include_dashboard=False,
+                    object_store_memory=self.settings.serving.object_store_mb * 1024 * 1024,
+                    namespace=RAY_NAMESPACE,
+                    log_to_driver=False,
+                )
             self._owns_ray = True
         if not self.settings.serving.deploy_app:
             return  # Serve, its proxy and the application are the cluster's (RayService)
@@ -133,20 +137,19 @@ class Gateway:
             self.dicom = None
         try:
             import ray
-            from ray import serve
 
-            from medgate.serving.deployments import APP_NAME
+            from medgate.serving.deployments import delete_applications
             from medgate.serving.metrics import remove_metrics_actor
 
             if ray.is_initialized():
                 if self._owns_ray:
-                    # The whole local Ray goes: no need for Serve's own (noisy) shutdown.
-                    _quietly(lambda: serve.delete(APP_NAME))
+                    # The whole local Ray goes, its replicas with it: deleting the applications
+                    # first would only wait out each ingress replica's drain period.
                     _quietly(remove_metrics_actor)
                     _quietly(ray.shutdown)
                 else:
                     if self._started_serve_app:
-                        _quietly(lambda: serve.delete(APP_NAME))
+                        _quietly(delete_applications)
                     if self.ray_address:
                         _quietly(ray.shutdown)
         finally:
@@ -160,44 +163,55 @@ class Gateway:
 def attach_application(
     settings: Settings, bundles: dict[str, Any], problems: list[str] | None = None
 ) -> Any:
-    """Model handles to the Serve application that the cluster already runs (``serving.deploy_app
-    = false``): on Kubernetes a KubeRay RayService deploys it from its ``serveConfigV2``, and the
-    receiver / worker process attaches without redeploying it (a redeploy would fight the
-    operator). Waits for the application to be RUNNING; bundles found locally but not deployed
-    there are skipped with a problem line, like a bundle that failed to load."""
+    """Model handles to the Serve applications that the cluster already runs
+    (``serving.deploy_app = false``): on Kubernetes a KubeRay RayService deploys them from its
+    ``serveConfigV2``, and the receiver / worker process attaches without redeploying (a
+    redeploy would fight the operator). Waits for the API application and every local image
+    bundle's application to be RUNNING; a bundle whose application is still not running at the
+    timeout is skipped with a problem line, like a bundle that failed to load."""
     from ray import serve
     from ray.serve.schema import ApplicationStatus
 
-    from medgate.serving import bundles as bundle_info
-    from medgate.serving.deployments import APP_NAME, ServeModelClient, deployment_name
+    from medgate.serving.deployments import (
+        APP_NAME,
+        ServeModelClient,
+        image_bundles,
+        model_app_name,
+    )
 
+    wanted = [APP_NAME, *(model_app_name(name) for name in image_bundles(settings, bundles))]
     deadline = time.monotonic() + settings.serving.attach_timeout_s
-    status = None
     while True:
-        application = serve.status().applications.get(APP_NAME)
-        status = application.status if application else None
-        if status == ApplicationStatus.RUNNING:
-            break
+        applications = serve.status().applications
+        running = {
+            name
+            for name in wanted
+            if name in applications and applications[name].status == ApplicationStatus.RUNNING
+        }
         # DEPLOY_FAILED / UNHEALTHY too: the operator retries, so wait for it within the timeout.
-        if time.monotonic() > deadline:
-            raise RuntimeError(
-                f"no running Serve application {APP_NAME!r} on the cluster after "
-                f"{settings.serving.attach_timeout_s:.0f} s (status: {status or 'absent'}"
-                f"{': ' + application.message if application and application.message else ''}); "
-                "deploy it (RayService serveConfigV2, `serve deploy`) or set "
-                "serving.deploy_app = true"
-            )
+        if len(running) == len(wanted) or time.monotonic() > deadline:
+            break
         time.sleep(2)
-    deployed = set(application.deployments) if application else set()
+    if APP_NAME not in running:
+        application = applications.get(APP_NAME)
+        status = application.status if application else None
+        raise RuntimeError(
+            f"no running Serve application {APP_NAME!r} on the cluster after "
+            f"{settings.serving.attach_timeout_s:.0f} s (status: {status or 'absent'}"
+            f"{': ' + application.message if application and application.message else ''}); "
+            "deploy it (RayService serveConfigV2, `serve deploy`) or set "
+            "serving.deploy_app = true"
+        )
     names = []
-    for name, bundle in bundles.items():
-        if not bundle_info.is_image_model(settings, bundle):
-            continue
-        if deployment_name(name) in deployed:
+    for name in image_bundles(settings, bundles):
+        if model_app_name(name) in running:
             names.append(name)
         elif problems is not None:
-            problems.append(f"{name}: not deployed in the cluster's application {APP_NAME!r}")
-    log.info("attached to the Serve application %r (%d models)", APP_NAME, len(names))
+            problems.append(
+                f"{name}: its Serve application {model_app_name(name)!r} is not running on "
+                "the cluster"
+            )
+    log.info("attached to the Serve applications of the cluster (%d models)", len(names))
     return ServeModelClient.connect(names, settings.serving.request_timeout_s)
 
 
