@@ -159,6 +159,7 @@ def bench_medgate(
         elapsed = send(files, receiver.port, "MEDGATE", parallel)
     finally:
         receiver.stop()
+        receiver.store.close()
     stored = index.count_instances() if receiver_class is StorageReceiver else receiver.received
     index.close()
     if stored != len(files):
@@ -167,29 +168,16 @@ def bench_medgate(
 
 
 def bench_durable_ceiling(files: list[Path], parallel: int, workdir: Path) -> float:
-    """Write ``files`` as medgate's store does (temp, fdatasync, rename, folder fsync) from
-    ``parallel`` threads, nothing else; return elapsed seconds."""
+    """Write ``files`` with medgate's ``atomic_write`` (temp, fdatasync, rename, folder fsync)
+    from ``parallel`` threads, nothing else; return elapsed seconds."""
     out = workdir / f"ceiling-{parallel}"
     out.mkdir()
     payloads = [f.read_bytes() for f in files]
     groups = [list(range(i, len(files), parallel)) for i in range(parallel)]
 
     def write(positions: list[int]) -> None:
-        for position in positions:
-            final = out / f"{position}.dcm"
-            temp = out / f".{position}.part"
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            try:
-                os.write(fd, payloads[position])
-                os.fdatasync(fd)
-            finally:
-                os.close(fd)
-            os.rename(temp, final)
-            folder = os.open(out, os.O_RDONLY)
-            try:
-                os.fsync(folder)
-            finally:
-                os.close(folder)
+        for position in positions:  # medgate's own write path
+            atomic_write(out / f"{position}.dcm", (payloads[position],))
 
     threads = [threading.Thread(target=write, args=(g,)) for g in groups]
     start = time.perf_counter()

@@ -148,3 +148,60 @@ def test_outbox_items_are_claimed_by_one_sender(database_url: str) -> None:
     assert index.due_outbox() == []  # claimed items wait out their lease
     expired = other.claim_outbox(ids, lease_seconds=-1)  # nothing due yet: still leased
     assert expired == set()
+
+
+def _rows(index: Index, sop: str, study: str) -> tuple[dict, dict]:
+    instance = index.get_instance(sop)
+    study_row = index.get_study(study)
+    assert instance is not None and study_row is not None
+    return instance, study_row
+
+
+def test_index_instance_gives_the_rows_of_record_instance(database_url: str) -> None:
+    """The receiver's two-statement hot path and the portable ``record_instance`` write the
+    same rows, on SQLite and on PostgreSQL."""
+    index = Index(database_url)
+    when = dt.datetime(2026, 12, 4, 9, 30, 1, 123456, tzinfo=dt.UTC)
+    extra = {
+        "modality": "CT",
+        "body_part": "CHEST",
+        "series_description": "Thorax 1.0 B31f äöü",
+        "instance_number": 7,
+        "calling_ae": "MODALITY1",
+        "received_at": when,
+    }
+    try:
+        assert index.index_instance(_record("5.5", "5.5.1", **extra))
+        assert index.record_instance(_record("6.6", "6.6.1", **extra))
+        fast_instance, fast_study = _rows(index, "5.5.1", "5.5")
+        port_instance, port_study = _rows(index, "6.6.1", "6.6")
+        for row in (fast_instance, port_instance):
+            for key in ("sop_instance_uid", "study_instance_uid", "series_instance_uid", "path"):
+                row.pop(key)
+        assert fast_instance == port_instance
+        assert fast_study.pop("study_instance_uid") == "5.5"
+        assert port_study.pop("study_instance_uid") == "6.6"
+        assert fast_study == port_study
+        assert fast_study["status"] == "receiving" and fast_study["last_instance_at"] == when
+    finally:
+        index.close()
+
+
+def test_index_instance_detects_a_duplicate_and_reopens_the_study(database_url: str) -> None:
+    index = Index(database_url)
+    try:
+        first = dt.datetime(2026, 12, 4, 9, 0, tzinfo=dt.UTC)
+        assert index.index_instance(_record("7.1", "7.1.1", received_at=first))
+        assert not index.index_instance(_record("7.1", "7.1.1", received_at=first))
+        assert index.count_instances() == 1
+        study = index.get_study("7.1")
+        assert study is not None and study["last_instance_at"] == first  # a duplicate: untouched
+        index.set_study_status("7.1", "done")
+        later = first + dt.timedelta(minutes=5)
+        assert index.index_instance(_record("7.1", "7.1.2", received_at=later))
+        study = index.get_study("7.1")
+        assert study is not None and study["status"] == "receiving"
+        assert study["last_instance_at"] == later and study["received_at"] == first
+        assert study["instances"] == 2
+    finally:
+        index.close()

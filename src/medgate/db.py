@@ -210,8 +210,10 @@ class Index:
         insert_instance, upsert_study = statements
         now = rec.received_at or utcnow()
         with self._write() as conn:
-            inserted = conn.execute(insert_instance, dict(rec.__dict__, received_at=now)).rowcount
-            if not inserted:
+            # RETURNING, not rowcount: psycopg reports rowcount -1 for an INSERT ... ON CONFLICT
+            # DO NOTHING, which made a duplicate look newly inserted on PostgreSQL
+            inserted = conn.execute(insert_instance, dict(rec.__dict__, received_at=now)).first()
+            if inserted is None:
                 return False
             conn.execute(upsert_study, {"uid": rec.study_instance_uid, "now": now})
             return True
@@ -228,8 +230,10 @@ class Index:
         else:
             self._fast_cache: tuple[Any, Any] | tuple[()] = ()
             return None
-        insert_instance = insert(instances).on_conflict_do_nothing(
-            index_elements=[instances.c.sop_instance_uid]
+        insert_instance = (
+            insert(instances)
+            .on_conflict_do_nothing(index_elements=[instances.c.sop_instance_uid])
+            .returning(instances.c.sop_instance_uid)
         )
         now = sa.bindparam("now")
         new_study = insert(studies).values(

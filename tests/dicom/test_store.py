@@ -1,0 +1,85 @@
+"""The instance store's write path: atomic files, duplicates, a failed index commit."""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from medgate.config import Settings
+from medgate.db import Index, InstanceRecord
+from medgate.dicom.store import InstanceStore, StoreError, atomic_write
+
+UID = "1.2.826.0.1.3680043.8.498.1"
+STUDY = "1.2.826.0.1.3680043.8.498.2"
+
+
+def _record(uid: str = UID) -> InstanceRecord:
+    return InstanceRecord(
+        sop_instance_uid=uid,
+        study_instance_uid=STUDY,
+        series_instance_uid=STUDY + ".1",
+        sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
+        transfer_syntax_uid="1.2.840.10008.1.2.1",
+        size=0,
+        sha256="",
+        path="",
+    )
+
+
+@pytest.fixture
+def instance_store(settings_factory: Callable[..., Settings]) -> Iterator[InstanceStore]:
+    settings = settings_factory()
+    Path(settings.storage.path).mkdir(parents=True)
+    index = Index(settings.storage.resolved_database_url())
+    store = InstanceStore(settings, index)
+    yield store
+    store.close()
+    index.close()
+
+
+@pytest.mark.parametrize(
+    "size",
+    [0, 100, 64 * 1024 - 1, 64 * 1024, 4096 * 130, 524_288 + 367, 2 * 1024 * 1024, 5_000_001],
+)
+def test_atomic_write_gives_the_exact_bytes_at_every_size(tmp_path: Path, size: int) -> None:
+    data = os.urandom(size)
+    target = tmp_path / "shard" / "x.dcm"
+    atomic_write(target, (data[:300], data[300:]))  # preamble+meta, data set
+    assert target.read_bytes() == data
+    assert oct(target.stat().st_mode & 0o777) == oct(0o640)
+    assert [p.name for p in target.parent.iterdir()] == ["x.dcm"]  # no temporary file left
+
+
+def test_a_removed_shard_folder_is_created_again(tmp_path: Path) -> None:
+    target = tmp_path / "shard" / "x.dcm"
+    atomic_write(target, (b"one",))
+    target.unlink()
+    target.parent.rmdir()
+    atomic_write(target, (b"two",))
+    assert target.read_bytes() == b"two"
+
+
+def test_a_failed_index_commit_answers_a_failure_status(
+    instance_store: InstanceStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(rec: InstanceRecord) -> bool:
+        raise OSError(errno.EIO, "disk I/O error")
+
+    monkeypatch.setattr(instance_store.index, "index_instance", broken)
+    with pytest.raises(StoreError) as failed:
+        instance_store.store(_record(), (b"meta", os.urandom(200_000)))
+    assert failed.value.status == 0xA701
+    assert instance_store.index.get_instance(UID) is None
+    monkeypatch.undo()
+    # the peer sends again: the orphan file is rewritten and indexed
+    result = instance_store.store(_record(), (b"meta", b"y" * 200_000))
+    assert result.stored and result.path.read_bytes() == b"meta" + b"y" * 200_000
+    row = instance_store.index.get_instance(UID)
+    assert row is not None and row["sha256"] == result.sha256
+    # and once more: an identical duplicate, nothing rewritten
+    again = instance_store.store(_record(), (b"meta", b"y" * 200_000))
+    assert again.duplicate == "identical" and not again.stored
