@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import io
+import os
 import statistics
 import sys
 import tempfile
@@ -244,6 +245,14 @@ def part_overhead(tmp: Path, bundle_root: Path, port: int, requests: int) -> Non
             f"[overhead] p{q}: direct {d * 1000:.1f} ms, Serve HTTP {h * 1000:.1f} ms -> "
             f"overhead {(h - d) * 1000:.1f} ms (goal <= {goal} ms), ratio {h / d:.2f}x"
         )
+    # The same figure pair by pair (each HTTP call minus the direct call just before it):
+    # less sensitive to load that comes and goes during the run.
+    paired = [h - d for d, h in zip(direct, http, strict=True)]
+    print(
+        f"[overhead] paired differences: median {percentile(paired, 50) * 1000:.1f} ms, "
+        f"p99 {percentile(paired, 99) * 1000:.1f} ms over {len(paired)} pairs; "
+        f"load average {os.getloadavg()[0]:.1f}"
+    )
 
 
 def part_batching(tmp: Path, bundle_root: Path, size: int, requests: int, rounds: int = 3) -> None:

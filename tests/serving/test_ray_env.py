@@ -9,6 +9,7 @@ import pytest
 
 from medgate.serving.ray_env import (
     HAPROXY_ENV,
+    guard_launcher,
     haproxy_binary,
     local_ray_environment,
     serve_environment,
@@ -22,6 +23,9 @@ def test_haproxy_front_selects_rays_haproxy_ingress_with_its_own_ports() -> None
     assert {k: env[k] for k in HAPROXY_ENV} == HAPROXY_ENV
     ports = {int(env["RAY_SERVE_HAPROXY_STATS_PORT"]), int(env["RAY_SERVE_HAPROXY_METRICS_PORT"])}
     assert len(ports) == 2 and all(1024 < p < 65536 for p in ports)
+    # HAProxy is started through the guard that ties it to its parent
+    assert env["RAY_SERVE_HAPROXY_BINARY_PATH"] == guard_launcher()
+    assert env["MEDGATE_HAPROXY_BINARY"] == binary
     assert serve_environment("proxy") == {}
 
 
@@ -43,3 +47,41 @@ def test_environment_is_set_for_ray_init_only_and_operator_values_win() -> None:
         assert environ["RAY_SERVE_HAPROXY_STATS_PORT"] == "18404"  # the operator's choice
         assert "RAY_SERVE_HAPROXY_STATS_PORT" not in applied
     assert environ == {"RAY_SERVE_HAPROXY_STATS_PORT": "18404", "OTHER": "x"}
+
+
+def test_guarded_haproxy_dies_with_its_parent(tmp_path: Path) -> None:
+    """``medgate-haproxy`` becomes the real binary (here ``sleep``) and is killed with the
+    process that started it, as HAProxy is with Ray Serve's proxy actor after a kill -9."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import psutil
+
+    guard = guard_launcher()
+    assert guard is not None
+    parent_code = (
+        "import subprocess, sys, time\n"
+        f"child = subprocess.Popen([{guard!r}, '60'])\n"
+        "print(child.pid, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    env = {**os.environ, "MEDGATE_HAPROXY_BINARY": "/bin/sleep"}
+    parent = subprocess.Popen(
+        [sys.executable, "-c", parent_code], stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        assert parent.stdout is not None
+        child = psutil.Process(int(parent.stdout.readline()))
+        wait = 10.0
+        while child.name() != "sleep" and wait > 0:  # until the exec happened
+            wait -= 0.05
+            psutil.wait_procs([child], timeout=0.05)
+        assert child.name() == "sleep" and child.ppid() == parent.pid
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(10)
+        gone, alive = psutil.wait_procs([child], timeout=10)
+        assert gone and not alive, "the guarded child outlived its parent"
+    finally:
+        parent.kill()

