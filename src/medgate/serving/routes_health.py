@@ -14,8 +14,8 @@ log = logging.getLogger(__name__)
 
 
 @router.get("/healthz")
-def healthz() -> dict[str, str]:
-    """The process answers."""
+async def healthz() -> dict[str, str]:
+    """The process answers (on the event loop: no thread-pool hop for a liveness probe)."""
     return {"status": "ok"}
 
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI, File, HTTPException, Request, UploadFile
+from fastapi import APIRouter, Depends, FastAPI, File, HTTPException, Request, Response, UploadFile
+from pydantic import BaseModel
 
+from medgate.models.findings import ModelResult
 from medgate.security import require_scope
 from medgate.serving import bundles as bundle_info
 from medgate.serving.inference import BadInput
@@ -18,6 +21,14 @@ router = APIRouter(
 )
 
 MAX_UPLOAD_BYTES = 512 * 1024 * 1024
+JSON = "application/json"
+
+
+class InferResponse(BaseModel):
+    """What ``/infer`` answers (the OpenAPI schema; the body is written by ``run_inference``)."""
+
+    model: str
+    result: ModelResult
 
 
 def _bundles(request: Request) -> dict[str, Any]:
@@ -36,8 +47,8 @@ async def list_models(request: Request) -> list[dict[str, Any]]:
     return [bundle_info.describe(bundles[name]) for name in sorted(bundles)]
 
 
-@router.post("/models/{name}/infer")
-async def infer(name: str, request: Request, files: list[UploadFile] = File(...)) -> dict[str, Any]:
+@router.post("/models/{name}/infer", response_model=InferResponse)
+async def infer(name: str, request: Request, files: list[UploadFile] = File(...)) -> Response:
     """Run one bundle on one study given as DICOM Part 10 files; returns the findings as JSON.
 
     Nothing is stored and nothing is sent to the PACS: this is for trying a model on a study.
@@ -60,7 +71,7 @@ Predict = Callable[[list[bytes]], Awaitable[Any]]
 
 async def run_inference(
     name: str, files: list[UploadFile], predict: Predict, metrics: Any
-) -> dict[str, Any]:
+) -> Response:
     """Read the uploads, call ``predict`` and map what went wrong to the HTTP answer: 413 for
     an oversized upload, 400 for input that is not a usable DICOM study, 502 for a model
     failure. Shared by the API's route and each model's own application."""
@@ -83,7 +94,9 @@ async def run_inference(
             raise HTTPException(400, cause) from exc
         raise HTTPException(502, f"model {name} failed: {_short(exc)}") from exc
     metrics.observe("medgate_stage_seconds", time.perf_counter() - started, ("api-infer",))
-    return {"model": name, "result": result.model_dump(mode="json")}
+    # Pydantic writes the JSON itself; FastAPI's generic encoder would walk the dict again.
+    body = result.model_dump_json()
+    return Response(f'{{"model":{json.dumps(name)},"result":{body}}}', media_type=JSON)
 
 
 def model_app(settings: Any, name: str, predict: Predict, metrics: Any) -> FastAPI:
@@ -94,8 +107,10 @@ def model_app(settings: Any, name: str, predict: Predict, metrics: Any) -> FastA
     app.state.settings = settings
     app.state.api_tokens = settings.api.tokens
 
-    @app.post("/infer", dependencies=[Depends(require_scope("results"))])
-    async def infer_here(files: list[UploadFile] = File(...)) -> dict[str, Any]:
+    @app.post(
+        "/infer", dependencies=[Depends(require_scope("results"))], response_model=InferResponse
+    )
+    async def infer_here(files: list[UploadFile] = File(...)) -> Response:
         """Run this bundle on one study given as DICOM Part 10 files (nothing is stored)."""
         return await run_inference(name, files, predict, metrics)
 
