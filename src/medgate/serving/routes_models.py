@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -21,7 +20,6 @@ router = APIRouter(
 )
 
 MAX_UPLOAD_BYTES = 512 * 1024 * 1024
-JSON = "application/json"
 
 
 class InferResponse(BaseModel):
@@ -94,9 +92,9 @@ async def run_inference(
             raise HTTPException(400, cause) from exc
         raise HTTPException(502, f"model {name} failed: {_short(exc)}") from exc
     metrics.observe("medgate_stage_seconds", time.perf_counter() - started, ("api-infer",))
-    # Pydantic writes the JSON itself; FastAPI's generic encoder would walk the dict again.
-    body = result.model_dump_json()
-    return Response(f'{{"model":{json.dumps(name)},"result":{body}}}', media_type=JSON)
+    # Pydantic writes the JSON itself; FastAPI's generic encoder would walk a dict again.
+    body = InferResponse(model=name, result=result).model_dump_json()
+    return Response(body, media_type="application/json")
 
 
 def model_app(settings: Any, name: str, predict: Predict, metrics: Any) -> FastAPI:
