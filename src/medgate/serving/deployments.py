@@ -174,15 +174,10 @@ class ServeModelClient:
     operator deploys each application, without) a model's application, and a bundle whose
     application is missing fails its own calls only."""
 
-    def __init__(
-        self,
-        names: Sequence[str],
-        timeout_s: float = 120.0,
-        handles: dict[str, DeploymentHandle] | None = None,
-    ) -> None:
+    def __init__(self, names: Sequence[str], timeout_s: float = 120.0) -> None:
         self._names = sorted(names)
         self.timeout_s = timeout_s
-        self._handles: dict[str, DeploymentHandle] = dict(handles or {})
+        self._handles: dict[str, DeploymentHandle] = {}
 
     @classmethod
     def connect(cls, names: Sequence[str], timeout_s: float = 120.0) -> ServeModelClient:
@@ -370,15 +365,15 @@ def medgate_applications() -> set[str]:
     }
 
 
-def delete_applications(blocking: bool = False) -> None:
+def delete_applications() -> None:
     """Delete the API application first (no new requests), then every model application.
 
-    Not waiting is the default: behind HAProxy each ingress replica drains for
+    Without waiting: behind HAProxy each ingress replica drains for
     ``RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S`` before it stops, and the controller
     finishes the deletion without us."""
     names = medgate_applications()
     for name in sorted(names, key=lambda n: n != APP_NAME):
-        serve.delete(name, _blocking=blocking)
+        serve.delete(name, _blocking=False)
 
 
 __all__ = [
