@@ -13,10 +13,12 @@ from helpers import phantom_bytes
 from medgate.config import Settings
 from medgate.db import Index, InstanceRecord
 from medgate.models.registry import discover_bundles
+from medgate.serving import routes_models
 from medgate.serving.app import create_app
 from medgate.serving.deployments import LocalModelClient
 from medgate.serving.inference import load_predictor
 from medgate.serving.metrics import MetricsStore
+from medgate.serving.routes_models import model_app
 
 
 @pytest.fixture
@@ -57,6 +59,101 @@ def test_infer_returns_findings_and_rejects_bad_input(api: Any) -> None:
     assert bad.status_code == 400 and "not a DICOM" in bad.json()["detail"]
     unknown = client.post("/api/v1/models/nope/infer", files=[("files", ("a", data, "x/y"))])
     assert unknown.status_code == 404
+
+
+def test_infer_accepts_one_instance_as_an_application_dicom_body(api: Any) -> None:
+    """``Content-Type: application/dicom`` with the Part 10 file as the whole body (as
+    Orthanc's ``POST /instances``) answers exactly what the multipart upload answers."""
+    client, _, _ = api
+    url = "/api/v1/models/tiny_cxr/infer"
+    data = phantom_bytes(12)
+    multipart = client.post(url, files=[("files", ("a.dcm", data, "application/dicom"))])
+    raw = client.post(url, content=data, headers={"Content-Type": "application/dicom"})
+    assert multipart.status_code == 200, multipart.text
+    assert raw.status_code == 200, raw.text
+    assert raw.json() == multipart.json()
+    # media type parameters and letter case do not matter
+    typed = client.post(
+        url, content=data, headers={"Content-Type": "Application/DICOM; transfer-syntax=*"}
+    )
+    assert typed.status_code == 200 and typed.json() == multipart.json()
+
+
+def test_infer_rejects_other_content_types_empty_and_non_dicom_bodies(api: Any) -> None:
+    client, _, _ = api
+    url = "/api/v1/models/tiny_cxr/infer"
+    data = phantom_bytes(13)
+    for content_type in ("application/octet-stream", "application/json", None):
+        headers = {"Content-Type": content_type} if content_type else {}
+        wrong = client.post(url, content=data, headers=headers)
+        assert wrong.status_code == 415, (content_type, wrong.text)
+        detail = wrong.json()["detail"]
+        assert "application/dicom" in detail and "multipart/form-data" in detail
+    empty = client.post(url, content=b"", headers={"Content-Type": "application/dicom"})
+    assert empty.status_code == 400 and "empty" in empty.json()["detail"]
+    junk = client.post(url, content=b"not dicom", headers={"Content-Type": "application/dicom"})
+    assert junk.status_code == 400 and "not a DICOM" in junk.json()["detail"]
+    # a multipart body without ``files`` parts is still FastAPI's validation error
+    missing = client.post(url, files=[("other", ("a.dcm", data, "application/dicom"))])
+    assert missing.status_code == 422 and missing.json()["detail"][0]["loc"] == ["body", "files"]
+
+
+def test_infer_refuses_oversized_uploads_by_content_length(
+    api: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, _, _ = api
+    url = "/api/v1/models/tiny_cxr/infer"
+    data = phantom_bytes(14)
+    monkeypatch.setattr(routes_models, "MAX_UPLOAD_BYTES", len(data) - 1)
+    raw = client.post(url, content=data, headers={"Content-Type": "application/dicom"})
+    assert raw.status_code == 413 and "larger than" in raw.json()["detail"]
+    chunked = client.post(
+        url, content=iter([data[:1000], data[1000:]]), headers={"Content-Type": "application/dicom"}
+    )
+    assert "content-length" not in chunked.request.headers
+    assert chunked.status_code == 413, chunked.text
+    multipart = client.post(url, files=[("files", ("a.dcm", data, "application/dicom"))])
+    assert multipart.status_code == 413
+    monkeypatch.setattr(routes_models, "MAX_UPLOAD_BYTES", len(data))
+    fits = client.post(url, content=data, headers={"Content-Type": "application/dicom"})
+    assert fits.status_code == 200, fits.text
+
+
+def test_model_app_takes_the_raw_body_behind_the_token_check(
+    serving_settings: Callable[..., Settings],
+) -> None:
+    """Each model replica's own app (``model_app``): same body handling, same bearer tokens."""
+    settings = serving_settings(api={"tokens": {"s3cret": ["results"]}})
+    bundles, _ = discover_bundles(settings.models.path)
+    tiny = next(b for b in bundles if b.name == "tiny_cxr")
+    local = LocalModelClient({"tiny_cxr": load_predictor(tiny, "cpu")})
+    app = model_app(
+        settings, "tiny_cxr", lambda payload: local.apredict("tiny_cxr", payload), MetricsStore()
+    )
+    client = TestClient(app)
+    data = phantom_bytes(15)
+    raw = {"Content-Type": "application/dicom"}
+    assert client.post("/infer", content=data, headers=raw).status_code == 401
+    token = {"Authorization": "Bearer s3cret"}
+    answer = client.post("/infer", content=data, headers={**raw, **token})
+    assert answer.status_code == 200, answer.text
+    multipart = client.post(
+        "/infer", files=[("files", ("a.dcm", data, "application/dicom"))], headers=token
+    )
+    assert multipart.json() == answer.json()
+    wrong = client.post("/infer", content=data, headers={**token, "Content-Type": "image/png"})
+    assert wrong.status_code == 415
+    operation = client.get("/openapi.json").json()["paths"]["/infer"]["post"]
+    assert set(operation["requestBody"]["content"]) == {"application/dicom", "multipart/form-data"}
+
+
+def test_infer_openapi_describes_both_request_bodies(api: Any) -> None:
+    client, _, _ = api
+    operation = client.get("/openapi.json").json()["paths"]["/api/v1/models/{name}/infer"]["post"]
+    content = operation["requestBody"]["content"]
+    assert set(content) == {"application/dicom", "multipart/form-data"}
+    assert content["multipart/form-data"]["schema"]["required"] == ["files"]
+    assert {"200", "400", "413", "415"} <= set(operation["responses"])
 
 
 def _study(index: Index, uid: str, minutes_ago: float, status: str, priority: str | None) -> None:

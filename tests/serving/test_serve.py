@@ -61,14 +61,22 @@ def test_model_application_applies_the_api_tokens(
     run_application(serving_settings(api={"tokens": {"s3cret": ["results"], "cds-only": ["cds"]}}))
     serve.get_app_handle(APP_NAME)
     url = f"http://127.0.0.1:{ray_serve}/api/v1/models/tiny_cxr/infer"
-    files = [("files", ("a.dcm", phantom_bytes(23), "application/dicom"))]
+    data = phantom_bytes(23)
+    files = [("files", ("a.dcm", data, "application/dicom"))]
+    raw = {"Content-Type": "application/dicom"}
     try:
         assert httpx.post(url, files=files, timeout=60).status_code == 401
+        assert httpx.post(url, content=data, headers=raw, timeout=60).status_code == 401
         wrong = httpx.post(url, files=files, headers={"Authorization": "Bearer cds-only"})
         assert wrong.status_code == 403
         ok = httpx.post(url, files=files, headers={"Authorization": "Bearer s3cret"}, timeout=60)
         assert ok.status_code == 200, ok.text
         assert ok.json()["model"] == "tiny_cxr"
+        ok_raw = httpx.post(
+            url, content=data, headers={**raw, "Authorization": "Bearer s3cret"}, timeout=60
+        )
+        assert ok_raw.status_code == 200, ok_raw.text
+        assert ok_raw.json() == ok.json()
     finally:
         run_application(serving_settings())  # the open settings for the other tests
 
@@ -85,6 +93,15 @@ def test_http_inference_and_broken_model_isolation(deployed: str) -> None:
     response = httpx.post(f"{deployed}/api/v1/models/tiny_cxr/infer", files=files, timeout=60)
     assert response.status_code == 200, response.text
     assert len(response.json()["result"]["findings"]) == 4
+    # one instance as the raw body (as Orthanc's POST /instances takes it): the same answer
+    raw = httpx.post(
+        f"{deployed}/api/v1/models/tiny_cxr/infer",
+        content=data,
+        headers={"Content-Type": "application/dicom"},
+        timeout=60,
+    )
+    assert raw.status_code == 200, raw.text
+    assert raw.json() == response.json()
     broken = httpx.post(f"{deployed}/api/v1/models/broken_model/infer", files=files, timeout=60)
     assert broken.status_code == 502 and "unavailable" in broken.json()["detail"]
     bad = httpx.post(

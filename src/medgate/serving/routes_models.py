@@ -7,8 +7,10 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI, File, HTTPException, Request, Response, UploadFile
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response
+from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
+from starlette.datastructures import UploadFile
 
 from medgate.models.findings import ModelResult
 from medgate.security import require_scope
@@ -20,6 +22,8 @@ router = APIRouter(
 )
 
 MAX_UPLOAD_BYTES = 512 * 1024 * 1024
+DICOM_MEDIA_TYPE = "application/dicom"
+MULTIPART_MEDIA_TYPE = "multipart/form-data"
 
 
 class InferResponse(BaseModel):
@@ -27,6 +31,40 @@ class InferResponse(BaseModel):
 
     model: str
     result: ModelResult
+
+
+# ``/infer`` reads its body itself (``read_study``, by content type), so FastAPI cannot derive
+# the request body's schema from a parameter: both routes declare it with these.
+INFER_OPENAPI: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": f"One study: a single DICOM Part 10 instance as the whole body "
+        f"(`Content-Type: {DICOM_MEDIA_TYPE}`, as Orthanc's `POST /instances`), or the study's "
+        f"Part 10 files as `{MULTIPART_MEDIA_TYPE}` parts named `files`.",
+        "content": {
+            DICOM_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}},
+            MULTIPART_MEDIA_TYPE: {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "files": {
+                            "type": "array",
+                            "items": {"type": "string", "format": "binary"},
+                            "title": "Files",
+                        }
+                    },
+                    "required": ["files"],
+                }
+            },
+        },
+    }
+}
+INFER_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"description": "Empty body, or not a usable DICOM study"},
+    413: {"description": f"Upload larger than {MAX_UPLOAD_BYTES} bytes"},
+    415: {"description": f"Content-Type neither {DICOM_MEDIA_TYPE} nor {MULTIPART_MEDIA_TYPE}"},
+    502: {"description": "The model failed"},
+}
 
 
 def _bundles(request: Request) -> dict[str, Any]:
@@ -45,9 +83,15 @@ async def list_models(request: Request) -> list[dict[str, Any]]:
     return [bundle_info.describe(bundles[name]) for name in sorted(bundles)]
 
 
-@router.post("/models/{name}/infer", response_model=InferResponse)
-async def infer(name: str, request: Request, files: list[UploadFile] = File(...)) -> Response:
-    """Run one bundle on one study given as DICOM Part 10 files; returns the findings as JSON.
+@router.post(
+    "/models/{name}/infer",
+    response_model=InferResponse,
+    responses=INFER_RESPONSES,
+    openapi_extra=INFER_OPENAPI,
+)
+async def infer(name: str, request: Request) -> Response:
+    """Run one bundle on one study: one DICOM instance as an `application/dicom` body, or the
+    study's Part 10 files as multipart `files`; returns the findings as JSON.
 
     Nothing is stored and nothing is sent to the PACS: this is for trying a model on a study.
     Behind Ray Serve each served bundle answers this path itself (its own application, see
@@ -60,27 +104,93 @@ async def infer(name: str, request: Request, files: list[UploadFile] = File(...)
         known = ", ".join(client.names()) or "none"
         raise HTTPException(404, f"no image model named {name!r} is served (served: {known})")
     return await run_inference(
-        name, files, lambda payload: client.apredict(name, payload), request.app.state.metrics
+        name, request, lambda payload: client.apredict(name, payload), request.app.state.metrics
     )
 
 
 Predict = Callable[[list[bytes]], Awaitable[Any]]
 
 
-async def run_inference(
-    name: str, files: list[UploadFile], predict: Predict, metrics: Any
-) -> Response:
-    """Read the uploads, call ``predict`` and map what went wrong to the HTTP answer: 413 for
-    an oversized upload, 400 for input that is not a usable DICOM study, 502 for a model
-    failure. Shared by the API's route and each model's own application."""
-    payload: list[bytes] = []
+async def read_study(request: Request) -> list[bytes]:
+    """The study's Part 10 files from the request body, by its content type.
+
+    ``application/dicom``: the body is one instance (Content-Length checked before reading);
+    ``multipart/form-data``: the parts named ``files``. Anything else is 415, an empty body
+    400, more than ``MAX_UPLOAD_BYTES`` 413."""
+    content_type = request.headers.get("content-type", "")
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    if media_type == DICOM_MEDIA_TYPE:
+        return [await _read_instance(request)]
+    if media_type == MULTIPART_MEDIA_TYPE:
+        return await _read_multipart(request)
+    given = repr(content_type) if content_type else "(none)"
+    raise HTTPException(
+        415,
+        f"unsupported Content-Type {given}: send one DICOM Part 10 "
+        f"instance as the body with Content-Type {DICOM_MEDIA_TYPE}, or the study's Part 10 "
+        f"files as {MULTIPART_MEDIA_TYPE} parts named 'files'",
+    )
+
+
+async def _read_instance(request: Request) -> bytes:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_UPLOAD_BYTES:
+        raise HTTPException(413, f"upload larger than {MAX_UPLOAD_BYTES} bytes")
+    chunks: list[bytes] = []
     total = 0
-    for upload in files:
-        data = await upload.read()
-        total += len(data)
+    async for chunk in request.stream():  # chunked bodies have no Content-Length: count
+        total += len(chunk)
         if total > MAX_UPLOAD_BYTES:
             raise HTTPException(413, f"upload larger than {MAX_UPLOAD_BYTES} bytes")
-        payload.append(data)
+        if chunk:
+            chunks.append(chunk)
+    if not total:
+        raise HTTPException(
+            400, f"empty request body: an {DICOM_MEDIA_TYPE} body is one DICOM Part 10 instance"
+        )
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def _read_multipart(request: Request) -> list[bytes]:
+    """The ``files`` parts, with FastAPI's answers for a form it would have parsed itself
+    (Starlette's default limits, 422 for a missing or non-file ``files``)."""
+    try:
+        form = await request.form()
+    except HTTPException:
+        raise
+    except Exception as exc:
+        raise HTTPException(400, "There was an error parsing the body") from exc
+    try:
+        uploads = form.getlist("files")
+        if not uploads:
+            raise _form_error("missing", ("body", "files"), "Field required", None)
+        payload: list[bytes] = []
+        total = 0
+        for position, upload in enumerate(uploads):
+            if not isinstance(upload, UploadFile):
+                message = f"Value error, Expected UploadFile, received: {type(upload)}"
+                raise _form_error("value_error", ("body", "files", position), message, upload)
+            data = await upload.read()
+            total += len(data)
+            if total > MAX_UPLOAD_BYTES:
+                raise HTTPException(413, f"upload larger than {MAX_UPLOAD_BYTES} bytes")
+            payload.append(data)
+        return payload
+    finally:
+        await form.close()
+
+
+def _form_error(kind: str, loc: tuple[Any, ...], msg: str, given: Any) -> RequestValidationError:
+    """The 422 FastAPI itself answers for a bad ``files`` form field (same body shape)."""
+    return RequestValidationError([{"type": kind, "loc": loc, "msg": msg, "input": given}])
+
+
+async def run_inference(name: str, request: Request, predict: Predict, metrics: Any) -> Response:
+    """Read the study (``read_study``), call ``predict`` and map what went wrong to the HTTP
+    answer: 415 for another content type, 413 for an oversized upload, 400 for an empty body
+    or input that is not a usable DICOM study, 502 for a model failure. Shared by the API's
+    route and each model's own application."""
+    payload = await read_study(request)
     started = time.perf_counter()
     try:
         result = await predict(payload)
@@ -106,11 +216,16 @@ def model_app(settings: Any, name: str, predict: Predict, metrics: Any) -> FastA
     app.state.api_tokens = settings.api.tokens
 
     @app.post(
-        "/infer", dependencies=[Depends(require_scope("results"))], response_model=InferResponse
+        "/infer",
+        dependencies=[Depends(require_scope("results"))],
+        response_model=InferResponse,
+        responses=INFER_RESPONSES,
+        openapi_extra=INFER_OPENAPI,
     )
-    async def infer_here(files: list[UploadFile] = File(...)) -> Response:
-        """Run this bundle on one study given as DICOM Part 10 files (nothing is stored)."""
-        return await run_inference(name, files, predict, metrics)
+    async def infer_here(request: Request) -> Response:
+        """Run this bundle on one study: one DICOM instance as an `application/dicom` body, or
+        the study's Part 10 files as multipart `files` (nothing is stored)."""
+        return await run_inference(name, request, predict, metrics)
 
     return app
 
