@@ -83,3 +83,27 @@ def test_a_failed_index_commit_answers_a_failure_status(
     # and once more: an identical duplicate, nothing rewritten
     again = instance_store.store(_record(), (b"meta", b"y" * 200_000))
     assert again.duplicate == "identical" and not again.stored
+
+
+def _files(store: InstanceStore) -> list[str]:
+    return sorted(p.name for p in store.instances_dir.rglob("*") if p.is_file())
+
+
+def test_a_failed_file_write_leaves_no_row(
+    instance_store: InstanceStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from medgate.dicom import store as store_module
+
+    real_fdatasync = os.fdatasync
+
+    def full_disk(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(store_module.os, "fdatasync", full_disk)
+    with pytest.raises(StoreError) as failed:
+        instance_store.store(_record(), (b"meta", os.urandom(100_000)))
+    assert failed.value.status == 0xA701
+    assert instance_store.index.get_instance(UID) is None  # the row committed alongside is gone
+    assert _files(instance_store) == []
+    monkeypatch.setattr(store_module.os, "fdatasync", real_fdatasync)
+    assert instance_store.store(_record(), (b"meta", b"w" * 10)).stored
