@@ -26,6 +26,7 @@ def test_haproxy_front_selects_rays_haproxy_ingress_with_its_own_ports() -> None
     # HAProxy is started through the guard that ties it to its parent
     assert env["RAY_SERVE_HAPROXY_BINARY_PATH"] == guard_launcher()
     assert env["MEDGATE_HAPROXY_BINARY"] == binary
+    assert env["MEDGATE_HAPROXY_ADMIN_HOST"] == "127.0.0.1"  # stats and exporter on loopback
     assert serve_environment("proxy") == {}
 
 
@@ -85,3 +86,39 @@ def test_guarded_haproxy_dies_with_its_parent(tmp_path: Path) -> None:
         assert gone and not alive, "the guarded child outlived its parent"
     finally:
         parent.kill()
+
+
+# The relevant lines of the configuration Ray Serve's template renders (ray 2.60).
+RAY_CONFIG = """frontend prometheus
+    bind :19101
+    mode http
+frontend http_frontend
+    bind 10.0.0.5:8000
+listen stats
+  bind *:18404
+  stats enable
+"""
+
+
+def test_guard_binds_haproxys_admin_listeners_to_the_admin_host(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from medgate.serving.haproxy_guard import confined_arguments
+
+    config = tmp_path / "haproxy.cfg"
+    config.write_text(RAY_CONFIG)
+    monkeypatch.setenv("RAY_SERVE_HAPROXY_STATS_PORT", "18404")
+    monkeypatch.setenv("RAY_SERVE_HAPROXY_METRICS_PORT", "19101")
+    monkeypatch.setenv("MEDGATE_HAPROXY_ADMIN_HOST", "127.0.0.1")
+    args = confined_arguments(["-db", "-f", str(config), "-sf", "42"])
+    copy = Path(args[2])
+    assert args[:2] == ["-db", "-f"] and args[3:] == ["-sf", "42"] and copy != config
+    text = copy.read_text()
+    assert "    bind 127.0.0.1:19101\n" in text and "  bind 127.0.0.1:18404\n" in text
+    assert "    bind 10.0.0.5:8000\n" in text  # the API's own listener is left alone
+    assert config.read_text() == RAY_CONFIG  # Ray's file is not touched
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["haproxy.cfg", copy.name])
+    # unset (or an every-interface address chosen by the operator): HAProxy gets Ray's file
+    for value in ("", "0.0.0.0"):
+        monkeypatch.setenv("MEDGATE_HAPROXY_ADMIN_HOST", value)
+        assert confined_arguments(["-f", str(config)]) == ["-f", str(config)]

@@ -40,7 +40,17 @@ def test_each_bundle_is_its_own_application_behind_haproxy(deployed: str) -> Non
     for bundle in ("tiny_cxr", "broken_model"):
         assert deployment_name(bundle) in status.applications[model_app_name(bundle)].deployments
     assert model_route_prefix("tiny_cxr") == "/api/v1/models/tiny_cxr"
-    assert any(p.info["name"] == "haproxy" for p in psutil.process_iter(["name"]))
+    haproxies = [p for p in psutil.process_iter(["name"]) if p.info["name"] == "haproxy"]
+    assert haproxies
+    # every HAProxy listener is on loopback here, its stats page and exporter included (Ray's
+    # template binds those two on every interface; medgate-haproxy rebinds them)
+    listening = {
+        (c.laddr.ip, c.laddr.port)
+        for proc in haproxies
+        for c in proc.net_connections(kind="inet")
+        if c.status == psutil.CONN_LISTEN
+    }
+    assert len(listening) >= 3 and {ip for ip, _ in listening} == {"127.0.0.1"}, listening
     # a name nobody serves falls through to the API's ingress, which says so
     data = phantom_bytes(22)
     missing = httpx.post(

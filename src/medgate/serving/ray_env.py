@@ -22,7 +22,9 @@ by default; two local Rays on one machine (a test run, a second instance) would 
 so each local Ray gets free ports for them unless ``RAY_SERVE_HAPROXY_STATS_PORT`` /
 ``RAY_SERVE_HAPROXY_METRICS_PORT`` are set. HAProxy is started through ``medgate-haproxy``
 (``serving.haproxy_guard``), which ties its life to its parent's: a killed gateway leaves no
-HAProxy behind on ``api.port``.
+HAProxy behind on ``api.port``; the launcher also binds the stats page and the exporter to
+loopback (``MEDGATE_HAPROXY_ADMIN_HOST``, set here unless the operator set it), where Ray's
+template would bind them on every interface.
 
 A cluster that medgate joins (``--ray-address``) keeps whatever its nodes were started with;
 docs/serving.md says which variables to give ``ray start`` for the same behaviour there.
@@ -39,7 +41,7 @@ import sys
 from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 
-from medgate.serving.haproxy_guard import BINARY_VARIABLE
+from medgate.serving.haproxy_guard import ADMIN_HOST_VARIABLE, BINARY_VARIABLE
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +92,8 @@ def serve_environment(http_ingress: str) -> dict[str, str]:
     if guard is not None:
         env["RAY_SERVE_HAPROXY_BINARY_PATH"] = guard
         env[BINARY_VARIABLE] = str(haproxy_binary())
+        # HAProxy's stats page and exporter stay on loopback (see serving.haproxy_guard)
+        env[ADMIN_HOST_VARIABLE] = "127.0.0.1"
     return env
 
 
