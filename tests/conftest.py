@@ -83,8 +83,8 @@ def orthanc_factory(tmp_path: Path) -> Iterator[Callable[..., OrthancServer]]:
         return server
 
     yield make
-    for server in started:
-        server.cleanup()
+    for server in started:  # their folders are pytest's temporary ones: nothing to keep
+        server.stop(graceful=False)
 
 
 @pytest.fixture

@@ -134,8 +134,14 @@ class OrthancServer:
         self.stop()
         raise TimeoutError(f"Orthanc did not answer on {self.url} within {timeout} s")
 
-    def stop(self) -> None:
-        """Stop Orthanc (the storage stays, so ``start()`` again resumes with the same data)."""
+    def stop(self, graceful: bool = True) -> None:
+        """Stop Orthanc (the storage stays, so ``start()`` again resumes with the same data).
+
+        ``graceful=False`` kills it at once: for an Orthanc whose storage is thrown away next,
+        which has nothing to save (a clean stop takes Orthanc about 3.4 s)."""
+        if not graceful and self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=5)
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             try:
@@ -146,7 +152,8 @@ class OrthancServer:
         self.process = None
 
     def cleanup(self) -> None:
-        self.stop()
+        """Stop Orthanc; delete its storage if it was a temporary folder of its own."""
+        self.stop(graceful=self._tmp is None)
         if self._tmp is not None:
             self._tmp.cleanup()
 

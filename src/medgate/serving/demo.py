@@ -166,9 +166,8 @@ def run_demo(
         console.print("stopping medgate and Orthanc ...")
         if gateway is not None:
             gateway.stop()
-        orthanc.stop()
+        orthanc.stop(graceful=tmp is None)  # a kept demo folder is opened again later
         if tmp is not None:
-            orthanc.cleanup()
             tmp.cleanup()
 
 
