@@ -4,7 +4,7 @@
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test test-long test-deploy lint models bench clean
+.PHONY: install demo test test-long test-deploy lint models bench gpu-wheels clean
 
 install: $(VENV)/.installed
 
@@ -39,6 +39,16 @@ bench: install
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/serving.py
 	$(BIN)/python bench/cds.py
+
+# Wheels for scripts/gpu-check.sh on a lent GPU machine (Python 3.12 there; pins = this venv's).
+GPU_WHEELS = pydantic pydantic-core pydantic-settings python-dotenv annotated-types \
+	typing-inspection pydicom monai
+gpu-wheels: install
+	rm -rf .whl && $(BIN)/python -m pip download -q --no-deps --only-binary=:all: \
+	  --python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64 \
+	  --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
+	  $$($(BIN)/python -m pip list --format=freeze | grep -iE "^($$(echo $(GPU_WHEELS) | \
+	    sed -e 's/-/[-_]/g' -e 's/ /|/g'))==")
 
 clean:
 	rm -rf $(VENV) var demo-output .pytest_cache .ruff_cache
