@@ -63,18 +63,34 @@ def test_a_removed_shard_folder_is_created_again(tmp_path: Path) -> None:
     assert target.read_bytes() == b"two"
 
 
-def test_a_failed_index_commit_answers_a_failure_status(
-    instance_store: InstanceStore, monkeypatch: pytest.MonkeyPatch
+def _store_while_failing(
+    instance_store: InstanceStore,
+    monkeypatch: pytest.MonkeyPatch,
+    owner: object,
+    name: str,
+    error: OSError,
 ) -> None:
-    def broken(rec: InstanceRecord) -> bool:
-        raise OSError(errno.EIO, "disk I/O error")
+    """Store one instance while ``owner.name`` raises ``error``: the peer hears 0xA701 and no
+    index row is left; then the failure is lifted."""
 
-    monkeypatch.setattr(instance_store.index, "index_instance", broken)
+    def broken(*args: object) -> None:
+        raise error
+
+    monkeypatch.setattr(owner, name, broken)
     with pytest.raises(StoreError) as failed:
         instance_store.store(_record(), (b"meta", os.urandom(200_000)))
     assert failed.value.status == 0xA701
     assert instance_store.index.get_instance(UID) is None
     monkeypatch.undo()
+
+
+def test_a_failed_index_commit_answers_a_failure_status(
+    instance_store: InstanceStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    disk_error = OSError(errno.EIO, "disk I/O error")
+    _store_while_failing(
+        instance_store, monkeypatch, instance_store.index, "index_instance", disk_error
+    )
     # the peer sends again: the orphan file is rewritten and indexed
     result = instance_store.store(_record(), (b"meta", b"y" * 200_000))
     assert result.stored and result.path.read_bytes() == b"meta" + b"y" * 200_000
@@ -92,18 +108,9 @@ def _files(store: InstanceStore) -> list[str]:
 def test_a_failed_file_write_leaves_no_row(
     instance_store: InstanceStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from medgate.dicom import store as store_module
-
-    real_fdatasync = os.fdatasync
-
-    def full_disk(fd: int) -> None:
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(store_module.os, "fdatasync", full_disk)
-    with pytest.raises(StoreError) as failed:
-        instance_store.store(_record(), (b"meta", os.urandom(100_000)))
-    assert failed.value.status == 0xA701
-    assert instance_store.index.get_instance(UID) is None  # the row committed alongside is gone
+    """The index row is committed while the file is written: a file that cannot be written
+    (here a full disk at fdatasync) must take its row away again."""
+    full_disk = OSError(errno.ENOSPC, "No space left on device")
+    _store_while_failing(instance_store, monkeypatch, os, "fdatasync", full_disk)
     assert _files(instance_store) == []
-    monkeypatch.setattr(store_module.os, "fdatasync", real_fdatasync)
     assert instance_store.store(_record(), (b"meta", b"w" * 10)).stored
