@@ -98,8 +98,12 @@ def confined_arguments(args: list[str]) -> list[str]:
         return args
     copy = original.with_name(original.name + CONFINED_SUFFIX)
     staged = copy.with_name(f"{copy.name}.{os.getpid()}")
-    staged.write_text(confined)
-    os.replace(staged, copy)  # a reload never reads a half-written copy
+    try:
+        staged.write_text(confined)
+        os.replace(staged, copy)  # a reload never reads a half-written copy
+    except OSError as exc:  # serving goes on; the operator sees why the ports stay open
+        print(f"medgate-haproxy: admin ports left on all interfaces: {exc}", file=sys.stderr)
+        return args
     return [*args[:position], str(copy), *args[position + 1 :]]
 
 
