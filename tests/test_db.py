@@ -205,3 +205,36 @@ def test_index_instance_detects_a_duplicate_and_reopens_the_study(database_url: 
         assert study["instances"] == 2
     finally:
         index.close()
+
+
+def test_index_instance_from_many_threads_at_once(database_url: str) -> None:
+    """Eight receivers (associations) indexing at the same moment, every instance sent twice:
+    every row lands once, and exactly one of the two callers hears that its row was new."""
+    import threading
+
+    index = Index(database_url)
+    try:
+        start = threading.Barrier(8)
+        answers: dict[str, list[bool]] = {}
+
+        def receiver(number: int) -> None:
+            start.wait()
+            mine = answers.setdefault(str(number), [])
+            for k in range(25):
+                # every instance is sent twice, by two receivers: one of them indexes it
+                sop = f"8.{number // 2}.{k}"
+                mine.append(index.index_instance(_record(f"8.{number // 2}", sop)))
+
+        threads = [threading.Thread(target=receiver, args=(n,)) for n in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert index.count_instances() == 4 * 25
+        assert sum(sum(a) for a in answers.values()) == 4 * 25  # each row new exactly once
+        for pair in range(4):
+            study = index.get_study(f"8.{pair}")
+            assert study is not None and study["instances"] == 25
+            assert study["status"] == "receiving"
+    finally:
+        index.close()
