@@ -8,10 +8,11 @@ also runs on CPU (``--device cpu``), which is how it is kept working between suc
    has a CUDA execution provider (``onnxruntime-gpu``); the same phantom studies through the
    CPU predictor; prints the backend, the largest difference in finding probabilities and
    whether every finding's present/absent call agrees.
-2. batching — the classifier network alone on the device, ms per image at batch 1 and batch 16
-   (CUDA-synchronised, interleaved rounds): the most that dynamic batching in front of it can
-   gain there. ``bench/serving.py`` measures the serving path's ratio against the same ceiling
-   on CPU, where it is about 1.25x.
+2. batching — the classifier network alone on the device, through medgate's TorchScript
+   backend (numpy in, numpy out, as a replica calls it), ms per image at batch 1 and batch 16
+   (interleaved rounds, the same timing as ``bench/serving.py``'s model-only line): the most
+   that dynamic batching in front of it can gain there. ``bench/serving.py`` measures the
+   serving path's ratio against the same ceiling on CPU, where it is about 1.25x.
 
 Run: ``python bench/gpu.py [--device cuda|cpu] [--studies N]``. Exit status 1 when a CUDA
 result disagrees with the CPU one beyond ``--tolerance``.
@@ -20,13 +21,15 @@ result disagrees with the CPU one beyond ``--tolerance``.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+# the same timing as bench/serving.py's model-only line (this folder is on sys.path when run)
+from serving import per_image_at_batch_1_and_16
 
 ROOT = Path(__file__).resolve().parent.parent
 RADIOGRAPH_BUNDLES = ("cxr_classifier", "cxr_lung_heart_seg")
@@ -104,41 +107,26 @@ def check_cuda_path(device: str, studies: int, tolerance: float) -> bool:
     return ok
 
 
-def batching_ceiling(device: str, rounds: int = 20) -> None:
-    """Part 2: the classifier network alone, per image, batch 1 vs batch 16."""
-    import torch
-
+def batching_ceiling(device: str) -> None:
+    """Part 2: the classifier network alone, per image, batch 1 vs batch 16, through medgate's
+    TorchScript backend on ``device`` (it copies each result back, so each call is complete)."""
+    from medgate.models.backends import TorchScriptBackend
     from medgate.models.bundle import Bundle
 
     bundle = Bundle.load(ROOT / "models" / "cxr_classifier")
     size = int(bundle.spec.preprocessing.spatial_size[-1])
-    target = torch.device("cuda" if device == "cuda" and torch.cuda.is_available() else "cpu")
-    module = torch.jit.load(str(bundle.model_files["torchscript"]), map_location=target).eval()
-    images = torch.rand(16, 1, size, size, device=target)
+    backend = TorchScriptBackend(bundle.model_files["torchscript"], device)  # type: ignore[arg-type]
+    batch = np.random.default_rng(2).random((16, 1, size, size), dtype=np.float32)
+    one, sixteen = per_image_at_batch_1_and_16(backend.run, batch)
+    name = "CPU"
+    if backend.device.type == "cuda":
+        import torch
 
-    def timed(batch: torch.Tensor) -> float:
-        if target.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        with torch.inference_mode():
-            module(batch)
-        if target.type == "cuda":
-            torch.cuda.synchronize()
-        return (time.perf_counter() - start) / len(batch)
-
-    for _ in range(5):  # warm-up (CUDA context, kernel selection)
-        timed(images[:1])
-        timed(images)
-    one, sixteen = [], []
-    for _ in range(rounds):
-        one.append(timed(images[:1]))
-        sixteen.append(timed(images))
-    a, b = statistics.median(one), statistics.median(sixteen)
-    name = torch.cuda.get_device_name(target) if target.type == "cuda" else "CPU"
+        name = torch.cuda.get_device_name(backend.device)
     print(
         f"[batching] cxr_classifier network alone on {name} (TorchScript): batch 1 "
-        f"{a * 1000:.3f} ms/image, batch 16 {b * 1000:.3f} ms/image -> at most {a / b:.2f}x "
-        f"from batching (the serving bench's goal is >= 2x)"
+        f"{one * 1000:.3f} ms/image, batch 16 {sixteen * 1000:.3f} ms/image -> at most "
+        f"{one / sixteen:.2f}x from batching (the serving bench's goal is >= 2x)"
     )
 
 

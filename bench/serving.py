@@ -34,6 +34,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -355,31 +356,39 @@ def part_batching(tmp: Path, bundle_root: Path, size: int, requests: int, rounds
     model_only_batching(bundle_root, size)
 
 
-def model_only_batching(bundle_root: Path, size: int, rounds: int = 20) -> None:
+def per_image_at_batch_1_and_16(
+    infer: Callable[[np.ndarray], Any], batch: np.ndarray, rounds: int = 20
+) -> tuple[float, float]:
+    """Median seconds per image through ``infer`` for the 16 images of ``batch`` one by one and
+    all together, interleaved round by round after a warm-up at both shapes."""
+    for _ in range(3):
+        infer(batch[:1])
+        infer(batch)
+    single: list[float] = []
+    batched: list[float] = []
+    for _ in range(rounds):
+        for i in range(len(batch)):
+            start = time.perf_counter()
+            infer(batch[i : i + 1])
+            single.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        infer(batch)
+        batched.append((time.perf_counter() - start) / len(batch))
+    return statistics.median(single), statistics.median(batched)
+
+
+def model_only_batching(bundle_root: Path, size: int) -> None:
     """The ceiling on what batching can gain here: the network alone, per image, at batch 1 and
     batch 16, through the product's own predictor (``load_predictor``: the same ONNX Runtime
-    session options as a replica), in this process, interleaved round by round. If 16 images in
-    one call cost as much per image as one image does, no batching in front can do better."""
+    session options as a replica), in this process. If 16 images in one call cost as much per
+    image as one image does, no batching in front can do better."""
     from medgate.models.registry import discover_bundles
     from medgate.serving.inference import load_predictor
 
     bundles, _ = discover_bundles(bundle_root)
     predictor = load_predictor(bundles[0], "cpu")
     batch = np.random.default_rng(2).random((16, 1, size, size), dtype=np.float32)
-    for _ in range(3):  # warm-up at both shapes
-        predictor.infer(batch[:1])
-        predictor.infer(batch)
-    single: list[float] = []
-    batched: list[float] = []
-    for _ in range(rounds):
-        for i in range(16):
-            start = time.perf_counter()
-            predictor.infer(batch[i : i + 1])
-            single.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        predictor.infer(batch)
-        batched.append((time.perf_counter() - start) / 16)
-    one, sixteen = statistics.median(single), statistics.median(batched)
+    one, sixteen = per_image_at_batch_1_and_16(predictor.infer, batch)
     print(
         f"[batching] model only (ONNX Runtime through the product's predictor and session "
         f"options, default intra-op threads, {os.cpu_count()} CPUs, this process): batch 1 "
