@@ -4,18 +4,19 @@ Generates a synthetic CT series (default 300 slices of 512x512 int16), sends it 
 ``storescu`` over one association, then split over 4 parallel associations, to
 
 * DCMTK ``storescp`` (started with TCP_NODELAY=1, writing to a temporary folder), and
-* medgate's receiver (durable acknowledgements: file fsync + rename + dir fsync + index commit +
-  audit entry before every success status),
+* medgate's receiver (durable acknowledgements: the file written into a pre-made empty file whose
+  name is already durable, fdatasync, rename; the index row committed; the audit entry queued;
+  all before every success status),
 
 and prints instances/s for both and the ratio: the median over ``--repeat`` runs (default 3) of
 the ratio of each medgate run to the storescp run just before it, with the range of those ratios.
 Run: ``python bench/ingest.py [--count N] [--repeat N]``.
 
 It also prints the *durable-write ceiling* of this disk: the same files written with nothing but
-medgate's durability rule (temporary file, fdatasync, rename, folder fsync), one writer per
-association, no network and no parsing. storescp does not fsync, so on a disk where one fsync
-costs more than storescp needs for a whole instance, that ceiling (not medgate's code) bounds
-the ratio; medgate's share of the ceiling shows what the receiver's own overhead costs.
+medgate's durable file write (``FilePool.write``: pre-made file, fdatasync, rename), one writer
+per association, no network, no parsing and no index. storescp does not fsync, so on a disk
+where one fsync costs more than storescp needs for a whole instance, that ceiling (not medgate's
+code) bounds the ratio; medgate's share of the ceiling shows what the receiver's own overhead costs.
 """
 
 from __future__ import annotations
@@ -34,9 +35,9 @@ from pathlib import Path
 from medgate.audit import AuditLog
 from medgate.config import load_settings
 from medgate.db import Index
+from medgate.dicom.filepool import FilePool
 from medgate.dicom.orthanc import free_port
 from medgate.dicom.receiver import PREAMBLE, StorageReceiver
-from medgate.dicom.store import atomic_write
 from medgate.dicom.synthetic import ct_series
 
 
@@ -133,7 +134,7 @@ class DurableWriteOnly(StorageReceiver):
     def on_store(self, peer, context, request, data):  # type: ignore[no-untyped-def]
         self.received += 1
         uid = request.affected_sop_instance_uid
-        atomic_write(self.store.instances_dir / f"{uid}.dcm", (PREAMBLE, *data))
+        self.store.pool.write(self.store.instances_dir / f"{uid}.dcm", (PREAMBLE, *data))
         return 0x0000, None
 
 
@@ -168,16 +169,17 @@ def bench_medgate(
 
 
 def bench_durable_ceiling(files: list[Path], parallel: int, workdir: Path) -> float:
-    """Write ``files`` with medgate's ``atomic_write`` (temp, fdatasync, rename, folder fsync)
-    from ``parallel`` threads, nothing else; return elapsed seconds."""
+    """Write ``files`` with medgate's durable file write (``FilePool.write``) from ``parallel``
+    threads, nothing else; return elapsed seconds."""
     out = workdir / f"ceiling-{parallel}"
     out.mkdir()
+    pool = FilePool(out)
     payloads = [f.read_bytes() for f in files]
     groups = [list(range(i, len(files), parallel)) for i in range(parallel)]
 
     def write(positions: list[int]) -> None:
         for position in positions:  # medgate's own write path
-            atomic_write(out / f"{position}.dcm", (payloads[position],))
+            pool.write(out / f"{position}.dcm", (payloads[position],))
 
     threads = [threading.Thread(target=write, args=(g,)) for g in groups]
     start = time.perf_counter()
@@ -185,7 +187,9 @@ def bench_durable_ceiling(files: list[Path], parallel: int, workdir: Path) -> fl
         thread.start()
     for thread in threads:
         thread.join()
-    return time.perf_counter() - start
+    elapsed = time.perf_counter() - start
+    pool.close()
+    return elapsed
 
 
 def breakdown(files: list[Path], repeat: int, workdir: Path) -> None:

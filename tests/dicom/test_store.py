@@ -114,3 +114,78 @@ def test_a_failed_file_write_leaves_no_row(
     _store_while_failing(instance_store, monkeypatch, os, "fdatasync", full_disk)
     assert _files(instance_store) == []
     assert instance_store.store(_record(), (b"meta", b"w" * 10)).stored
+
+
+# ---------------------------------------------------------------- power loss after an ack
+def _instance_bytes(uid: str) -> bytes:
+    """A Part 10 file as the receiver writes it: preamble + File Meta + a data set."""
+    from medgate.dicom.receiver import file_meta_prefix
+
+    prefix = file_meta_prefix("1.2.840.10008.5.1.4.1.1.2", uid, "1.2.840.10008.1.2.1")
+    return prefix + os.urandom(20_000)
+
+
+def _crashed_pool(root: Path, files: dict[str, bytes]) -> Path:
+    """What a power loss leaves of a pool: its folder and an unlocked lock file (a lock dies
+    with its process), files in it that were never renamed."""
+    folder = root / ".pool" / "4242-deadbeef"
+    folder.mkdir(parents=True)
+    (root / ".pool" / "4242-deadbeef.lock").touch()
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    return folder
+
+
+def _index_as_acknowledged(store: InstanceStore, uid: str, data: bytes) -> Path:
+    import hashlib
+    from dataclasses import replace
+
+    path = store.path_for(uid)
+    sha = hashlib.sha256(data).hexdigest()
+    store.index.index_instance(replace(_record(uid), size=len(data), sha256=sha, path=str(path)))
+    return path
+
+
+def test_recovery_renames_acknowledged_files_a_power_loss_left_in_the_pool(
+    instance_store: InstanceStore,
+) -> None:
+    """An ack means: file data durable (in a pool file whose name was durable) and row durable.
+    The rename may not have reached the disk; recovery finishes it from the row."""
+    acked, cut, unacked = UID + "1", UID + "2", UID + "3"
+    data = {uid: _instance_bytes(uid) for uid in (acked, cut, unacked)}
+    folder = _crashed_pool(
+        instance_store.root,
+        {
+            "00000001.part": data[acked],  # complete, its row committed: acknowledged
+            "00000002.part": data[cut][:5000],  # cut short while being written, row committed
+            "00000003.part": data[unacked],  # complete, but its row never committed
+            "00000004.part": b"",  # prepared, never used
+            "00000005.part": b"\x00" * 128 + b"DICM" + b"garbage",  # no readable File Meta
+        },
+    )
+    acked_path = _index_as_acknowledged(instance_store, acked, data[acked])
+    cut_path = _index_as_acknowledged(instance_store, cut, data[cut])
+    instance_store.recover()
+    assert acked_path.read_bytes() == data[acked]
+    assert instance_store.restored_files == 1
+    assert not cut_path.exists() and instance_store.index.get_instance(cut) is None
+    assert instance_store.dropped_rows == 1
+    assert not instance_store.path_for(unacked).exists()
+    assert instance_store.index.get_instance(unacked) is None
+    assert not folder.exists() and list((instance_store.root / ".pool").iterdir()) == []
+    # the peer that never heard success sends again: stored once, as usual
+    again = instance_store.store(_record(cut), (data[cut][:300], data[cut][300:]))
+    assert again.stored and cut_path.read_bytes() == data[cut]
+
+
+def test_recovery_leaves_a_newer_copy_in_place_for_an_old_row(
+    instance_store: InstanceStore,
+) -> None:
+    """A pool file that does not match its row (the row says other bytes) is not acknowledged
+    and must not replace what is stored under that name."""
+    data = _instance_bytes(UID)
+    stored = instance_store.store(_record(UID), (data[:300], data[300:]))
+    _crashed_pool(instance_store.root, {"00000001.part": data[:300] + b"other" * 4000})
+    instance_store.recover()
+    assert stored.path.read_bytes() == data
+    assert instance_store.restored_files == 0

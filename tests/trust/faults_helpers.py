@@ -7,6 +7,7 @@ and checks that read the store the way an auditor would: the index, the files, t
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import math
 import os
@@ -19,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
 from pydicom import dcmread
 from pydicom.filereader import read_file_meta_info
 
@@ -240,6 +242,14 @@ def assert_store_consistent(store_root: Path, index: Index, acknowledged: list[P
     instances = store_root / "instances"
     partials = list(instances.rglob(f"*{TMP_SUFFIX}"))
     assert not partials, f"half-written files left: {partials[:3]}"
+    # a pool of instance files whose owner has exited was claimed by the restart's recovery
+    for lock_file in (store_root / ".pool").glob("*.lock"):
+        fd = os.open(lock_file, os.O_RDWR)
+        try:
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(fd)
     files = list(instances.rglob("*.dcm"))
     for path in files:
         dcmread(path, stop_before_pixels=False)

@@ -5,18 +5,24 @@ Why this shape:
 * The data set bytes are written exactly as the modality sent them (no decode/re-encode), so the
   stored file is bit-for-bit the sender's data set plus a File Meta header built from the
   presentation context. Nothing a viewer or an auditor relies on is changed in transit.
-* A file appears under its final name only when complete: it is written to a temporary file in the
-  same folder, ``fsync``-ed, renamed, and the folder is ``fsync``-ed. The hash and the index row
-  commit (its own fsync) run *in parallel* with that file write, because on one association every
-  millisecond before the response is a millisecond of throughput, and the two fsyncs are the
-  bulk of it. The receiver answers C-STORE success only after both are durable.
-* A crash can therefore leave: nothing; a temporary file (removed when a store opens); a complete
-  file without a row, or a row without its file. The peer never got success for these, so it
-  sends again: a re-sent instance whose file is missing is written and re-indexed. In case it
-  never does, ``recover()`` (run by the DICOM service before its receiver starts) removes
-  temporary files and drops rows of the most recent instances whose file is missing: a crash can
-  only hit instances that were in flight, i.e. the newest.
-* Files live under ``instances/<2-char shard>/<SOPInstanceUID>.dcm`` so no folder grows huge.
+* A file appears under its final name only when complete. Instance files are written into an
+  empty file from a ``FilePool`` (made ahead of time, its name already durable),
+  ``fdatasync``-ed and renamed into place; the index row (with the file's size and sha256)
+  commits *in parallel*, because on one association every millisecond before the response is a
+  millisecond of throughput. The receiver answers C-STORE success only after both are durable.
+  The rename becomes durable with the next journal commit; should power fail before, the
+  complete file is still in the pool folder and ``recover()`` renames it into place because it
+  matches its row (see ``medgate.dicom.filepool``). Result objects use the classic
+  ``atomic_write`` (temporary file, fsync, rename, folder fsync).
+* A crash can therefore leave: nothing; a temporary or pool file (renamed into place if it is a
+  complete, acknowledged instance, removed otherwise); a complete file without a row, or a row
+  without its file. The peer never got success for the last three, so it sends again: a re-sent
+  instance whose file is missing is written and re-indexed. In case it never does, ``recover()``
+  (run by the DICOM service before its receiver starts) removes temporary files and drops rows
+  of the most recent instances whose file is missing: a crash can only hit instances that were
+  in flight, i.e. the newest.
+* Files live under ``instances/<2-digit shard>/<SOPInstanceUID>.dcm`` so no folder grows huge;
+  the hundred shard folders are made (durably) when the store opens.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from pydicom.uid import UID
 
 from medgate.config import Settings
 from medgate.db import Index, InstanceRecord
+from medgate.dicom.filepool import FilePool, abandoned_pools, fsync_dir, rename_into
 from medgate.logs import phi_hash
 
 log = logging.getLogger(__name__)
@@ -67,14 +74,6 @@ class StoreResult:
     duplicate: str | None = None  # None, "identical" or "different"
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def atomic_write(path: Path, chunks: list[bytes] | tuple[bytes, ...]) -> None:
     """Write ``chunks`` to ``path`` so that it exists complete or not at all, durably."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -93,7 +92,7 @@ def atomic_write(path: Path, chunks: list[bytes] | tuple[bytes, ...]) -> None:
         raise
     os.close(fd)
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def _safe_uid(uid: str) -> str:
@@ -115,6 +114,8 @@ class InstanceStore:
         self.results_dir = self.root / "results"
         self.instances_dir.mkdir(parents=True, exist_ok=True)
         self.results_dir.mkdir(parents=True, exist_ok=True)
+        self._make_shards()
+        self.pool = FilePool(self.root)
         self.min_free_bytes = settings.storage.min_free_mb * 1024 * 1024
         self.overwrite_duplicates = settings.dicom.overwrite_duplicates
         # Striped per-UID locks: two associations storing the same UID at once must not race.
@@ -124,9 +125,23 @@ class InstanceStore:
             max_workers=max(2, settings.dicom.max_associations), thread_name_prefix="medgate-write"
         )
         self.removed_partials = 0
+        self.restored_files = 0
         self.dropped_rows = 0
 
     # ------------------------------------------------------------------ paths and housekeeping
+    def _make_shards(self) -> None:
+        """Create the hundred shard folders once, durably, so a rename into one never waits
+        on a folder creation."""
+        missing = [
+            folder
+            for folder in (self.instances_dir / f"{n:02d}" for n in range(100))
+            if not folder.is_dir()
+        ]
+        for folder in missing:
+            folder.mkdir(exist_ok=True)
+        if missing:
+            fsync_dir(self.instances_dir)
+
     def path_for(self, sop_instance_uid: str) -> Path:
         uid = _safe_uid(sop_instance_uid)
         shard = uid.replace(".", "")[-2:].rjust(2, "0")
@@ -145,8 +160,50 @@ class InstanceStore:
 
     def recover(self) -> None:
         """Clean up after a crash; only while no receiver writes into this store."""
+        self.restored_files = self.restore_pool_files()
         self.removed_partials = self.remove_partials()
         self.dropped_rows = self.reconcile()
+
+    def restore_pool_files(self) -> int:
+        """Rename the complete, acknowledged files a crash left in pool folders into place.
+
+        A pool file is an acknowledged instance when the index row of the SOP Instance UID in
+        its File Meta has the file's size and sha256; the row's path is where it belongs. Every
+        other file in a pool folder was never acknowledged and is removed with the folder.
+        """
+        restored = 0
+        for folder in abandoned_pools(self.root):
+            for path in sorted(folder.iterdir()):
+                target = self._acknowledged_target(path)
+                if target is not None:
+                    rename_into(path, target)
+                    fsync_dir(target.parent)
+                    restored += 1
+        if restored:
+            log.warning("restored %d acknowledged instance file(s) left unrenamed", restored)
+        return restored
+
+    def _acknowledged_target(self, path: Path) -> Path | None:
+        """Where pool file ``path`` belongs, if it is exactly the instance its row describes."""
+        from pydicom.filereader import read_file_meta_info
+
+        size = path.stat().st_size
+        if size == 0:
+            return None
+        try:
+            uid = str(read_file_meta_info(path).MediaStorageSOPInstanceUID)
+        except Exception:  # not even a File Meta: a write cut short
+            return None
+        row = self.index.get_instance(uid)
+        if row is None or row["size"] != size:
+            return None
+        digest = hashlib.sha256()
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        if digest.hexdigest() != row["sha256"]:
+            return None
+        return Path(row["path"])
 
     def reconcile(self, recent: int | None = None) -> int:
         """Drop index rows of recent instances whose file is missing (crash mid-store)."""
@@ -163,6 +220,7 @@ class InstanceStore:
 
     def close(self) -> None:
         self._writer.shutdown(wait=True)
+        self.pool.close()
 
     def free_bytes(self) -> int:
         return shutil.disk_usage(self.root).free
@@ -192,7 +250,7 @@ class InstanceStore:
             # extra query), and its file write starts at once, in parallel with the hash and the
             # index commit. A row without its file (crash between the two) is re-indexed.
             fresh = not path.exists()
-            writing = self._writer.submit(atomic_write, path, chunks) if fresh else None
+            writing = self._writer.submit(self.pool.write, path, chunks) if fresh else None
             digest = hashlib.sha256()
             for chunk in chunks:
                 digest.update(chunk)
@@ -219,7 +277,7 @@ class InstanceStore:
                         "different",
                     )
             if writing is None:
-                writing = self._writer.submit(atomic_write, path, chunks)
+                writing = self._writer.submit(self.pool.write, path, chunks)
             index_error: Exception | None = None
             try:
                 if existing is not None or not self.index.index_instance(full):
