@@ -9,7 +9,9 @@ Generates a synthetic CT series (default 300 slices of 512x512 int16), sends it 
   all before every success status),
 
 and prints instances/s for both and the ratio: the median over ``--repeat`` runs (default 3) of
-the ratio of each medgate run to the storescp run just before it, with the range of those ratios.
+the ratio of each medgate run to the storescp runs just before and just after it (their mean
+time), with the range of those ratios. Bracketing each medgate run this way cancels most of the
+drift of this kind of machine's disk and CPU within a run.
 Run: ``python bench/ingest.py [--count N] [--repeat N]``.
 
 It also prints the *durable-write ceiling* of this disk: the same files written with nothing but
@@ -192,9 +194,24 @@ def bench_durable_ceiling(files: list[Path], parallel: int, workdir: Path) -> fl
     return elapsed
 
 
+def bracketed(
+    files: list[Path],
+    parallel: int,
+    workdir: Path,
+    receiver_class: type[StorageReceiver] = StorageReceiver,
+) -> tuple[float, float]:
+    """Seconds for storescp (mean of the runs just before and just after) and for medgate."""
+    (workdir / "before").mkdir()
+    (workdir / "after").mkdir()
+    before = bench_storescp(files, parallel, workdir / "before")
+    medgate = bench_medgate(files, parallel, workdir, receiver_class)
+    after = bench_storescp(files, parallel, workdir / "after")
+    return (before + after) / 2, medgate
+
+
 def breakdown(files: list[Path], repeat: int, workdir: Path) -> None:
     """One association: storescp vs medgate with its handler cut down, paired runs."""
-    print("breakdown, 1 association (median ratio to storescp, paired runs):")
+    print("breakdown, 1 association (median ratio to storescp, bracketed runs):")
     for label, receiver_class in (
         ("acceptor only, nothing stored", AcceptOnly),
         ("acceptor + durable file write only", DurableWriteOnly),
@@ -204,8 +221,8 @@ def breakdown(files: list[Path], repeat: int, workdir: Path) -> None:
         for run in range(repeat):
             run_dir = workdir / f"breakdown-{receiver_class.__name__}-{run}"
             run_dir.mkdir()
-            ref = bench_storescp(files, 1, run_dir)
-            ratios.append(ref / bench_medgate(files, 1, run_dir, receiver_class))
+            ref, mg = bracketed(files, 1, run_dir, receiver_class)
+            ratios.append(ref / mg)
             shutil.rmtree(run_dir)
         spread = f"{min(ratios):.2f}-{max(ratios):.2f}"
         print(f"  {label:<50} {statistics.median(ratios):>5.2f} ({spread})")
@@ -245,10 +262,10 @@ def main(argv: list[str] | None = None) -> int:
             for run in range(args.repeat):
                 run_dir = workdir / f"run{parallel}-{run}"
                 run_dir.mkdir()
-                # each medgate run is paired with the storescp run just before it: the disk's
-                # speed drifts within minutes, and a pair sees the same disk
-                ref = len(files) / bench_storescp(files, parallel, run_dir)
-                mg = len(files) / bench_medgate(files, parallel, run_dir)
+                # each medgate run is bracketed by storescp runs: the disk's speed drifts
+                # within minutes, and the three runs see about the same disk
+                ref_s, mg_s = bracketed(files, parallel, run_dir)
+                ref, mg = len(files) / ref_s, len(files) / mg_s
                 caps.append(len(files) / bench_durable_ceiling(files, parallel, run_dir))
                 refs.append(ref)
                 mgs.append(mg)
