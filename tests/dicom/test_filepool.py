@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from medgate.dicom import filepool
 from medgate.dicom.filepool import POOL_FOLDER, FilePool, abandoned_pools, write_all
 
 
@@ -132,6 +133,21 @@ def test_close_removes_the_pool_folder_and_its_lock(tmp_path: Path) -> None:
     assert list((root / POOL_FOLDER).iterdir()) == []
     with pytest.raises(RuntimeError):
         pool.take()
+
+
+def test_a_clean_close_makes_every_rename_durable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Recovery covers a crash; a clean stop must not need it: close syncs the target folders."""
+    root = tmp_path / "store"
+    pool = FilePool(root, batch=4)
+    for shard in ("00", "01", "00"):
+        pool.write(root / "instances" / shard / f"{len(shard)}-{os.urandom(4).hex()}.dcm", (b"x",))
+    synced: list[Path] = []
+    real = filepool.fsync_dir
+    monkeypatch.setattr(filepool, "fsync_dir", lambda path: synced.append(path) or real(path))
+    pool.close()
+    assert {root / "instances" / "00", root / "instances" / "01"} <= set(synced)
 
 
 def test_a_store_that_never_writes_makes_no_pool(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ and its owner holds an exclusive ``flock`` on ``<owner>.lock`` for as long as it
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import itertools
 import logging
@@ -100,6 +101,7 @@ class FilePool:
         self._wanted = threading.Condition(self._guard)
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._renamed_into: set[Path] = set()  # folders whose renames a clean close syncs
         self._serial = itertools.count(1)  # next() is atomic: both threads make files
 
     # ------------------------------------------------------------------ lifecycle
@@ -129,7 +131,8 @@ class FilePool:
         return folder
 
     def close(self) -> None:
-        """Stop refilling and remove the unused files, the folder and the lock."""
+        """Stop refilling, make every rename durable, and remove the unused files, the folder
+        and the lock: after a clean close nothing is left for recovery."""
         with self._guard:
             self._closed = True
             self._wanted.notify_all()
@@ -138,6 +141,10 @@ class FilePool:
             thread.join(timeout=10)
         with self._guard:
             self._ready.clear()
+            for folder in sorted(self._renamed_into):
+                with contextlib.suppress(OSError):
+                    fsync_dir(folder)
+            self._renamed_into.clear()
             if self.folder is not None:
                 shutil.rmtree(self.folder, ignore_errors=True)
                 if self._lock_file is not None:
@@ -205,6 +212,7 @@ class FilePool:
         except BaseException:
             path.unlink(missing_ok=True)
             raise
+        self._renamed_into.add(target.parent)
 
 
 def abandoned_pools(root: Path) -> Iterator[Path]:
