@@ -124,6 +124,7 @@ class FilePool:
         folder.mkdir()
         fsync_dir(parent)
         self._lock_fd, self._lock_file, self.folder = fd, lock_file, folder
+        self._ready.extend(self._make(folder, self.batch))  # the first batch, before the thread
         self._thread = threading.Thread(
             target=self._refill_forever, name="medgate-file-pool", daemon=True
         )
