@@ -7,6 +7,7 @@ from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from medgate.config import ConfigError, Settings, load_settings
 from medgate.logs import configure_logging, set_hash_key
@@ -28,7 +29,9 @@ ConfigOption = Annotated[
 
 def fail(message: str, code: int = 2) -> NoReturn:
     """Print one red line and exit: users get a reason, not a traceback."""
-    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    # escaped: a message may quote brackets (a path with a line number, a list) that rich
+    # would otherwise take for markup and fail on
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 

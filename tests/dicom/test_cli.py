@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from medgate.cli import app
@@ -122,3 +123,18 @@ def test_late_instance_reopens_a_queued_study(
         time.sleep(0.05)
     assert service.index.get_study(study)["status"] == "queued"
     assert service.index.get_study(study)["instances"] == 3
+
+
+def test_an_error_quoting_brackets_is_printed_not_taken_for_markup(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """HAProxy's alerts quote '[/path/haproxy.cfg:95]'; rich read that as a closing tag and the
+    error message turned into a MarkupError traceback."""
+    import typer
+
+    from medgate.cli_common import fail
+
+    with pytest.raises(typer.Exit) as stopped:
+        fail("could not start: Binding [/tmp/h/haproxy.cfg.medgate:95] for proxy stats [x]", 1)
+    assert stopped.value.exit_code == 1
+    assert "[/tmp/h/haproxy.cfg.medgate:95] for proxy stats [x]" in capsys.readouterr().err

