@@ -228,3 +228,28 @@ def test_the_refill_survives_a_full_disk(tmp_path: Path, monkeypatch: pytest.Mon
         assert (root / "x.dcm").read_bytes() == b"ok"
     finally:
         pool.close()
+
+
+def test_a_full_disk_when_the_pool_opens_is_an_error_then_it_recovers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "store"
+    pool = FilePool(root, batch=4)
+    real_make = FilePool._make
+    calls: list[int] = []
+
+    def make(self: FilePool, folder: Path, count: int) -> list[Path]:
+        calls.append(count)
+        if len(calls) == 1:
+            raise OSError(28, "No space left on device")
+        return real_make(self, folder, count)
+
+    monkeypatch.setattr(FilePool, "_make", make)
+    try:
+        with pytest.raises(OSError):
+            pool.write(root / "x.dcm", (b"first",))
+        assert pool._thread is not None and pool._thread.is_alive()  # refills later
+        pool.write(root / "x.dcm", (b"second",))
+        assert (root / "x.dcm").read_bytes() == b"second"
+    finally:
+        pool.close()

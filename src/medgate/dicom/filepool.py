@@ -124,11 +124,13 @@ class FilePool:
         folder.mkdir()
         fsync_dir(parent)
         self._lock_fd, self._lock_file, self.folder = fd, lock_file, folder
-        self._ready.extend(self._make(folder, self.batch))  # the first batch, before the thread
-        self._thread = threading.Thread(
-            target=self._refill_forever, name="medgate-file-pool", daemon=True
-        )
-        self._thread.start()
+        try:
+            self._ready.extend(self._make(folder, self.batch))  # the first batch, then the thread
+        finally:  # even on a full disk: the refill retries once there is room
+            self._thread = threading.Thread(
+                target=self._refill_forever, name="medgate-file-pool", daemon=True
+            )
+            self._thread.start()
         return folder
 
     def close(self) -> None:
