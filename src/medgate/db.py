@@ -168,6 +168,10 @@ class Index:
             upgrade(self.engine)
 
     def close(self) -> None:
+        hot = getattr(self, "_hot", None)
+        if hot:
+            hot[0].close()
+            self._hot = ()
         self.engine.dispose()
 
     @contextmanager
@@ -209,6 +213,17 @@ class Index:
             return self.record_instance(rec)
         insert_instance, upsert_study = statements
         now = rec.received_at or utcnow()
+        hot = self._sqlite_hot_path()
+        if hot is not None:
+            path, insert_compiled, upsert_compiled = hot
+            with self._write_lock:
+                return path.run(
+                    [
+                        (insert_compiled, dict(rec.__dict__, received_at=now)),
+                        (upsert_compiled, {"uid": rec.study_instance_uid, "now": now}),
+                    ],
+                    stop_on_empty=0,
+                )
         with self._write() as conn:
             # RETURNING, not rowcount: psycopg reports rowcount -1 for an INSERT ... ON CONFLICT
             # DO NOTHING, which made a duplicate look newly inserted on PostgreSQL
@@ -217,6 +232,36 @@ class Index:
                 return False
             conn.execute(upsert_study, {"uid": rec.study_instance_uid, "now": now})
             return True
+
+    def _sqlite_hot_path(self) -> tuple[Any, Any, Any] | None:
+        """``index_instance``'s statements on a raw ``sqlite3`` connection (file databases
+        only), made on first use; see ``medgate.sqlite_hot_path``."""
+        hot = getattr(self, "_hot", None)
+        if hot is not None:
+            return hot or None
+        database = self.engine.url.database
+        statements = self._fast_statements()
+        if (
+            not self.is_sqlite
+            or statements is None
+            or not database
+            or database == ":memory:"
+            or database.startswith("file:")
+        ):
+            self._hot: tuple[Any, Any, Any] | tuple[()] = ()
+            return None
+        from medgate.sqlite_hot_path import CompiledStatement, SqliteHotPath
+
+        with self._write_lock:
+            if getattr(self, "_hot", None) is None:
+                dialect = self.engine.dialect
+                columns = [*InstanceRecord.__dataclass_fields__]
+                self._hot = (
+                    SqliteHotPath(database, _sqlite_pragmas),
+                    CompiledStatement(statements[0], dialect, columns),
+                    CompiledStatement(statements[1], dialect),
+                )
+        return self._hot or None
 
     def _fast_statements(self) -> tuple[Any, Any] | None:
         cached = getattr(self, "_fast_cache", None)
