@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
 import threading
+from pathlib import Path
+
+import pytest
 
 from medgate.db import Index, InstanceRecord, utcnow
 
@@ -238,3 +242,59 @@ def test_index_instance_from_many_threads_at_once(database_url: str) -> None:
             assert study["status"] == "receiving"
     finally:
         index.close()
+
+
+# ---------------------------------------------------------------- the receiver's sqlite3 hot path
+@pytest.fixture
+def file_index(tmp_path: Path):  # type: ignore[no-untyped-def]
+    index = Index(f"sqlite:///{tmp_path / 'index.sqlite'}")
+    yield index
+    index.close()
+
+
+def test_the_file_database_uses_the_hot_path_and_memory_does_not(file_index: Index) -> None:
+    assert file_index.index_instance(_record("7.7", "7.7.1"))
+    assert file_index._sqlite_hot_path() is not None
+    memory = Index("sqlite://")
+    try:
+        assert memory.index_instance(_record("7.7", "7.7.1"))
+        assert memory._sqlite_hot_path() is None
+        assert memory.get_instance("7.7.1") is not None
+    finally:
+        memory.close()
+
+
+def test_a_failing_statement_rolls_back_the_whole_commit(file_index: Index) -> None:
+    assert file_index.index_instance(_record("7.7", "7.7.1"))
+    hot = file_index._sqlite_hot_path()
+    assert hot is not None
+    upsert = hot[2]
+    good_sql = upsert.sql
+    upsert.sql = "INSERT INTO no_such_table VALUES (?, ?, ?, ?)"  # the second step fails
+    try:
+        with pytest.raises(sqlite3.OperationalError):
+            file_index.index_instance(_record("7.7", "7.7.2"))
+    finally:
+        upsert.sql = good_sql
+    assert file_index.get_instance("7.7.2") is None  # the first step was rolled back with it
+    assert file_index.index_instance(_record("7.7", "7.7.2"))
+    assert file_index.get_instance("7.7.2") is not None
+    assert file_index.index_instance(_record("7.7", "7.7.2")) is False  # a duplicate: nothing
+
+
+def test_another_writer_is_waited_for_not_failed(file_index: Index, tmp_path: Path) -> None:
+    assert file_index.index_instance(_record("7.7", "7.7.1"))  # the hot path exists
+    other = sqlite3.connect(tmp_path / "index.sqlite", isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    result: list[bool] = []
+    writer = threading.Thread(
+        target=lambda: result.append(file_index.index_instance(_record("7.7", "7.7.3")))
+    )
+    writer.start()
+    writer.join(timeout=0.5)
+    assert writer.is_alive() and not result  # waiting on the lock, not failed
+    other.execute("COMMIT")
+    other.close()
+    writer.join(timeout=30)
+    assert result == [True]
+    assert file_index.get_instance("7.7.3") is not None

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -198,20 +199,25 @@ def test_only_pools_of_exited_owners_are_abandoned(tmp_path: Path) -> None:
         mine.close()
 
 
+def _disk_full_while(monkeypatch: pytest.MonkeyPatch, full: Callable[[], bool]) -> None:
+    """Make every ``FilePool._make`` fail with ENOSPC while ``full()`` says so."""
+    real_make = FilePool._make
+
+    def make(self: FilePool, folder: Path, count: int) -> list[Path]:
+        if full():
+            raise OSError(28, "No space left on device")
+        return real_make(self, folder, count)
+
+    monkeypatch.setattr(FilePool, "_make", make)
+
+
 def test_the_refill_survives_a_full_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A pool that cannot prepare files says so in the log; a take then fails with the error
     (the store answers 0xA701) and works again once there is room."""
     root = tmp_path / "store"
     pool = FilePool(root, batch=4)
-    real_make = FilePool._make
     broken = threading.Event()
-
-    def make(self: FilePool, folder: Path, count: int) -> list[Path]:
-        if broken.is_set():
-            raise OSError(28, "No space left on device")
-        return real_make(self, folder, count)
-
-    monkeypatch.setattr(FilePool, "_make", make)
+    _disk_full_while(monkeypatch, broken.is_set)
     try:
         pool.take()
         broken.set()
@@ -235,16 +241,8 @@ def test_a_full_disk_when_the_pool_opens_is_an_error_then_it_recovers(
 ) -> None:
     root = tmp_path / "store"
     pool = FilePool(root, batch=4)
-    real_make = FilePool._make
     calls: list[int] = []
-
-    def make(self: FilePool, folder: Path, count: int) -> list[Path]:
-        calls.append(count)
-        if len(calls) == 1:
-            raise OSError(28, "No space left on device")
-        return real_make(self, folder, count)
-
-    monkeypatch.setattr(FilePool, "_make", make)
+    _disk_full_while(monkeypatch, lambda: calls.append(1) or len(calls) == 1)  # the first only
     try:
         with pytest.raises(OSError):
             pool.write(root / "x.dcm", (b"first",))
