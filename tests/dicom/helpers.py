@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -37,10 +36,6 @@ def dcmtk(name: str) -> str:
     if found is None:
         pytest.fail(f"DCMTK {name} is not installed: run `make test` (scripts/install.sh)")
     return found
-
-
-def sha256_file(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def storescu(

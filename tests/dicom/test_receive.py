@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 from pydicom import dcmread
 from pydicom.filereader import read_file_meta_info
 
+from medgate.checksums import sha256_file
 from medgate.dicom.net import self_peer
 from medgate.dicom.scu import store_files
 from medgate.dicom.service import DicomService
@@ -18,7 +19,6 @@ from medgate.serving.app import create_app
 from .helpers import (
     STORESCU_PROPOSE,
     dcmtk,
-    sha256_file,
     storescu,
     storescu_attempts,
     storescu_successes,

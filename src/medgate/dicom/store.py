@@ -39,6 +39,7 @@ from pathlib import Path
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
+from medgate.checksums import sha256_file
 from medgate.config import Settings
 from medgate.db import Index, InstanceRecord
 from medgate.dicom.filepool import FilePool, abandoned_pools, fsync_dir, rename_into
@@ -197,11 +198,7 @@ class InstanceStore:
         row = self.index.get_instance(uid)
         if row is None or row["size"] != size:
             return None
-        digest = hashlib.sha256()
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        if digest.hexdigest() != row["sha256"]:
+        if sha256_file(path) != row["sha256"]:
             return None
         return Path(row["path"])
 

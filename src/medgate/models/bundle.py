@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
+from medgate.checksums import sha256_file
 from medgate.models.findings import Code
 
 METADATA_FILE = Path("configs") / "metadata.json"
@@ -122,15 +123,6 @@ class MedgateSpec(BaseModel):
         None, ge=1, description="largest batch the serving layer may send (default: config)"
     )
     extra: dict[str, Any] = Field(default_factory=dict)
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in chunks (model files can be large)."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def device_uid_for(sha256_hex: str) -> str:

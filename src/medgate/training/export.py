@@ -18,6 +18,7 @@ import monai
 import numpy as np
 import torch
 
+from medgate.checksums import sha256_file
 from medgate.models.backends import OnnxBackend, TorchScriptBackend
 from medgate.models.bundle import (
     DEMO_WARNING,
@@ -26,7 +27,6 @@ from medgate.models.bundle import (
     Bundle,
     MedgateSpec,
     device_uid_for,
-    sha256_file,
 )
 
 PARITY_TOLERANCE = 1e-4

@@ -22,6 +22,7 @@ from skl2onnx import to_onnx
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import confusion_matrix
 
+from medgate.checksums import sha256_file
 from medgate.datasets.folder import LabeledStudy
 from medgate.models.bundle import (
     DEMO_WARNING,
@@ -33,7 +34,6 @@ from medgate.models.bundle import (
     Postprocessing,
     Preprocessing,
     device_uid_for,
-    sha256_file,
 )
 from medgate.models.findings import Code, ModelResult
 from medgate.models.triage import PRIORITIES, triage, triage_features
