@@ -80,7 +80,7 @@ def make_app() -> Any:
 
 
 def free_port() -> int:
-    from medgate.dicom.orthanc import free_port as fp
+    from medgate.ports import free_port as fp
 
     return fp()
 

@@ -38,9 +38,9 @@ from medgate.audit import AuditLog
 from medgate.config import load_settings
 from medgate.db import Index
 from medgate.dicom.filepool import FilePool
-from medgate.dicom.orthanc import free_port
 from medgate.dicom.receiver import PREAMBLE, StorageReceiver
 from medgate.dicom.synthetic import ct_series
+from medgate.ports import free_port
 
 
 def dcmtk(name: str) -> str:

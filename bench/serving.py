@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 from medgate.config import Settings, load_settings
-from medgate.dicom.orthanc import free_port
+from medgate.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from medgate.config import Settings, load_settings
-from medgate.dicom.orthanc import OrthancServer, find_orthanc, free_port
+from medgate.dicom.orthanc import OrthancServer, find_orthanc
+from medgate.ports import free_port
 from medgate.postgres_server import PostgresServer, find_pg_bin
 
 

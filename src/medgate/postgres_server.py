@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from medgate.dicom.orthanc import free_port
+from medgate.ports import free_port
 
 
 def find_pg_bin() -> Path | None:

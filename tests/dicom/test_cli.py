@@ -91,7 +91,7 @@ def test_send_echo_studies_outbox_find_pull(
 
 
 def test_send_to_nobody_fails_cleanly(tmp_path: Path, service: DicomService) -> None:
-    from medgate.dicom.orthanc import free_port
+    from medgate.ports import free_port
 
     config = _config(tmp_path, service)
     f = ct_series(tmp_path / "s", 1, rows=8, columns=8)[0]

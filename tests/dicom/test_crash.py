@@ -22,8 +22,8 @@ from pydicom import dcmread
 
 from gateway_process import GatewayProcess
 from medgate.db import Index
-from medgate.dicom.orthanc import free_port
 from medgate.dicom.synthetic import ct_series
+from medgate.ports import free_port
 
 from .helpers import dcmtk, storescu, storescu_successes
 

@@ -31,7 +31,8 @@ from dicom.helpers import storescu, storescu_successes
 from medgate.config import Settings, settings_to_toml
 from medgate.db import Index
 from medgate.db import jobs as jobs_table
-from medgate.dicom.orthanc import OrthancServer, free_port
+from medgate.dicom.orthanc import OrthancServer
+from medgate.ports import free_port
 
 STUDIES = 50
 LEASE_SECONDS = 15.0

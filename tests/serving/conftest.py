@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from helpers import serving_overrides, write_bundle
 
 from medgate.config import Settings
-from medgate.dicom.orthanc import free_port
+from medgate.ports import free_port
 
 
 @pytest.fixture(scope="session")

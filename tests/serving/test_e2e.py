@@ -8,7 +8,8 @@ import httpx
 from helpers import orthanc_kinds, phantom_bytes, study_uid_of, wait_for
 
 from medgate.config import Settings
-from medgate.dicom.orthanc import OrthancServer, free_port
+from medgate.dicom.orthanc import OrthancServer
+from medgate.ports import free_port
 from medgate.serving.runtime import Gateway
 
 

@@ -18,7 +18,8 @@ from helpers import orthanc_kinds, phantom_bytes, study_uid_of, wait_for
 
 from medgate.config import Settings, settings_to_toml
 from medgate.db import Index
-from medgate.dicom.orthanc import OrthancServer, free_port
+from medgate.dicom.orthanc import OrthancServer
+from medgate.ports import free_port
 
 MEDGATE = [sys.executable, "-m", "medgate.cli"]
 

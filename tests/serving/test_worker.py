@@ -14,8 +14,8 @@ from ray import serve
 from medgate.audit import AuditLog
 from medgate.config import load_settings
 from medgate.db import Index
-from medgate.dicom.orthanc import free_port
 from medgate.dicom.store import InstanceStore
+from medgate.ports import free_port
 from medgate.serving.deployments import APP_NAME, run_application
 from medgate.serving.worker import Worker
 

@@ -40,7 +40,8 @@ from pydicom.filereader import dcmread
 
 from medgate.config import Settings, settings_to_toml
 from medgate.db import Index
-from medgate.dicom.orthanc import OrthancServer, free_port
+from medgate.dicom.orthanc import OrthancServer
+from medgate.ports import free_port
 
 PROCESSING_STUDIES = 3
 SENT_STUDIES = 6

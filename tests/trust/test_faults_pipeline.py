@@ -35,9 +35,10 @@ from pydicom import dcmread
 
 from medgate.config import Settings
 from medgate.db import Index
-from medgate.dicom.orthanc import OrthancServer, free_port
+from medgate.dicom.orthanc import OrthancServer
 from medgate.dicom.service import DicomService
 from medgate.dicom.synthetic import ct_series
+from medgate.ports import free_port
 
 _count = count_injection
 

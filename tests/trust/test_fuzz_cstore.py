@@ -40,8 +40,8 @@ from pydicom.uid import (
 )
 
 from medgate.db import Index
-from medgate.dicom.orthanc import free_port
 from medgate.dicom.synthetic import ct_series
+from medgate.ports import free_port
 
 RSS_GROWTH_LIMIT_MB = 300.0
 VRS = [b"SQ", b"OB", b"UN", b"US", b"UL", b"XX", b"\x00\x00", b"UT", b"OW", b"FD", b"AT"]

@@ -17,10 +17,10 @@ from pynetdicom.sop_class import Verification
 from tests.conftest import require_tool
 
 from medgate.config import TlsConfig
-from medgate.dicom.orthanc import free_port
 from medgate.dicom.service import DicomService
 from medgate.dicom.synthetic import ct_series
 from medgate.dicom.tls import BCP195_CIPHERS, TlsConfigError, client_context, server_context
+from medgate.ports import free_port
 
 
 def server_config(pki) -> TlsConfig:

@@ -22,11 +22,6 @@ from medgate import ports
 ORTHANC_BINARY_CANDIDATES = ("/usr/sbin/Orthanc", "/usr/bin/Orthanc", "Orthanc")
 
 
-def free_port() -> int:
-    """A TCP port nothing listens on right now, outside the ephemeral range (``medgate.ports``)."""
-    return ports.free_port()
-
-
 def find_orthanc() -> str | None:
     for candidate in ORTHANC_BINARY_CANDIDATES:
         path = shutil.which(candidate)
@@ -61,8 +56,8 @@ class OrthancServer:
         self.workdir = Path(workdir or self._tmp.name)  # type: ignore[union-attr]
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.ae_title = ae_title
-        self.dicom_port = dicom_port or free_port()
-        self.http_port = http_port or free_port()
+        self.dicom_port = dicom_port or ports.free_port()
+        self.http_port = http_port or ports.free_port()
         self.modalities = dict(modalities or {})
         self.lua = lua
         self.extra_config = dict(extra_config or {})

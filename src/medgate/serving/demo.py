@@ -24,7 +24,8 @@ from typing import Any
 from rich.console import Console
 
 from medgate.config import Settings
-from medgate.dicom.orthanc import OrthancServer, free_port
+from medgate.dicom.orthanc import OrthancServer
+from medgate.ports import free_port
 
 log = logging.getLogger(__name__)
 console = Console()
