@@ -102,8 +102,8 @@ def measure_models(models_path: Path, seconds: float, radiograph: int, volume: l
 def measure_cds(seconds: float, storage: Path) -> dict:
     from fastapi.testclient import TestClient
 
-    from medgate.config import load_settings
-    from medgate.serving.app import create_app
+    from medgate.api.app import create_app
+    from medgate.core.config import load_settings
 
     settings = load_settings(
         None, storage={"path": str(storage)}, models={"path": str(ROOT / "models")}

@@ -60,8 +60,8 @@ def make_app() -> Any:
     """The medgate app plus a trivial endpoint, on temporary storage (uvicorn --factory)."""
     from fastapi import FastAPI
 
-    from medgate.config import load_settings
-    from medgate.serving.app import create_app
+    from medgate.api.app import create_app
+    from medgate.core.config import load_settings
 
     storage = os.environ["MEDGATE_BENCH_STORAGE"]
     settings = load_settings(
@@ -80,7 +80,7 @@ def make_app() -> Any:
 
 
 def free_port() -> int:
-    from medgate.ports import free_port as fp
+    from medgate.core.ports import free_port as fp
 
     return fp()
 
@@ -185,7 +185,7 @@ async def throughput(base: str, path: str, clients: int, seconds: float) -> floa
 
 
 def onnx_vs_sklearn(n: int = 2000) -> dict[str, float]:
-    from medgate.models.cds.predictor import TabularPredictor
+    from medgate.models.tabular import TabularPredictor
     from medgate.training import tabular
 
     config = tomllib.loads((REPO / "configs/train/cds_diabetes_risk.toml").read_text())

@@ -73,9 +73,9 @@ def _mask_agreement(got: Any, want: Any) -> float:
 
 def check_cuda_path(device: str, studies: int, tolerance: float) -> bool:
     """Part 1; True when every backend on ``device`` agrees with the CPU predictor."""
+    from medgate.cli.demo import make_studies
     from medgate.models.predictor import load_predictor
     from medgate.models.registry import discover_bundles
-    from medgate.serving.demo import make_studies
     from medgate.serving.inference import predict_local
 
     bundles, _ = discover_bundles(ROOT / "models")

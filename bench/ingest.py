@@ -34,13 +34,13 @@ import threading
 import time
 from pathlib import Path
 
-from medgate.audit import AuditLog
-from medgate.config import load_settings
-from medgate.db import Index
-from medgate.dicom.filepool import FilePool
+from medgate.core.config import load_settings
+from medgate.core.ports import free_port
+from medgate.datasets.synthetic_series import ct_series
 from medgate.dicom.receiver import PREAMBLE, StorageReceiver
-from medgate.dicom.synthetic import ct_series
-from medgate.ports import free_port
+from medgate.store.db import Index
+from medgate.store.filepool import FilePool
+from medgate.trust.audit import AuditLog
 
 
 def dcmtk(name: str) -> str:

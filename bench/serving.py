@@ -41,8 +41,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from medgate.config import Settings, load_settings
-from medgate.ports import free_port
+from medgate.core.config import Settings, load_settings
+from medgate.core.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -399,9 +399,9 @@ def model_only_batching(bundle_root: Path, size: int) -> None:
 
 
 def part_e2e(tmp: Path, bundle_root: Path, studies: int) -> None:
+    from medgate.cli.demo import demo_settings, make_studies
+    from medgate.cli.gateway import Gateway
     from medgate.dicom.orthanc import OrthancServer
-    from medgate.serving.demo import demo_settings, make_studies
-    from medgate.serving.runtime import Gateway
 
     # The demo's own bundles and routing when they exist (the real radiograph pipeline: classifier,
     # segmentation, triage), else the bench network.

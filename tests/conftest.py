@@ -10,11 +10,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from tests.support.postgres import PostgresServer, find_pg_bin
 
-from medgate.config import Settings, load_settings
+from medgate.core.config import Settings, load_settings
+from medgate.core.ports import free_port
 from medgate.dicom.orthanc import OrthancServer, find_orthanc
-from medgate.ports import free_port
-from medgate.postgres_server import PostgresServer, find_pg_bin
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import psutil
 
-MEDGATE = [sys.executable, "-m", "medgate.cli"]
+MEDGATE = [sys.executable, "-m", "medgate.cli.main"]
 
 # Ray's per-node agents notice a dead raylet by polling, then try to report it to the (dead) GCS
 # before they exit: measured here, they outlive a kill -9 of the gateway by more than a minute.

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from medgate.config import ConfigError, load_settings, settings_to_toml
+from medgate.core.config import ConfigError, load_settings, settings_to_toml
 
 
 def test_defaults_match_the_documented_contract() -> None:
@@ -54,7 +54,7 @@ def test_bad_config_is_one_line_naming_the_key(tmp_path: Path, text: str, key: s
 
 def test_cli_config_show_prints_toml_and_errors_without_traceback(tmp_path: Path) -> None:
     shown = subprocess.run(
-        [sys.executable, "-m", "medgate.cli", "config", "show"],
+        [sys.executable, "-m", "medgate.cli.main", "config", "show"],
         capture_output=True,
         text=True,
         check=True,
@@ -63,7 +63,7 @@ def test_cli_config_show_prints_toml_and_errors_without_traceback(tmp_path: Path
     bad = tmp_path / "bad.toml"
     bad.write_text("[dicom]\nport = 'abc'\n")
     failed = subprocess.run(
-        [sys.executable, "-m", "medgate.cli", "config", "show", "--config", str(bad)],
+        [sys.executable, "-m", "medgate.cli.main", "config", "show", "--config", str(bad)],
         capture_output=True,
         text=True,
     )

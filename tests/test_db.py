@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from medgate.db import Index, InstanceRecord, utcnow
+from medgate.store.db import Index, InstanceRecord, utcnow
 
 
 def _record(study: str, sop: str, **kw: object) -> InstanceRecord:
@@ -99,7 +99,7 @@ def test_lease_renewal_keeps_a_slow_job_from_being_taken_over(database_url: str)
 
 
 def test_retry_delay_doubles_up_to_the_cap(settings_factory) -> None:
-    from medgate.serving.worker import retry_delay
+    from medgate.pipeline.worker import retry_delay
 
     settings = settings_factory(
         routing={"retry_backoff_seconds": 2.0, "retry_backoff_max_seconds": 5.0}

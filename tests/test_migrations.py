@@ -6,8 +6,8 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from medgate import migrations
-from medgate.db import Index, InstanceRecord, metadata
+from medgate.store import migrations
+from medgate.store.db import Index, InstanceRecord, metadata
 
 
 def test_migrated_schema_matches_the_tables_the_code_queries(database_url: str) -> None:

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from medgate.config import Settings
-from medgate.serving.app import create_app
+from medgate.api.app import create_app
+from medgate.core.config import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 MODELS = REPO / "models"

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from medgate.ports import free_port
+from medgate.core.ports import free_port
 
 PATIENT = {"resourceType": "Patient", "id": "p1", "gender": "male", "birthDate": "1966-03-01"}
 

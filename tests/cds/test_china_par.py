@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from medgate.models.cds import china_par as cp
+from medgate.clinical import china_par as cp
 
 # north, urban, diabetic, non-smoker, no family history, untreated SBP 130, TC 210, HDL 55, waist 80
 REFERENCE = {

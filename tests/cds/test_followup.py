@@ -7,7 +7,7 @@ import datetime as dt
 import pytest
 from fastapi.testclient import TestClient
 
-from medgate.models.cds import followup as fu
+from medgate.clinical import followup as fu
 
 
 def run(**fields: object) -> fu.FollowUpResult:

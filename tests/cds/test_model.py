@@ -13,7 +13,7 @@ from PIL import Image
 from sklearn.metrics import brier_score_loss, roc_auc_score
 from tests.cds.conftest import MODELS, REPO
 
-from medgate.models.cds.predictor import BundleError, TabularPredictor
+from medgate.models.tabular import BundleError, TabularPredictor
 from medgate.training import tabular
 
 CONFIG = REPO / "configs" / "train" / "cds_diabetes_risk.toml"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from medgate.models.cds import news2 as nw
+from medgate.clinical import news2 as nw
 
 NORMAL = dict(
     respiratory_rate=16,

@@ -10,8 +10,8 @@ from fastapi.testclient import TestClient
 from tests.cds.conftest import MODELS
 from tests.cds.test_china_par import profile
 
-from medgate.config import Settings
-from medgate.serving.app import create_app
+from medgate.api.app import create_app
+from medgate.core.config import Settings
 
 
 def _fields(response: object) -> list[str]:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from medgate.ports import free_port
+from medgate.core.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("MEDGATE_DEPLOY_CACHE", Path.home() / ".cache" / "medgate-deploy"))

@@ -28,7 +28,7 @@ import pytest
 import yaml
 from tests.deploy.conftest import REPO, Docker, http_json
 
-from medgate.ports import free_port
+from medgate.core.ports import free_port
 
 pytestmark = pytest.mark.timeout(1800)
 

@@ -33,7 +33,7 @@ from pathlib import Path
 import pytest
 from tests.deploy.conftest import REPO, Docker, compose_command, http_json
 
-from medgate.ports import free_port
+from medgate.core.ports import free_port
 
 pytestmark = pytest.mark.timeout(1800)
 

@@ -13,7 +13,7 @@ import yaml
 from ray import serve
 from ray.serve.schema import ServeDeploySchema
 
-from medgate.config import Settings
+from medgate.core.config import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "deploy" / "k8s"

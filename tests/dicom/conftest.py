@@ -6,8 +6,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from medgate.config import Settings
-from medgate.dicom.service import DicomService
+from medgate.cli.dicom_service import DicomService
+from medgate.core.config import Settings
 
 
 @pytest.fixture

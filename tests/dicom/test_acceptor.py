@@ -26,11 +26,11 @@ from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RQ
 from pynetdicom.pdu_primitives import A_ASSOCIATE, MaximumLengthNotification
 from pynetdicom.presentation import build_context
 
+from medgate.cli.dicom_service import DicomService
+from medgate.datasets.synthetic_series import ct_series
 from medgate.dicom import dimse, fastpath
 from medgate.dicom.acceptor import negotiate_contexts
 from medgate.dicom.receiver import PREAMBLE, RECEIVE_MAX_PDU, file_meta_prefix
-from medgate.dicom.service import DicomService
-from medgate.dicom.synthetic import ct_series
 
 VERIFICATION = "1.2.840.10008.1.1"
 JPEG_BASELINE = "1.2.840.10008.1.2.4.50"

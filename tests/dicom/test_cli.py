@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from medgate.cli import app
+from medgate.cli.dicom_service import DicomService
+from medgate.cli.main import app
+from medgate.datasets.synthetic_series import ct_series
 from medgate.dicom.orthanc import OrthancServer
-from medgate.dicom.service import DicomService
-from medgate.dicom.synthetic import ct_series
 
 runner = CliRunner()
 
@@ -91,7 +91,7 @@ def test_send_echo_studies_outbox_find_pull(
 
 
 def test_send_to_nobody_fails_cleanly(tmp_path: Path, service: DicomService) -> None:
-    from medgate.ports import free_port
+    from medgate.core.ports import free_port
 
     config = _config(tmp_path, service)
     f = ct_series(tmp_path / "s", 1, rows=8, columns=8)[0]
@@ -132,7 +132,7 @@ def test_an_error_quoting_brackets_is_printed_not_taken_for_markup(
     error message turned into a MarkupError traceback."""
     import typer
 
-    from medgate.cli_common import fail
+    from medgate.cli.common import fail
 
     with pytest.raises(typer.Exit) as stopped:
         fail("could not start: Binding [/tmp/h/haproxy.cfg.medgate:95] for proxy stats [x]", 1)

@@ -21,9 +21,9 @@ import pytest
 from pydicom import dcmread
 
 from gateway_process import GatewayProcess
-from medgate.db import Index
-from medgate.dicom.synthetic import ct_series
-from medgate.ports import free_port
+from medgate.core.ports import free_port
+from medgate.datasets.synthetic_series import ct_series
+from medgate.store.db import Index
 
 from .helpers import dcmtk, storescu, storescu_successes
 

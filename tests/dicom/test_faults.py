@@ -16,10 +16,10 @@ from pydicom.filereader import read_file_meta_info
 from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
+from medgate.cli.dicom_service import DicomService
+from medgate.datasets.synthetic_series import ct_series
 from medgate.dicom.net import self_peer
 from medgate.dicom.scu import store_files
-from medgate.dicom.service import DicomService
-from medgate.dicom.synthetic import ct_series
 
 from .helpers import STORESCU_PROPOSE, dcmtk, storescu
 from .testfiles import STORAGE_CLASSES, classified
@@ -188,7 +188,7 @@ def test_recover_after_crash_artifacts(
     tmp_path: Path, settings_factory: Callable[..., object]
 ) -> None:
     """What a crash mid-store can leave is cleaned when the service starts again."""
-    from medgate.db import InstanceRecord
+    from medgate.store.db import InstanceRecord
 
     settings = settings_factory()
     service = DicomService(settings)  # not started: the crash state is set up first

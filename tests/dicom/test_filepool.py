@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from medgate.dicom import filepool
-from medgate.dicom.filepool import POOL_FOLDER, FilePool, abandoned_pools, write_all
+from medgate.store.filepool import POOL_FOLDER, FilePool, abandoned_pools, write_all
 
 
 @pytest.fixture
@@ -159,7 +159,7 @@ def test_a_store_that_never_writes_makes_no_pool(tmp_path: Path) -> None:
 _OWNER = """
 import os, sys, time
 from pathlib import Path
-from medgate.dicom.filepool import FilePool
+from medgate.store.filepool import FilePool
 pool = FilePool(Path(sys.argv[1]), batch=4)
 path = pool.take()
 path.write_bytes(b"half a data set")

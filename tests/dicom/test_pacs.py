@@ -11,11 +11,11 @@ import pytest
 from pydicom import dcmread
 from pydicom.uid import generate_uid
 
+from medgate.cli.dicom_service import DicomService
+from medgate.datasets.synthetic_series import ct_series
+from medgate.delivery.pacs import backoff_seconds
 from medgate.dicom.orthanc import OrthancServer
 from medgate.dicom.retriever import RetrieveError
-from medgate.dicom.sender import backoff_seconds
-from medgate.dicom.service import DicomService
-from medgate.dicom.synthetic import ct_series
 
 
 def _pacs_settings(orthanc: OrthancServer) -> dict:
@@ -39,7 +39,7 @@ def test_find_and_pull_study_from_orthanc(
     service_factory: Callable[..., DicomService],
     orthanc_factory: Callable[..., OrthancServer],
 ) -> None:
-    from medgate.ports import free_port
+    from medgate.core.ports import free_port
 
     port = free_port()
     orthanc = orthanc_factory(modalities={"medgate": ("MEDGATE", "127.0.0.1", port)})
@@ -70,7 +70,7 @@ def test_find_and_pull_study_from_orthanc(
 def test_pull_from_unreachable_pacs_is_a_clear_error(
     service_factory: Callable[..., DicomService],
 ) -> None:
-    from medgate.ports import free_port
+    from medgate.core.ports import free_port
 
     service = service_factory(pacs={"port": free_port()})
     with pytest.raises(RetrieveError, match="unreachable"):
@@ -82,7 +82,7 @@ def test_poll_pulls_each_new_study_once(
     service_factory: Callable[..., DicomService],
     orthanc_factory: Callable[..., OrthancServer],
 ) -> None:
-    from medgate.ports import free_port
+    from medgate.core.ports import free_port
 
     port = free_port()
     orthanc = orthanc_factory(modalities={"medgate": ("MEDGATE", "127.0.0.1", port)})

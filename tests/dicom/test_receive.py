@@ -10,11 +10,11 @@ from fastapi.testclient import TestClient
 from pydicom import dcmread
 from pydicom.filereader import read_file_meta_info
 
-from medgate.checksums import sha256_file
+from medgate.api.app import create_app
+from medgate.cli.dicom_service import DicomService
+from medgate.core.checksums import sha256_file
 from medgate.dicom.net import self_peer
 from medgate.dicom.scu import store_files
-from medgate.dicom.service import DicomService
-from medgate.serving.app import create_app
 
 from .helpers import (
     STORESCU_PROPOSE,

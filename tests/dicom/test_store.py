@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from medgate.config import Settings
-from medgate.db import Index, InstanceRecord
-from medgate.dicom.store import InstanceStore, StoreError, atomic_write
+from medgate.core.config import Settings
+from medgate.store.db import Index, InstanceRecord
+from medgate.store.files import InstanceStore, StoreError, atomic_write
 
 UID = "1.2.826.0.1.3680043.8.498.1"
 STUDY = "1.2.826.0.1.3680043.8.498.2"

@@ -11,8 +11,8 @@ import pytest
 from tests.models.conftest import phantom_datasets, write_plain_monai_bundle
 from typer.testing import CliRunner
 
-from medgate.checksums import sha256_file
-from medgate.cli import app
+from medgate.cli.main import app
+from medgate.core.checksums import sha256_file
 from medgate.models.bundle import Bundle, BundleError, device_uid_for
 from medgate.models.predictor import load_predictor
 from medgate.models.registry import discover_bundles, get_bundle

@@ -8,10 +8,10 @@ from collections.abc import Callable, Iterator
 
 import pytest
 import sqlalchemy as sa
+from tests.support.postgres import PostgresServer
 
-from medgate.config import Settings
-from medgate.dicom.service import DicomService
-from medgate.postgres_server import PostgresServer
+from medgate.cli.dicom_service import DicomService
+from medgate.core.config import Settings
 
 _names = itertools.count()
 

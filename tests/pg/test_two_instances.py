@@ -28,11 +28,11 @@ from helpers import phantom_bytes, serving_overrides, study_uid_of, wait_for, wr
 from test_processes import ServeProcess, _started
 
 from dicom.helpers import storescu, storescu_successes
-from medgate.config import Settings, settings_to_toml
-from medgate.db import Index
-from medgate.db import jobs as jobs_table
+from medgate.core.config import Settings, settings_to_toml
+from medgate.core.ports import free_port
 from medgate.dicom.orthanc import OrthancServer
-from medgate.ports import free_port
+from medgate.store.db import Index
+from medgate.store.db import jobs as jobs_table
 
 STUDIES = 50
 LEASE_SECONDS = 15.0

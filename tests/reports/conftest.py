@@ -22,7 +22,7 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from medgate.config import ReportsConfig
+from medgate.core.config import ReportsConfig
 from medgate.models.findings import (
     Code,
     Finding,

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from medgate.models.findings import Code, Finding, Measurement, ModelResult, StudyResult
-from medgate.reports.guidance import (
+from medgate.clinical.guidance import (
     AI_NOTE,
     RULESET_VERSION,
     fleischner_category,
     guidance_for,
     nodule_size_mm,
 )
+from medgate.models.findings import Code, Finding, Measurement, ModelResult, StudyResult
 
 from .conftest import CARDIOMEGALY, CTR, DIAMETER, EFFUSION, LUNG, MM, NODULE, ONE, PNEUMOTHORAX
 

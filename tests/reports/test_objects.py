@@ -12,7 +12,7 @@ import pytest
 from pydicom import Dataset, dcmread
 from pydicom.data import get_testdata_file
 
-from medgate.config import ReportsConfig
+from medgate.core.config import ReportsConfig
 from medgate.models.findings import StudyResult
 from medgate.reports import ReportError, ResultObject, build_result_objects
 from medgate.reports.builder import build_result_objects_with_pages

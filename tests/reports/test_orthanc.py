@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from pydicom import Dataset
 
-from medgate.config import ReportsConfig
+from medgate.core.config import ReportsConfig
 from medgate.dicom.orthanc import OrthancServer
 from medgate.reports import build_result_objects
 from medgate.reports.validate import encode

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydicom.uid import UID
 
-from medgate.reports.uids import result_uid, run_set_parts
+from medgate.core.uids import result_uid, run_set_parts
 
 
 def test_result_uid_is_deterministic_valid_and_sensitive() -> None:

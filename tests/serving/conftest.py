@@ -13,8 +13,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from helpers import serving_overrides, write_bundle
 
-from medgate.config import Settings
-from medgate.ports import free_port
+from medgate.core.config import Settings
+from medgate.core.ports import free_port
 
 
 @pytest.fixture(scope="session")

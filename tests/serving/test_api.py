@@ -10,15 +10,15 @@ import pytest
 from fastapi.testclient import TestClient
 from helpers import phantom_bytes
 
-from medgate.config import Settings
-from medgate.db import Index, InstanceRecord
+from medgate.api.app import create_app
+from medgate.api.routes_models import model_app
+from medgate.core.config import Settings
 from medgate.models.registry import discover_bundles
 from medgate.serving import routes_models
-from medgate.serving.app import create_app
 from medgate.serving.deployments import LocalModelClient
 from medgate.serving.inference import load_predictor
 from medgate.serving.metrics import MetricsStore
-from medgate.serving.routes_models import model_app
+from medgate.store.db import Index, InstanceRecord
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from helpers import write_bundle
 
-from medgate.config import load_settings
+from medgate.core.config import load_settings
 from medgate.models.bundle import Bundle
 from medgate.serving.bundles import describe, is_image_model, serving_options
 

@@ -22,7 +22,7 @@ def test_demo_runs_the_whole_chain_and_stops_cleanly(tmp_path: Path) -> None:
     }
     env.pop("MEDGATE_CONFIG", None)
     done = subprocess.run(
-        [sys.executable, "-m", "medgate.cli", "demo", "--studies", "2", "--timeout", "150"],
+        [sys.executable, "-m", "medgate.cli.main", "demo", "--studies", "2", "--timeout", "150"],
         capture_output=True,
         text=True,
         timeout=280,

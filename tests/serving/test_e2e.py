@@ -7,10 +7,10 @@ from collections.abc import Callable
 import httpx
 from helpers import orthanc_kinds, phantom_bytes, study_uid_of, wait_for
 
-from medgate.config import Settings
+from medgate.cli.gateway import Gateway
+from medgate.core.config import Settings
+from medgate.core.ports import free_port
 from medgate.dicom.orthanc import OrthancServer
-from medgate.ports import free_port
-from medgate.serving.runtime import Gateway
 
 
 def test_studies_from_orthanc_end_done_not_processed_and_failed(

@@ -16,12 +16,12 @@ import httpx
 import pytest
 from helpers import orthanc_kinds, phantom_bytes, study_uid_of, wait_for
 
-from medgate.config import Settings, settings_to_toml
-from medgate.db import Index
+from medgate.core.config import Settings, settings_to_toml
+from medgate.core.ports import free_port
 from medgate.dicom.orthanc import OrthancServer
-from medgate.ports import free_port
+from medgate.store.db import Index
 
-MEDGATE = [sys.executable, "-m", "medgate.cli"]
+MEDGATE = [sys.executable, "-m", "medgate.cli.main"]
 
 
 class ServeProcess:

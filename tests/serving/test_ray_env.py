@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from medgate.ports import ephemeral_port_range
+from medgate.core.ports import ephemeral_port_range
 from medgate.serving.ray_env import (
     HAPROXY_ENV,
     guard_launcher,
@@ -132,7 +132,7 @@ def test_guard_binds_haproxys_admin_listeners_to_the_admin_host(
 def test_admin_ports_skip_ports_in_use_and_each_other(monkeypatch: pytest.MonkeyPatch) -> None:
     import socket
 
-    from medgate import ports
+    from medgate.core import ports
 
     # an ephemeral range that leaves only 20000-20149 (and nothing above) to choose from
     monkeypatch.setattr(ports, "ephemeral_port_range", lambda: (20150, 65535))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from medgate.config import RouteRule, load_settings
-from medgate.serving.routing import Router
+from medgate.core.config import RouteRule, load_settings
+from medgate.pipeline.routing import Router
 
 DX = "1.2.840.10008.5.1.4.1.1.1.1"
 CT = "1.2.840.10008.5.1.4.1.1.2"

@@ -12,7 +12,7 @@ import pytest
 from helpers import phantom_bytes, random_input
 from ray import serve
 
-from medgate.config import Settings
+from medgate.core.config import Settings
 from medgate.serving.deployments import (
     APP_NAME,
     deployment_name,

@@ -11,13 +11,13 @@ import pytest
 from helpers import ingest, phantom_bytes, serving_overrides, wait_for
 from ray import serve
 
-from medgate.audit import AuditLog
-from medgate.config import load_settings
-from medgate.db import Index
-from medgate.dicom.store import InstanceStore
-from medgate.ports import free_port
+from medgate.core.config import load_settings
+from medgate.core.ports import free_port
+from medgate.pipeline.worker import Worker
 from medgate.serving.deployments import APP_NAME, run_application
-from medgate.serving.worker import Worker
+from medgate.store.db import Index
+from medgate.store.files import InstanceStore
+from medgate.trust.audit import AuditLog
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from medgate.cli import app
+from medgate.cli.main import app
 from medgate.models.bundle import Bundle
 from medgate.models.predictor import load_predictor
 from medgate.models.registry import discover_bundles

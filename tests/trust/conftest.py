@@ -19,7 +19,7 @@ from pydicom import Dataset
 from pydicom.uid import generate_uid
 from trust_data import pydicom_test_files, synthetic_dataset
 
-from medgate.db import Index, InstanceRecord
+from medgate.store.db import Index, InstanceRecord
 
 LONG_TIMEOUT_S = 6 * 3600
 

@@ -24,12 +24,12 @@ import pytest
 from pydicom import dcmread
 from pydicom.filereader import read_file_meta_info
 
-from medgate.config import Settings, load_settings
-from medgate.db import Index
+from medgate.core.config import Settings, load_settings
 from medgate.dicom.net import Peer
 from medgate.dicom.scu import SendReport, store_files
+from medgate.store.db import Index
 
-MEDGATE = [sys.executable, "-m", "medgate.cli"]
+MEDGATE = [sys.executable, "-m", "medgate.cli.main"]
 TMP_SUFFIX = ".part"
 
 # Fault injections of the whole session by kind (every fault suite adds to it; the last test of

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from medgate.audit import EVENT_TYPES, AuditLog, anchor_path
-from medgate.cli import app
+from medgate.cli.main import app
+from medgate.trust.audit import EVENT_TYPES, AuditLog, anchor_path
 
 KEY = "test-key"
 STUDY = "1.2.826.0.1.3680043.8.498.11122233344455566677"
@@ -152,7 +152,7 @@ def test_concurrent_writers_keep_one_chain(tmp_path: Path) -> None:
     """Several processes append at once: the file lock keeps one unbroken chain."""
     path = tmp_path / "audit.jsonl"
     script = (
-        "import sys; from medgate.audit import AuditLog\n"
+        "import sys; from medgate.trust.audit import AuditLog\n"
         f"log = AuditLog(sys.argv[1], {KEY!r})\n"
         "for i in range(40): log.record('model-run', study_uid='1.2.3', details={'i': i})\n"
     )
@@ -243,7 +243,7 @@ def test_cli_verify_and_trace(settings_factory: Callable, tmp_path: Path) -> Non
     body[2] = body[2].replace(b"model-run", b"model-ran")
     log.path.write_bytes(b"".join(body))
     bad = subprocess.run(
-        [sys.executable, "-m", "medgate.cli", "audit", "verify", "--config", str(config)],
+        [sys.executable, "-m", "medgate.cli.main", "audit", "verify", "--config", str(config)],
         capture_output=True,
         text=True,
         timeout=120,

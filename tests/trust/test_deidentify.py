@@ -18,7 +18,7 @@ from pydicom import Dataset
 from pydicom.uid import UID_dictionary
 from trust_data import SYNTHETIC_PHI, synthetic_dataset
 
-from medgate.datasets.deidentify import Deidentifier, DeidOptions, PrivateKeep, load_table
+from medgate.trust.deidentify import Deidentifier, DeidOptions, PrivateKeep, load_table
 
 KEY = "deid-test-key"
 UID_RE = re.compile(r"^2\.25\.(0|[1-9][0-9]*)$")

@@ -13,9 +13,9 @@ from test_deidentify import PHI_KEYWORDS, phi_values
 from tests.conftest import require_tool
 from typer.testing import CliRunner
 
-from medgate.audit import AuditLog
-from medgate.cli import app
-from medgate.datasets.deid_export import deidentifier_from_settings, export_deidentified
+from medgate.cli.main import app
+from medgate.trust.audit import AuditLog
+from medgate.trust.export import deidentifier_from_settings, export_deidentified
 
 
 def write_config(settings, tmp_path: Path, extra: str = "") -> Path:

@@ -38,10 +38,10 @@ from faults_helpers import count_injection as _count
 from gateway_helpers import GatewayProcess, serving_helpers, wait_for
 from pydicom.filereader import dcmread
 
-from medgate.config import Settings, settings_to_toml
-from medgate.db import Index
+from medgate.core.config import Settings, settings_to_toml
+from medgate.core.ports import free_port
 from medgate.dicom.orthanc import OrthancServer
-from medgate.ports import free_port
+from medgate.store.db import Index
 
 PROCESSING_STUDIES = 3
 SENT_STUDIES = 6

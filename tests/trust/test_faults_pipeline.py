@@ -33,12 +33,12 @@ from faults_helpers import (
 )
 from pydicom import dcmread
 
-from medgate.config import Settings
-from medgate.db import Index
+from medgate.cli.dicom_service import DicomService
+from medgate.core.config import Settings
+from medgate.core.ports import free_port
+from medgate.datasets.synthetic_series import ct_series
 from medgate.dicom.orthanc import OrthancServer
-from medgate.dicom.service import DicomService
-from medgate.dicom.synthetic import ct_series
-from medgate.ports import free_port
+from medgate.store.db import Index
 
 _count = count_injection
 

@@ -39,9 +39,9 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from medgate.db import Index
-from medgate.dicom.synthetic import ct_series
-from medgate.ports import free_port
+from medgate.core.ports import free_port
+from medgate.datasets.synthetic_series import ct_series
+from medgate.store.db import Index
 
 RSS_GROWTH_LIMIT_MB = 300.0
 VRS = [b"SQ", b"OB", b"UN", b"US", b"UL", b"XX", b"\x00\x00", b"UT", b"OW", b"FD", b"AT"]
@@ -276,7 +276,7 @@ def test_http_api_schema_fuzz_no_server_errors(settings_factory, long_run: bool)
     from hypothesis import HealthCheck, Phase, given
     from hypothesis import settings as hsettings
 
-    from medgate.serving.app import create_app
+    from medgate.api.app import create_app
 
     settings = settings_factory(api={"tokens": {"fuzz-token": ["cds", "results", "admin"]}})
     settings.storage.path.mkdir(parents=True, exist_ok=True)

@@ -16,9 +16,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from fastapi import Depends, FastAPI
 from fastapi.testclient import TestClient
 
-from medgate.db import Index
-from medgate.security import CdsJwtVerifier, require_scope
-from medgate.serving.app import create_app
+from medgate.api.app import create_app
+from medgate.api.security import CdsJwtVerifier, require_scope
+from medgate.store.db import Index
 
 TOKENS = {"tok-results": ["results"], "tok-cds": ["cds"], "tok-admin": ["admin"]}
 

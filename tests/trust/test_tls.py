@@ -16,11 +16,11 @@ from pynetdicom import AE, evt
 from pynetdicom.sop_class import Verification
 from tests.conftest import require_tool
 
-from medgate.config import TlsConfig
-from medgate.dicom.service import DicomService
-from medgate.dicom.synthetic import ct_series
+from medgate.cli.dicom_service import DicomService
+from medgate.core.config import TlsConfig
+from medgate.core.ports import free_port
+from medgate.datasets.synthetic_series import ct_series
 from medgate.dicom.tls import BCP195_CIPHERS, TlsConfigError, client_context, server_context
-from medgate.ports import free_port
 
 
 def server_config(pki) -> TlsConfig:

@@ -11,7 +11,7 @@ from typing import Any
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
 
-from medgate.config import Settings
+from medgate.core.config import Settings
 from medgate.dicom import fastpath
 
 _PEER = re.compile(r"^(?P<ae>[^@]{1,16})@(?P<host>\[[^\]]+\]|[^:]+):(?P<port>\d{1,5})$")

@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from medgate import ports
+from medgate.core import ports
 
 ORTHANC_BINARY_CANDIDATES = ("/usr/sbin/Orthanc", "/usr/bin/Orthanc", "Orthanc")
 

@@ -20,20 +20,20 @@ from typing import Any
 from pydicom.dataset import Dataset
 from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION, evt
 
-from medgate.audit import AuditLog
-from medgate.config import Settings
-from medgate.db import Index, InstanceRecord
+from medgate.core.config import Settings
+from medgate.core.logs import phi_hash
 from medgate.dicom.acceptor import (
     AcceptedContext,
     AcceptorConfig,
     AssociationServer,
     Peer,
 )
-from medgate.dicom.audit_queue import AuditQueue
 from medgate.dicom.dimse import Command
 from medgate.dicom.header import MalformedDataset, parse_header
-from medgate.dicom.store import InstanceStore, StoreError
-from medgate.logs import phi_hash
+from medgate.store.db import Index, InstanceRecord
+from medgate.store.files import InstanceStore, StoreError
+from medgate.trust.audit import AuditLog
+from medgate.trust.audit_queue import AuditQueue
 
 log = logging.getLogger(__name__)
 

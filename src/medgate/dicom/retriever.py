@@ -27,12 +27,12 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 from pynetdicom.status import code_to_category
 
-from medgate.audit import AuditLog
-from medgate.config import Settings
-from medgate.db import Index
+from medgate.core.config import Settings
+from medgate.core.logs import phi_hash
 from medgate.dicom.net import Peer, associate, association_failure, pacs_peer, scu_ae
 from medgate.dicom.receiver import StorageReceiver
-from medgate.logs import phi_hash
+from medgate.store.db import Index
+from medgate.trust.audit import AuditLog
 
 log = logging.getLogger(__name__)
 

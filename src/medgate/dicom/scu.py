@@ -18,9 +18,9 @@ from pydicom.filereader import read_file_meta_info
 from pynetdicom import _config
 from pynetdicom.status import code_to_category
 
-from medgate.config import Settings
+from medgate.core.config import Settings
+from medgate.core.logs import phi_hash
 from medgate.dicom.net import Peer, associate, association_failure, scu_ae
-from medgate.logs import phi_hash
 
 log = logging.getLogger(__name__)
 

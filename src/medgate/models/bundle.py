@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
-from medgate.checksums import sha256_file
+from medgate.core.checksums import sha256_file
 from medgate.models.findings import Code
 
 METADATA_FILE = Path("configs") / "metadata.json"

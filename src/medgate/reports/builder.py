@@ -9,12 +9,12 @@ from typing import Literal
 from PIL import Image
 from pydicom import Dataset
 
-from medgate.config import ReportsConfig
-from medgate.logs import phi_hash
+from medgate.clinical.guidance import guidance_for
+from medgate.core.config import ReportsConfig
+from medgate.core.logs import phi_hash
 from medgate.models.findings import GuidanceStatement, StudyResult
 from medgate.reports.context import BuildContext
 from medgate.reports.errors import ReportError
-from medgate.reports.guidance import guidance_for
 from medgate.reports.overlay import build_overlays, render_overlays
 from medgate.reports.seg import SegIndex, build_segmentations
 from medgate.reports.sr import build_sr

@@ -1,9 +1,8 @@
 """Coded concepts the reports use, and the bridge from the findings contract to highdicom.
 
-Models name their findings with codes from their bundle metadata; the reports module only needs
-to (a) turn those codes into highdicom ``CodedConcept`` objects and (b) recognise the few
-findings the guidance rules act on. Recognition goes by code *and* by label/meaning, so a bundle
-that uses RadLex instead of SNOMED CT for a nodule still gets its follow-up advice.
+Models name their findings with codes from their bundle metadata; the reports turn those codes
+into highdicom ``CodedConcept`` objects here. Which findings the guidance rules act on is a
+clinical question and lives in ``medgate.clinical.findings``.
 """
 
 from __future__ import annotations
@@ -11,7 +10,7 @@ from __future__ import annotations
 from highdicom.sr import CodedConcept
 from pydicom.sr.codedict import codes
 
-from medgate.models.findings import Code, Finding, Measurement
+from medgate.models.findings import Code
 
 # ----------------------------------------------------------------------------- fixed concepts
 PRESENT = codes.SCT.Present  # 52101004
@@ -40,72 +39,9 @@ PROCEDURE_BY_MODALITY: dict[str, CodedConcept] = {
 }
 IMAGING_PROCEDURE = CodedConcept("363679005", "SCT", "Imaging")
 
-# ----------------------------------------------------------------------------- recognised findings
-NODULE_CODES = {("SCT", "27925004"), ("SCT", "786838002"), ("SCT", "427359005")}
-PNEUMOTHORAX_CODES = {("SCT", "36118008")}
-EFFUSION_CODES = {("SCT", "60046008")}
-CARDIOMEGALY_CODES = {("SCT", "287272002"), ("SCT", "8186001")}
-CTR_CODES = {("LN", "59076-0"), ("99MEDGATE", "CTR")}
-#: Measurement names that give a nodule's size (Fleischner: mean of long and short axis).
-DIAMETER_CODES = {("SCT", "81827009")}
-LONG_AXIS_CODES = {("SCT", "103339001")}
-SHORT_AXIS_CODES = {("SCT", "103340004")}
-
 
 def concept(code: Code) -> CodedConcept:
     """The highdicom concept for a contract ``Code``; raises ValueError on an empty value."""
     if not code.value or not code.scheme or not code.meaning:
         raise ValueError(f"incomplete code {code!r}: value, scheme and meaning are required")
     return CodedConcept(code.value, code.scheme, code.meaning[:64])
-
-
-def contract_code(coded: CodedConcept) -> Code:
-    """The contract ``Code`` for a highdicom concept read back from an SR."""
-    return Code(value=coded.value, scheme=coded.scheme_designator, meaning=coded.meaning)
-
-
-def _key(code: Code | None) -> tuple[str, str] | None:
-    return None if code is None else (code.scheme.upper(), code.value)
-
-
-def finding_is(finding: Finding, kind: str) -> bool:
-    """Whether ``finding`` is a nodule / pneumothorax / effusion / cardiomegaly."""
-    sets = {
-        "nodule": NODULE_CODES,
-        "pneumothorax": PNEUMOTHORAX_CODES,
-        "effusion": EFFUSION_CODES,
-        "cardiomegaly": CARDIOMEGALY_CODES,
-    }
-    words = {
-        "nodule": ("nodule",),
-        "pneumothorax": ("pneumothorax",),
-        "effusion": ("effusion",),
-        "cardiomegaly": ("cardiomegaly", "enlarged heart"),
-    }
-    if _key(finding.finding_type) in sets[kind]:
-        return True
-    text = f"{finding.label} {finding.finding_type.meaning}".lower().replace("_", " ")
-    return any(word in text for word in words[kind])
-
-
-def measurement_is_ctr(measurement: Measurement) -> bool:
-    """Whether ``measurement`` is a cardiothoracic ratio."""
-    if _key(measurement.name) in CTR_CODES:
-        return True
-    meaning = measurement.name.meaning.lower()
-    return "cardiothoracic" in meaning or measurement.name.value.lower() == "ctr"
-
-
-def axis_kind(measurement: Measurement) -> str | None:
-    """'diameter', 'long' or 'short' for a size measurement in mm, else None."""
-    if measurement.unit.value != "mm":
-        return None
-    key = _key(measurement.name)
-    meaning = measurement.name.meaning.lower()
-    if key in LONG_AXIS_CODES or "long axis" in meaning:
-        return "long"
-    if key in SHORT_AXIS_CODES or "short axis" in meaning:
-        return "short"
-    if key in DIAMETER_CODES or "diameter" in meaning:
-        return "diameter"
-    return None

@@ -7,11 +7,11 @@ from dataclasses import dataclass, field
 import highdicom as hd
 from pydicom import Dataset
 
-from medgate.config import ReportsConfig
+from medgate.core.config import ReportsConfig
+from medgate.core.uids import result_uid, run_set_parts
 from medgate.models.findings import ModelResult, StudyResult
 from medgate.reports.codes import PROCESSING_EQUIPMENT
 from medgate.reports.errors import ReportError
-from medgate.reports.uids import result_uid, run_set_parts
 
 #: Series numbers of the result series (the source series keep theirs; viewers sort by these).
 SERIES_NUMBERS = {"sr": 9001, "seg": 9002, "overlay": 9050, "summary": 9090}

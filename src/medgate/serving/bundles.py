@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medgate.config import Settings
+from medgate.core.config import Settings
 
 log = logging.getLogger(__name__)
 

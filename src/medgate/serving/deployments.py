@@ -31,7 +31,7 @@ import numpy as np
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from medgate.config import Settings
+from medgate.core.config import Settings
 from medgate.models.findings import ModelResult
 from medgate.serving import bundles as bundle_info
 from medgate.serving.inference import (
@@ -105,7 +105,7 @@ class ModelDeployment:
 
     def __serve_build_asgi_app__(self) -> Any:
         """Built in the replica (nothing FastAPI is pickled); same tokens as the API."""
-        from medgate.serving.routes_models import model_app
+        from medgate.api.routes_models import model_app
 
         return model_app(self.settings or Settings(), self.name, self.predict, self.metrics)
 
@@ -256,7 +256,7 @@ class Ingress:
     """The HTTP API replica; the FastAPI app is built here so nothing FastAPI is pickled."""
 
     def __init__(self, settings: Settings, model_names: Sequence[str]) -> None:
-        from medgate.logs import configure_logging, set_hash_key
+        from medgate.core.logs import configure_logging, set_hash_key
 
         set_hash_key(settings.audit.hash_key)
         configure_logging("WARNING")
@@ -264,7 +264,7 @@ class Ingress:
         self.model_names = list(model_names)
 
     def __serve_build_asgi_app__(self) -> Any:
-        from medgate.serving.app import create_app
+        from medgate.api.app import create_app
 
         client = ServeModelClient(self.model_names, self.settings.serving.request_timeout_s)
         return create_app(self.settings, model_client=client, metrics=metrics_sink())

@@ -19,7 +19,7 @@ A stopping ingress replica drains for 2 s, not Ray's 30 s: HAProxy here is Serve
 told at once, and a redeploy or shutdown should not wait half a minute per application.
 HAProxy also always binds a stats page and a Prometheus exporter, on fixed ports (8404, 9101)
 by default; two local Rays on one machine (a test run, a second instance) would collide there,
-so each local Ray gets free ports for them (outside the ephemeral range, see ``medgate.ports``)
+so each local Ray gets free ports for them (outside the ephemeral range, see ``medgate.core.ports``)
 unless ``RAY_SERVE_HAPROXY_STATS_PORT`` / ``RAY_SERVE_HAPROXY_METRICS_PORT`` are set. HAProxy
 is started through ``medgate-haproxy`` (``serving.haproxy_guard``), which ties its life to its
 parent's: a killed gateway leaves no HAProxy behind on ``api.port``; the launcher also binds the
@@ -40,7 +40,7 @@ import sys
 from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 
-from medgate.ports import free_port
+from medgate.core.ports import free_port
 from medgate.serving.haproxy_guard import ADMIN_HOST_VARIABLE, BINARY_VARIABLE
 
 log = logging.getLogger(__name__)

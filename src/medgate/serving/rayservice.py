@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from medgate.config import load_settings
+from medgate.core.config import load_settings
 
 IMPORT_PATH = "medgate.serving.rayservice:build"
 MODEL_IMPORT_PATH = "medgate.serving.rayservice:build_model"

@@ -18,7 +18,7 @@ import monai
 import numpy as np
 import torch
 
-from medgate.checksums import sha256_file
+from medgate.core.checksums import sha256_file
 from medgate.models.backends import OnnxBackend, TorchScriptBackend
 from medgate.models.bundle import (
     DEMO_WARNING,

@@ -22,7 +22,7 @@ from skl2onnx import to_onnx
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import confusion_matrix
 
-from medgate.checksums import sha256_file
+from medgate.core.checksums import sha256_file
 from medgate.datasets.folder import LabeledStudy
 from medgate.models.bundle import (
     DEMO_WARNING,

@@ -1,0 +1,91 @@
+"""Study status and results, and the reading worklist: ``/api/v1/studies``, ``/api/v1/worklist``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from pydantic import BaseModel
+
+from medgate.api.security import require_scope
+from medgate.review.worklist import worklist
+from medgate.store.db import STUDY_STATUSES
+
+router = APIRouter(
+    prefix="/api/v1", tags=["studies"], dependencies=[Depends(require_scope("results"))]
+)
+
+
+class StudySummary(BaseModel):
+    study_instance_uid: str
+    status: str
+    instances: int
+    received_at: str
+    priority: str | None = None
+
+
+class StudyDetail(StudySummary):
+    updated_at: str
+    reason: str | None = None
+    findings: list[dict[str, Any]] = []
+    reasons: list[str] = []
+    guidance: list[dict[str, Any]] = []
+    result_uids: list[str] = []
+    result: dict[str, Any] | None = None
+
+
+class WorklistEntry(BaseModel):
+    study_instance_uid: str
+    status: str
+    priority: str | None = None
+    received_at: str
+    waiting_minutes: float
+    max_wait_minutes: float
+    overdue: bool
+    reasons: list[str] = []
+    instances: int
+
+
+def _summary(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "study_instance_uid": row["study_instance_uid"],
+        "status": row["status"],
+        "instances": row["instances"],
+        "received_at": row["received_at"].isoformat(),
+        "priority": row.get("priority"),
+    }
+
+
+@router.get("/studies", response_model=list[StudySummary])
+def list_studies(request: Request, status: str | None = None) -> list[dict[str, Any]]:
+    """Every study medgate knows, oldest first, optionally filtered by status."""
+    if status is not None and status not in STUDY_STATUSES:
+        raise HTTPException(400, f"unknown status {status!r}; one of {', '.join(STUDY_STATUSES)}")
+    return [_summary(row) for row in request.app.state.index.list_studies(status=status)]
+
+
+@router.get("/studies/{study_instance_uid}", response_model=StudyDetail)
+def get_study(study_instance_uid: str, request: Request) -> dict[str, Any]:
+    """One study's status, and its findings, priority, guidance and result UIDs once processed."""
+    row = request.app.state.index.get_study(study_instance_uid)
+    if row is None:
+        raise HTTPException(404, f"no study with StudyInstanceUID {study_instance_uid}")
+    result = row.get("result") or {}
+    return {
+        **_summary(row),
+        "updated_at": row["updated_at"].isoformat(),
+        "reason": row.get("reason"),
+        "findings": result.get("findings", []),
+        "reasons": result.get("reasons", []),
+        "guidance": result.get("guidance", []),
+        "result_uids": [obj["sop_instance_uid"] for obj in result.get("result_objects", [])],
+        "result": row.get("result"),
+    }
+
+
+@router.get("/worklist", response_model=list[WorklistEntry])
+def get_worklist(request: Request, overdue_only: bool = False) -> list[dict[str, Any]]:
+    """Studies by priority (critical, urgent, routine, untriaged) then arrival; ``overdue`` marks
+    those waiting past their priority's maximum wait."""
+    entries = worklist(request.app.state.index, request.app.state.settings)
+    return [e for e in entries if e["overdue"]] if overdue_only else entries

@@ -1,0 +1,46 @@
+"""Pieces every ``medgate`` sub-command shares: the ``--config`` option and friendly errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from medgate.core.config import ConfigError, Settings, load_settings
+from medgate.core.logs import configure_logging, set_hash_key
+
+console = Console(stderr=True)
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="TOML config file (default: $MEDGATE_CONFIG, else built-in defaults). "
+        "Environment variables MEDGATE_<SECTION>__<KEY> override it.",
+        envvar="MEDGATE_CONFIG",
+        show_envvar=False,
+    ),
+]
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """Print one red line and exit: users get a reason, not a traceback."""
+    # escaped: a message may quote brackets (a path with a line number, a list) that rich
+    # would otherwise take for markup and fail on
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def settings_or_exit(config: Path | None) -> Settings:
+    """Load the config, set the PHI hash key and logging, or exit with a one-line error."""
+    try:
+        settings = load_settings(config)
+    except ConfigError as exc:
+        fail(str(exc))
+    set_hash_key(settings.audit.hash_key)
+    configure_logging()
+    return settings

@@ -1,0 +1,121 @@
+"""Trust sub-commands: ``medgate audit verify|trace`` and ``medgate export --deidentify``.
+
+``audit verify`` exits 1 and names the first bad entry when the trail was modified, cut, or had
+entries deleted, inserted or reordered; ``audit trace`` shows one study's story from arrival to
+confirmed results. Both read the trail, which is itself audited (DICOM 110101 Audit Log Used).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from medgate.cli.common import ConfigOption, fail, settings_or_exit
+
+audit_app = typer.Typer(help="Check and read the hash-chained audit trail.", no_args_is_help=True)
+out = Console()
+
+
+@audit_app.command("verify")
+def audit_verify(config: ConfigOption = None) -> None:
+    """Check the whole trail; exit 1 naming the first modified, missing or misplaced entry."""
+    from medgate.trust.audit import open_audit
+
+    settings = settings_or_exit(config)
+    log = open_audit(settings)
+    result = log.verify()
+    if not result.ok:
+        where = f"line {result.first_bad_line}: " if result.first_bad_line else ""
+        typer.echo(f"FAILED after {result.entries} good entries: {where}{result.reason}", err=True)
+        raise typer.Exit(1)
+    for note in result.notes:
+        typer.echo(f"note: {note}", err=True)
+    typer.echo(f"OK: {result.entries} entries, last hash {result.last_hash}")
+    log.record("audit-log-used", actor="medgate audit verify", details={"entries": result.entries})
+
+
+@audit_app.command("trace")
+def audit_trace(
+    study: Annotated[str, typer.Option("--study", help="StudyInstanceUID to follow")],
+    config: ConfigOption = None,
+) -> None:
+    """Show every audit entry about one study, oldest first (arrival to confirmed results)."""
+    from medgate.trust.audit import open_audit
+
+    settings = settings_or_exit(config)
+    log = open_audit(settings)
+    check = log.verify()
+    if not check.ok:
+        typer.echo(f"warning: the trail does not verify ({check.reason})", err=True)
+    entries = log.trace(study)
+    if not entries:
+        fail("no audit entries for that study", code=1)
+    table = Table(title=f"study {entries[0]['study']}", show_lines=False)
+    for column in ("seq", "time", "event", "DICOM code", "outcome", "actor", "details"):
+        table.add_column(column, overflow="fold", no_wrap=column in ("seq", "event", "outcome"))
+    for entry in entries:
+        details = ", ".join(f"{k}={v}" for k, v in (entry.get("details") or {}).items())
+        code = entry.get("event_code") or ""
+        if code:
+            code = f"{code} {entry.get('event_meaning', '')} ({entry.get('action', '')})"
+        table.add_row(
+            str(entry.get("seq", "")),
+            str(entry.get("time", ""))[:23],
+            str(entry.get("event", "")),
+            code,
+            str(entry.get("outcome", "")),
+            str(entry.get("actor") or ""),
+            details,
+        )
+    out.print(table)
+    log.record("audit-log-used", actor="medgate audit trace", study_uid=study)
+
+
+def export(
+    deidentify: Annotated[
+        Path,
+        typer.Option("--deidentify", help="output folder for de-identified copies (required)"),
+    ],
+    study: Annotated[
+        list[str] | None,
+        typer.Option("--study", help="StudyInstanceUID to export (repeat); default: all"),
+    ] = None,
+    config: ConfigOption = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
+) -> None:
+    """Export de-identified copies of stored studies (PS3.15 Annex E Basic Profile + options)."""
+    from medgate.trust.audit import open_audit
+    from medgate.trust.export import ExportError, export_deidentified
+
+    settings = settings_or_exit(config)
+    if settings.deid.key is None and settings.audit.hash_key == "change-me":
+        typer.echo(
+            "warning: deid.key and audit.hash_key are the default; set one so UIDs and "
+            "pseudonyms cannot be recomputed by others",
+            err=True,
+        )
+    try:
+        report = export_deidentified(
+            settings, deidentify, study, audit=open_audit(settings), progress=not quiet
+        )
+    except (ExportError, ValueError) as exc:
+        fail(str(exc))
+    excluded = ", ".join(f"{v} {k}" for k, v in report.excluded.items()) or "none"
+    failed = ", ".join(f"{v} {k}" for k, v in report.failed.items()) or "none"
+    typer.echo(
+        f"exported {report.exported} instances of {report.studies} studies to {report.out} "
+        f"({report.flagged} flagged); excluded: {excluded}; failed: {failed}"
+    )
+    typer.echo(f"manifest: {report.manifest}")
+    if report.failed:
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    """Add this package's commands to the root ``medgate`` app."""
+    app.add_typer(audit_app, name="audit")
+    app.command("export")(export)

@@ -1,0 +1,67 @@
+"""Which findings and measurements the clinical rules act on, recognised from their codes.
+
+Models name findings with codes from their bundle metadata. Recognition goes by code *and* by
+label/meaning, so a bundle that uses RadLex instead of SNOMED CT for a nodule still gets its
+follow-up advice.
+"""
+
+from __future__ import annotations
+
+from medgate.models.findings import Code, Finding, Measurement
+
+NODULE_CODES = {("SCT", "27925004"), ("SCT", "786838002"), ("SCT", "427359005")}
+PNEUMOTHORAX_CODES = {("SCT", "36118008")}
+EFFUSION_CODES = {("SCT", "60046008")}
+CARDIOMEGALY_CODES = {("SCT", "287272002"), ("SCT", "8186001")}
+CTR_CODES = {("LN", "59076-0"), ("99MEDGATE", "CTR")}
+#: Measurement names that give a nodule's size (Fleischner: mean of long and short axis).
+DIAMETER_CODES = {("SCT", "81827009")}
+LONG_AXIS_CODES = {("SCT", "103339001")}
+SHORT_AXIS_CODES = {("SCT", "103340004")}
+
+
+def _key(code: Code | None) -> tuple[str, str] | None:
+    return None if code is None else (code.scheme.upper(), code.value)
+
+
+def finding_is(finding: Finding, kind: str) -> bool:
+    """Whether ``finding`` is a nodule / pneumothorax / effusion / cardiomegaly."""
+    sets = {
+        "nodule": NODULE_CODES,
+        "pneumothorax": PNEUMOTHORAX_CODES,
+        "effusion": EFFUSION_CODES,
+        "cardiomegaly": CARDIOMEGALY_CODES,
+    }
+    words = {
+        "nodule": ("nodule",),
+        "pneumothorax": ("pneumothorax",),
+        "effusion": ("effusion",),
+        "cardiomegaly": ("cardiomegaly", "enlarged heart"),
+    }
+    if _key(finding.finding_type) in sets[kind]:
+        return True
+    text = f"{finding.label} {finding.finding_type.meaning}".lower().replace("_", " ")
+    return any(word in text for word in words[kind])
+
+
+def measurement_is_ctr(measurement: Measurement) -> bool:
+    """Whether ``measurement`` is a cardiothoracic ratio."""
+    if _key(measurement.name) in CTR_CODES:
+        return True
+    meaning = measurement.name.meaning.lower()
+    return "cardiothoracic" in meaning or measurement.name.value.lower() == "ctr"
+
+
+def axis_kind(measurement: Measurement) -> str | None:
+    """'diameter', 'long' or 'short' for a size measurement in mm, else None."""
+    if measurement.unit.value != "mm":
+        return None
+    key = _key(measurement.name)
+    meaning = measurement.name.meaning.lower()
+    if key in LONG_AXIS_CODES or "long axis" in meaning:
+        return "long"
+    if key in SHORT_AXIS_CODES or "short axis" in meaning:
+        return "short"
+    if key in DIAMETER_CODES or "diameter" in meaning:
+        return "diameter"
+    return None

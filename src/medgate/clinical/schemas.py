@@ -1,0 +1,232 @@
+"""Request bodies of the JSON API: explicit units in every name, physiological ranges.
+
+A value outside its range is answered 422 naming the field; where the value looks like it was
+sent in another unit, the message says which field to use instead.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from medgate.clinical.common import MG_DL_PER_MMOL_L_CHOLESTEROL
+from medgate.clinical.followup import BpReading, Condition, GlucoseReading, Symptom
+
+Consciousness = Literal["A", "C", "V", "P", "U"]
+
+RANGES: dict[str, tuple[float, float, str | None]] = {
+    # field: (low, high, hint when out of range)
+    "total_cholesterol_mmol_l": (
+        1.0,
+        20.0,
+        "a value this size looks like mg/dL: use total_cholesterol_mg_dl",
+    ),
+    "total_cholesterol_mg_dl": (
+        40.0,
+        800.0,
+        "a value this size looks like mmol/L: use total_cholesterol_mmol_l",
+    ),
+    "hdl_cholesterol_mmol_l": (
+        0.1,
+        5.0,
+        "a value this size looks like mg/dL: use hdl_cholesterol_mg_dl",
+    ),
+    "hdl_cholesterol_mg_dl": (
+        4.0,
+        200.0,
+        "a value this size looks like mmol/L: use hdl_cholesterol_mmol_l",
+    ),
+    "temperature_c": (25.0, 45.0, "temperature is in degrees Celsius"),
+    "fasting_glucose_mmol_l": (0.5, 50.0, "glucose is in mmol/L (mg/dL / 18)"),
+    "random_glucose_mmol_l": (0.5, 50.0, "glucose is in mmol/L (mg/dL / 18)"),
+    "triglycerides_mmol_l": (0.1, 60.0, "triglycerides are in mmol/L"),
+    "ldl_cholesterol_mmol_l": (0.1, 15.0, "LDL is in mmol/L"),
+    "waist_cm": (40.0, 200.0, "waist is in centimetres"),
+}
+
+
+def _check_range(name: str, value: float | None) -> float | None:
+    if value is None:
+        return None
+    low, high, hint = RANGES[name]
+    if not low <= value <= high:
+        extra = f"; {hint}" if hint else ""
+        raise ValueError(f"{name} must be between {low:g} and {high:g}, got {value:g}{extra}")
+    return value
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LipidsMixin(_Strict):
+    total_cholesterol_mmol_l: float | None = None
+    total_cholesterol_mg_dl: float | None = None
+    hdl_cholesterol_mmol_l: float | None = None
+    hdl_cholesterol_mg_dl: float | None = None
+
+    @field_validator(
+        "total_cholesterol_mmol_l",
+        "total_cholesterol_mg_dl",
+        "hdl_cholesterol_mmol_l",
+        "hdl_cholesterol_mg_dl",
+    )
+    @classmethod
+    def _lipid_range(cls, value: float | None, info: object) -> float | None:
+        return _check_range(info.field_name, value)  # type: ignore[attr-defined]
+
+    def lipid_mg_dl(self, lipid: Literal["total_cholesterol", "hdl_cholesterol"]) -> float | None:
+        mmol = getattr(self, f"{lipid}_mmol_l")
+        mg = getattr(self, f"{lipid}_mg_dl")
+        if mg is not None:
+            return float(mg)
+        if mmol is not None:
+            return float(mmol) * MG_DL_PER_MMOL_L_CHOLESTEROL
+        return None
+
+    def _one_unit_each(self, required: bool) -> None:
+        for lipid in ("total_cholesterol", "hdl_cholesterol"):
+            mmol = getattr(self, f"{lipid}_mmol_l")
+            mg = getattr(self, f"{lipid}_mg_dl")
+            if mmol is not None and mg is not None:
+                raise ValueError(f"{lipid}_mmol_l and {lipid}_mg_dl: give one of the two, not both")
+            if required and mmol is None and mg is None:
+                raise ValueError(f"{lipid}_mmol_l or {lipid}_mg_dl: one is required")
+
+
+class ChinaParRequest(LipidsMixin):
+    age: int = Field(ge=18, le=120, description="years")
+    sex: Literal["male", "female"]
+    sbp_mmhg: int = Field(ge=60, le=300)
+    on_bp_treatment: bool
+    waist_cm: float = Field(ge=40, le=200)
+    current_smoker: bool
+    diabetes: bool
+    region: Literal["north", "south"] = Field(description="north or south of the Yangtze")
+    residence: Literal["urban", "rural"]
+    family_history_ascvd: bool
+
+    @model_validator(mode="after")
+    def _lipids(self) -> ChinaParRequest:
+        self._one_unit_each(required=True)
+        return self
+
+
+class News2Request(_Strict):
+    respiratory_rate: int = Field(ge=0, le=80, description="breaths per minute")
+    spo2: int = Field(ge=50, le=100, description="percent")
+    spo2_scale: Literal[1, 2] = Field(1, description="2 for hypercapnic respiratory failure")
+    on_oxygen: bool
+    sbp_mmhg: int = Field(ge=40, le=300)
+    heart_rate: int = Field(ge=20, le=300, description="beats per minute")
+    consciousness: Consciousness = Field(description="ACVPU: A alert, C new confusion, V, P, U")
+    temperature_c: float
+
+    @field_validator("temperature_c")
+    @classmethod
+    def _temperature(cls, value: float) -> float:
+        return _check_range("temperature_c", value)  # type: ignore[return-value]
+
+
+class QsofaRequest(_Strict):
+    respiratory_rate: int = Field(ge=0, le=80)
+    sbp_mmhg: int = Field(ge=40, le=300)
+    consciousness: Consciousness
+
+
+class FollowUpRequest(_Strict):
+    conditions: list[Condition] = Field(min_length=1)
+    age: int | None = Field(None, ge=18, le=120)
+    sbp_mmhg: int | None = Field(None, ge=50, le=300)
+    dbp_mmhg: int | None = Field(None, ge=20, le=200)
+    fasting_glucose_mmol_l: float | None = None
+    random_glucose_mmol_l: float | None = None
+    heart_rate: int | None = Field(None, ge=20, le=300)
+    temperature_c: float | None = None
+    consciousness: Consciousness | None = None
+    pregnant_or_lactating: bool = False
+    symptoms: list[Symptom] = Field(default_factory=list)
+    previous_visit_uncontrolled: bool = False
+    medication_adverse_reaction: bool = False
+    home_bp: list[BpReading] = Field(default_factory=list, max_length=5000)
+    home_glucose: list[GlucoseReading] = Field(default_factory=list, max_length=5000)
+
+    @field_validator("fasting_glucose_mmol_l", "random_glucose_mmol_l", "temperature_c")
+    @classmethod
+    def _ranges(cls, value: float | None, info: object) -> float | None:
+        return _check_range(info.field_name, value)  # type: ignore[attr-defined]
+
+
+class DiabetesProgressionRequest(_Strict):
+    """Inputs of the demo learned model, in the units of its training data."""
+
+    age: float = Field(ge=18, le=100)
+    bmi: float = Field(ge=12, le=70)
+    mean_arterial_pressure_mmhg: float = Field(ge=40, le=200)
+    total_cholesterol_mg_dl: float = Field(ge=40, le=800)
+    ldl_cholesterol_mg_dl: float = Field(ge=10, le=500)
+    hdl_cholesterol_mg_dl: float = Field(ge=4, le=200)
+    tc_hdl_ratio: float = Field(ge=0.5, le=30)
+    ln_triglycerides_mg_dl: float = Field(ge=2, le=9)
+    glucose_mg_dl: float = Field(ge=20, le=900)
+
+
+class AssessRequest(LipidsMixin):
+    """One patient summary; every field optional, each score computed when it can be."""
+
+    age: int | None = Field(None, ge=18, le=120)
+    sex: Literal["male", "female"] | None = None
+    region: Literal["north", "south"] | None = None
+    residence: Literal["urban", "rural"] | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+    diabetes: bool | None = None
+    current_smoker: bool | None = None
+    family_history_ascvd: bool | None = None
+    on_bp_treatment: bool | None = None
+    sbp_mmhg: int | None = Field(None, ge=40, le=300)
+    dbp_mmhg: int | None = Field(None, ge=20, le=200)
+    heart_rate: int | None = Field(None, ge=20, le=300)
+    respiratory_rate: int | None = Field(None, ge=0, le=80)
+    spo2: int | None = Field(None, ge=50, le=100)
+    spo2_scale: Literal[1, 2] = 1
+    on_oxygen: bool | None = None
+    consciousness: Consciousness | None = None
+    temperature_c: float | None = None
+    waist_cm: float | None = None
+    bmi: float | None = Field(None, ge=12, le=70)
+    fasting_glucose_mmol_l: float | None = None
+    random_glucose_mmol_l: float | None = None
+    hba1c_percent: float | None = Field(None, ge=3, le=20)
+    ldl_cholesterol_mmol_l: float | None = None
+    triglycerides_mmol_l: float | None = None
+    pregnant_or_lactating: bool = False
+    symptoms: list[Symptom] = Field(default_factory=list)
+    previous_visit_uncontrolled: bool = False
+    medication_adverse_reaction: bool = False
+    home_bp: list[BpReading] = Field(default_factory=list, max_length=5000)
+    home_glucose: list[GlucoseReading] = Field(default_factory=list, max_length=5000)
+
+    @field_validator(
+        "temperature_c",
+        "waist_cm",
+        "fasting_glucose_mmol_l",
+        "random_glucose_mmol_l",
+        "ldl_cholesterol_mmol_l",
+        "triglycerides_mmol_l",
+    )
+    @classmethod
+    def _ranges(cls, value: float | None, info: object) -> float | None:
+        return _check_range(info.field_name, value)  # type: ignore[attr-defined]
+
+    @model_validator(mode="after")
+    def _lipids(self) -> AssessRequest:
+        self._one_unit_each(required=False)
+        return self
+
+    def has_diabetes(self) -> bool | None:
+        if self.diabetes is not None:
+            return self.diabetes
+        if "type2_diabetes" in self.conditions:
+            return True
+        return None

@@ -1,0 +1,401 @@
+"""The worker: queued studies in, findings and DICOM result objects (in the outbox) out.
+
+For each job claimed from the durable queue (``db.Index.claim_job``, with a lease):
+
+1. route the study (``serving.routing``) -> bundles and the instances each one sees; no rule
+   -> ``not-processed`` with the reason;
+2. call the model deployments (Serve handles; dynamic batching happens there) with the
+   instances' Part 10 bytes, bundles of one study in parallel;
+3. triage the results (the triage bundle), derive guidance (``reports.guidance``), build the
+   result objects (``reports.build_result_objects``: SR, SEG, overlays);
+4. write the objects to the store and put them in the outbox in ONE ``add_to_outbox`` call, then
+   mark the study ``done`` with its result JSON, then finish the job.
+
+Crash safety: the result UIDs are derived from the input UIDs and model versions (reports), so a
+job re-run after ``kill -9`` writes the same files and ``add_to_outbox`` skips UIDs it already
+holds: the PACS gets one set of results. Jobs left ``processing`` by a dead worker are re-queued
+at start-up (embedded SQLite: all of them; shared PostgreSQL: this worker's, others by lease).
+A model error is retried up to ``routing.max_attempts`` times, each retry held back by an
+exponential back-off (``routing.retry_backoff_seconds``, doubling, capped), then the study is
+``failed`` with the error; the worker carries on with the next job. While a job runs, its lease is
+renewed every third of ``serving.job_lease_seconds``, so a slow study (a big CT on CPU) is never
+taken over by another instance while its worker is alive.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Protocol
+
+import pydicom
+
+from medgate.core.config import Settings
+from medgate.core.logs import phi_hash
+from medgate.models.findings import ModelResult, StudyResult, TriageResult
+from medgate.pipeline.routing import RouteDecision, Router
+from medgate.serving.metrics import MetricsSink, metrics_sink
+from medgate.store.db import Index, Job
+from medgate.trust.audit import AuditLog
+
+log = logging.getLogger(__name__)
+
+
+class ModelClient(Protocol):
+    def names(self) -> list[str]: ...
+
+    def predict(self, bundle: str, payload: list[bytes]) -> ModelResult: ...
+
+
+class NotProcessed(Exception):
+    """The study is valid but nothing applies to it (no rule, no installed bundle)."""
+
+
+def default_worker_id(settings: Settings) -> str:
+    """Stable across restarts of the same instance, so its own stale jobs can be re-queued, and
+    distinct for every instance on one host (each listens on its own DICOM port), so a starting
+    instance never re-queues the live jobs of another one sharing the database."""
+    return (
+        f"{socket.gethostname()}:{settings.dicom.ae_title}:{settings.dicom.port}:"
+        f"{Path(settings.storage.path).name}"
+    )
+
+
+class Worker:
+    """Claims jobs and runs the pipeline on them, in ``serving.worker_threads`` threads."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        index: Index,
+        client: ModelClient,
+        *,
+        store: Any | None = None,
+        audit: AuditLog | None = None,
+        bundles: dict[str, Any] | None = None,
+        metrics: MetricsSink | None = None,
+        worker_id: str | None = None,
+        on_done: Callable[[str, str], None] | None = None,
+    ) -> None:
+        from medgate.store.files import InstanceStore
+
+        self.settings = settings
+        self.index = index
+        self.client = client
+        self.store = store or InstanceStore(settings, index)
+        self.audit = audit or AuditLog(settings.audit_path, settings.audit.hash_key)
+        if bundles is None:
+            from medgate.serving.bundles import discover
+
+            bundles, _ = discover(settings)
+        self.bundles = bundles
+        self.router = Router(settings.routing.rules, available=client.names())
+        self.metrics = metrics or metrics_sink()
+        self.worker_id = worker_id or default_worker_id(settings)
+        self.on_done = on_done
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=4, thread_name_prefix="medgate-model-call"
+        )
+
+    # ------------------------------------------------------------------ lifecycle
+    def recover(self) -> int:
+        """Re-queue jobs a previous run of this instance left ``processing``."""
+        released = self.index.release_jobs_of(None if self.index.is_sqlite else self.worker_id)
+        if released:
+            log.warning("re-queued %d job(s) left in processing by a previous run", released)
+        return released
+
+    def start(self) -> Worker:
+        self.recover()
+        self._stop.clear()
+        for number in range(self.settings.serving.worker_threads):
+            thread = threading.Thread(
+                target=self._loop, name=f"medgate-worker-{number}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Finish the jobs in hand, then stop (a job cut off here is re-run at the next start)."""
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout)
+        self._threads.clear()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                worked = self.run_once()
+            except Exception:
+                log.exception("worker loop error")
+                worked = False
+            if not worked:
+                self._stop.wait(self.settings.serving.poll_seconds)
+
+    def run_once(self) -> bool:
+        """Claim and process one job; False when the queue is empty."""
+        job = self.index.claim_job(self.worker_id, self.settings.serving.job_lease_seconds)
+        if job is None:
+            return False
+        with self._lease_renewed(job):
+            self.process(job)
+        return True
+
+    @contextmanager
+    def _lease_renewed(self, job: Job) -> Iterator[None]:
+        """Renew ``job``'s lease in the background while the body runs."""
+        lease = self.settings.serving.job_lease_seconds
+        done = threading.Event()
+
+        def renew() -> None:
+            while not done.wait(lease / 3):
+                try:
+                    if not self.index.renew_lease(job.id, self.worker_id, lease):
+                        return
+                except Exception as exc:  # the database is away: the next round tries again
+                    log.warning("lease renewal of job %d failed: %s", job.id, exc)
+
+        renewer = threading.Thread(target=renew, name=f"lease-{job.id}", daemon=True)
+        renewer.start()
+        try:
+            yield
+        finally:
+            done.set()
+            renewer.join()
+
+    # ------------------------------------------------------------------ one job
+    @contextmanager
+    def _stage(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        except Exception:
+            self.metrics.inc("medgate_errors_total", (name,))
+            raise
+        finally:
+            self.metrics.observe("medgate_stage_seconds", time.perf_counter() - started, (name,))
+
+    def process(self, job: Job) -> str:
+        """Run the pipeline on ``job``'s study; returns the study's new status."""
+        uid = job.study_instance_uid
+        started = time.perf_counter()
+        try:
+            result = self._pipeline(uid)
+        except NotProcessed as exc:
+            reason = str(exc)
+            self.index.set_study_status(uid, "not-processed", reason=reason)
+            self.index.finish_job(job.id, "not-processed", error=reason)
+            log.info("study %s not processed: %s", phi_hash(uid), reason)
+            return self._finished(uid, "not-processed")
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {_one_line(exc)}"
+            if job.attempts >= self.settings.routing.max_attempts:
+                self.index.set_study_status(uid, "failed", reason=error)
+                self.index.finish_job(job.id, "failed", error=error)
+                log.error(
+                    "study %s failed after %d attempt(s): %s", phi_hash(uid), job.attempts, error
+                )
+                self.audit.record(
+                    "model-run",
+                    outcome="failure",
+                    actor=self.worker_id,
+                    study_uid=uid,
+                    details={"error": error[:500]},
+                )
+                return self._finished(uid, "failed")
+            delay = retry_delay(self.settings, job.attempts)
+            self.index.finish_job(job.id, "queued", error=error, retry_after_s=delay)
+            self.index.set_study_status(
+                uid,
+                "queued",
+                reason=f"attempt {job.attempts} failed, will retry in {delay:.0f} s: {error}",
+            )
+            log.warning(
+                "study %s attempt %d failed, retry in %.1f s: %s",
+                phi_hash(uid),
+                job.attempts,
+                delay,
+                error,
+            )
+            return "queued"
+        self.metrics.observe("medgate_stage_seconds", time.perf_counter() - started, ("total",))
+        self.index.set_study_status(
+            uid, "done", priority=result["priority"], reason=None, result=result
+        )
+        self.index.finish_job(job.id, "done")
+        return self._finished(uid, "done")
+
+    def _finished(self, uid: str, status: str) -> str:
+        self.metrics.inc("medgate_jobs_total", (status,))
+        if self.on_done is not None:
+            self.on_done(uid, status)
+        return status
+
+    def _pipeline(self, uid: str) -> dict[str, Any]:
+        with self._stage("route"):
+            rows = self.index.study_instances(uid)
+            decision = self.router.route(rows)
+        if not decision.matched:
+            raise NotProcessed(decision.reason or "no routing rule matched")
+        by_uid = {row["sop_instance_uid"]: row for row in rows}
+
+        with self._stage("model"):
+            model_results = self._run_models(uid, decision, by_uid)
+
+        with self._stage("load"):
+            used = {u for uids in decision.bundles.values() for u in uids}
+            sources = [pydicom.dcmread(by_uid[u]["path"]) for u in by_uid if u in used]
+
+        with self._stage("triage"):
+            triage = self._triage(model_results)
+        study = StudyResult(study_instance_uid=uid, model_results=model_results, triage=triage)
+        with self._stage("guidance"):
+            from medgate.clinical.guidance import guidance_for
+
+            study.guidance = list(guidance_for(study, patient_age=patient_age(sources)))
+        with self._stage("reports"):
+            from medgate.reports import build_result_objects
+
+            objects = list(build_result_objects(study, sources, self.settings.reports))
+        with self._stage("write"):
+            outbox: list[tuple[str, str, str, str]] = []
+            written: list[dict[str, str]] = []
+            for obj in objects:
+                path = self.store.write_result(obj.dataset)
+                sop_uid = str(obj.dataset.SOPInstanceUID)
+                outbox.append((sop_uid, uid, obj.kind, str(path)))
+                written.append(
+                    {
+                        "sop_instance_uid": sop_uid,
+                        "sop_class_uid": str(obj.dataset.SOPClassUID),
+                        "kind": obj.kind,
+                    }
+                )
+            added = self.index.add_to_outbox(outbox)
+        for item in written:
+            self.audit.record(
+                "result-created",
+                actor=self.worker_id,
+                study_uid=uid,
+                sop_instance_uid=item["sop_instance_uid"],
+                details={"kind": item["kind"], "queued": added > 0},
+            )
+        return study_result_json(study, decision, written)
+
+    def _run_models(
+        self, uid: str, decision: RouteDecision, by_uid: dict[str, dict[str, Any]]
+    ) -> list[ModelResult]:
+        futures: dict[str, concurrent.futures.Future[ModelResult]] = {}
+        for bundle, sop_uids in decision.bundles.items():
+            payload = [Path(by_uid[u]["path"]).read_bytes() for u in sop_uids]
+            futures[bundle] = self._pool.submit(self.client.predict, bundle, payload)
+        results: list[ModelResult] = []
+        errors: list[str] = []
+        for bundle, future in futures.items():
+            started = time.perf_counter()
+            try:
+                result = future.result()
+            except Exception as exc:
+                errors.append(f"{bundle}: {_one_line(exc)}")
+                continue
+            results.append(result)
+            self.audit.record(
+                "model-run",
+                actor=self.worker_id,
+                study_uid=uid,
+                details={
+                    "bundle": result.bundle_name,
+                    "version": result.bundle_version,
+                    "device_uid": result.device_uid,
+                    "instances": len(decision.bundles[bundle]),
+                    "present": sorted(f.label for f in result.findings if f.present),
+                    "wait_s": round(time.perf_counter() - started, 3),
+                },
+            )
+        if errors:
+            raise ModelError("; ".join(errors))
+        return results
+
+    def _triage(self, model_results: list[ModelResult]) -> TriageResult:
+        """The triage bundle's priority; the models package's rule when it is not installed."""
+        from medgate.models.triage import triage
+
+        bundle = self.bundles.get(self.settings.routing.triage_bundle)
+        return triage(model_results, bundle)
+
+
+class ModelError(RuntimeError):
+    """One or more model deployments failed for a study."""
+
+
+def study_result_json(
+    study: StudyResult, decision: RouteDecision, objects: list[dict[str, str]]
+) -> dict[str, Any]:
+    """The JSON stored with a ``done`` study and served by ``GET /api/v1/studies/{uid}``."""
+    findings: list[dict[str, Any]] = []
+    for result in study.model_results:
+        for finding in result.findings:
+            findings.append(
+                {
+                    "bundle": result.bundle_name,
+                    "version": result.bundle_version,
+                    **finding.model_dump(mode="json"),
+                }
+            )
+    triage = study.triage
+    return {
+        "routing": {"rules": decision.rules, "bundles": sorted(decision.bundles)},
+        "findings": findings,
+        "measurements": [
+            {"bundle": r.bundle_name, **m.model_dump(mode="json")}
+            for r in study.model_results
+            for m in r.measurements
+        ],
+        "models": [
+            {
+                "name": r.bundle_name,
+                "version": r.bundle_version,
+                "task": r.task,
+                "device_uid": r.device_uid,
+            }
+            for r in study.model_results
+        ],
+        "priority": triage.priority if triage else None,
+        "reasons": list(triage.reasons) if triage else [],
+        "triage": triage.model_dump(mode="json") if triage else None,
+        "guidance": [g.model_dump(mode="json") for g in study.guidance],
+        "result_objects": objects,
+    }
+
+
+def patient_age(sources: list[pydicom.Dataset]) -> int | None:
+    """Age in whole years from PatientAge (``052Y``, ``006M`` ...), for age-dependent guidance."""
+    value = str(sources[0].get("PatientAge", "") or "") if sources else ""
+    if len(value) == 4 and value[:3].isdigit() and value[3] in "DWMY":
+        per_year = {"D": 365.25, "W": 52.18, "M": 12.0, "Y": 1.0}[value[3]]
+        return int(int(value[:3]) / per_year)
+    return None
+
+
+def retry_delay(settings: Settings, attempts: int) -> float:
+    """Seconds before attempt ``attempts + 1``: the base back-off doubled per failed attempt."""
+    routing = settings.routing
+    return float(
+        min(routing.retry_backoff_max_seconds, routing.retry_backoff_seconds * 2 ** (attempts - 1))
+    )
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    text = lines[-1] if lines else type(exc).__name__
+    return text[:500]

@@ -1,0 +1,67 @@
+"""The study assembler: a study with no new instance for ``dicom.study_idle_seconds`` is queued.
+
+DICOM has no "end of study" message, so completeness is inferred from silence. A background thread
+asks the index every ``interval`` seconds to turn idle ``receiving`` studies into queued jobs (one
+transaction in ``Index.enqueue_idle_studies``). A late instance sets the study back to
+``receiving`` (``Index.record_instance``) and, after the next idle period, the study is queued
+again, so the late instance is processed too.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from medgate.core.logs import phi_hash
+from medgate.store.db import Index
+
+log = logging.getLogger(__name__)
+
+
+class StudyAssembler:
+    """Background thread: ``start()``, ``stop()``; ``run_once()`` does one pass (for tests)."""
+
+    def __init__(
+        self,
+        index: Index,
+        idle_seconds: float,
+        *,
+        interval: float | None = None,
+        audit: object | None = None,
+    ) -> None:
+        self.index = index
+        self.idle_seconds = idle_seconds
+        # Check often enough that a study waits at most ~1.25x its idle time, but not busily.
+        self.interval = interval if interval is not None else min(max(idle_seconds / 4, 0.1), 5.0)
+        self.audit = audit
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def run_once(self) -> list[str]:
+        queued = self.index.enqueue_idle_studies(self.idle_seconds)
+        for uid in queued:
+            log.info("study %s complete (idle %.1f s): queued", phi_hash(uid), self.idle_seconds)
+            record = getattr(self.audit, "record", None)
+            if record is not None:
+                record("study-queued", study_uid=uid, details={"idle_seconds": self.idle_seconds})
+        return queued
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.run_once()
+            except Exception:  # the database may be busy or briefly unreachable: try again
+                log.exception("study assembler pass failed")
+
+    def start(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="medgate-assembler", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
