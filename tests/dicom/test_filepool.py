@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from medgate.dicom import filepool
+from medgate.store import filepool
 from medgate.store.filepool import POOL_FOLDER, FilePool, abandoned_pools, write_all
 
 

@@ -14,7 +14,7 @@ from medgate.api.app import create_app
 from medgate.api.routes_models import model_app
 from medgate.core.config import Settings
 from medgate.models.registry import discover_bundles
-from medgate.serving import routes_models
+from medgate.api import routes_models
 from medgate.serving.deployments import LocalModelClient
 from medgate.serving.inference import load_predictor
 from medgate.serving.metrics import MetricsStore

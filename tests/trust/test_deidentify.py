@@ -61,7 +61,7 @@ def read(path: Path) -> Dataset:
 
 def table_rows() -> dict[int, dict[str, str]]:
     """Table E.1-1 read straight from the packaged file (independently of the implementation)."""
-    text = resources.files("medgate.datasets").joinpath("annex_e_table.json").read_text()
+    text = resources.files("medgate.trust").joinpath("annex_e_table.json").read_text()
     rows = {}
     for row in json.loads(text)["rows"]:
         tag = row["tag"].replace(",", "")
