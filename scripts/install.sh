@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Install everything medgate needs on a fresh Debian machine with Python 3.11:
 # Orthanc (the PACS of the demo and tests), DCMTK and dicom3tools (peers and validators),
-# a CJK font (Chinese guidance rendered into result images), PostgreSQL (the shared index of
-# multi-instance deployments, tested for real), and a virtual environment in .venv
+# PixelMed (DicomSRValidator, the TID 1500 validator), Debian's chromium and its driver (browser
+# tests of the web pages), a CJK font (Chinese guidance rendered into result images), PostgreSQL
+# (the shared index of multi-instance deployments, tested for real), and a virtual environment in .venv
 # with the CPU build of torch pinned (any other torch spec pulls a multi-GB CUDA build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +14,9 @@ command -v storescu >/dev/null 2>&1 || need+=(dcmtk)
 command -v dciodvfy >/dev/null 2>&1 || need+=(dicom3tools)
 ls /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc >/dev/null 2>&1 || need+=(fonts-noto-cjk)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+command -v DicomSRValidator >/dev/null 2>&1 || [ -f /usr/share/java/pixelmed.jar ] || need+=(pixelmed-apps)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -ne 0 ] && sudo=sudo

@@ -15,7 +15,7 @@ def test_migrated_schema_matches_the_tables_the_code_queries(database_url: str) 
     with index.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), metadata)
     assert diff == []
-    assert migrations.current_revision(index.engine) == migrations.head_revision()
+    assert migrations.current_revisions(index.engine) == migrations.head_revisions()
 
 
 def test_upgrade_from_the_first_revision_keeps_stored_rows(database_url: str) -> None:
@@ -31,7 +31,7 @@ def test_upgrade_from_the_first_revision_keeps_stored_rows(database_url: str) ->
         )
     engine.dispose()
     index = Index(database_url)  # opens = upgrades to head
-    assert migrations.current_revision(index.engine) == migrations.head_revision()
+    assert migrations.current_revisions(index.engine) == migrations.head_revisions()
     assert index.get_study("1.2.3")["status"] == "done"
     index.add_to_outbox([("1.2.3.99", "1.2.3", "sr", "/r.dcm")])
     assert index.due_outbox()[0].refusals == 0

@@ -3,7 +3,8 @@
 ``upgrade(engine)`` brings any database — SQLite or PostgreSQL, empty or holding data from an
 older medgate — to the schema of this release, so an upgrade keeps every stored row. Revisions
 live in ``versions/``; each writes its DDL with Alembic operations, one code path for both
-databases.
+databases. Independent features may add revisions that branch from the same parent (several
+heads); ``upgrade`` applies them all.
 """
 
 from __future__ import annotations
@@ -25,20 +26,19 @@ def alembic_config() -> Config:
     return config
 
 
-def head_revision() -> str:
-    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
-    assert head is not None
-    return head
+def head_revisions() -> frozenset[str]:
+    """This release's heads: features may branch from one revision, each a head of its own."""
+    return frozenset(ScriptDirectory.from_config(alembic_config()).get_heads())
 
 
-def current_revision(engine: Engine) -> str | None:
+def current_revisions(engine: Engine) -> frozenset[str]:
     with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+        return frozenset(MigrationContext.configure(conn).get_current_heads())
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Migrate the database behind ``engine`` to ``revision`` (default: this release's head)."""
-    if revision == "head" and current_revision(engine) == head_revision():
+def upgrade(engine: Engine, revision: str = "heads") -> None:
+    """Migrate the database behind ``engine`` to ``revision`` (default: every head)."""
+    if revision == "heads" and current_revisions(engine) == head_revisions():
         return
     config = alembic_config()
     with engine.begin() as conn:

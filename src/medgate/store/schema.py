@@ -1,0 +1,79 @@
+"""The schema the code queries: one SQLAlchemy Core ``MetaData`` for SQLite and PostgreSQL.
+
+Every table of the store is declared here, so that ``medgate.store.migrations`` (Alembic) and the
+test that compares the migrated database with this module see one complete picture. The modules
+beside this one (``db`` and its successors) read and write these tables.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+STUDY_STATUSES = ("receiving", "queued", "processing", "done", "failed", "not-processed")
+OUTBOX_STATUSES = ("pending", "sent", "dead")
+
+metadata = sa.MetaData()
+
+instances = sa.Table(
+    "instances",
+    metadata,
+    sa.Column("sop_instance_uid", sa.String(64), primary_key=True),
+    sa.Column("study_instance_uid", sa.String(64), nullable=False, index=True),
+    sa.Column("series_instance_uid", sa.String(64), nullable=False),
+    sa.Column("sop_class_uid", sa.String(64), nullable=False),
+    sa.Column("transfer_syntax_uid", sa.String(64), nullable=False),
+    sa.Column("modality", sa.String(16)),
+    sa.Column("body_part", sa.String(64)),
+    sa.Column("series_description", sa.String(128)),
+    sa.Column("instance_number", sa.Integer),
+    sa.Column("calling_ae", sa.String(16)),
+    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("path", sa.String(512), nullable=False),
+)
+
+studies = sa.Table(
+    "studies",
+    metadata,
+    sa.Column("study_instance_uid", sa.String(64), primary_key=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("last_instance_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("priority", sa.String(16)),
+    sa.Column("reason", sa.Text),
+    sa.Column("result_json", sa.Text),
+)
+
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("study_instance_uid", sa.String(64), nullable=False, index=True),
+    sa.Column("status", sa.String(16), nullable=False, index=True),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("claimed_at", sa.DateTime(timezone=True)),
+    sa.Column("lease_until", sa.DateTime(timezone=True)),
+    sa.Column("claimed_by", sa.String(128)),
+    sa.Column("finished_at", sa.DateTime(timezone=True)),
+    sa.Column("error", sa.Text),
+)
+
+outbox = sa.Table(
+    "outbox",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("sop_instance_uid", sa.String(64), nullable=False, unique=True),
+    sa.Column("study_instance_uid", sa.String(64), nullable=False, index=True),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("path", sa.String(512), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False, index=True),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("refusals", sa.Integer, nullable=False, default=0, server_default="0"),
+    sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("sent_at", sa.DateTime(timezone=True)),
+    sa.Column("last_error", sa.Text),
+)
