@@ -262,6 +262,60 @@ class DeidConfig(BaseModel):
     )
 
 
+class Hl7Destination(BaseModel):
+    """A site's HIS/EHR that takes HL7 v2 ORU^R01 result messages over MLLP."""
+
+    host: str
+    port: int = Field(ge=1, le=65535)
+    receiving_application: str = Field("HIS", description="MSH-5")
+    receiving_facility: str = Field("", description="MSH-6; empty = the site's name")
+
+
+class SiteConfig(BaseModel):
+    """A primary-care site (``[[sites]]``): the AEs that send its studies, where its results go,
+    and the bearer tokens that see only its studies, results and FHIR resources."""
+
+    name: str = Field(min_length=1, max_length=64)
+    calling_aes: list[str] = Field(
+        default_factory=list, description="calling AE titles of its modalities / PACS"
+    )
+    hl7: Hl7Destination | None = Field(None, description="its HIS (ORU^R01 over MLLP)")
+    notify_channels: list[str] = Field(
+        default_factory=list, description="names of [[notify.channels]] that serve this site"
+    )
+    tokens: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="site-scoped bearer token -> scopes (results, fhir); sees this site only",
+    )
+
+
+class Hl7DeliveryConfig(BaseModel):
+    """How ORU^R01 messages are sent: MSH-3/4, time-outs, retries and the dead letter."""
+
+    sending_application: str = Field("MEDGATE", description="MSH-3")
+    sending_facility: str = Field("", description="MSH-4; empty = reports.institution_name")
+    connect_timeout_s: float = Field(10.0, gt=0)
+    ack_timeout_s: float = Field(30.0, gt=0, description="wait this long for the ACK")
+    max_attempts: int = Field(5, ge=1, description="AE/AR answers before the dead letter")
+    backoff_seconds: float = Field(1.0, gt=0)
+    backoff_max_seconds: float = Field(60.0, gt=0)
+    lease_seconds: float = Field(60.0, gt=0, description="a claimed message's send lease")
+    poll_seconds: float = Field(1.0, gt=0, description="delivery loop interval")
+
+
+class FhirDeliveryConfig(BaseModel):
+    """The FHIR R4 endpoints medgate serves (``/fhir``)."""
+
+    enabled: bool = True
+
+
+class DeliveryConfig(BaseModel):
+    """Delivery of results to the sites' own systems (HL7 v2, FHIR)."""
+
+    hl7: Hl7DeliveryConfig = Field(default_factory=Hl7DeliveryConfig)
+    fhir: FhirDeliveryConfig = Field(default_factory=FhirDeliveryConfig)
+
+
 class Settings(BaseSettings):
     """medgate's effective configuration."""
 
@@ -283,6 +337,8 @@ class Settings(BaseSettings):
     audit: AuditConfig = Field(default_factory=AuditConfig)
     tls: TlsConfig = Field(default_factory=TlsConfig)
     deid: DeidConfig = Field(default_factory=DeidConfig)
+    sites: list[SiteConfig] = Field(default_factory=list)
+    delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
 
     @classmethod
     def settings_customise_sources(
@@ -356,6 +412,16 @@ def settings_to_toml(settings: Settings) -> str:
         return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
     for section, values in data.items():
+        if isinstance(values, list):  # [[sites]]: an array of tables; tokens are secrets
+            for item in values:
+                lines.append(f"[[{section}]]")
+                for key, value in item.items():
+                    if key == "tokens" and value:
+                        value = {"(redacted)": sorted({s for v in value.values() for s in v})}
+                    if value is not None:
+                        lines.append(f"{key} = {scalar(value)}")
+                lines.append("")
+            continue
         tables = {
             k: v for k, v in values.items() if isinstance(v, list) and v and isinstance(v[0], dict)
         }
