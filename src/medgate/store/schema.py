@@ -77,3 +77,42 @@ outbox = sa.Table(
     sa.Column("sent_at", sa.DateTime(timezone=True)),
     sa.Column("last_error", sa.Text),
 )
+
+# ---------------------------------------------------------------------------------------------
+# Delivery to the sites' own systems (medgate.delivery, store.deliveries; revision 0003_deliveries)
+
+DELIVERY_STATUSES = ("pending", "delivered", "dead-letter")
+REPORT_STATUSES = ("preliminary", "final")
+
+deliveries = sa.Table(
+    "deliveries",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("message_id", sa.String(64), nullable=False, unique=True),
+    sa.Column("study_instance_uid", sa.String(64), nullable=False, index=True),
+    sa.Column("site", sa.String(64), nullable=False),
+    sa.Column("destination", sa.String(128), nullable=False),
+    sa.Column("channel", sa.String(16), nullable=False),
+    sa.Column("result_status", sa.String(1), nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False, index=True),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("refusals", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("lease_until", sa.DateTime(timezone=True)),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("delivered_at", sa.DateTime(timezone=True)),
+    sa.Column("ack_code", sa.String(2)),
+    sa.Column("last_error", sa.Text),
+)
+
+result_reports = sa.Table(
+    "result_reports",
+    metadata,
+    sa.Column("study_instance_uid", sa.String(64), primary_key=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("issued_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("final_at", sa.DateTime(timezone=True)),
+    sa.Column("verified_by", sa.String(128)),
+    sa.Column("final_result_json", sa.Text),
+)
