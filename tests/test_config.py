@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel, Field, SecretStr
+from tests.support.configs import settings_to_toml
 
-from medgate.core.config import ConfigError, load_settings, settings_to_toml
+from medgate.core.config import ConfigError, load_settings
+from medgate.core.redaction import REDACTED, mask_url_password, redacted_toml
 
 
 def test_defaults_match_the_documented_contract() -> None:
@@ -78,3 +83,54 @@ def test_settings_round_trip_through_toml(tmp_path: Path) -> None:
     path.write_text(settings_to_toml(settings))
     again = load_settings(path)
     assert again.model_dump() == settings.model_dump()
+
+
+def test_config_show_redacts_tokens_keys_and_the_database_password() -> None:
+    environment = {
+        **os.environ,
+        "MEDGATE_API__TOKENS": '{"hook-probe-token-7": ["cds"]}',
+        "MEDGATE_AUDIT__HASH_KEY": "hook-probe-key-7",
+        "MEDGATE_DEID__KEY": "hook-probe-deid-7",
+        "MEDGATE_STORAGE__DATABASE_URL": "postgresql+psycopg://medgate:hook-probe-pw-7@db:5432/m",
+        "MEDGATE_SITES": '[{"name": "clinic-1", "tokens": {"hook-probe-site-7": ["results"]}}]',
+    }
+    shown = subprocess.run(
+        [sys.executable, "-m", "medgate.cli.main", "config", "show"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=environment,
+    )
+    assert "hook-probe-" not in shown.stdout + shown.stderr
+    data = tomllib.loads(shown.stdout)  # still valid TOML, written by tomli-w
+    assert data["audit"]["hash_key"] == REDACTED
+    assert data["deid"]["key"] == REDACTED
+    assert data["api"]["tokens"] == {f"{REDACTED} 1": ["cds"]}  # how many, and their scopes
+    assert data["sites"][0]["tokens"] == {f"{REDACTED} 1": ["results"]}
+    assert data["storage"]["database_url"] == f"postgresql+psycopg://medgate:{REDACTED}@db:5432/m"
+
+
+class _FutureSection(BaseModel):
+    """Fields that another section may add later: redacted without anyone listing them."""
+
+    smtp_password: str = "pw-1"
+    jwt_secret: str = "pw-2"
+    client_credentials: dict[str, str] = Field(default_factory=lambda: {"id-1": "pw-3"})
+    api_key: SecretStr = SecretStr("pw-4")
+    opaque: str = Field("pw-5", json_schema_extra={"secret": True})
+    webhook_url: str = "https://bot:pw-6@hooks.example/notify?x=1"
+    key_file: str = "/etc/medgate/key.pem"  # a path to a key is not itself a secret
+    host: str = "smtp.example"
+    no_password: str | None = None
+
+
+def test_redaction_is_generic_by_name_type_declaration_and_url() -> None:
+    text = redacted_toml(_FutureSection())
+    assert "pw-" not in text
+    data = tomllib.loads(text)
+    assert data["webhook_url"] == f"https://bot:{REDACTED}@hooks.example/notify?x=1"
+    assert data["key_file"] == "/etc/medgate/key.pem"
+    assert data["host"] == "smtp.example"
+    assert "no_password" not in data  # unset stays visibly unset
+    assert mask_url_password("sqlite:////var/x.sqlite") == "sqlite:////var/x.sqlite"
+    assert mask_url_password("postgresql://user@db/x") == "postgresql://user@db/x"

@@ -26,9 +26,10 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "serving"))
 
 from helpers import phantom_bytes, serving_overrides, study_uid_of, wait_for, write_bundle
 from test_processes import ServeProcess, _started
+from tests.support.configs import settings_to_toml
 
 from dicom.helpers import storescu, storescu_successes
-from medgate.core.config import Settings, settings_to_toml
+from medgate.core.config import Settings
 from medgate.core.ports import free_port
 from medgate.dicom.orthanc import OrthancServer
 from medgate.store.db import Index

@@ -15,8 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 from helpers import orthanc_kinds, phantom_bytes, study_uid_of, wait_for
+from tests.support.configs import settings_to_toml
 
-from medgate.core.config import Settings, settings_to_toml
+from medgate.core.config import Settings
 from medgate.core.ports import free_port
 from medgate.dicom.orthanc import OrthancServer
 from medgate.store.db import Index

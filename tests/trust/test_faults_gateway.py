@@ -37,8 +37,9 @@ from faults_helpers import (
 from faults_helpers import count_injection as _count
 from gateway_helpers import GatewayProcess, serving_helpers, wait_for
 from pydicom.filereader import dcmread
+from tests.support.configs import settings_to_toml
 
-from medgate.core.config import Settings, settings_to_toml
+from medgate.core.config import Settings
 from medgate.core.ports import free_port
 from medgate.dicom.orthanc import OrthancServer
 from medgate.store.db import Index

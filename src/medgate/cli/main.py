@@ -27,11 +27,12 @@ def version() -> None:
 
 @config_app.command("show")
 def config_show(config: ConfigOption = None) -> None:
-    """Print the effective configuration (defaults + file + environment) as TOML."""
-    from medgate.core.config import settings_to_toml
+    """Print the effective configuration (defaults + file + environment) as TOML, with every
+    secret (tokens, keys, passwords, the password of a database URL) redacted."""
+    from medgate.core.redaction import redacted_toml
 
     settings = settings_or_exit(config)
-    typer.echo(settings_to_toml(settings))
+    typer.echo(redacted_toml(settings))
 
 
 def _register_subcommands() -> None:

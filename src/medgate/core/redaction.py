@@ -1,0 +1,109 @@
+"""Settings as TOML with every secret replaced, for ``medgate config show`` and support requests.
+
+A value is secret when its field is declared secret (``json_schema_extra={"secret": True}``), when
+its type is pydantic's ``SecretStr`` / ``SecretBytes``, or when the field's name ends in a word
+that names a secret (``password``, ``secret``, ``token(s)``, ``key(s)``, ``credentials``): a field
+added later (an SMTP password, a JWT secret) is therefore redacted without anybody remembering to.
+A password inside any URL (``storage.database_url``, a webhook, an SMTP URL) is masked too.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import PurePath
+from typing import Any, get_args
+from urllib.parse import urlsplit, urlunsplit
+
+import tomli_w
+from pydantic import BaseModel, SecretBytes, SecretStr
+from pydantic.fields import FieldInfo
+
+REDACTED = "<redacted>"
+
+#: The last word of a field name (words split at "_") that marks its value as a secret.
+SECRET_WORDS = frozenset(
+    {"password", "passwd", "passphrase", "secret", "token", "tokens", "key", "keys", "credentials"}
+)
+_URL_WITH_USER = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*@")
+
+
+def is_secret_field(name: str, info: FieldInfo) -> bool:
+    """Whether the field ``name`` holds a secret, by declaration, by type or by its name."""
+    extra = info.json_schema_extra
+    if isinstance(extra, dict) and extra.get("secret") is True:
+        return True
+    types = (info.annotation, *get_args(info.annotation))
+    if any(kind in (SecretStr, SecretBytes) for kind in types):
+        return True
+    return name.lower().rsplit("_", 1)[-1] in SECRET_WORDS
+
+
+def mask_url_password(text: str) -> str:
+    """``scheme://user:pass@host/x`` -> ``scheme://user:<redacted>@host/x``; other text as is."""
+    if not _URL_WITH_USER.match(text):
+        return text
+    parts = urlsplit(text)
+    if parts.password is None:
+        return text
+    userinfo, _, hostinfo = parts.netloc.rpartition("@")
+    user = userinfo.split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:{REDACTED}@{hostinfo}"))
+
+
+def _hidden(value: Any) -> Any:
+    """A secret's stand-in that keeps its shape: how many tokens there are and their scopes."""
+    if value is None or value == "" or value == {} or value == []:
+        return value  # "not set" is worth seeing and reveals nothing
+    if isinstance(value, dict):
+        return {
+            f"{REDACTED} {number}": _plain(item) if not isinstance(item, str) else REDACTED
+            for number, item in enumerate(value.values(), start=1)
+        }
+    if isinstance(value, list):
+        return [REDACTED for _ in value]
+    return REDACTED
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as TOML-ready data, secrets in nested models redacted, URL passwords masked."""
+    if isinstance(value, BaseModel):
+        return redacted_model(value)
+    if isinstance(value, SecretStr | SecretBytes):
+        return REDACTED
+    if isinstance(value, dict):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_plain(item) for item in value]
+    if isinstance(value, str):
+        return mask_url_password(value)
+    if isinstance(value, PurePath):
+        return str(value)
+    return value
+
+
+def redacted_model(model: BaseModel) -> dict[str, Any]:
+    """The model's fields as plain data with every secret replaced by ``<redacted>``."""
+    data: dict[str, Any] = {}
+    for name, info in type(model).model_fields.items():
+        value = getattr(model, name)
+        data[name] = _hidden(_plain(value)) if is_secret_field(name, info) else _plain(value)
+    return data
+
+
+def _without_none(value: Any) -> Any:
+    # TOML has no null: an unset key is simply left out (and reads back as its default).
+    if isinstance(value, dict):
+        return {key: _without_none(item) for key, item in value.items() if item is not None}
+    if isinstance(value, list):
+        return [_without_none(item) for item in value if item is not None]
+    return value
+
+
+def data_to_toml(data: dict[str, Any]) -> str:
+    """Plain data (``model_dump(mode="json")`` or ``redacted_model``) as TOML text."""
+    return tomli_w.dumps(_without_none(data))
+
+
+def redacted_toml(model: BaseModel) -> str:
+    """The configuration as TOML with every secret redacted: safe to print and to paste."""
+    return data_to_toml(redacted_model(model))
