@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 
 from medgate.core.config import Settings
+from medgate.core.serve_checks import open_dicom_warning
 from medgate.delivery.pacs import ResultSender
 from medgate.dicom.receiver import StorageReceiver
 from medgate.dicom.retriever import Retriever
@@ -64,6 +65,9 @@ class DicomService:
         if self.running:
             return self
         self.store.recover()  # before the receiver writes: partial files, rows without files
+        open_door = open_dicom_warning(self.settings)
+        if open_door:
+            log.warning("%s", open_door)
         self.receiver.start()
         self.assembler.start()
         if self.sender is not None:

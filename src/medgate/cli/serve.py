@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from medgate.cli.common import ConfigOption, console, fail, settings_or_exit
 
@@ -46,8 +47,15 @@ def serve_command(config: ConfigOption = None, ray_address: RayAddressOption = N
     """Run the gateway: Ray (local or joined), the HTTP API and models on Ray Serve, the DICOM
     receiver and sender, and the worker. Stops cleanly on Ctrl-C / SIGTERM."""
     from medgate.cli.gateway import Gateway
+    from medgate.core.serve_checks import anonymous_api_warning, serve_refusals
 
     settings = settings_or_exit(config)
+    refusals = serve_refusals(settings)
+    if refusals:
+        fail("medgate serve will not start: " + "; and ".join(refusals))
+    warning = anonymous_api_warning(settings)
+    if warning:
+        console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
     gateway = Gateway(settings, ray_address)
     try:
         gateway.start()

@@ -18,6 +18,8 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 ENV_PREFIX = "MEDGATE_"
 CONFIG_ENV = "MEDGATE_CONFIG"
+#: The audit key shipped as default: public, so ``medgate serve`` refuses it (core/serve_checks.py).
+DEFAULT_HASH_KEY = "change-me"
 
 
 class ConfigError(ValueError):
@@ -93,6 +95,11 @@ class ApiConfig(BaseModel):
         None, description="expected JWT aud (this service's CDS Hooks base URL); none = not checked"
     )
     cds_jwt_max_age_s: int = Field(300, ge=1, description="longest accepted JWT lifetime (exp-iat)")
+    allow_anonymous: bool = Field(
+        False,
+        description="serve a non-loopback api.host with no tokens and no JWT issuers (open to "
+        "anyone who reaches it); medgate serve warns at every start",
+    )
 
 
 class BundleServingConfig(BaseModel):
@@ -122,6 +129,11 @@ class ModelsConfig(BaseModel):
     target_ongoing_requests: float = Field(4.0, gt=0, description="autoscaling target per replica")
     bundles: dict[str, BundleServingConfig] = Field(
         default_factory=dict, description="per-bundle overrides of the serving keys above"
+    )
+    trusted: list[str] = Field(
+        default_factory=list,
+        description="bundles approved to run their own MONAI inference config, as "
+        "'<name>@<sha256 of configs/ and models/>' (`medgate models list` prints the entry)",
     )
 
 
@@ -221,7 +233,7 @@ class AuditConfig(BaseModel):
 
     path: Path | None = Field(None, description="default: <storage.path>/audit.jsonl")
     hash_key: str = Field(
-        "change-me", description="HMAC key for identifiers in logs and the audit trail"
+        DEFAULT_HASH_KEY, description="HMAC key for identifiers in logs and the audit trail"
     )
 
 
