@@ -5,7 +5,13 @@
 #   docker build --build-arg VARIANT=cuda -t medgate:cuda .    # onnxruntime-gpu + CUDA torch
 #   docker build --build-arg PIP_NO_INDEX=1 -t medgate .       # air-gapped: deploy/wheelhouse only
 #   cp proxy-ca.pem deploy/build-ca/ && docker build -t medgate .   # TLS-intercepting proxy
-#   docker run -p 11112:11112 -p 8000:8000 medgate
+#   docker run -p 11112:11112 -p 8000:8000 -e MEDGATE_AUDIT__HASH_KEY=$(openssl rand -hex 32) \
+#     -e MEDGATE_API__TOKENS="{\"$(openssl rand -hex 32)\": [\"admin\"]}" medgate
+#
+# The image listens on all interfaces, so `medgate serve` refuses to start without an audit key
+# of the site's own and without API tokens (token -> scopes: cds, results, admin); callers send
+# `Authorization: Bearer <token>`. MEDGATE_API__ALLOW_ANONYMOUS=true serves the API open on
+# purpose (a warning at every start). See docs/configuration.md, "Secure by default".
 #
 # BASE_IMAGE is any image with Python 3.11 and its venv module (python:3.11-slim-bookworm, or
 # Debian bookworm with python3 + python3-venv); sites point it at their own registry. The build
@@ -165,7 +171,8 @@ COPY deploy/docker/ray-worker.sh /usr/local/bin/medgate-ray-worker
 COPY models/ /opt/medgate-models/
 
 # Everything is configured by MEDGATE_<SECTION>__<KEY> (see docs/configuration.md) or a TOML
-# file at MEDGATE_CONFIG; these defaults make the container listen on all interfaces.
+# file at MEDGATE_CONFIG; these defaults make the container listen on all interfaces (hence the
+# audit key and API tokens that `docker run` must pass, see the top of this file).
 ENV PATH=/opt/medgate/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -329,12 +330,16 @@ class Gateway:
         return f"http://127.0.0.1:{self.http_port}"
 
 
-def http_json(url: str, body: object | None = None, timeout: float = 10) -> tuple[int, object]:
-    """GET (or POST ``body`` as JSON) and return status and decoded JSON."""
+def http_json(
+    url: str, body: object | None = None, timeout: float = 10, token: str | None = None
+) -> tuple[int, object]:
+    """GET (or POST ``body`` as JSON), with ``token`` as bearer token if given; return status and
+    decoded JSON."""
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(
-        url, data=data, headers={"Content-Type": "application/json"} if data else {}
-    )
+    headers = {"Content-Type": "application/json"} if data else {}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(url, data=data, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, json.loads(response.read() or b"null")
@@ -362,8 +367,10 @@ def _diagnostics(docker: Docker, container: str) -> str:
 
 @pytest.fixture(scope="session")
 def gateway(docker: Docker, image: str) -> Iterator[Gateway]:
-    """``docker run`` of the image with nothing but published ports: the default entrypoint
-    (``medgate serve``) must give a working gateway. Removed by its id at the end."""
+    """``docker run`` of the image with published ports, an audit key and the API opened on
+    purpose (``api.allow_anonymous``: the ports are published on the host's loopback only): the
+    default entrypoint (``medgate serve``) must give a working gateway. Removed by its id at the
+    end."""
     http_port, dicom_port = free_port(), free_port()
     container = docker.run(
         "run",
@@ -376,6 +383,10 @@ def gateway(docker: Docker, image: str) -> Iterator[Gateway]:
         f"127.0.0.1:{dicom_port}:11112",
         "--env",
         "MEDGATE_SERVING__RAY_NUM_CPUS=2",
+        "--env",
+        f"MEDGATE_AUDIT__HASH_KEY={secrets.token_hex(16)}",
+        "--env",
+        "MEDGATE_API__ALLOW_ANONYMOUS=true",
         image,
     ).stdout.strip()
     docker.containers.append(container)

@@ -81,6 +81,9 @@ def _site_config(folder: Path) -> Path:
         '[storage]\npath = "/var/lib/medgate/storage"\n'
         '[models]\npath = "/opt/medgate-models"\n'
         "[dicom]\nstudy_idle_seconds = 1\n"
+        f'[audit]\nhash_key = "{secrets.token_hex(16)}"\n'
+        # the head's API listens on 0.0.0.0 in its container, published on the host's loopback
+        "[api]\nallow_anonymous = true\n"
     )
     (folder / "serve.yaml").write_text(_serve_config())
     for path in [folder, *folder.iterdir()]:

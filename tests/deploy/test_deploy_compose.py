@@ -58,6 +58,9 @@ print(json.dumps({"nodes": sorted(nodes.values()), "replicas": list(replicas.val
                   "tasks": tasks}))
 """
 
+# The HTTP API's bearer token (compose.yaml requires MEDGATE_API_TOKENS).
+API_TOKEN = secrets.token_hex(32)
+
 # A short study idle time, and Ray Serve's task events on (off by default, a documented Ray
 # switch that sites turn on to see where requests ran): the state API then lists each request a
 # replica handled, with its node.
@@ -135,6 +138,7 @@ def stack(
         "RAY_AUTH_TOKEN": secrets.token_hex(32),
         "POSTGRES_PASSWORD": secrets.token_hex(16),
         "MEDGATE_HASH_KEY": secrets.token_hex(16),
+        "MEDGATE_API_TOKENS": json.dumps({API_TOKEN: ["admin"]}),
         "MEDGATE_HEAD_CPUS": "0",
         "MEDGATE_WORKER_CPUS": "4",
         "MEDGATE_HTTP_PUBLISH": f"127.0.0.1:{http_port}",
@@ -221,7 +225,9 @@ def test_compose_study_ends_with_its_sr_in_orthanc(stack: Stack, tmp_path: Path)
         series = _orthanc(stack, "/tools/find", query)
         if series:
             break
-        status, body = http_json(f"http://127.0.0.1:{stack.http_port}/api/v1/studies/{study}")
+        status, body = http_json(
+            f"http://127.0.0.1:{stack.http_port}/api/v1/studies/{study}", token=API_TOKEN
+        )
         if isinstance(body, dict) and body.get("status") in ("failed", "not-processed"):
             pytest.fail(f"study {body['status']}: {json.dumps(body)[:3000]}")
         time.sleep(3)
@@ -233,7 +239,9 @@ def test_compose_study_ends_with_its_sr_in_orthanc(stack: Stack, tmp_path: Path)
     tags = _orthanc(stack, f"/instances/{instance}/simplified-tags")
     assert isinstance(tags, dict)
     assert tags["StudyInstanceUID"] == study and tags["Modality"] == "SR"
-    status, body = http_json(f"http://127.0.0.1:{stack.http_port}/api/v1/studies/{study}")
+    status, body = http_json(
+        f"http://127.0.0.1:{stack.http_port}/api/v1/studies/{study}", token=API_TOKEN
+    )
     assert status == 200 and isinstance(body, dict) and body["status"] == "done", body
 
     state = json.loads(

@@ -145,6 +145,14 @@ def test_image_metadata(docker: Docker, image: str) -> None:
     assert env["MEDGATE_MODELS__PATH"] == "/opt/medgate-models"
 
 
+def test_plain_docker_run_refuses_an_open_gateway(docker: Docker, image: str) -> None:
+    """The image listens on 0.0.0.0: with no audit key and no API tokens of the site's own,
+    ``medgate serve`` refuses to start and says which variables to set."""
+    result = docker.run("run", "--rm", "--env", "COLUMNS=400", image, check=False, timeout=60)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "MEDGATE_AUDIT__HASH_KEY" in result.stderr and "MEDGATE_API__TOKENS" in result.stderr
+
+
 def test_demo_bundles_are_inside(docker: Docker, built_image: BuiltImage) -> None:
     """The bundles of the build context (models/) are in the image, and those the registry
     accepts are listed by ``medgate models list`` inside it."""
