@@ -1,34 +1,43 @@
-"""Deterministic UIDs for result objects.
+"""The one maker of deterministic DICOM UIDs: result objects, model devices, phantom studies.
 
 The durability rules ask that a study processed twice yields one set of results: the PACS then
 replaces an object instead of storing a duplicate. So every UID medgate writes is a hash of what
 the object is derived from (source study, source instances, bundle names and versions, object
-kind), never a random or time-based value.
+kind; a model's weights; a phantom's seed), never a random or time-based value.
+
+The UIDs are under the ``2.25`` root (PS3.5 B.2: a UUID as one integer), the UUID being a
+name-based (version 5 layout) one from SHA-256 of the parts: no organisation root is needed, and
+nothing medgate writes borrows pydicom's root, which is meant for pydicom's own examples.
 """
 
 from __future__ import annotations
 
+import hashlib
+import uuid
 from collections.abc import Iterable
 
-from pydicom.uid import PYDICOM_ROOT_UID, generate_uid
+UUID_ROOT = "2.25."
 
-#: Root under which result UIDs are made (pydicom's root; ``generate_uid`` hashes the parts).
-UID_PREFIX = PYDICOM_ROOT_UID
+#: Joins the parts: it cannot occur in a UID, so ("1.2", "3") and ("1.", "23") stay apart.
+_SEPARATOR = "\x1f"
 
 
-def result_uid(*parts: str) -> str:
+def derived_uid(*parts: str) -> str:
     """A UID that depends only on ``parts`` (order matters): same parts, same UID.
 
-    >>> result_uid("1.2.3", "sr") == result_uid("1.2.3", "sr")
+    >>> derived_uid("1.2.3", "sr") == derived_uid("1.2.3", "sr")
+    True
+    >>> derived_uid("1.2.3", "sr").startswith("2.25.")
     True
     """
     if not parts:
-        raise ValueError("result_uid needs at least one part to derive the UID from")
+        raise ValueError("derived_uid needs at least one part to derive the UID from")
     for part in parts:
         if not isinstance(part, str):
-            raise TypeError(f"result_uid parts must be str, got {type(part).__name__}")
-    # A separator that cannot occur in UIDs keeps ("1.2", "3") apart from ("1.", "23").
-    return str(generate_uid(prefix=UID_PREFIX, entropy_srcs=["\x1f".join(parts)]))
+            raise TypeError(f"derived_uid parts must be str, got {type(part).__name__}")
+    digest = hashlib.sha256(_SEPARATOR.join(parts).encode()).digest()[:16]
+    name_based = uuid.UUID(bytes=digest, version=5)  # RFC 4122 version and variant bits
+    return f"{UUID_ROOT}{name_based.int}"
 
 
 def run_set_parts(

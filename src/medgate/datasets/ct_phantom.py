@@ -27,7 +27,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, CTImageStorage, ExplicitVRLittleEndian
 from tqdm import tqdm
 
-from medgate.models.bundle import hashed_uid
+from medgate.core.uids import derived_uid
 
 SPLIT_BASE = {"train": 0, "val": 100_000, "test": 900_000}
 NAMESPACE = "medgate-ct-phantom"
@@ -215,7 +215,7 @@ def generate_ct_phantom(seed: int, nodules: int | None = None) -> CTPhantom:
 
 
 def _uid(kind: str, seed: int, *extra: str) -> str:
-    return hashed_uid(NAMESPACE, kind, str(seed), *extra)
+    return derived_uid(NAMESPACE, kind, str(seed), *extra)
 
 
 def ct_series_datasets(

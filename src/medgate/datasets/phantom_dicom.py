@@ -19,12 +19,12 @@ from pydicom.uid import (
     ExplicitVRLittleEndian,
 )
 
+from medgate.core.uids import derived_uid
 from medgate.datasets.cxr_phantom import Phantom
-from medgate.models.bundle import hashed_uid
 
 
 def _uid(kind: str, seed: int, namespace: str) -> str:
-    return hashed_uid(namespace, kind, str(seed))
+    return derived_uid(namespace, kind, str(seed))
 
 
 def _code(value: str, scheme: str, meaning: str) -> Dataset:

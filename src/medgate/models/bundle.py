@@ -15,7 +15,6 @@ come from here.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from functools import cached_property
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, ValidationError
 
 from medgate.core.checksums import sha256_file
+from medgate.core.uids import derived_uid
 from medgate.models.findings import Code
 
 METADATA_FILE = Path("configs") / "metadata.json"
@@ -127,19 +127,7 @@ class MedgateSpec(BaseModel):
 
 def device_uid_for(sha256_hex: str) -> str:
     """The DICOM UID identifying a trained model: derived from its weights' sha256 (2.25 root)."""
-    return hashed_uid("medgate-model", sha256_hex)
-
-
-def hashed_uid(*parts: str) -> str:
-    """A deterministic UID under the 2.25 (UUID) root from a hash of ``parts``.
-
-    (pydicom's ``generate_uid(prefix=None)`` ignores its entropy sources and is random.)
-    """
-    digest = hashlib.sha256("\x1f".join(parts).encode()).digest()[:16]
-    value = bytearray(digest)
-    value[6] = (value[6] & 0x0F) | 0x50  # RFC 4122 name-based version 5 layout
-    value[8] = (value[8] & 0x3F) | 0x80
-    return f"2.25.{int.from_bytes(value, 'big')}"
+    return derived_uid("medgate-model", sha256_hex)
 
 
 def _generic_code(name: str) -> Code:

@@ -17,11 +17,9 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel
 
+from medgate.models.bundle import BundleError
+
 DEFAULT_BUNDLE = "cds_diabetes_risk"
-
-
-class BundleError(RuntimeError):
-    """The bundle is missing or does not match its metadata."""
 
 
 class ReasonCode(BaseModel):

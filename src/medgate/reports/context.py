@@ -8,7 +8,7 @@ import highdicom as hd
 from pydicom import Dataset
 
 from medgate.core.config import ReportsConfig
-from medgate.core.uids import result_uid, run_set_parts
+from medgate.core.uids import derived_uid, run_set_parts
 from medgate.models.findings import ModelResult, StudyResult
 from medgate.reports.codes import PROCESSING_EQUIPMENT
 from medgate.reports.errors import ReportError
@@ -63,7 +63,7 @@ class BuildContext:
 
     def uid(self, *parts: str) -> str:
         """A deterministic UID for an object derived from this run set."""
-        return result_uid(*self.base, *parts)
+        return derived_uid(*self.base, *parts)
 
     def source(self, sop_instance_uid: str) -> Dataset:
         try:
@@ -76,7 +76,7 @@ class BuildContext:
 
 def device_uid(result: ModelResult) -> str:
     """The model's device UID (changes with every retrain); derived from name+version if unset."""
-    return result.device_uid or result_uid("device", result.bundle_name, result.bundle_version)
+    return result.device_uid or derived_uid("device", result.bundle_name, result.bundle_version)
 
 
 def model_equipment(result: ModelResult, config: ReportsConfig) -> hd.ContributingEquipment:
