@@ -25,19 +25,30 @@ ALGORITHM_FAMILY = codes.cid7162.ArtificialIntelligence  # DCM 123110
 #: claim the source images were changed, which they are not.
 PROCESSING_EQUIPMENT = codes.DCM.ProcessingEquipment  # 109102
 
-#: Languages of content (CID 5000 uses RFC 5646 tags).
+#: Languages of content: RFC 5646 tags with the code meanings of CID 5000 (as the reference SR
+#: validator, PixelMed's DicomSRValidator, lists them).
 LANGUAGES: dict[str, CodedConcept] = {
-    "zh": CodedConcept("zh-CN", "RFC5646", "Chinese, China"),
-    "en": CodedConcept("en-US", "RFC5646", "English, United States"),
+    "zh": CodedConcept("zh-CN", "RFC5646", "Chinese (S)"),
+    "en": CodedConcept("en-US", "RFC5646", "English (United States)"),
 }
 
-#: Procedure codes when the source study carries none (Procedure Code Sequence).
+#: The performed procedure (the SR header's Performed Procedure Code Sequence) when the source
+#: study carries no Procedure Code Sequence: the specific examination.
 PROCEDURE_BY_MODALITY: dict[str, CodedConcept] = {
     "CT": CodedConcept("169069000", "SCT", "Computed tomography of chest"),
     "DX": CodedConcept("399208008", "SCT", "Plain chest X-ray"),
     "CR": CodedConcept("399208008", "SCT", "Plain chest X-ray"),
 }
-IMAGING_PROCEDURE = CodedConcept("363679005", "SCT", "Imaging")
+#: TID 1500's "Procedure reported" (content tree) takes its codes from CID 100 "Quantitative
+#: Diagnostic Imaging Procedures", which has no chest CT or chest radiograph entry: the CT code
+#: there is LOINC's "CT unspecified body region", everything else is "Imaging procedure".
+IMAGING_PROCEDURE = CodedConcept("363679005", "SCT", "Imaging procedure")
+PROCEDURE_REPORTED_BY_MODALITY: dict[str, CodedConcept] = {
+    "CT": CodedConcept("25045-6", "LN", "CT unspecified body region"),
+}
+#: TID 1411's concept name for the source series of a segmentation, spelled as the template
+#: spells it (highdicom writes "Source Series for Segmentation").
+SOURCE_SERIES_FOR_SEGMENTATION_MEANING = "Source series for segmentation"
 
 
 def concept(code: Code) -> CodedConcept:

@@ -28,8 +28,10 @@ from medgate.reports.codes import (
     PRESENT,
     PROBABILITY,
     PROCEDURE_BY_MODALITY,
+    PROCEDURE_REPORTED_BY_MODALITY,
     QUALITATIVE_EVALUATIONS,
     RECOMMENDATION,
+    SOURCE_SERIES_FOR_SEGMENTATION_MEANING,
     UNITY,
     concept,
 )
@@ -145,10 +147,13 @@ def _group(
     result: ModelResult,
     ctx: BuildContext,
     segs: SegIndex,
+    allow_roi: bool = True,
 ) -> Group:
     """The measurement group with the best image reference available: the SEG segment the
-    measurements were made on, else a region around the segment, else the source images."""
-    ref = _segment_ref(measurements, result, segs)
+    measurements were made on, else a region around the segment, else the source images.
+
+    ``allow_roi=False`` asks for the source images only (TID 1501): see ``_groups``."""
+    ref = _segment_ref(measurements, result, segs) if allow_roi else None
     if ref is not None:
         # One segment of the SEG, all its frames: the whole segment is the region.
         segment = hd.sr.ReferencedSegment(
@@ -163,7 +168,7 @@ def _group(
             referenced_segment=segment, **common
         )
     numbers = [m.segment_number for m in measurements if m.segment_number is not None]
-    region = _bbox_region(result, numbers[0], ctx) if numbers else None
+    region = _bbox_region(result, numbers[0], ctx) if numbers and allow_roi else None
     if region is not None:
         return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
             referenced_region=region, **common
@@ -176,7 +181,7 @@ def _group(
 
 
 def _finding_group(
-    finding: Finding, result: ModelResult, ctx: BuildContext, segs: SegIndex
+    finding: Finding, result: ModelResult, ctx: BuildContext, segs: SegIndex, allow_roi: bool
 ) -> Group:
     tracking = hd.sr.TrackingIdentifier(
         uid=ctx.uid(result.bundle_name, "finding", finding.label),
@@ -199,11 +204,11 @@ def _finding_group(
             )
         ],
     }
-    return _group(common, finding.measurements, result, ctx, segs)
+    return _group(common, finding.measurements, result, ctx, segs, allow_roi)
 
 
 def _measurement_group(
-    m: Measurement, result: ModelResult, ctx: BuildContext, segs: SegIndex
+    m: Measurement, result: ModelResult, ctx: BuildContext, segs: SegIndex, allow_roi: bool
 ) -> Group:
     """A group for a model-level measurement (e.g. the cardiothoracic ratio)."""
     common = {
@@ -215,7 +220,34 @@ def _measurement_group(
         "finding_sites": [hd.sr.FindingSite(concept(m.finding_site))] if m.finding_site else None,
         "measurements": [_measurement(m, result, ctx)],
     }
-    return _group(common, [m], result, ctx, segs)
+    return _group(common, [m], result, ctx, segs, allow_roi)
+
+
+def _build_groups(ctx: BuildContext, segs: SegIndex, allow_roi: bool) -> list[Group]:
+    groups: list[Group] = []
+    for result in ctx.study.model_results:
+        groups.extend(_finding_group(f, result, ctx, segs, allow_roi) for f in result.findings)
+        groups.extend(
+            _measurement_group(m, result, ctx, segs, allow_roi) for m in result.measurements
+        )
+    if not any(r.findings for r in ctx.study.model_results):
+        groups.insert(0, _no_finding_group(ctx))
+    return groups
+
+
+def _groups(ctx: BuildContext, segs: SegIndex) -> list[Group]:
+    """The report's measurement groups, all of one kind.
+
+    TID 1500 lets one "Imaging Measurements" container mix TID 1501 groups (a classifier's
+    findings, on whole images) with TID 1410/1411 groups (measurements on a region or segment),
+    but the reference validator (PixelMed's DicomSRValidator) checks every group of the container
+    against one template, chosen by whether any group has a region or segment, and so reports
+    errors on a mixed report. A mixed report is therefore written with TID 1501 groups only: the
+    ROI measurements then reference the images they were made on (the SEG stays in the evidence
+    and in the study)."""
+    groups = _build_groups(ctx, segs, allow_roi=True)
+    kinds = {type(g) is hd.sr.MeasurementsAndQualitativeEvaluations for g in groups}
+    return groups if len(kinds) == 1 else _build_groups(ctx, segs, allow_roi=False)
 
 
 def _no_finding_group(ctx: BuildContext) -> Group:
@@ -233,6 +265,7 @@ def _no_finding_group(ctx: BuildContext) -> Group:
 
 
 def _procedures(ctx: BuildContext) -> list[hd.sr.CodedConcept]:
+    """The performed procedure: the source study's codes, else the examination by modality."""
     found = []
     for item in ctx.first.get("ProcedureCodeSequence", []):
         try:
@@ -243,6 +276,21 @@ def _procedures(ctx: BuildContext) -> list[hd.sr.CodedConcept]:
         return found
     modality = str(ctx.first.get("Modality", ""))
     return [PROCEDURE_BY_MODALITY.get(modality, IMAGING_PROCEDURE)]
+
+
+def _procedure_reported(ctx: BuildContext) -> list[hd.sr.CodedConcept]:
+    """TID 1500's "Procedure reported", from CID 100 (see ``codes.PROCEDURE_REPORTED_BY_...``)."""
+    modality = str(ctx.first.get("Modality", ""))
+    return [PROCEDURE_REPORTED_BY_MODALITY.get(modality, IMAGING_PROCEDURE)]
+
+
+def _template_meanings(items: Any) -> None:
+    """Code meanings as the templates spell them, where highdicom spells them otherwise."""
+    for item in items:
+        for name in item.get("ConceptNameCodeSequence", []):
+            if name.CodeValue == "121232" and name.CodingSchemeDesignator == "DCM":
+                name.CodeMeaning = SOURCE_SERIES_FOR_SEGMENTATION_MEANING
+        _template_meanings(item.get("ContentSequence", []))
 
 
 def _text_item(name: hd.sr.CodedConcept, text: str, language: str) -> hd.sr.TextContentItem:
@@ -274,18 +322,13 @@ def _evaluations_container(
     container = hd.sr.ContainerContentItem(
         name=QUALITATIVE_EVALUATIONS, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS
     )
-    container.ContentSequence = items
+    container.ContentSequence = hd.sr.ContentSequence(items)
     return container
 
 
 def build_sr(ctx: BuildContext, segs: SegIndex, guidance: list[GuidanceStatement]) -> Dataset:
     """The Measurement Report for the study, in ``config.sr_class``."""
-    groups: list[Group] = []
-    for result in ctx.study.model_results:
-        groups.extend(_finding_group(f, result, ctx, segs) for f in result.findings)
-        groups.extend(_measurement_group(m, result, ctx, segs) for m in result.measurements)
-    if not any(r.findings for r in ctx.study.model_results):
-        groups.insert(0, _no_finding_group(ctx))
+    groups = _groups(ctx, segs)
     observer = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
@@ -298,7 +341,7 @@ def build_sr(ctx: BuildContext, segs: SegIndex, guidance: list[GuidanceStatement
     root_language = "en" if "en" in ctx.config.languages else ctx.config.languages[0]
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=observer),
-        procedure_reported=_procedures(ctx),
+        procedure_reported=_procedure_reported(ctx),
         imaging_measurements=groups,
         language_of_content_item_and_descendants=hd.sr.LanguageOfContentItemAndDescendants(
             LANGUAGES[root_language]
@@ -308,6 +351,7 @@ def build_sr(ctx: BuildContext, segs: SegIndex, guidance: list[GuidanceStatement
     container = _evaluations_container(guidance, ctx)
     if container is not None:
         report[0].ContentSequence.append(container)
+    _template_meanings(report[0].ContentSequence)
     sr_class = SR_CLASSES[ctx.config.sr_class]
     return sr_class(
         evidence=[*ctx.sources.values(), *segs.datasets],

@@ -92,3 +92,57 @@ def dciodvfy(ds: Dataset | bytes, timeout: float = 60.0) -> DciodvfyResult:
         warnings=[line for line in lines if line.startswith("Warning")],
         output=output,
     )
+
+
+#: PixelMed's jar (Debian ``pixelmed-apps``/``libpixelmed-java``) and its SR validator class.
+PIXELMED_JAR = Path("/usr/share/java/pixelmed.jar")
+PIXELMED_SR_VALIDATOR = "com.pixelmed.validate.DicomSRValidator"
+#: Java's XPath limits (JDK 17+) stop the validator's compiled templates on a full TID 1500.
+_JAVA_XPATH_UNLIMITED = (
+    "-Djdk.xml.xpathExprOpLimit=0",
+    "-Djdk.xml.xpathExprGrpLimit=0",
+    "-Djdk.xml.xpathTotalOpLimit=0",
+)
+
+
+@dataclass
+class SrValidatorResult:
+    """PixelMed DicomSRValidator's verdict on one SR: error and warning lines, full output."""
+
+    errors: list[str]
+    warnings: list[str]
+    output: str
+
+
+def dicom_sr_validator(ds: Dataset | bytes, timeout: float = 180.0) -> SrValidatorResult:
+    """Run PixelMed's DicomSRValidator (IOD and template checks) on an SR; ReportError when
+    java or the PixelMed jar is missing."""
+    java = shutil.which("java")
+    if java is None or not PIXELMED_JAR.exists():
+        raise ReportError("PixelMed's DicomSRValidator needs java and pixelmed-apps installed")
+    data = ds if isinstance(ds, bytes) else encode(ds)
+    with tempfile.TemporaryDirectory(prefix="medgate-srvalidator-") as tmp:
+        path = Path(tmp) / "sr.dcm"
+        path.write_bytes(data)
+        proc = subprocess.run(
+            [
+                java,
+                *_JAVA_XPATH_UNLIMITED,
+                "-cp",
+                str(PIXELMED_JAR),
+                PIXELMED_SR_VALIDATOR,
+                str(path),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    output = proc.stdout + proc.stderr
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    if proc.returncode != 0 or not any("validation complete" in line for line in lines):
+        raise ReportError(f"DicomSRValidator did not finish (exit {proc.returncode}): {output}")
+    return SrValidatorResult(
+        errors=[line for line in lines if line.startswith("Error")],
+        warnings=[line for line in lines if line.startswith("Warning")],
+        output=output,
+    )
