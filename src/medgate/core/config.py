@@ -328,6 +328,51 @@ class DeliveryConfig(BaseModel):
     fhir: FhirDeliveryConfig = Field(default_factory=FhirDeliveryConfig)
 
 
+# --------------------------------------------------------------------------------------------
+# Radiologist review and critical-result notification (medgate.review; docs/review.md)
+
+
+class NotifyChannelConfig(BaseModel):
+    """One ``[[notify.channels]]`` entry: where a critical result is announced, to whom, and how
+    long to wait for an acknowledgement before the next channel of the same site is tried."""
+
+    name: str = Field(min_length=1, max_length=64)
+    kind: Literal["webhook", "smtp"]
+    site: str = Field("", description="the [[sites]] name it serves; empty = every site")
+    role: str = Field("radiologist", description="who reads it (shown in the message)")
+    escalate_after_minutes: float = Field(
+        10.0, gt=0, description="unacknowledged this long: notify the site's next channel"
+    )
+    url: str = Field("", description="webhook: the URL the JSON is POSTed to")
+    smtp_host: str = Field("127.0.0.1", description="smtp: mail server")
+    smtp_port: int = Field(25, ge=1, le=65535)
+    mail_from: str = Field("medgate@localhost")
+    mail_to: list[str] = Field(default_factory=list)
+    fields: list[Literal["priority", "findings", "modality", "site", "received_at"]] = Field(
+        default_factory=lambda: ["priority", "findings"],
+        description="what the message may carry besides the link (never a patient name)",
+    )
+
+
+class NotifyConfig(BaseModel):
+    """Critical-result notification: the channels and the loop that sends and escalates."""
+
+    channels: list[NotifyChannelConfig] = Field(default_factory=list)
+    poll_seconds: float = Field(1.0, gt=0, description="notification loop interval")
+    send_timeout_s: float = Field(10.0, gt=0)
+    max_attempts: int = Field(10, ge=1, description="failed sends before a message is dead")
+
+
+class ReviewConfig(BaseModel):
+    """The reviewer's web pages and verdicts."""
+
+    language: Literal["zh", "en"] = Field("zh", description="page language without ?lang=")
+    base_url: str = Field(
+        "", description="public URL of the API, for links in notifications; empty = api.host"
+    )
+    session_hours: float = Field(12.0, gt=0, description="a review session cookie's lifetime")
+
+
 class Settings(BaseSettings):
     """medgate's effective configuration."""
 
@@ -351,6 +396,8 @@ class Settings(BaseSettings):
     deid: DeidConfig = Field(default_factory=DeidConfig)
     sites: list[SiteConfig] = Field(default_factory=list)
     delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
+    notify: NotifyConfig = Field(default_factory=NotifyConfig)
+    review: ReviewConfig = Field(default_factory=ReviewConfig)
 
     @classmethod
     def settings_customise_sources(
