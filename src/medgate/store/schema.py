@@ -116,3 +116,48 @@ result_reports = sa.Table(
     sa.Column("verified_by", sa.String(128)),
     sa.Column("final_result_json", sa.Text),
 )
+
+# ---------------------------------------------------------------------------------------------
+# Radiologist review and critical-result notification (medgate.review, store.reviews,
+# store.notifications; revision 0003_review)
+
+NOTIFICATION_STATUSES = ("pending", "sent", "acknowledged", "dead")
+
+reviews = sa.Table(
+    "reviews",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("study_instance_uid", sa.String(64), nullable=False, index=True),
+    sa.Column("revision", sa.Integer, nullable=False),
+    sa.Column("reviewer_id", sa.String(128), nullable=False),
+    sa.Column("reviewer_name", sa.String(128), nullable=False),
+    sa.Column("verdicts_json", sa.Text, nullable=False),
+    sa.Column("report_text", sa.Text),
+    sa.Column("request_sha256", sa.String(64), nullable=False),
+    sa.Column("sr_sop_instance_uid", sa.String(64), nullable=False, unique=True),
+    sa.Column("predecessor_sop_instance_uid", sa.String(64), nullable=False),
+    sa.Column("bundle_versions", sa.Text, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.UniqueConstraint("study_instance_uid", "revision", name="uq_reviews_study_revision"),
+)
+
+notifications = sa.Table(
+    "notifications",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("study_instance_uid", sa.String(64), nullable=False, index=True),
+    sa.Column("channel", sa.String(64), nullable=False),
+    sa.Column("step", sa.Integer, nullable=False),
+    sa.Column("token", sa.String(64), nullable=False, unique=True),
+    sa.Column("payload", sa.Text, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False, index=True),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("escalate_at", sa.DateTime(timezone=True)),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("sent_at", sa.DateTime(timezone=True)),
+    sa.Column("acknowledged_at", sa.DateTime(timezone=True)),
+    sa.Column("acknowledged_by", sa.String(128)),
+    sa.Column("last_error", sa.Text),
+    sa.UniqueConstraint("study_instance_uid", "channel", name="uq_notifications_study_channel"),
+)
