@@ -163,7 +163,7 @@ def bench_medgate(
     finally:
         receiver.stop()
         receiver.store.close()
-    stored = index.count_instances() if receiver_class is StorageReceiver else receiver.received
+    stored = index.instances.count() if receiver_class is StorageReceiver else receiver.received
     index.close()
     if stored != len(files):
         raise RuntimeError(f"medgate indexed {stored} of {len(files)} instances")

@@ -432,13 +432,13 @@ def part_e2e(tmp: Path, bundle_root: Path, studies: int) -> None:
             )
             received = time.monotonic()  # synchronous C-STORE: medgate acknowledged it
             while time.monotonic() - received < 120:
-                row = gateway.index.get_study(study.study_uid)
-                result = (row or {}).get("result") or {}
+                row = gateway.index.studies.get(study.study_uid)
+                result = (row.result if row else None) or {}
                 srs = [o for o in result.get("result_objects", []) if o["kind"] == "sr"]
                 if srs and orthanc.find_instance(srs[0]["sop_instance_uid"]):
                     break
-                if row and row["status"] in ("failed", "not-processed"):
-                    raise RuntimeError(f"study ended {row['status']}: {row.get('reason')}")
+                if row and row.status in ("failed", "not-processed"):
+                    raise RuntimeError(f"study ended {row.status}: {row.reason}")
                 time.sleep(0.05)
             else:
                 raise TimeoutError("no SR in Orthanc after 120 s")

@@ -223,7 +223,7 @@ def test_protocol_errors_abort_and_keep_nothing(
     peer.associate()
     peer.send(bad)
     assert peer.expect_abort() in (0x02, 0x06)
-    assert service.index.count_instances() == 0
+    assert service.index.instances.count() == 0
     fresh = raw_peer()  # ... and the next association works
     fresh.associate()
 
@@ -240,7 +240,7 @@ def test_half_sent_data_set_then_abort_keeps_nothing(
     peer.close()
     fresh = raw_peer()
     fresh.associate()  # the acceptor went on; nothing of the half data set was kept
-    assert service.index.count_instances() == 0
+    assert service.index.instances.count() == 0
     assert not [p for p in service.store.instances_dir.rglob("*") if p.is_file()]
 
 

@@ -59,7 +59,7 @@ def test_send_echo_studies_outbox_find_pull(
     result = runner.invoke(app, ["send", str(tmp_path / "s"), "-c", str(config)])
     assert result.exit_code == 0, result.output
     assert "Success" in result.output and "4" in result.output
-    assert service.index.count_instances() == 4
+    assert service.index.instances.count() == 4
     target = f"ORTHANC@127.0.0.1:{orthanc.dicom_port}"
     result = runner.invoke(app, ["send", str(files[0]), "--to", target, "-c", str(config)])
     assert result.exit_code == 0, result.output
@@ -76,13 +76,13 @@ def test_send_echo_studies_outbox_find_pull(
 
     # C-GET the study back over the command's own association (after deleting it locally
     # would need a fresh store: here it is a duplicate, stored once)
-    study = service.index.list_studies()[0]["study_instance_uid"]
+    study = service.index.studies.list()[0].study_instance_uid
     result = runner.invoke(
         app, ["pull", "--study-uid", study, "--method", "get", "-c", str(config)]
     )
     assert result.exit_code == 0, result.output
     assert "1 completed" in result.output
-    assert service.index.count_instances() == 4
+    assert service.index.instances.count() == 4
 
     # nothing identifying in the log records
     time.sleep(0.1)
@@ -111,18 +111,18 @@ def test_late_instance_reopens_a_queued_study(
     service = service_factory(dicom={"study_idle_seconds": 0.3})
     files = ct_series(tmp_path / "s", 3, rows=8, columns=8)
     store_files(service.settings, self_peer(service.settings), files[:2])
-    study = service.index.list_studies()[0]["study_instance_uid"]
+    study = service.index.studies.list()[0].study_instance_uid
     deadline = time.monotonic() + 10
-    while service.index.get_study(study)["status"] != "queued" and time.monotonic() < deadline:
+    while service.index.studies.get(study).status != "queued" and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert service.index.get_study(study)["status"] == "queued"
+    assert service.index.studies.get(study).status == "queued"
     store_files(service.settings, self_peer(service.settings), files[2:])
-    assert service.index.get_study(study)["status"] == "receiving"
+    assert service.index.studies.get(study).status == "receiving"
     deadline = time.monotonic() + 10
-    while service.index.get_study(study)["status"] != "queued" and time.monotonic() < deadline:
+    while service.index.studies.get(study).status != "queued" and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert service.index.get_study(study)["status"] == "queued"
-    assert service.index.get_study(study)["instances"] == 3
+    assert service.index.studies.get(study).status == "queued"
+    assert service.index.studies.get(study).instances == 3
 
 
 def test_an_error_quoting_brackets_is_printed_not_taken_for_markup(

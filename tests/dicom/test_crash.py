@@ -90,7 +90,7 @@ def test_kill_9_mid_run_loses_nothing_acknowledged(
     )
     try:
         deadline = time.monotonic() + 60
-        while index.count_instances() < 100 and time.monotonic() < deadline:
+        while index.instances.count() < 100 and time.monotonic() < deadline:
             time.sleep(0.005)
         survivors = gateway.kill9()
         output, _ = sender.communicate(timeout=60)
@@ -109,15 +109,15 @@ def test_kill_9_mid_run_loses_nothing_acknowledged(
         for path in instances.rglob("*.dcm"):
             dcmread(path)  # every file parses
         for name in acknowledged:
-            row = index.get_instance(uid_of[name])
+            row = index.instances.get(uid_of[name])
             assert row is not None, name
-            assert hashlib.sha256(Path(row["path"]).read_bytes()).hexdigest() == row["sha256"]
+            assert hashlib.sha256(Path(row.path).read_bytes()).hexdigest() == row.sha256
         # re-send everything: the rest arrives, nothing twice
         result = storescu(port, files)
         assert len(storescu_successes(result.stdout + result.stderr)) == 300
-        assert index.count_instances() == 300
+        assert index.instances.count() == 300
         assert len(list(instances.rglob("*.dcm"))) == 300
-        studies = index.list_studies()
+        studies = index.studies.list()
         assert len(studies) == 1 and studies[0]["instances"] == 300
     finally:
         code = gateway.stop()

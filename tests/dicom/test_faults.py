@@ -115,13 +115,13 @@ def test_malformed_data_sets_get_failure_status_and_service_keeps_serving(
         code is not None and (code >> 8) in (0xA7, 0xA9, 0xC0) for code, _ in outcomes.values()
     )
     assert len(report.results) == len(files) >= 30
-    assert service.index.count_instances() == 0
+    assert service.index.instances.count() == 0
     assert not list(service.store.instances_dir.rglob("*.dcm"))
     # ... and the next association works
     assert _echo(service.port).returncode == 0
     good = ct_series(tmp_path / "ok", 2, rows=16, columns=16)
     assert store_files(service.settings, self_peer(service.settings), good).failed == 0
-    assert service.index.count_instances() == 2
+    assert service.index.instances.count() == 2
     service.receiver.audit_queue.flush()
     rejected = [e for e in service.audit.entries() if e["event"] == "instance-rejected"]
     assert len(rejected) == len(files)
@@ -137,7 +137,7 @@ def test_low_disk_answers_out_of_resources(
     assert output.count("Received Store Response (Refused: OutOfResources)") == 3, output[-2000:]
     report = store_files(service.settings, self_peer(service.settings), files[:1])
     assert report.results[0][1] == 0xA700
-    assert service.index.count_instances() == 0
+    assert service.index.instances.count() == 0
     assert not [p for p in service.store.instances_dir.rglob("*") if p.is_file()]
 
 
@@ -149,7 +149,7 @@ def test_aborted_association_keeps_nothing_partial(tmp_path: Path, service: Dico
         stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 30
-    while service.index.count_instances() < 5 and time.monotonic() < deadline:
+    while service.index.instances.count() < 5 and time.monotonic() < deadline:
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)  # the sender dies mid-association
     proc.wait()
@@ -157,7 +157,7 @@ def test_aborted_association_keeps_nothing_partial(tmp_path: Path, service: Dico
     stored = list(service.store.instances_dir.rglob("*.dcm"))
     assert 5 <= len(stored) < 40
     assert not list(service.store.instances_dir.rglob("*.part"))
-    assert len(stored) == service.index.count_instances()
+    assert len(stored) == service.index.instances.count()
     for path in stored:
         dcmread(path)
 
@@ -174,12 +174,12 @@ def test_duplicate_uid_same_or_different_bytes(
     ds.save_as(second)
     peer = self_peer(service.settings)
     assert store_files(service.settings, peer, [first, first, second]).failed == 0
-    assert service.index.count_instances() == 1
+    assert service.index.instances.count() == 1
     stored = service.store.path_for(str(ds.SOPInstanceUID))
     expected = second if overwrite else first
     assert dcmread(stored).SeriesDescription == dcmread(expected).SeriesDescription
     assert (
-        service.index.get_instance(str(ds.SOPInstanceUID))["sha256"]
+        service.index.instances.get(str(ds.SOPInstanceUID)).sha256
         == __import__("hashlib").sha256(stored.read_bytes()).hexdigest()
     )
 
@@ -188,7 +188,7 @@ def test_recover_after_crash_artifacts(
     tmp_path: Path, settings_factory: Callable[..., object]
 ) -> None:
     """What a crash mid-store can leave is cleaned when the service starts again."""
-    from medgate.store.db import InstanceRecord
+    from medgate.store.instances import InstanceRecord
 
     settings = settings_factory()
     service = DicomService(settings)  # not started: the crash state is set up first
@@ -200,7 +200,7 @@ def test_recover_after_crash_artifacts(
     ghost.parent.mkdir(parents=True, exist_ok=True)
     partial = ghost.with_name(f".{ghost.name}.1.1.part")
     partial.write_bytes(b"half")
-    service.index.index_instance(
+    service.index.instances.add(
         InstanceRecord(
             uids[0], study, "1.2.3", CTImageStorage, ExplicitVRLittleEndian, 4, "0" * 64, str(ghost)
         )
@@ -208,11 +208,11 @@ def test_recover_after_crash_artifacts(
     service.start()
     try:
         assert not partial.exists()
-        assert service.index.get_instance(uids[0]) is None
-        assert service.index.get_study(study) is None
+        assert service.index.instances.get(uids[0]) is None
+        assert service.index.studies.get(study) is None
         # the peer never got success, re-sends: stored and indexed once
         report = store_files(settings, self_peer(settings), files)
         assert report.failed == 0
-        assert service.index.count_instances() == 2
+        assert service.index.instances.count() == 2
     finally:
         service.stop()

@@ -55,14 +55,14 @@ def test_find_and_pull_study_from_orthanc(
     assert result.ok, result
     assert result.completed == 5
     for uid in uids:
-        row = service.index.get_instance(uid)
-        assert row is not None and Path(row["path"]).exists()
-        assert row["calling_ae"] == orthanc.ae_title
+        row = service.index.instances.get(uid)
+        assert row is not None and Path(row.path).exists()
+        assert row.calling_ae == orthanc.ae_title
     # the assembler queues the study once it is idle
     deadline = time.monotonic() + 10
-    while service.index.get_study(study)["status"] != "queued" and time.monotonic() < deadline:
+    while service.index.studies.get(study).status != "queued" and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert service.index.get_study(study)["status"] == "queued"
+    assert service.index.studies.get(study).status == "queued"
     events = [e["event"] for e in service.audit.entries()]
     assert "query" in events and "retrieve" in events and "instance-received" in events
 
@@ -90,7 +90,7 @@ def test_poll_pulls_each_new_study_once(
     service = service_factory(dicom={"port": port}, pacs=_pacs_settings(orthanc))
     assert service.retriever.poll_once() == [study]
     assert service.retriever.poll_once() == []  # known now: not pulled again
-    assert service.index.count_instances() == 3
+    assert service.index.instances.count() == 3
 
 
 def _result_object(tmp_path: Path, service: DicomService) -> tuple[str, str]:
@@ -99,7 +99,7 @@ def _result_object(tmp_path: Path, service: DicomService) -> tuple[str, str]:
     ds = dcmread(path)
     ds.SOPInstanceUID = generate_uid()
     stored = service.store.write_result(ds)
-    service.index.add_to_outbox(
+    service.index.outbox.add(
         [(str(ds.SOPInstanceUID), str(ds.StudyInstanceUID), "sr", str(stored))]
     )
     return str(ds.SOPInstanceUID), str(ds.StudyInstanceUID)
@@ -117,7 +117,7 @@ def test_results_delivered_to_orthanc(
     summary = service.sender.run_once()
     assert summary.sent == 1
     assert orthanc.find_instance(uid) is not None
-    assert service.index.list_outbox(status="sent")[0]["sop_instance_uid"] == uid
+    assert service.index.outbox.list(status="sent")[0].sop_instance_uid == uid
     assert service.sender.run_once().sent == 0  # nothing sent twice
 
 
@@ -140,19 +140,19 @@ def test_orthanc_down_then_up_delivers_once(
     service.sender.wake()
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
-        row = service.index.list_outbox()[0]
-        if row["attempts"] >= 3:
+        row = service.index.outbox.list()[0]
+        if row.attempts >= 3:
             break
         time.sleep(0.1)
-    row = service.index.list_outbox()[0]
+    row = service.index.outbox.list()[0]
     # unreachable PACS: retried beyond send_max_attempts, never dead-lettered
-    assert row["status"] == "pending" and row["attempts"] >= 3 and row["refusals"] == 0
-    assert "unreachable" in row["last_error"]
+    assert row.status == "pending" and row.attempts >= 3 and row.refusals == 0
+    assert "unreachable" in row.last_error
     orthanc.start()
     deadline = time.monotonic() + 15
-    while service.index.list_outbox()[0]["status"] != "sent" and time.monotonic() < deadline:
+    while service.index.outbox.list()[0].status != "sent" and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert service.index.list_outbox()[0]["status"] == "sent"
+    assert service.index.outbox.list()[0].status == "sent"
     time.sleep(1.0)  # a further pass must not send it again
     assert orthanc.find_instance(uid) is not None
     assert len(orthanc.get("/instances")) == 1
@@ -182,10 +182,10 @@ def test_orthanc_rejecting_dead_letters(
     uid, _ = _result_object(tmp_path, service)
     for _ in range(10):
         service.sender.run_once()
-        if service.index.list_outbox(status="dead"):
+        if service.index.outbox.list(status="dead"):
             break
         time.sleep(0.15)
-    rows = service.index.list_outbox()
+    rows = service.index.outbox.list()
     assert rows[0]["status"] == "dead"
     assert rows[0]["attempts"] == 3 and rows[0]["refusals"] == 3
     assert "PACS status 0x" in rows[0]["last_error"]

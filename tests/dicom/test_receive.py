@@ -60,19 +60,19 @@ def test_storescu_every_valid_test_file_stored_as_sent(service: DicomService) ->
     refused_by_sender = {Path(p).name for p in {str(p) for p in valid} - attempted}
     assert len(refused_by_sender) <= 5, refused_by_sender
     index = service.index
-    assert index.count_instances() == len(first_sent)
+    assert index.instances.count() == len(first_sent)
     for uid, path in first_sent.items():
-        row = index.get_instance(uid)
+        row = index.instances.get(uid)
         assert row is not None, path.name
-        stored = Path(row["path"])
+        stored = Path(row.path)
         assert stored.name == f"{uid}.dcm"
-        assert sha256_file(stored) == row["sha256"]
+        assert sha256_file(stored) == row.sha256
         dcmread(stored)  # a complete, readable Part 10 file
         meta = read_file_meta_info(stored)
         assert str(meta.TransferSyntaxUID) == str(read_file_meta_info(path).TransferSyntaxUID)
-        assert row["transfer_syntax_uid"] == str(meta.TransferSyntaxUID)
+        assert row.transfer_syntax_uid == str(meta.TransferSyntaxUID)
     # the index and the HTTP API agree on studies and instance counts
-    studies = {s["study_instance_uid"]: s["instances"] for s in index.list_studies()}
+    studies = {s.study_instance_uid: s.instances for s in index.studies.list()}
     client = TestClient(create_app(service.settings, index))
     response = client.get("/api/v1/studies")
     assert response.status_code == 200
@@ -97,7 +97,7 @@ def test_data_set_bytes_identical_to_what_was_sent(service: DicomService) -> Non
     first_sent: dict[str, Path] = {}
     for path in valid:
         first_sent.setdefault(str(read_file_meta_info(path).MediaStorageSOPInstanceUID), path)
-    assert service.index.count_instances() == len(first_sent)
+    assert service.index.instances.count() == len(first_sent)
     for uid, path in first_sent.items():
         stored = service.store.path_for(uid)
         assert dataset_bytes(stored) == dataset_bytes(path), path.name

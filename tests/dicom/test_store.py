@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from medgate.core.config import Settings
-from medgate.store.db import Index, InstanceRecord
+from medgate.store.db import Index
 from medgate.store.files import InstanceStore, StoreError, atomic_write
+from medgate.store.instances import InstanceRecord
 
 UID = "1.2.826.0.1.3680043.8.498.1"
 STUDY = "1.2.826.0.1.3680043.8.498.2"
@@ -80,7 +81,7 @@ def _store_while_failing(
     with pytest.raises(StoreError) as failed:
         instance_store.store(_record(), (b"meta", os.urandom(200_000)))
     assert failed.value.status == 0xA701
-    assert instance_store.index.get_instance(UID) is None
+    assert instance_store.index.instances.get(UID) is None
     monkeypatch.undo()
 
 
@@ -89,13 +90,13 @@ def test_a_failed_index_commit_answers_a_failure_status(
 ) -> None:
     disk_error = OSError(errno.EIO, "disk I/O error")
     _store_while_failing(
-        instance_store, monkeypatch, instance_store.index, "index_instance", disk_error
+        instance_store, monkeypatch, instance_store.index.instances, "add", disk_error
     )
     # the peer sends again: the orphan file is rewritten and indexed
     result = instance_store.store(_record(), (b"meta", b"y" * 200_000))
     assert result.stored and result.path.read_bytes() == b"meta" + b"y" * 200_000
-    row = instance_store.index.get_instance(UID)
-    assert row is not None and row["sha256"] == result.sha256
+    row = instance_store.index.instances.get(UID)
+    assert row is not None and row.sha256 == result.sha256
     # and once more: an identical duplicate, nothing rewritten
     again = instance_store.store(_record(), (b"meta", b"y" * 200_000))
     assert again.duplicate == "identical" and not again.stored
@@ -142,7 +143,7 @@ def _index_as_acknowledged(store: InstanceStore, uid: str, data: bytes) -> Path:
 
     path = store.path_for(uid)
     sha = hashlib.sha256(data).hexdigest()
-    store.index.index_instance(replace(_record(uid), size=len(data), sha256=sha, path=str(path)))
+    store.index.instances.add(replace(_record(uid), size=len(data), sha256=sha, path=str(path)))
     return path
 
 
@@ -168,10 +169,10 @@ def test_recovery_renames_acknowledged_files_a_power_loss_left_in_the_pool(
     instance_store.recover()
     assert acked_path.read_bytes() == data[acked]
     assert instance_store.restored_files == 1
-    assert not cut_path.exists() and instance_store.index.get_instance(cut) is None
+    assert not cut_path.exists() and instance_store.index.instances.get(cut) is None
     assert instance_store.dropped_rows == 1
     assert not instance_store.path_for(unacked).exists()
-    assert instance_store.index.get_instance(unacked) is None
+    assert instance_store.index.instances.get(unacked) is None
     assert not folder.exists() and list((instance_store.root / ".pool").iterdir()) == []
     # the peer that never heard success sends again: stored once, as usual
     again = instance_store.store(_record(cut), (data[cut][:300], data[cut][300:]))

@@ -33,7 +33,7 @@ from medgate.core.config import Settings
 from medgate.core.ports import free_port
 from medgate.dicom.orthanc import OrthancServer
 from medgate.store.db import Index
-from medgate.store.db import jobs as jobs_table
+from medgate.store.schema import jobs as jobs_table
 
 STUDIES = 50
 LEASE_SECONDS = 15.0
@@ -223,8 +223,8 @@ def test_two_instances_share_the_work_and_survive_a_kill_9(
         assert sorted(killed) == sorted(held), "the kill must hit the jobs A held in processing"
 
         def all_done() -> bool:
-            rows = [index.get_study(u) for u in uids]
-            return all(r is not None and r["status"] == "done" for r in rows)
+            rows = [index.studies.get(u) for u in uids]
+            return all(r is not None and r.status == "done" for r in rows)
 
         wait_for(all_done, 240, 1.0, "every study done by the surviving instance")
 
@@ -247,15 +247,15 @@ def test_two_instances_share_the_work_and_survive_a_kill_9(
         # one set of results per study, delivered once, no duplicate SOP Instance UIDs
         expected: set[str] = set()
         for uid in uids:
-            objects = index.get_study(uid)["result"]["result_objects"]
+            objects = index.studies.get(uid).result["result_objects"]
             assert objects
             assert sum(o.get("kind") == "sr" for o in objects) == 1, objects
             expected |= {o["sop_instance_uid"] for o in objects}
-        outbox = index.list_outbox()
-        assert sorted(r["sop_instance_uid"] for r in outbox) == sorted(expected)
+        outbox = index.outbox.list()
+        assert sorted(r.sop_instance_uid for r in outbox) == sorted(expected)
 
         wait_for(
-            lambda: all(r["status"] == "sent" for r in index.list_outbox()),
+            lambda: all(r.status == "sent" for r in index.outbox.list()),
             120,
             0.5,
             "every result sent",
@@ -264,7 +264,7 @@ def test_two_instances_share_the_work_and_survive_a_kill_9(
         assert len(in_orthanc) == len(expected), (len(in_orthanc), len(expected))
         for uid in uids:
             study = orthanc.study_instances(uid)
-            assert len(study) == len(index.get_study(uid)["result"]["result_objects"])
+            assert len(study) == len(index.studies.get(uid).result["result_objects"])
         sent = [
             e["instance"]  # keyed hash of the SOP Instance UID
             for n in names

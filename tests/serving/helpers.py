@@ -142,7 +142,7 @@ def ingest(store: object, data: bytes) -> str:
     C-STORE) and return its StudyInstanceUID."""
     import pydicom
 
-    from medgate.store.db import InstanceRecord
+    from medgate.store.instances import InstanceRecord
 
     ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
     record = InstanceRecord(

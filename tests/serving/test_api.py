@@ -10,15 +10,16 @@ import pytest
 from fastapi.testclient import TestClient
 from helpers import phantom_bytes
 
+from medgate.api import routes_models
 from medgate.api.app import create_app
 from medgate.api.routes_models import model_app
 from medgate.core.config import Settings
 from medgate.models.registry import discover_bundles
-from medgate.api import routes_models
 from medgate.serving.deployments import LocalModelClient
 from medgate.serving.inference import load_predictor
 from medgate.serving.metrics import MetricsStore
-from medgate.store.db import Index, InstanceRecord
+from medgate.store.db import Index
+from medgate.store.instances import InstanceRecord
 
 
 @pytest.fixture
@@ -158,7 +159,7 @@ def test_infer_openapi_describes_both_request_bodies(api: Any) -> None:
 
 def _study(index: Index, uid: str, minutes_ago: float, status: str, priority: str | None) -> None:
     when = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=minutes_ago)
-    index.record_instance(
+    index.instances.add(
         InstanceRecord(
             sop_instance_uid=uid + ".1",
             study_instance_uid=uid,
@@ -171,7 +172,7 @@ def _study(index: Index, uid: str, minutes_ago: float, status: str, priority: st
             received_at=when,
         )
     )
-    index.set_study_status(
+    index.studies.set_status(
         uid,
         status,
         priority=priority,
@@ -208,7 +209,7 @@ def test_worklist_orders_by_priority_then_arrival_and_flags_overdue(api: Any) ->
 def test_metrics_exposes_queue_depth_and_observations(api: Any) -> None:
     client, index, metrics = api
     _study(index, "1.2.4.1", 1, "receiving", None)
-    index.enqueue_study("1.2.4.1")
+    index.jobs.enqueue("1.2.4.1")
     metrics.observe("medgate_model_batch_size", 4, ("tiny_cxr",))
     metrics.observe("medgate_stage_seconds", 0.02, ("model",))
     metrics.inc("medgate_errors_total", ("model",))

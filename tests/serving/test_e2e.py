@@ -38,8 +38,8 @@ def test_studies_from_orthanc_end_done_not_processed_and_failed(
         orthanc.post("/modalities/MEDGATE/store", json={"Resources": ids, "Synchronous": True})
 
         def finished() -> bool:
-            rows = [gateway.index.get_study(u) for u in uids]
-            return all(r and r["status"] in ("done", "failed", "not-processed") for r in rows)
+            rows = [gateway.index.studies.get(u) for u in uids]
+            return all(r and r.status in ("done", "failed", "not-processed") for r in rows)
 
         wait_for(finished, 120, what="all three studies to finish")
         detail = httpx.get(f"{api}/studies/{uids[0]}", timeout=30).json()

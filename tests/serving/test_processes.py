@@ -118,23 +118,23 @@ def test_kill9_mid_processing_then_restart_gives_one_set_of_results(
         orthanc.post("/modalities/MEDGATE/store", json={"Resources": ids, "Synchronous": True})
 
         def processing() -> bool:
-            return any((index.get_study(u) or {}).get("status") == "processing" for u in uids)
+            return any(getattr(index.studies.get(u), "status", None) == "processing" for u in uids)
 
         wait_for(processing, 60, 0.01, "a study in processing")
         child.kill9()
-        killed = [u for u in uids if index.get_study(u)["status"] == "processing"]
+        killed = [u for u in uids if index.studies.get(u).status == "processing"]
         assert killed, "the kill must hit a study in processing"
 
         child = ServeProcess(config, address, tmp_path / "serve2.log").start()
         child.wait_ready(url)
 
         def all_done() -> bool:
-            rows = [index.get_study(u) for u in uids]
-            return all(r["status"] == "done" for r in rows)
+            rows = [index.studies.get(u) for u in uids]
+            return all(r.status == "done" for r in rows)
 
         wait_for(all_done, 120, 0.5, "all studies done after the restart")
         for uid in uids:
-            objects = index.get_study(uid)["result"]["result_objects"]
+            objects = index.studies.get(uid).result["result_objects"]
             wait_for(
                 lambda objs=objects: all(
                     orthanc.find_instance(o["sop_instance_uid"]) for o in objs
@@ -146,7 +146,7 @@ def test_kill9_mid_processing_then_restart_gives_one_set_of_results(
             kinds = orthanc_kinds(orthanc, uid)
             assert kinds.count("SR") == 1, kinds
             assert len(kinds) == 1 + len(objects), kinds  # the radiograph + one set of results
-        assert any(job["attempts"] >= 2 for u in killed for job in index.jobs_for_study(u))
+        assert any(job.attempts >= 2 for u in killed for job in index.jobs.of_study(u))
         index.close()
     finally:
         child.stop()

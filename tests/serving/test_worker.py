@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pydicom
 import pytest
+from fastapi.testclient import TestClient
 from helpers import ingest, phantom_bytes, serving_overrides, wait_for
 from ray import serve
 
+from medgate.api.app import create_app
 from medgate.core.config import load_settings
 from medgate.core.ports import free_port
 from medgate.pipeline.worker import Worker
@@ -47,32 +52,32 @@ def pipeline(
 
 
 def _run(worker: Worker, index: Index, uid: str) -> str:
-    index.enqueue_study(uid)
+    index.jobs.enqueue(uid)
     assert worker.run_once()
-    return str(index.get_study(uid)["status"])
+    return str(index.studies.get(uid).status)
 
 
 def test_done_study_has_findings_and_one_set_of_results(pipeline: dict[str, Any]) -> None:
     index, store, worker = pipeline["index"], pipeline["store"], pipeline["worker"]
     uid = ingest(store, phantom_bytes(31))
     assert _run(worker, index, uid) == "done"
-    row = index.get_study(uid)
-    result = row["result"]
-    assert row["priority"] in ("critical", "urgent", "routine")
+    row = index.studies.get(uid)
+    result = row.result
+    assert row.priority in ("critical", "urgent", "routine")
     assert {f["label"] for f in result["findings"]} >= {"nodule", "pneumothorax"}
     kinds = sorted(o["kind"] for o in result["result_objects"])
     assert "sr" in kinds
-    outbox = index.list_outbox(study_uid=uid)
-    assert sorted(o["kind"] for o in outbox) == kinds
-    sr_path = next(o["path"] for o in outbox if o["kind"] == "sr")
+    outbox = index.outbox.list(study_uid=uid)
+    assert sorted(o.kind for o in outbox) == kinds
+    sr_path = next(o.path for o in outbox if o.kind == "sr")
     sr = pydicom.dcmread(sr_path)
     assert sr.StudyInstanceUID == uid and sr.Modality == "SR"
     assert result["guidance"] and {"zh", "en"} <= set(result["guidance"][0]["text"])
     # processing again (e.g. after a crash) yields the same UIDs and queues nothing new
     first = [o["sop_instance_uid"] for o in result["result_objects"]]
     assert _run(worker, index, uid) == "done"
-    again = [o["sop_instance_uid"] for o in index.get_study(uid)["result"]["result_objects"]]
-    assert again == first and len(index.list_outbox(study_uid=uid)) == len(first)
+    again = [o["sop_instance_uid"] for o in index.studies.get(uid).result["result_objects"]]
+    assert again == first and len(index.outbox.list(study_uid=uid)) == len(first)
     events = [e["event"] for e in pipeline["audit"].trace(uid)]
     assert "model-run" in events and "result-created" in events
 
@@ -81,8 +86,8 @@ def test_non_matching_study_is_not_processed(pipeline: dict[str, Any]) -> None:
     index, store, worker = pipeline["index"], pipeline["store"], pipeline["worker"]
     uid = ingest(store, phantom_bytes(32, BodyPartExamined="HAND"))
     assert _run(worker, index, uid) == "not-processed"
-    assert "DX/HAND" in index.get_study(uid)["reason"]
-    assert index.list_outbox(study_uid=uid) == []
+    assert "DX/HAND" in index.studies.get(uid).reason
+    assert index.outbox.list(study_uid=uid) == []
 
 
 def test_broken_model_fails_study_after_retries_and_service_continues(
@@ -90,15 +95,15 @@ def test_broken_model_fails_study_after_retries_and_service_continues(
 ) -> None:
     index, store, worker = pipeline["index"], pipeline["store"], pipeline["worker"]
     bad = ingest(store, phantom_bytes(33, SeriesDescription="BROKEN PA"))
-    index.enqueue_study(bad)
+    index.jobs.enqueue(bad)
     assert worker.run_once()
-    assert index.get_study(bad)["status"] == "queued"  # attempt 1 of 2: retried ...
-    assert "will retry in" in index.get_study(bad)["reason"]
+    assert index.studies.get(bad).status == "queued"  # attempt 1 of 2: retried ...
+    assert "will retry in" in index.studies.get(bad).reason
     assert not worker.run_once()  # ... after its back-off (0.5 s here), not at once
     wait_for(worker.run_once, 30, 0.1, "the retry after the back-off")
-    row = index.get_study(bad)
-    assert row["status"] == "failed" and "broken_model" in row["reason"]
-    assert "unavailable" in row["reason"]
+    row = index.studies.get(bad)
+    assert row.status == "failed" and "broken_model" in row.reason
+    assert "unavailable" in row.reason
     good = ingest(store, phantom_bytes(34))
     assert _run(worker, index, good) == "done"
 
@@ -106,10 +111,99 @@ def test_broken_model_fails_study_after_retries_and_service_continues(
 def test_restart_requeues_jobs_left_processing(pipeline: dict[str, Any]) -> None:
     index, store, worker = pipeline["index"], pipeline["store"], pipeline["worker"]
     uid = ingest(store, phantom_bytes(35))
-    index.enqueue_study(uid)
-    assert index.claim_job("a-worker-that-died") is not None
-    assert index.get_study(uid)["status"] == "processing"
+    index.jobs.enqueue(uid)
+    assert index.jobs.claim("a-worker-that-died") is not None
+    assert index.studies.get(uid).status == "processing"
     assert worker.recover() == 1
     assert worker.run_once()
-    assert index.get_study(uid)["status"] == "done"
-    assert Path(index.list_outbox(study_uid=uid)[0]["path"]).exists()
+    assert index.studies.get(uid).status == "done"
+    assert Path(index.outbox.list(study_uid=uid)[0].path).exists()
+
+
+class _SlowClient:
+    """The real model client, with each prediction held for ``delay`` seconds (a big study)."""
+
+    def __init__(self, client: Any, delay: float) -> None:
+        self.client, self.delay = client, delay
+
+    def names(self) -> list[str]:
+        return list(self.client.names())
+
+    def predict(self, bundle: str, payload: list[bytes]) -> Any:
+        time.sleep(self.delay)
+        return self.client.predict(bundle, payload)
+
+
+def test_a_study_longer_than_its_lease_keeps_its_claim(pipeline: dict[str, Any]) -> None:
+    """Lease 1 s, heartbeat every 0.25 s, a study of 3 s: nobody else can claim it meanwhile."""
+    index, store = pipeline["index"], pipeline["store"]
+    settings = pipeline["settings"]
+    short = settings.model_copy(
+        update={"serving": settings.serving.model_copy(update={"job_lease_seconds": 1.0})}
+    )
+    slow = Worker(
+        short,
+        index,
+        _SlowClient(pipeline["worker"].client, 3.0),
+        store=store,
+        audit=pipeline["audit"],
+        worker_id="slow-but-alive",
+    )
+    uid = ingest(store, phantom_bytes(36))
+    index.jobs.enqueue(uid)
+    thread = threading.Thread(target=slow.run_once)
+    thread.start()
+    try:
+        wait_for(lambda: index.studies.get(uid).status == "processing", 10, 0.05, "the claim")
+        deadline = time.monotonic() + 2.5
+        while time.monotonic() < deadline:  # well past the 1 s lease
+            assert index.jobs.claim("would-be-taker", lease_seconds=60) is None
+            time.sleep(0.2)
+    finally:
+        thread.join(60)
+    assert index.studies.get(uid).status == "done"
+    assert [job.attempts for job in index.jobs.of_study(uid)] == [1]
+
+
+def test_a_worker_whose_job_was_taken_over_writes_no_results(pipeline: dict[str, Any]) -> None:
+    index, store, worker = pipeline["index"], pipeline["store"], pipeline["worker"]
+    uid = ingest(store, phantom_bytes(37))
+    index.jobs.enqueue(uid)
+    stale = index.jobs.claim(worker.worker_id, lease_seconds=-1)  # its lease ran out ...
+    assert stale is not None
+    taker = index.jobs.claim("the-other-instance")  # ... and another instance took it
+    assert taker is not None and taker.id == stale.id
+    assert worker.process(stale) == "lost"
+    assert index.outbox.list(study_uid=uid) == []
+    row = index.studies.get(uid)
+    assert row.status == "processing" and row.result is None
+    assert worker.process(taker) == "done"  # the holder's run is the one that counts
+    assert len(index.outbox.list(study_uid=uid)) == len(row_objects(index, uid))
+
+
+def row_objects(index: Index, uid: str) -> list[dict[str, Any]]:
+    return list(index.studies.get(uid).result["result_objects"])
+
+
+def test_the_study_json_says_when_results_were_built_and_confirmed(
+    pipeline: dict[str, Any],
+) -> None:
+    index, store, worker = pipeline["index"], pipeline["store"], pipeline["worker"]
+    uid = ingest(store, phantom_bytes(38))
+    assert _run(worker, index, uid) == "done"
+    api = TestClient(create_app(pipeline["settings"], index))
+    detail = api.get(f"/api/v1/studies/{uid}").json()
+    assert detail["status"] == "done" and detail["results_built_at"]
+    objects = len(detail["result_uids"])
+    assert detail["delivery"]["pacs"] == {
+        "state": "pending",
+        "objects": objects,
+        "confirmed": 0,
+        "confirmed_at": None,
+    }  # done, not yet in the PACS
+    for item in index.outbox.list(study_uid=uid):
+        index.outbox.sent(item.id)
+    pacs = api.get(f"/api/v1/studies/{uid}").json()["delivery"]["pacs"]
+    assert pacs["state"] == "delivered" and pacs["confirmed"] == objects
+    built = dt.datetime.fromisoformat(detail["results_built_at"])
+    assert dt.datetime.fromisoformat(pacs["confirmed_at"]) >= built

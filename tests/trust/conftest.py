@@ -19,7 +19,8 @@ from pydicom import Dataset
 from pydicom.uid import generate_uid
 from trust_data import pydicom_test_files, synthetic_dataset
 
-from medgate.store.db import Index, InstanceRecord
+from medgate.store.db import Index
+from medgate.store.instances import InstanceRecord
 
 LONG_TIMEOUT_S = 6 * 3600
 
@@ -95,8 +96,8 @@ def filled_store(settings_factory: Callable, tmp_path: Path, test_files: list[Pa
                 path=str(target),
                 modality=str(ds.get("Modality", "") or ""),
             )
-            index.record_instance(record)
-        studies = [row["study_instance_uid"] for row in index.list_studies()]
+            index.instances.add(record)
+        studies = [row.study_instance_uid for row in index.studies.list()]
         return settings, FilledStore(index, studies, originals)
 
     made: list[FilledStore] = []

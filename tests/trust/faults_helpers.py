@@ -254,10 +254,10 @@ def assert_store_consistent(store_root: Path, index: Index, acknowledged: list[P
     for path in files:
         dcmread(path, stop_before_pixels=False)
     for sent in acknowledged:
-        row = index.get_instance(sop_uid(sent))
+        row = index.instances.get(sop_uid(sent))
         assert row is not None, f"acknowledged instance {sent.name} has no index row"
-        stored = Path(row["path"]).read_bytes()
-        assert hashlib.sha256(stored).hexdigest() == row["sha256"], sent.name
+        stored = Path(row.path).read_bytes()
+        assert hashlib.sha256(stored).hexdigest() == row.sha256, sent.name
         assert stored[dataset_offset(stored) :] == dataset_bytes(sent), sent.name
     return len(files)
 

@@ -74,7 +74,7 @@ def test_export_all_studies(filled_store, tmp_path: Path) -> None:
 def test_export_selected_studies_is_repeatable(filled_store, tmp_path: Path) -> None:
     settings, store = filled_store(4)
     config = write_config(settings, tmp_path)
-    synthetic = [uid for uid in store.study_uids if len(store.index.study_instances(uid)) == 3]
+    synthetic = [uid for uid in store.study_uids if len(store.index.instances.of_study(uid)) == 3]
     assert len(synthetic) == 1
     runner = CliRunner()
     outs = []

@@ -86,8 +86,8 @@ def _study_uid(path: Path) -> str:
 
 
 def _status(index: Index, study: str) -> str | None:
-    row = index.get_study(study)
-    return None if row is None else str(row["status"])
+    row = index.studies.get(study)
+    return None if row is None else str(row.status)
 
 
 def _orthanc_sops(orthanc: OrthancServer, study: str) -> list[str]:
@@ -146,7 +146,7 @@ def test_kill9_gateway_during_sends_and_processing(
             studies.update(_study_uid(p) for p in sending)
             sender = BackgroundSend(port, sending).start()
             wait_for(
-                lambda sending=sending: index.get_instance(sop_uid(sending[0])) is not None,
+                lambda sending=sending: index.instances.get(sop_uid(sending[0])) is not None,
                 60,
                 0.002,
                 "the first instance stored",
@@ -175,8 +175,8 @@ def test_kill9_gateway_during_sends_and_processing(
 
         wait_for(all_done, 240, 0.5, "every study done after the restarts")
         for study in sorted(studies):
-            row = index.get_study(study)
-            expected = sorted(o["sop_instance_uid"] for o in row["result"]["result_objects"])
+            row = index.studies.get(study)
+            expected = sorted(o["sop_instance_uid"] for o in row.result["result_objects"])
             assert expected, study
             wait_for(
                 lambda study=study, expected=expected: _orthanc_sops(orthanc, study) == expected,
@@ -185,9 +185,9 @@ def test_kill9_gateway_during_sends_and_processing(
                 "exactly the study's one set of results in Orthanc",
             )
         for study in cut_in_processing:
-            assert max(job["attempts"] for job in index.jobs_for_study(study)) >= 2
-        outbox = index.list_outbox()
-        assert outbox and all(r["status"] == "sent" for r in outbox)
+            assert max(job.attempts for job in index.jobs.of_study(study)) >= 2
+        outbox = index.outbox.list()
+        assert outbox and all(r.status == "sent" for r in outbox)
         assert len(orthanc.get("/instances")) == len(outbox)  # nothing else, nothing twice
         assert gateway.stop() == 0, gateway.log.read_text(errors="replace")[-3000:]
     finally:

@@ -83,7 +83,7 @@ def test_kill9_receiver_during_sends(tmp_path: Path, long_run: bool) -> None:
             assert_store_consistent(tmp_path / "store", index, sorted(acknowledged))
         # everything, again: the rest arrives, nothing twice
         assert not send_all(port, files)
-        assert index.count_instances() == len(files)
+        assert index.instances.count() == len(files)
         assert assert_store_consistent(tmp_path / "store", index, files) == len(files)
         assert receiver.stop() == 0
     finally:
@@ -128,7 +128,7 @@ def test_disk_below_threshold_during_sends(
             assert set(statuses.values()) <= {0x0000, 0xA700}, statuses
             for path in refused:
                 if path not in acknowledged:
-                    assert service.index.get_instance(sop_uid(path)) is None
+                    assert service.index.instances.get(sop_uid(path)) is None
             assert_store_consistent(
                 Path(service.settings.storage.path), service.index, sorted(acknowledged)
             )
@@ -137,7 +137,7 @@ def test_disk_below_threshold_during_sends(
         assert {code for _, code, _ in while_full.report.results} <= {0x0000, 0xA700}
         store.min_free_bytes = normal
         assert not send_all(service.port, files)
-        assert service.index.count_instances() == len(files)
+        assert service.index.instances.count() == len(files)
         assert echo_ok(service.port)
     finally:
         service.stop()
@@ -174,7 +174,7 @@ def test_database_locked_during_sends(
             acknowledged.update(sender.acknowledged())
             failed = [p for p, code in sender.statuses().items() if code != 0]
             for path in failed:
-                assert service.index.get_instance(sop_uid(path)) is None or path in acknowledged
+                assert service.index.instances.get(sop_uid(path)) is None or path in acknowledged
             assert_store_consistent(
                 Path(service.settings.storage.path), service.index, sorted(acknowledged)
             )
@@ -200,7 +200,7 @@ def _result_sets(tmp_path: Path, service: DicomService, studies: int) -> dict[st
             written = service.store.write_result(ds)
             study = str(ds.StudyInstanceUID)
             expected.setdefault(study, set()).add(str(ds.SOPInstanceUID))
-            service.index.add_to_outbox([(str(ds.SOPInstanceUID), study, "sr", str(written))])
+            service.index.outbox.add([(str(ds.SOPInstanceUID), study, "sr", str(written))])
     return expected
 
 
@@ -239,21 +239,19 @@ def test_pacs_stopped_and_restarted_during_result_delivery(
             orthanc.start()
 
         def all_sent() -> bool:
-            rows = service.index.list_outbox()
-            return bool(rows) and all(r["status"] == "sent" for r in rows)
+            rows = service.index.outbox.list()
+            return bool(rows) and all(r.status == "sent" for r in rows)
 
         deadline = time.monotonic() + 60
         while not all_sent() and time.monotonic() < deadline:
             service.sender.wake()  # type: ignore[union-attr]
             time.sleep(0.3)
-        rows = service.index.list_outbox()
-        assert all(r["status"] == "sent" for r in rows), {r["status"] for r in rows}
+        rows = service.index.outbox.list()
+        assert all(r.status == "sent" for r in rows), {r.status for r in rows}
         assert len(rows) == sum(len(v) for v in expected.values())
         # queuing the same results again (a study processed twice) sends nothing more
-        again = [
-            (r["sop_instance_uid"], r["study_instance_uid"], r["kind"], r["path"]) for r in rows
-        ]
-        assert service.index.add_to_outbox(again) == 0
+        again = [(r.sop_instance_uid, r.study_instance_uid, r.kind, r.path) for r in rows]
+        assert service.index.outbox.add(again) == 0
         for study, sops in expected.items():
             held = orthanc.study_instances(study)
             uids = [

@@ -239,18 +239,18 @@ def test_cstore_fuzz_receiver_survives(tmp_path: Path, long_run: bool) -> None:
         for path in instances.rglob("*.dcm"):
             data = path.read_bytes()
             stored.add(hashlib.sha256(data[dataset_offset(data) :]).hexdigest())
-            row = index.get_instance(path.stem)
-            assert row is not None and row["sha256"] == hashlib.sha256(data).hexdigest()
+            row = index.instances.get(path.stem)
+            assert row is not None and row.sha256 == hashlib.sha256(data).hexdigest()
             rows += 1
         assert stored == accepted_bodies
-        assert rows == index.count_instances()
+        assert rows == index.instances.count()
 
         # still alive and well: C-ECHO and a valid C-STORE stored byte-for-byte
         valid = ct_series(tmp_path / "after", 1, rows=32, columns=32, seed=4)[0]
         assert _send_all(port, [valid])[valid] == 0
-        row = index.get_instance(pydicom.dcmread(valid).SOPInstanceUID)
+        row = index.instances.get(pydicom.dcmread(valid).SOPInstanceUID)
         assert row is not None
-        stored_bytes = Path(row["path"]).read_bytes()
+        stored_bytes = Path(row.path).read_bytes()
         assert stored_bytes[dataset_offset(stored_bytes) :] == dataset_bytes(valid)
         growth = peak - baseline
         print(

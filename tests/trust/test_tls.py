@@ -218,14 +218,14 @@ def test_dcmtk_storescu_over_tls_stores_and_is_refused_without(
         service, good, "+tls", str(pki.client_key), str(pki.client_cert), "+cf", str(pki.ca)
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    row = service.index.get_instance(sop_uid(good))
+    row = service.index.instances.get(sop_uid(good))
     assert row is not None, "acknowledged over TLS but not indexed"
-    stored = Path(row["path"]).read_bytes()
+    stored = Path(row.path).read_bytes()
     assert stored[dataset_offset(stored) :] == dataset_bytes(good)  # the bytes as sent
     # no TLS at all: the association never gets past the handshake
     refused = storescu(service, plain)
     assert refused.returncode != 0, refused.stdout + refused.stderr
-    assert service.index.get_instance(sop_uid(plain)) is None
+    assert service.index.instances.get(sop_uid(plain)) is None
     # a client certificate from a CA the receiver does not trust
     untrusted = storescu(
         service,
@@ -237,5 +237,5 @@ def test_dcmtk_storescu_over_tls_stores_and_is_refused_without(
         str(pki.ca),
     )
     assert untrusted.returncode != 0, untrusted.stdout + untrusted.stderr
-    assert service.index.get_instance(sop_uid(rogue)) is None
-    assert service.index.count_instances() == 1
+    assert service.index.instances.get(sop_uid(rogue)) is None
+    assert service.index.instances.count() == 1

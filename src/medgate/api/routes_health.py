@@ -23,7 +23,7 @@ async def healthz() -> dict[str, str]:
 async def readyz(request: Request, response: Response) -> dict[str, object]:
     """The index is reachable (503 otherwise); lists models that failed to load."""
     try:
-        await asyncio.to_thread(request.app.state.index.queue_depth)
+        await asyncio.to_thread(request.app.state.index.jobs.depth)
     except Exception as exc:
         response.status_code = 503
         return {"status": "not-ready", "reason": type(exc).__name__}
@@ -47,8 +47,8 @@ async def metrics(request: Request) -> Response:
 
     def gauges() -> dict[str, float]:
         return {
-            "medgate_queue_depth": float(state.index.queue_depth()),
-            "medgate_outbox_pending": float(len(state.index.list_outbox(status="pending"))),
+            "medgate_queue_depth": float(state.index.jobs.depth()),
+            "medgate_outbox_pending": float(state.index.outbox.pending_count()),
             "medgate_studies_overdue": float(overdue_count(state.index, state.settings)),
         }
 

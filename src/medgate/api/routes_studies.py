@@ -9,7 +9,9 @@ from pydantic import BaseModel
 
 from medgate.api.security import require_scope
 from medgate.review.worklist import worklist
-from medgate.store.db import STUDY_STATUSES
+from medgate.store.outbox import Delivery
+from medgate.store.status import StudyStatus
+from medgate.store.studies import StudyRow
 
 router = APIRouter(
     prefix="/api/v1", tags=["studies"], dependencies=[Depends(require_scope("results"))]
@@ -24,9 +26,21 @@ class StudySummary(BaseModel):
     priority: str | None = None
 
 
+class DestinationDelivery(BaseModel):
+    """One destination's confirmation of a study's result objects: ``done`` means built, and
+    only ``delivered`` means the destination confirmed every object."""
+
+    state: str
+    objects: int
+    confirmed: int
+    confirmed_at: str | None = None
+
+
 class StudyDetail(StudySummary):
     updated_at: str
     reason: str | None = None
+    results_built_at: str | None = None
+    delivery: dict[str, DestinationDelivery] = {}
     findings: list[dict[str, Any]] = []
     reasons: list[str] = []
     guidance: list[dict[str, Any]] = []
@@ -46,40 +60,54 @@ class WorklistEntry(BaseModel):
     instances: int
 
 
-def _summary(row: dict[str, Any]) -> dict[str, Any]:
+def _summary(row: StudyRow) -> dict[str, Any]:
     return {
-        "study_instance_uid": row["study_instance_uid"],
-        "status": row["status"],
-        "instances": row["instances"],
-        "received_at": row["received_at"].isoformat(),
-        "priority": row.get("priority"),
+        "study_instance_uid": row.study_instance_uid,
+        "status": row.status,
+        "instances": row.instances,
+        "received_at": row.received_at.isoformat(),
+        "priority": row.priority,
     }
 
 
 @router.get("/studies", response_model=list[StudySummary])
 def list_studies(request: Request, status: str | None = None) -> list[dict[str, Any]]:
     """Every study medgate knows, oldest first, optionally filtered by status."""
-    if status is not None and status not in STUDY_STATUSES:
-        raise HTTPException(400, f"unknown status {status!r}; one of {', '.join(STUDY_STATUSES)}")
-    return [_summary(row) for row in request.app.state.index.list_studies(status=status)]
+    if status is not None and status not in set(StudyStatus):
+        raise HTTPException(400, f"unknown status {status!r}; one of {', '.join(StudyStatus)}")
+    return [_summary(row) for row in request.app.state.index.studies.list(status=status)]
 
 
 @router.get("/studies/{study_instance_uid}", response_model=StudyDetail)
 def get_study(study_instance_uid: str, request: Request) -> dict[str, Any]:
     """One study's status, and its findings, priority, guidance and result UIDs once processed."""
-    row = request.app.state.index.get_study(study_instance_uid)
+    index = request.app.state.index
+    row = index.studies.get(study_instance_uid)
     if row is None:
         raise HTTPException(404, f"no study with StudyInstanceUID {study_instance_uid}")
-    result = row.get("result") or {}
+    result = row.result or {}
+    built = row.results_built_at
     return {
         **_summary(row),
-        "updated_at": row["updated_at"].isoformat(),
-        "reason": row.get("reason"),
+        "updated_at": row.updated_at.isoformat(),
+        "reason": row.reason,
+        "results_built_at": built.isoformat() if built else None,
+        "delivery": {"pacs": _delivery(index.outbox.delivery(study_instance_uid))},
         "findings": result.get("findings", []),
         "reasons": result.get("reasons", []),
         "guidance": result.get("guidance", []),
         "result_uids": [obj["sop_instance_uid"] for obj in result.get("result_objects", [])],
-        "result": row.get("result"),
+        "result": row.result,
+    }
+
+
+def _delivery(state: Delivery) -> dict[str, Any]:
+    confirmed = state.confirmed_at
+    return {
+        "state": state.state,
+        "objects": state.objects,
+        "confirmed": state.confirmed,
+        "confirmed_at": confirmed.isoformat() if confirmed else None,
     }
 
 

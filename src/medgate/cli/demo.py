@@ -183,15 +183,15 @@ def _wait(
     pending = list(states)
     while pending and time.monotonic() < deadline:
         for study in list(pending):
-            row = gateway.index.get_study(study.study_uid)
+            row = gateway.index.studies.get(study.study_uid)
             if row is None:
                 continue
-            status = row["status"]
+            status = row.status
             if status in ("failed", "not-processed"):
-                study.status, study.result = status, {"reason": row.get("reason")}
+                study.status, study.result = status, {"reason": row.reason}
                 pending.remove(study)
-            elif status == "done" and _results_in_orthanc(orthanc, row.get("result") or {}):
-                study.status, study.result = "done", row["result"]
+            elif status == "done" and _results_in_orthanc(orthanc, row.result or {}):
+                study.status, study.result = "done", row.result
                 study.seconds = time.monotonic() - sent_at
                 orthanc_id = orthanc.find_study(study.study_uid)
                 study.orthanc_url = f"{orthanc.url}/app/explorer.html#study?uuid={orthanc_id}"

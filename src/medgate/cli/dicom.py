@@ -201,17 +201,17 @@ def studies(
     from medgate.cli.dicom_service import open_index
 
     settings = settings_or_exit(config)
-    rows = open_index(settings).list_studies(status=status)
+    rows = open_index(settings).studies.list(status=status)
     table = Table(title=f"{len(rows)} studies")
     for column in ("StudyInstanceUID", "status", "instances", "received", "priority"):
         table.add_column(column)
     for row in rows:
         table.add_row(
-            row["study_instance_uid"],
-            row["status"],
-            str(row["instances"]),
-            row["received_at"].strftime("%Y-%m-%d %H:%M:%S"),
-            row.get("priority") or "",
+            row.study_instance_uid,
+            row.status,
+            str(row.instances),
+            row.received_at.strftime("%Y-%m-%d %H:%M:%S"),
+            row.priority or "",
         )
     console.print(table)
 
@@ -226,19 +226,19 @@ def outbox(
     settings = settings_or_exit(config)
     if status not in (None, "pending", "sent", "dead"):
         fail("--status must be pending, sent or dead")
-    rows = open_index(settings).list_outbox(status=status)
+    rows = open_index(settings).outbox.list(status=status)
     table = Table(title=f"outbox: {len(rows)} objects")
     for column in ("SOPInstanceUID", "kind", "status", "attempts", "next try / sent", "last error"):
         table.add_column(column)
     for row in rows:
-        when = row["sent_at"] if row["status"] == "sent" else row["next_attempt_at"]
+        when = row.sent_at if row.status == "sent" else row.next_attempt_at
         table.add_row(
-            row["sop_instance_uid"],
-            row["kind"],
-            row["status"],
-            str(row["attempts"]),
+            row.sop_instance_uid,
+            row.kind,
+            row.status,
+            str(row.attempts),
             when.strftime("%Y-%m-%d %H:%M:%S") if when else "",
-            (row.get("last_error") or "")[:60],
+            (row.last_error or "")[:60],
         )
     console.print(table)
 

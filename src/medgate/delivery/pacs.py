@@ -9,13 +9,21 @@ kinds of failure are told apart, because they need different answers:
 * the PACS answers the C-STORE with a failure status: the object itself is refused, so it is
   retried up to ``pacs.send_max_attempts`` times and then dead-lettered (status ``dead``, visible
   in ``medgate outbox``), never looped on forever.
+
+A pass claims its objects under a short lease (``serving.job_lease_seconds``) that a heartbeat
+renews while the pass runs, so another instance sharing the database never sends them at the
+same time, and a dead sender's objects are due again one lease later.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
 
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
@@ -32,7 +40,9 @@ from medgate.dicom.net import (
     pacs_peer,
     scu_ae,
 )
-from medgate.store.db import Index, OutboxItem
+from medgate.store.db import Index
+from medgate.store.heartbeat import Heartbeat
+from medgate.store.outbox import OutboxClaim, OutboxItem
 from medgate.trust.audit import AuditLog
 
 log = logging.getLogger(__name__)
@@ -109,25 +119,37 @@ class ResultSender:
     def run_once(self) -> SendSummary:
         """Send every due outbox item over one association; record each outcome."""
         summary = SendSummary()
-        items = self.index.due_outbox(limit=self.batch)
-        if items:  # another instance's sender may hold some of them
-            claimed = self.index.claim_outbox([item.id for item in items])
-            items = [item for item in items if item.id in claimed]
+        items = self.index.outbox.due(limit=self.batch)
         if not items:
             return summary
-        loaded: list[tuple[OutboxItem, object]] = []
+        lease = self.settings.serving.job_lease_seconds
+        # another instance's sender may hold some of them
+        claim = self.index.outbox.claim([item.id for item in items], lease)
+        items = [item for item in items if item.id in claim.ids]
+        if not items:
+            return summary
+        held = _HeldItems(self.index, claim, lease)
+        with Heartbeat(held.renew, lease / 4, "medgate-sender-lease") as beat:
+            self._send(items, summary, held, beat)
+        return summary
+
+    def _send(
+        self, items: list[OutboxItem], summary: SendSummary, held: _HeldItems, beat: Heartbeat
+    ) -> None:
+        loaded: list[tuple[OutboxItem, Any]] = []
         for item in items:
             try:
                 ds = dcmread(item.path)
             except (OSError, InvalidDicomError) as exc:
-                self._dead(item, f"result file unreadable: {type(exc).__name__}", summary)
+                with held.finishing(item.id):
+                    self._dead(item, f"result file unreadable: {type(exc).__name__}", summary)
                 continue
             loaded.append((item, ds))
         if not loaded:
-            return summary
+            return
         ae = scu_ae(self.settings)
         contexts = sorted(
-            {(str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID)) for _, ds in loaded}  # type: ignore[attr-defined]
+            {(str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID)) for _, ds in loaded}
         )
         for sop_class, syntax in contexts[:128]:
             syntaxes = [syntax] + [
@@ -139,34 +161,40 @@ class ResultSender:
             reason = association_failure(assoc)
             log.warning("outbox: %s %s: %d item(s) wait", self.peer, reason, len(loaded))
             for item, _ in loaded:
-                self._retry(item, reason, summary)
-            return summary
+                with held.finishing(item.id):
+                    self._retry(item, reason, summary)
+            return
         try:
             for item, ds in loaded:
-                if not assoc.is_established:
-                    self._retry(item, "association lost", summary)
-                    continue
-                try:
-                    status = assoc.send_c_store(ds)  # type: ignore[arg-type]
-                except ValueError as exc:  # no accepted presentation context for this object
-                    self._failed(item, f"not accepted by the PACS: {exc}"[:200], summary)
-                    continue
-                code = int(getattr(status, "Status", -1)) if status else -1
-                if code == -1:
-                    self._retry(item, "no response (timeout or abort)", summary)
-                elif code_to_category(code) in SUCCESS_OR_WARNING:
-                    self._sent(item, code, summary)
-                else:
-                    comment = str(getattr(status, "ErrorComment", "") or "")
-                    self._failed(item, f"PACS status 0x{code:04X} {comment}".strip(), summary)
+                if beat.lost.is_set():
+                    log.warning("outbox: lease lost to another sender; this pass stops")
+                    return
+                record = self._send_one(assoc, item, ds)  # the lease keeps beating meanwhile
+                with held.finishing(item.id):
+                    record(summary)
         finally:
             if assoc.is_established:
                 assoc.release()
-        return summary
+
+    def _send_one(self, assoc: Any, item: OutboxItem, ds: Any) -> Callable[[SendSummary], None]:
+        """C-STORE one object; returns how to record the outcome (done under the claim's lock)."""
+        if not assoc.is_established:
+            return partial(self._retry, item, "association lost")
+        try:
+            status = assoc.send_c_store(ds)
+        except ValueError as exc:  # no accepted presentation context for this object
+            return partial(self._failed, item, f"not accepted by the PACS: {exc}"[:200])
+        code = int(getattr(status, "Status", -1)) if status else -1
+        if code == -1:
+            return partial(self._retry, item, "no response (timeout or abort)")
+        if code_to_category(code) in SUCCESS_OR_WARNING:
+            return partial(self._sent, item, code)
+        comment = str(getattr(status, "ErrorComment", "") or "")
+        return partial(self._failed, item, f"PACS status 0x{code:04X} {comment}".strip())
 
     # ------------------------------------------------------------------ outcomes
     def _sent(self, item: OutboxItem, code: int, summary: SendSummary) -> None:
-        self.index.outbox_sent(item.id)
+        self.index.outbox.sent(item.id)
         summary.sent += 1
         log.info(
             "result %s (%s) delivered to %s", phi_hash(item.sop_instance_uid), item.kind, self.peer
@@ -183,7 +211,7 @@ class ResultSender:
         self, item: OutboxItem, reason: str, summary: SendSummary, *, refused: bool = False
     ) -> None:
         delay = backoff_seconds(self.settings, item.attempts + 1)
-        self.index.outbox_retry(item.id, delay, reason, refused=refused)
+        self.index.outbox.retry(item.id, delay, reason, refused=refused)
         summary.retried += 1
         summary.errors.append(reason)
         log.info(
@@ -199,7 +227,7 @@ class ResultSender:
             self._retry(item, reason, summary, refused=True)
 
     def _dead(self, item: OutboxItem, reason: str, summary: SendSummary) -> None:
-        self.index.outbox_dead(item.id, reason)
+        self.index.outbox.dead(item.id, reason)
         summary.dead += 1
         summary.errors.append(reason)
         log.error(
@@ -216,3 +244,36 @@ class ResultSender:
             sop_instance_uid=item.sop_instance_uid,
             details={"kind": item.kind, "reason": reason, "attempts": item.attempts + 1},
         )
+
+
+class _HeldItems:
+    """The outbox items one pass still holds, and the lease that the heartbeat renews.
+
+    An item leaves the claim when its outcome is recorded (sent, retry, dead letter), under the
+    same lock as the renewal, so a renewal never mistakes an item's own new retry time for a
+    claim taken by another sender.
+    """
+
+    def __init__(self, index: Index, claim: OutboxClaim, lease_seconds: float) -> None:
+        self.index = index
+        self.claim = claim
+        self.lease_seconds = lease_seconds
+        self.outstanding = set(claim.ids)
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def finishing(self, item_id: int) -> Iterator[None]:
+        with self._lock:
+            self.outstanding.discard(item_id)
+            yield
+
+    def renew(self) -> bool:
+        with self._lock:
+            if not self.outstanding:
+                return True
+            current = OutboxClaim(frozenset(self.outstanding), self.claim.lease_until)
+            renewed = self.index.outbox.renew(current, self.lease_seconds)
+            if renewed is None:
+                return False
+            self.claim = renewed
+            return True

@@ -30,8 +30,9 @@ from medgate.dicom.acceptor import (
 )
 from medgate.dicom.dimse import Command
 from medgate.dicom.header import MalformedDataset, parse_header
-from medgate.store.db import Index, InstanceRecord
+from medgate.store.db import Index
 from medgate.store.files import InstanceStore, StoreError
+from medgate.store.instances import InstanceRecord
 from medgate.trust.audit import AuditLog
 from medgate.trust.audit_queue import AuditQueue
 

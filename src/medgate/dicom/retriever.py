@@ -253,7 +253,7 @@ class Retriever:
                 if not uid or uid in seen:
                     continue
                 seen.add(uid)
-                if self.index.get_study(uid) is not None:
+                if self.index.studies.get(uid) is not None:
                     continue
                 try:
                     result = self.pull(uid)

@@ -1,6 +1,6 @@
 """The worker: queued studies in, findings and DICOM result objects (in the outbox) out.
 
-For each job claimed from the durable queue (``db.Index.claim_job``, with a lease):
+For each job claimed from the durable queue (``JobQueue.claim``, with a lease):
 
 1. route the study (``serving.routing``) -> bundles and the instances each one sees; no rule
    -> ``not-processed`` with the reason;
@@ -8,18 +8,24 @@ For each job claimed from the durable queue (``db.Index.claim_job``, with a leas
    instances' Part 10 bytes, bundles of one study in parallel;
 3. triage the results (the triage bundle), derive guidance (``reports.guidance``), build the
    result objects (``reports.build_result_objects``: SR, SEG, overlays);
-4. write the objects to the store and put them in the outbox in ONE ``add_to_outbox`` call, then
-   mark the study ``done`` with its result JSON, then finish the job.
+4. write the objects to the store, then, in ONE transaction (``JobQueue.complete``), check the
+   claim is still this worker's, put the objects in the outbox, mark the study ``done`` with its
+   result JSON and finish the job.
 
 Crash safety: the result UIDs are derived from the input UIDs and model versions (reports), so a
-job re-run after ``kill -9`` writes the same files and ``add_to_outbox`` skips UIDs it already
-holds: the PACS gets one set of results. Jobs left ``processing`` by a dead worker are re-queued
+job re-run after ``kill -9`` writes the same files and the outbox skips UIDs it already holds:
+the PACS gets one set of results. Jobs left ``processing`` by a dead worker are re-queued
 at start-up (embedded SQLite: all of them; shared PostgreSQL: this worker's, others by lease).
 A model error is retried up to ``routing.max_attempts`` times, each retry held back by an
 exponential back-off (``routing.retry_backoff_seconds``, doubling, capped), then the study is
-``failed`` with the error; the worker carries on with the next job. While a job runs, its lease is
-renewed every third of ``serving.job_lease_seconds``, so a slow study (a big CT on CPU) is never
-taken over by another instance while its worker is alive.
+``failed`` with the error; the worker carries on with the next job.
+
+Leases: a claim holds a short lease (``serving.job_lease_seconds``, 20 s), renewed by a heartbeat
+every quarter of it while the job runs, so a slow study (a big CT on CPU) keeps its claim while
+its worker lives, and a killed instance's studies are taken over by another one a lease later.
+A renewal that finds the claim taken stops the attempt at its next stage, and every outcome is
+written only if the claim still holds (checked in the same transaction): never two sets of
+results.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -41,7 +48,11 @@ from medgate.core.logs import phi_hash
 from medgate.models.findings import ModelResult, StudyResult, TriageResult
 from medgate.pipeline.routing import RouteDecision, Router
 from medgate.serving.metrics import MetricsSink, metrics_sink
-from medgate.store.db import Index, Job
+from medgate.store.db import Index
+from medgate.store.heartbeat import Heartbeat
+from medgate.store.instances import InstanceRecord
+from medgate.store.jobs import ClaimLost, Job
+from medgate.store.status import JobStatus, StudyStatus
 from medgate.trust.audit import AuditLog
 
 log = logging.getLogger(__name__)
@@ -108,7 +119,7 @@ class Worker:
     # ------------------------------------------------------------------ lifecycle
     def recover(self) -> int:
         """Re-queue jobs a previous run of this instance left ``processing``."""
-        released = self.index.release_jobs_of(None if self.index.is_sqlite else self.worker_id)
+        released = self.index.jobs.release(None if self.index.is_sqlite else self.worker_id)
         if released:
             log.warning("re-queued %d job(s) left in processing by a previous run", released)
         return released
@@ -144,38 +155,22 @@ class Worker:
 
     def run_once(self) -> bool:
         """Claim and process one job; False when the queue is empty."""
-        job = self.index.claim_job(self.worker_id, self.settings.serving.job_lease_seconds)
+        lease = self.settings.serving.job_lease_seconds
+        job = self.index.jobs.claim(self.worker_id, lease)
         if job is None:
             return False
-        with self._lease_renewed(job):
-            self.process(job)
+        beat = Heartbeat(
+            lambda: self.index.jobs.renew(job, lease), lease / 4, f"medgate-lease-{job.id}"
+        )
+        with beat:
+            self.process(job, beat.lost)
         return True
-
-    @contextmanager
-    def _lease_renewed(self, job: Job) -> Iterator[None]:
-        """Renew ``job``'s lease in the background while the body runs."""
-        lease = self.settings.serving.job_lease_seconds
-        done = threading.Event()
-
-        def renew() -> None:
-            while not done.wait(lease / 3):
-                try:
-                    if not self.index.renew_lease(job.id, self.worker_id, lease):
-                        return
-                except Exception as exc:  # the database is away: the next round tries again
-                    log.warning("lease renewal of job %d failed: %s", job.id, exc)
-
-        renewer = threading.Thread(target=renew, name=f"lease-{job.id}", daemon=True)
-        renewer.start()
-        try:
-            yield
-        finally:
-            done.set()
-            renewer.join()
 
     # ------------------------------------------------------------------ one job
     @contextmanager
-    def _stage(self, name: str) -> Iterator[None]:
+    def _stage(self, name: str, lost: threading.Event | None = None) -> Iterator[None]:
+        if lost is not None and lost.is_set():
+            raise ClaimLost(f"lease lost before stage {name}")
         started = time.perf_counter()
         try:
             yield
@@ -185,55 +180,82 @@ class Worker:
         finally:
             self.metrics.observe("medgate_stage_seconds", time.perf_counter() - started, (name,))
 
-    def process(self, job: Job) -> str:
-        """Run the pipeline on ``job``'s study; returns the study's new status."""
+    def process(self, job: Job, lost: threading.Event | None = None) -> str:
+        """Run the pipeline on ``job``'s study; returns the study's new status, or ``lost`` when
+        another worker took the job over (nothing written then). ``lost`` is the heartbeat's
+        signal that the claim is gone."""
         uid = job.study_instance_uid
         started = time.perf_counter()
         try:
-            result = self._pipeline(uid)
+            result, objects, written = self._pipeline(uid, lost)
+            with self._stage("commit", lost):
+                added = self.index.jobs.complete(job, result, objects, priority=result["priority"])
+        except ClaimLost as exc:
+            return self._lost(job, str(exc))
         except NotProcessed as exc:
             reason = str(exc)
-            self.index.set_study_status(uid, "not-processed", reason=reason)
-            self.index.finish_job(job.id, "not-processed", error=reason)
+            if not self.index.jobs.finish(job, JobStatus.NOT_PROCESSED, error=reason):
+                return self._lost(job, "claim taken before not-processed was written")
             log.info("study %s not processed: %s", phi_hash(uid), reason)
-            return self._finished(uid, "not-processed")
+            return self._finished(uid, StudyStatus.NOT_PROCESSED)
         except Exception as exc:
-            error = f"{type(exc).__name__}: {_one_line(exc)}"
-            if job.attempts >= self.settings.routing.max_attempts:
-                self.index.set_study_status(uid, "failed", reason=error)
-                self.index.finish_job(job.id, "failed", error=error)
-                log.error(
-                    "study %s failed after %d attempt(s): %s", phi_hash(uid), job.attempts, error
-                )
-                self.audit.record(
-                    "model-run",
-                    outcome="failure",
-                    actor=self.worker_id,
-                    study_uid=uid,
-                    details={"error": error[:500]},
-                )
-                return self._finished(uid, "failed")
-            delay = retry_delay(self.settings, job.attempts)
-            self.index.finish_job(job.id, "queued", error=error, retry_after_s=delay)
-            self.index.set_study_status(
-                uid,
-                "queued",
-                reason=f"attempt {job.attempts} failed, will retry in {delay:.0f} s: {error}",
+            return self._attempt_failed(job, exc)
+        for item in written:
+            self.audit.record(
+                "result-created",
+                actor=self.worker_id,
+                study_uid=uid,
+                sop_instance_uid=item["sop_instance_uid"],
+                details={"kind": item["kind"], "queued": added > 0},
             )
-            log.warning(
-                "study %s attempt %d failed, retry in %.1f s: %s",
-                phi_hash(uid),
-                job.attempts,
-                delay,
-                error,
-            )
-            return "queued"
         self.metrics.observe("medgate_stage_seconds", time.perf_counter() - started, ("total",))
-        self.index.set_study_status(
-            uid, "done", priority=result["priority"], reason=None, result=result
+        return self._finished(uid, StudyStatus.DONE)
+
+    def _attempt_failed(self, job: Job, exc: Exception) -> str:
+        """A model or pipeline error: retry with back-off, or ``failed`` after the last try."""
+        uid = job.study_instance_uid
+        error = f"{type(exc).__name__}: {_one_line(exc)}"
+        if job.attempts >= self.settings.routing.max_attempts:
+            if not self.index.jobs.finish(job, JobStatus.FAILED, error=error):
+                return self._lost(job, "claim taken before the failure was written")
+            log.error("study %s failed after %d attempt(s): %s", phi_hash(uid), job.attempts, error)
+            self.audit.record(
+                "model-run",
+                outcome="failure",
+                actor=self.worker_id,
+                study_uid=uid,
+                details={"error": error[:500]},
+            )
+            return self._finished(uid, StudyStatus.FAILED)
+        delay = retry_delay(self.settings, job.attempts)
+        retry = self.index.jobs.finish(
+            job,
+            JobStatus.QUEUED,
+            error=error,
+            reason=f"attempt {job.attempts} failed, will retry in {delay:.0f} s: {error}",
+            retry_after_s=delay,
         )
-        self.index.finish_job(job.id, "done")
-        return self._finished(uid, "done")
+        if not retry:
+            return self._lost(job, "claim taken before the retry was written")
+        log.warning(
+            "study %s attempt %d failed, retry in %.1f s: %s",
+            phi_hash(uid),
+            job.attempts,
+            delay,
+            error,
+        )
+        return StudyStatus.QUEUED
+
+    def _lost(self, job: Job, why: str) -> str:
+        """Another worker holds the job now: this attempt ends without writing anything."""
+        log.warning(
+            "study %s: job %d no longer held by this worker (%s); its results are not written",
+            phi_hash(job.study_instance_uid),
+            job.id,
+            why,
+        )
+        self.metrics.inc("medgate_jobs_total", ("lost",))
+        return "lost"
 
     def _finished(self, uid: str, status: str) -> str:
         self.metrics.inc("medgate_jobs_total", (status,))
@@ -241,33 +263,39 @@ class Worker:
             self.on_done(uid, status)
         return status
 
-    def _pipeline(self, uid: str) -> dict[str, Any]:
-        with self._stage("route"):
-            rows = self.index.study_instances(uid)
-            decision = self.router.route(rows)
+    def _pipeline(
+        self, uid: str, lost: threading.Event | None = None
+    ) -> tuple[dict[str, Any], list[tuple[str, str, str, str]], list[dict[str, str]]]:
+        """Route, infer, triage, build and write the result files; returns the result JSON,
+        the outbox entries and the written objects (queued by ``JobQueue.complete``)."""
+        with self._stage("route", lost):
+            rows = self.index.instances.of_study(uid)
+            decision = self.router.route([asdict(row) for row in rows])
         if not decision.matched:
             raise NotProcessed(decision.reason or "no routing rule matched")
-        by_uid = {row["sop_instance_uid"]: row for row in rows}
+        by_uid = {row.sop_instance_uid: row for row in rows}
 
-        with self._stage("model"):
+        with self._stage("model", lost):
             model_results = self._run_models(uid, decision, by_uid)
 
-        with self._stage("load"):
+        with self._stage("load", lost):
             used = {u for uids in decision.bundles.values() for u in uids}
-            sources = [pydicom.dcmread(by_uid[u]["path"]) for u in by_uid if u in used]
+            sources: list[pydicom.Dataset] = [
+                pydicom.dcmread(by_uid[u].path) for u in by_uid if u in used
+            ]
 
-        with self._stage("triage"):
+        with self._stage("triage", lost):
             triage = self._triage(model_results)
         study = StudyResult(study_instance_uid=uid, model_results=model_results, triage=triage)
-        with self._stage("guidance"):
+        with self._stage("guidance", lost):
             from medgate.clinical.guidance import guidance_for
 
             study.guidance = list(guidance_for(study, patient_age=patient_age(sources)))
-        with self._stage("reports"):
+        with self._stage("reports", lost):
             from medgate.reports import build_result_objects
 
             objects = list(build_result_objects(study, sources, self.settings.reports))
-        with self._stage("write"):
+        with self._stage("write", lost):
             outbox: list[tuple[str, str, str, str]] = []
             written: list[dict[str, str]] = []
             for obj in objects:
@@ -281,23 +309,14 @@ class Worker:
                         "kind": obj.kind,
                     }
                 )
-            added = self.index.add_to_outbox(outbox)
-        for item in written:
-            self.audit.record(
-                "result-created",
-                actor=self.worker_id,
-                study_uid=uid,
-                sop_instance_uid=item["sop_instance_uid"],
-                details={"kind": item["kind"], "queued": added > 0},
-            )
-        return study_result_json(study, decision, written)
+        return study_result_json(study, decision, written), outbox, written
 
     def _run_models(
-        self, uid: str, decision: RouteDecision, by_uid: dict[str, dict[str, Any]]
+        self, uid: str, decision: RouteDecision, by_uid: dict[str, InstanceRecord]
     ) -> list[ModelResult]:
         futures: dict[str, concurrent.futures.Future[ModelResult]] = {}
         for bundle, sop_uids in decision.bundles.items():
-            payload = [Path(by_uid[u]["path"]).read_bytes() for u in sop_uids]
+            payload = [Path(by_uid[u].path).read_bytes() for u in sop_uids]
             futures[bundle] = self._pool.submit(self.client.predict, bundle, payload)
         results: list[ModelResult] = []
         errors: list[str] = []

@@ -11,7 +11,8 @@ import datetime as dt
 from typing import Any
 
 from medgate.core.config import Settings
-from medgate.store.db import Index, utcnow
+from medgate.store.db import Index
+from medgate.store.engine import utcnow
 
 PRIORITY_ORDER = {"critical": 0, "urgent": 1, "routine": 2}
 WORKLIST_STATUSES = ("queued", "processing", "done", "failed", "not-processed")
@@ -28,24 +29,24 @@ def worklist(
     now = now or utcnow()
     limits = settings.serving.worklist_max_wait_minutes
     entries: list[dict[str, Any]] = []
-    for row in index.list_studies(limit=100_000):
-        if row["status"] not in statuses:
+    for row in index.studies.list(limit=100_000):
+        if row.status not in statuses:
             continue
-        priority = row.get("priority")
-        waited = (now - row["received_at"]).total_seconds() / 60.0
+        priority = row.priority
+        waited = (now - row.received_at).total_seconds() / 60.0
         limit = limits.get(priority or "routine", limits.get("routine", 1440.0))
-        result = row.get("result") or {}
+        result = row.result or {}
         entries.append(
             {
-                "study_instance_uid": row["study_instance_uid"],
-                "status": row["status"],
+                "study_instance_uid": row.study_instance_uid,
+                "status": row.status,
                 "priority": priority,
-                "received_at": row["received_at"].isoformat(),
+                "received_at": row.received_at.isoformat(),
                 "waiting_minutes": round(waited, 2),
                 "max_wait_minutes": limit,
                 "overdue": waited > limit,
                 "reasons": list(result.get("reasons") or []),
-                "instances": row["instances"],
+                "instances": row.instances,
             }
         )
     entries.sort(key=lambda e: (PRIORITY_ORDER.get(e["priority"] or "", 3), e["received_at"]))

@@ -2,8 +2,8 @@
 
 DICOM has no "end of study" message, so completeness is inferred from silence. A background thread
 asks the index every ``interval`` seconds to turn idle ``receiving`` studies into queued jobs (one
-transaction in ``Index.enqueue_idle_studies``). A late instance sets the study back to
-``receiving`` (``Index.record_instance``) and, after the next idle period, the study is queued
+transaction in ``JobQueue.enqueue_idle``). A late instance sets the study back to
+``receiving`` (``InstanceIndex.add``) and, after the next idle period, the study is queued
 again, so the late instance is processed too.
 """
 
@@ -38,7 +38,7 @@ class StudyAssembler:
         self._thread: threading.Thread | None = None
 
     def run_once(self) -> list[str]:
-        queued = self.index.enqueue_idle_studies(self.idle_seconds)
+        queued = self.index.jobs.enqueue_idle(self.idle_seconds)
         for uid in queued:
             log.info("study %s complete (idle %.1f s): queued", phi_hash(uid), self.idle_seconds)
             record = getattr(self.audit, "record", None)

@@ -42,8 +42,9 @@ from pydicom.uid import UID
 from medgate.core.checksums import sha256_file
 from medgate.core.config import Settings
 from medgate.core.logs import phi_hash
-from medgate.store.db import Index, InstanceRecord
+from medgate.store.db import Index
 from medgate.store.filepool import FilePool, abandoned_pools, fsync_dir, rename_into
+from medgate.store.instances import InstanceRecord
 
 log = logging.getLogger(__name__)
 
@@ -195,21 +196,19 @@ class InstanceStore:
             uid = str(read_file_meta_info(path).MediaStorageSOPInstanceUID)
         except Exception:  # not even a File Meta: a write cut short
             return None
-        row = self.index.get_instance(uid)
-        if row is None or row["size"] != size:
+        row = self.index.instances.get(uid)
+        if row is None or row.size != size:
             return None
-        if sha256_file(path) != row["sha256"]:
+        if sha256_file(path) != row.sha256:
             return None
-        return Path(row["path"])
+        return Path(row.path)
 
     def reconcile(self, recent: int | None = None) -> int:
         """Drop index rows of recent instances whose file is missing (crash mid-store)."""
         limit = recent or 4 * self.settings.dicom.max_associations
         dropped = 0
-        for row in self.index.latest_instances(limit):
-            if not Path(row["path"]).exists() and self.index.delete_instance(
-                row["sop_instance_uid"]
-            ):
+        for row in self.index.instances.latest(limit):
+            if not Path(row.path).exists() and self.index.instances.delete(row.sop_instance_uid):
                 dropped += 1
         if dropped:
             log.warning("dropped %d index row(s) whose file a crash did not finish", dropped)
@@ -253,23 +252,23 @@ class InstanceStore:
                 digest.update(chunk)
             sha = digest.hexdigest()
             full = replace(record, size=size, sha256=sha, path=str(path))
-            existing = None if fresh else self.index.get_instance(record.sop_instance_uid)
+            existing = None if fresh else self.index.instances.get(record.sop_instance_uid)
             if existing is not None:
-                if existing["sha256"] == sha:
+                if existing.sha256 == sha:
                     return StoreResult(STATUS_SUCCESS, path, sha, size, False, "identical")
                 if not self.overwrite_duplicates:
                     log.warning(
                         "instance %s received again with different bytes: kept sha256 %s, "
                         "ignored sha256 %s",
                         phi_hash(record.sop_instance_uid),
-                        existing["sha256"],
+                        existing.sha256,
                         sha,
                     )
                     return StoreResult(
                         STATUS_SUCCESS,
                         path,
-                        existing["sha256"],
-                        existing["size"],
+                        existing.sha256,
+                        existing.size,
                         False,
                         "different",
                     )
@@ -277,16 +276,16 @@ class InstanceStore:
                 writing = self._writer.submit(self.pool.write, path, chunks)
             index_error: Exception | None = None
             try:
-                if existing is not None or not self.index.index_instance(full):
+                if existing is not None or not self.index.instances.add(full):
                     # Overwrite allowed, or a row whose file had gone missing: index this copy.
-                    self.index.replace_instance(full)
+                    self.index.instances.replace(full)
             except Exception as exc:  # the file becomes an orphan; the peer re-sends
                 index_error = exc
             try:
                 writing.result()
             except OSError as exc:
                 if index_error is None and existing is None:
-                    self.index.delete_instance(record.sop_instance_uid)  # no row without file
+                    self.index.instances.delete(record.sop_instance_uid)  # no row without file
                 raise StoreError(f"cannot write instance file: {exc.strerror}") from exc
             if index_error is not None:
                 raise StoreError(

@@ -20,18 +20,20 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy.engine import Dialect
-from sqlalchemy.sql.expression import Executable
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.expression import ClauseElement
 
 
 class CompiledStatement:
     """One SQLAlchemy statement, compiled for ``dialect`` (qmark parameters)."""
 
     def __init__(
-        self, statement: Executable, dialect: Dialect, column_keys: Sequence[str] | None = None
+        self, statement: ClauseElement, dialect: Dialect, column_keys: Sequence[str] | None = None
     ) -> None:
         compiled = statement.compile(
             dialect=dialect, column_keys=list(column_keys) if column_keys else None
         )
+        assert isinstance(compiled, SQLCompiler)  # a DML statement compiles to SQL
         self._compiled = compiled
         self.sql = str(compiled)
         self.names: list[str] = list(compiled.positiontup or [])
@@ -45,6 +47,7 @@ class CompiledStatement:
     def parameters(self, values: Mapping[str, Any]) -> list[Any]:
         """The positional values for ``values``, as SQLAlchemy would bind them."""
         params = self._compiled.construct_params(dict(values))
+        assert params is not None  # a SQLCompiler always builds parameters
         bound = []
         for name in self.names:
             value = params[name]

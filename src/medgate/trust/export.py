@@ -20,6 +20,7 @@ from pydicom.errors import InvalidDicomError
 from tqdm import tqdm
 
 from medgate.store.db import Index
+from medgate.store.instances import InstanceRecord
 from medgate.trust.audit import AuditLog
 from medgate.trust.deidentify import Deidentifier, DeidOptions
 
@@ -80,12 +81,12 @@ def _export(
     progress: bool,
 ) -> ExportReport:
     if study_uids:
-        unknown = [uid for uid in study_uids if index.get_study(uid) is None]
+        unknown = [uid for uid in study_uids if index.studies.get(uid) is None]
         if unknown:
             raise ExportError(f"{len(unknown)} of the given studies are not in the index")
         studies = list(dict.fromkeys(study_uids))
     else:
-        studies = [row["study_instance_uid"] for row in index.list_studies(limit=10**9)]
+        studies = [row.study_instance_uid for row in index.studies.list(limit=10**9)]
     if out.exists() and not out.is_dir():
         raise ExportError(f"{out} exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
@@ -93,7 +94,7 @@ def _export(
     storage_root = Path(settings.storage.path)
     report = ExportReport(out=out)
     manifest: list[dict[str, Any]] = []
-    work = [(uid, row) for uid in studies for row in index.study_instances(uid)]
+    work = [(uid, row) for uid in studies for row in index.instances.of_study(uid)]
     per_study: dict[str, Counter[str]] = {uid: Counter() for uid in studies}
     for study_uid, row in tqdm(work, desc="de-identifying", unit="inst", disable=not progress):
         outcome, entry = _export_one(deid, storage_root, out, row)
@@ -127,9 +128,9 @@ def _export(
 
 
 def _export_one(
-    deid: Deidentifier, root: Path, out: Path, row: dict[str, Any]
+    deid: Deidentifier, root: Path, out: Path, row: InstanceRecord
 ) -> tuple[str, dict[str, Any]]:
-    path = Path(row["path"])
+    path = Path(row.path)
     if not path.is_absolute() and not path.exists():
         path = root / path
     try:

@@ -1,0 +1,280 @@
+"""The outbox: result objects waiting for their destination to confirm them.
+
+An object stays ``pending`` until the PACS confirms it (``sent``) or refuses it
+``pacs.send_max_attempts`` times (``dead``). A sender claims due objects by moving their
+``next_attempt_at`` past a short lease; while it sends, a heartbeat renews the lease
+(``Outbox.renew``), so a second instance never sends them at the same time, and the objects of a
+sender that died are due again one lease later.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from medgate.store.engine import Database, aware, utcnow
+from medgate.store.schema import outbox
+from medgate.store.status import OutboxStatus
+
+DEFAULT_LEASE_SECONDS = 20.0
+
+
+class NewResult(NamedTuple):
+    """A result object to queue: ``(sop_instance_uid, study_instance_uid, kind, path)``."""
+
+    sop_instance_uid: str
+    study_instance_uid: str
+    kind: str
+    path: str
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    """One outbox row."""
+
+    id: int
+    sop_instance_uid: str
+    study_instance_uid: str
+    kind: str
+    path: str
+    status: OutboxStatus
+    attempts: int
+    refusals: int
+    next_attempt_at: dt.datetime
+    created_at: dt.datetime
+    sent_at: dt.datetime | None = None
+    last_error: str | None = None
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """Where a study's result objects stand at one destination."""
+
+    state: str  # "none" (no objects), "pending", "delivered", "dead-letter"
+    objects: int
+    confirmed: int
+    confirmed_at: dt.datetime | None
+
+
+@dataclass(frozen=True)
+class OutboxClaim:
+    """Items one sender holds, and the lease (``next_attempt_at``) it set: the claim's token."""
+
+    ids: frozenset[int]
+    lease_until: dt.datetime
+
+
+class _ClaimTaken(Exception):
+    """Rolls back a renewal that found part of the claim taken."""
+
+
+def _item(row: Any) -> OutboxItem:
+    return OutboxItem(
+        id=row["id"],
+        sop_instance_uid=row["sop_instance_uid"],
+        study_instance_uid=row["study_instance_uid"],
+        kind=row["kind"],
+        path=row["path"],
+        status=OutboxStatus(row["status"]),
+        attempts=row["attempts"],
+        refusals=row["refusals"],
+        next_attempt_at=aware(row["next_attempt_at"]),  # type: ignore[arg-type]
+        created_at=aware(row["created_at"]),  # type: ignore[arg-type]
+        sent_at=aware(row["sent_at"]),
+        last_error=row["last_error"],
+    )
+
+
+def add_results(
+    conn: Connection, items: Sequence[tuple[str, str, str, str]], now: dt.datetime
+) -> int:
+    """Queue result objects inside the caller's transaction; an object whose UID is already in
+    the outbox is left as it is (re-processing a study yields the same UIDs and must not send
+    twice). Returns how many were added."""
+    added = 0
+    for sop_uid, study_uid, kind, path in items:
+        exists = conn.execute(
+            sa.select(outbox.c.id).where(outbox.c.sop_instance_uid == sop_uid)
+        ).first()
+        if exists is not None:
+            continue
+        conn.execute(
+            outbox.insert().values(
+                sop_instance_uid=sop_uid,
+                study_instance_uid=study_uid,
+                kind=kind,
+                path=path,
+                status=OutboxStatus.PENDING.value,
+                attempts=0,
+                next_attempt_at=now,
+                created_at=now,
+            )
+        )
+        added += 1
+    return added
+
+
+class Outbox:
+    """The outbox table: queue, claim, renew, and record each destination's answer."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def add(self, items: Sequence[tuple[str, str, str, str]]) -> int:
+        """Queue result objects, all or none (see ``add_results``)."""
+        with self.db.write() as conn:
+            return add_results(conn, items, utcnow())
+
+    def due(self, limit: int = 50, now: dt.datetime | None = None) -> list[OutboxItem]:
+        now = now or utcnow()
+        with self.db.read() as conn:
+            rows = conn.execute(
+                sa.select(outbox)
+                .where(
+                    outbox.c.status == OutboxStatus.PENDING.value, outbox.c.next_attempt_at <= now
+                )
+                .order_by(outbox.c.id)
+                .limit(limit)
+            ).mappings()
+            return [_item(r) for r in rows]
+
+    def claim(
+        self, item_ids: Sequence[int], lease_seconds: float = DEFAULT_LEASE_SECONDS
+    ) -> OutboxClaim:
+        """Claim due items for one send: a guarded ``UPDATE`` moves ``next_attempt_at`` to the
+        lease's end, so another sender skips them until the lease runs out."""
+        now = utcnow()
+        until = now + dt.timedelta(seconds=lease_seconds)
+        claimed: set[int] = set()
+        with self.db.write() as conn:
+            for item_id in item_ids:
+                moved = conn.execute(
+                    outbox.update()
+                    .where(
+                        outbox.c.id == item_id,
+                        outbox.c.status == OutboxStatus.PENDING.value,
+                        outbox.c.next_attempt_at <= now,
+                    )
+                    .values(next_attempt_at=until)
+                ).rowcount
+                if moved:
+                    claimed.add(item_id)
+        return OutboxClaim(frozenset(claimed), until)
+
+    def renew(self, claim: OutboxClaim, lease_seconds: float) -> OutboxClaim | None:
+        """Extend a claim's lease; None (nothing changed) when one of its items that is still
+        pending no longer carries the claim's own lease end: the lease ran out and another
+        sender took it. The caller renews only the items it has not finished yet."""
+        until = utcnow() + dt.timedelta(seconds=lease_seconds)
+        try:
+            with self.db.write() as conn:
+                pending = conn.execute(
+                    sa.select(sa.func.count())
+                    .select_from(outbox)
+                    .where(
+                        outbox.c.id.in_(claim.ids),
+                        outbox.c.status == OutboxStatus.PENDING.value,
+                    )
+                ).scalar_one()
+                moved = conn.execute(
+                    outbox.update()
+                    .where(
+                        outbox.c.id.in_(claim.ids),
+                        outbox.c.status == OutboxStatus.PENDING.value,
+                        outbox.c.next_attempt_at == claim.lease_until,
+                    )
+                    .values(next_attempt_at=until)
+                ).rowcount
+                if moved != pending:
+                    raise _ClaimTaken
+        except _ClaimTaken:
+            return None
+        return OutboxClaim(claim.ids, until)
+
+    def sent(self, item_id: int) -> None:
+        """The destination confirmed the object."""
+        with self.db.write() as conn:
+            conn.execute(
+                outbox.update()
+                .where(outbox.c.id == item_id)
+                .values(
+                    status=OutboxStatus.SENT.value,
+                    sent_at=utcnow(),
+                    attempts=outbox.c.attempts + 1,
+                )
+            )
+
+    def retry(
+        self, item_id: int, delay_seconds: float, error: str, *, refused: bool = False
+    ) -> None:
+        """Try again after ``delay_seconds``; ``refused`` counts a PACS failure status (bounded
+        by ``pacs.send_max_attempts``), as opposed to an unreachable PACS (retried until it is
+        back)."""
+        values: dict[str, Any] = {
+            "attempts": outbox.c.attempts + 1,
+            "next_attempt_at": utcnow() + dt.timedelta(seconds=delay_seconds),
+            "last_error": error,
+        }
+        if refused:
+            values["refusals"] = outbox.c.refusals + 1
+        with self.db.write() as conn:
+            conn.execute(outbox.update().where(outbox.c.id == item_id).values(**values))
+
+    def dead(self, item_id: int, error: str) -> None:
+        """Refused for good: the dead letter, shown by ``medgate outbox``."""
+        with self.db.write() as conn:
+            conn.execute(
+                outbox.update()
+                .where(outbox.c.id == item_id)
+                .values(
+                    status=OutboxStatus.DEAD.value,
+                    attempts=outbox.c.attempts + 1,
+                    refusals=outbox.c.refusals + 1,
+                    last_error=error,
+                )
+            )
+
+    def list(
+        self, status: OutboxStatus | str | None = None, study_uid: str | None = None
+    ) -> list[OutboxItem]:
+        query = sa.select(outbox).order_by(outbox.c.id)
+        if status:
+            query = query.where(outbox.c.status == OutboxStatus(status).value)
+        if study_uid:
+            query = query.where(outbox.c.study_instance_uid == study_uid)
+        with self.db.read() as conn:
+            return [_item(r) for r in conn.execute(query).mappings()]
+
+    def pending_count(self) -> int:
+        with self.db.read() as conn:
+            return int(
+                conn.execute(
+                    sa.select(sa.func.count())
+                    .select_from(outbox)
+                    .where(outbox.c.status == OutboxStatus.PENDING.value)
+                ).scalar_one()
+            )
+
+    def delivery(self, study_uid: str) -> Delivery:
+        """A study's delivery to the PACS: ``delivered`` only once every object is confirmed."""
+        items = self.list(study_uid=study_uid)
+        sent = [i.sent_at for i in items if i.status == OutboxStatus.SENT and i.sent_at]
+        if not items:
+            state = "none"
+        elif any(i.status == OutboxStatus.DEAD for i in items):
+            state = "dead-letter"
+        elif len(sent) == len(items):
+            state = "delivered"
+        else:
+            state = "pending"
+        return Delivery(
+            state=state,
+            objects=len(items),
+            confirmed=len(sent),
+            confirmed_at=max(sent) if state == "delivered" and sent else None,
+        )

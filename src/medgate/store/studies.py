@@ -1,0 +1,168 @@
+"""The studies table: one row per study, its status in the pipeline and its result JSON.
+
+A study row is created (or set back to ``receiving``) by the instance write
+(``InstanceIndex.add``, which runs ``receiving_upsert``); the job queue moves it on
+(``medgate.store.jobs``). This module reads studies and sets a status by hand.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+
+from medgate.store.engine import Database, aware, utcnow
+from medgate.store.schema import instances, studies
+from medgate.store.status import StudyStatus
+
+
+@dataclass(frozen=True)
+class StudyRow:
+    """A study as the API, the worklist and the CLI show it."""
+
+    study_instance_uid: str
+    status: StudyStatus
+    received_at: dt.datetime
+    last_instance_at: dt.datetime
+    updated_at: dt.datetime
+    instances: int
+    priority: str | None = None
+    reason: str | None = None
+    result: dict[str, Any] | None = None
+
+    @property
+    def results_built_at(self) -> dt.datetime | None:
+        """When the result objects were committed with the outbox (``JobQueue.complete``)."""
+        stamp = (self.result or {}).get("results_built_at")
+        return dt.datetime.fromisoformat(stamp) if stamp else None
+
+
+def receiving_upsert(dialect_name: str) -> sa.Insert:
+    """``INSERT ... ON CONFLICT DO UPDATE`` that opens a study or sets it back to ``receiving``
+    (parameters ``uid`` and ``now``), run in the same transaction as the instance row."""
+    now: sa.BindParameter[dt.datetime] = sa.bindparam("now")
+    insert = postgresql.insert if dialect_name == "postgresql" else sqlite.insert
+    new_study = insert(studies).values(
+        study_instance_uid=sa.bindparam("uid"),
+        status=StudyStatus.RECEIVING.value,
+        received_at=now,
+        last_instance_at=now,
+        updated_at=now,
+    )
+    return new_study.on_conflict_do_update(
+        index_elements=[studies.c.study_instance_uid],
+        set_={
+            "status": StudyStatus.RECEIVING.value,
+            "last_instance_at": new_study.excluded.last_instance_at,
+            "updated_at": new_study.excluded.updated_at,
+        },
+    )
+
+
+def set_status(
+    conn: Connection,
+    study_uid: str,
+    status: StudyStatus,
+    now: dt.datetime,
+    *,
+    reason: str | None = None,
+    priority: str | None = None,
+    result: dict[str, Any] | None = None,
+) -> None:
+    """Set a study's status (and reason, priority, result) inside the caller's transaction."""
+    values: dict[str, Any] = {
+        "status": StudyStatus(status).value,
+        "updated_at": now,
+        "reason": reason,
+    }
+    if priority is not None:
+        values["priority"] = priority
+    if result is not None:
+        values["result_json"] = json.dumps(result)
+    conn.execute(studies.update().where(studies.c.study_instance_uid == study_uid).values(**values))
+
+
+def _row(data: Any, count: int) -> StudyRow:
+    raw = data["result_json"]
+    return StudyRow(
+        study_instance_uid=data["study_instance_uid"],
+        status=StudyStatus(data["status"]),
+        received_at=aware(data["received_at"]),  # type: ignore[arg-type]
+        last_instance_at=aware(data["last_instance_at"]),  # type: ignore[arg-type]
+        updated_at=aware(data["updated_at"]),  # type: ignore[arg-type]
+        instances=int(count),
+        priority=data["priority"],
+        reason=data["reason"],
+        result=json.loads(raw) if raw else None,
+    )
+
+
+class StudyIndex:
+    """Reads of the studies table, with each study's instance count."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def get(self, study_uid: str) -> StudyRow | None:
+        with self.db.read() as conn:
+            row = (
+                conn.execute(sa.select(studies).where(studies.c.study_instance_uid == study_uid))
+                .mappings()
+                .first()
+            )
+            if row is None:
+                return None
+            count = conn.execute(
+                sa.select(sa.func.count())
+                .select_from(instances)
+                .where(instances.c.study_instance_uid == study_uid)
+            ).scalar_one()
+            return _row(row, count)
+
+    def list(self, status: StudyStatus | str | None = None, limit: int = 1000) -> list[StudyRow]:
+        """Studies oldest first, optionally only those in ``status``."""
+        counts = (
+            sa.select(instances.c.study_instance_uid, sa.func.count().label("instances"))
+            .group_by(instances.c.study_instance_uid)
+            .subquery()
+        )
+        query = (
+            sa.select(studies, sa.func.coalesce(counts.c.instances, 0).label("instances"))
+            .select_from(
+                studies.outerjoin(
+                    counts, counts.c.study_instance_uid == studies.c.study_instance_uid
+                )
+            )
+            .order_by(studies.c.received_at)
+            .limit(limit)
+        )
+        if status:
+            query = query.where(studies.c.status == StudyStatus(status).value)
+        with self.db.read() as conn:
+            return [_row(r, r["instances"]) for r in conn.execute(query).mappings()]
+
+    def set_status(
+        self,
+        study_uid: str,
+        status: StudyStatus | str,
+        *,
+        reason: str | None = None,
+        priority: str | None = None,
+        result: dict[str, Any] | None = None,
+    ) -> None:
+        """Set a status by hand (the job queue sets it together with the job's own state)."""
+        with self.db.write() as conn:
+            set_status(
+                conn,
+                study_uid,
+                StudyStatus(status),
+                utcnow(),
+                reason=reason,
+                priority=priority,
+                result=result,
+            )
