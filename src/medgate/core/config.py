@@ -221,7 +221,12 @@ class ServingConfig(BaseModel):
     )
     worker_threads: int = Field(2, ge=1, description="studies processed concurrently")
     poll_seconds: float = Field(0.2, gt=0, description="job queue poll interval")
-    job_lease_seconds: float = Field(300.0, gt=0)
+    job_lease_seconds: float = Field(
+        20.0,
+        gt=0,
+        description="lease of a claimed job or outbox batch, renewed every quarter of it while "
+        "its holder lives: a killed instance's work is taken over this long after",
+    )
     request_timeout_s: float = Field(120.0, gt=0, description="one model call, worker side")
     worklist_max_wait_minutes: dict[str, float] = Field(
         default_factory=lambda: {"critical": 15.0, "urgent": 60.0, "routine": 1440.0}
