@@ -45,7 +45,10 @@ def create_app(
         index = Index(settings.storage.resolved_database_url())
     app.state.settings = settings
     app.state.index = index
-    app.state.api_tokens = settings.api.tokens
+    from medgate.delivery.sites import site_tokens
+
+    scoped_tokens, app.state.token_sites = site_tokens(settings)
+    app.state.api_tokens = {**settings.api.tokens, **scoped_tokens}
     app.state.model_client = model_client
     app.state.metrics = metrics if metrics is not None else metrics_sink()
     app.state.bundles = bundles
@@ -53,4 +56,9 @@ def create_app(
     app.include_router(routes_studies.router)
     app.include_router(routes_models.router)
     app.include_router(routes_cds.router)
+    if settings.delivery.fhir.enabled:
+        from medgate.api import routes_fhir
+
+        app.include_router(routes_fhir.router)
+        app.include_router(routes_fhir.guarded)
     return app

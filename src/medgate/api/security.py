@@ -1,6 +1,7 @@
 """HTTP access control: bearer tokens from ``api.tokens``, and CDS Hooks client JWTs.
 
-Scopes: ``cds`` (decision support), ``results`` (studies, worklist, models, inference) and ``admin``
+Scopes: ``cds`` (decision support), ``results`` (studies, worklist, models, inference), ``fhir``
+(the FHIR endpoints) and ``admin``
 (everything). With no tokens and no JWT issuers configured the API is open (the embedded demo on
 loopback); a site that exposes the API configures them. ``/healthz`` is always open.
 
@@ -25,7 +26,7 @@ from typing import Any
 import jwt
 from fastapi import HTTPException, Request, status
 
-SCOPES = ("cds", "results", "admin")
+SCOPES = ("cds", "results", "fhir", "admin")
 JWT_ALGORITHMS = ("ES384", "RS384", "ES256", "RS256", "ES512", "RS512", "PS384", "PS256")
 CLOCK_SKEW_S = 30
 
@@ -170,6 +171,8 @@ def require_scope(scope: str) -> Callable[[Request], Coroutine[Any, Any, None]]:
         for token, scopes in tokens.items():
             if hmac.compare_digest(token.encode(), presented.encode()):
                 granted = scopes
+                # [[sites]] tokens see one site only (medgate.delivery.sites)
+                request.state.token_site = getattr(request.app.state, "token_sites", {}).get(token)
                 break
         if granted is None and verifier is not None and presented.count(".") == 2:
             try:

@@ -1,0 +1,284 @@
+"""FHIR R4 endpoints (``/fhir``): the AI results as DiagnosticReport, Observation, RiskAssessment.
+
+Read and search only, JSON only (``application/fhir+json``), behind a bearer token with the
+``fhir`` scope. A site-scoped token (``[[sites]].tokens``) finds only its own site's resources
+and gets 403 on another site's. Errors come back as an OperationOutcome with a 4xx status.
+ServiceRequest and Task are served as empty searches until referrals are tracked (the referral
+loop builds on these endpoints); their reads answer 404.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+from pydicom.errors import InvalidDicomError
+
+from medgate import __version__
+from medgate.api.security import require_scope
+from medgate.delivery.fhir_resources import (
+    StudyResources,
+    capability_statement,
+    observation_prefix,
+    operation_outcome,
+    risk_id,
+    searchset,
+)
+from medgate.delivery.sites import site_for_aes, visible_to
+from medgate.delivery.study_header import read_study_header
+from medgate.store.deliveries import DeliveryStore
+
+FHIR_JSON = "application/fhir+json"
+IGNORED_PARAMS = {"_format", "_count", "_pretty"}
+SEARCHES: dict[str, set[str]] = {
+    "DiagnosticReport": {"patient", "subject", "subject:identifier", "status", "date"},
+    "Observation": {"patient", "subject", "subject:identifier", "status", "date"},
+    "RiskAssessment": {"patient", "subject", "subject:identifier"},
+    "ServiceRequest": {"patient", "subject", "subject:identifier", "status"},
+    "Task": {"patient", "subject", "subject:identifier", "status"},
+}
+
+router = APIRouter(prefix="/fhir", tags=["fhir"])
+guarded = APIRouter(prefix="/fhir", tags=["fhir"], dependencies=[Depends(require_scope("fhir"))])
+
+
+class FhirError(Exception):
+    def __init__(self, status: int, code: str, text: str) -> None:
+        super().__init__(text)
+        self.status = status
+        self.code = code
+        self.text = text
+
+
+def _json(resource: Any, status: int = 200) -> JSONResponse:
+    return JSONResponse(resource.model_dump(mode="json"), status_code=status, media_type=FHIR_JSON)
+
+
+def _error(exc: FhirError) -> JSONResponse:
+    severity = "error" if exc.status < 500 else "fatal"
+    return _json(operation_outcome(severity, exc.code, exc.text), exc.status)
+
+
+def _base_url(request: Request) -> str:
+    return str(request.base_url).rstrip("/") + "/fhir"
+
+
+def _token_site(request: Request) -> str | None:
+    return getattr(request.state, "token_site", None)
+
+
+def _studies(request: Request, only_uid: str | None = None) -> list[tuple[StudyResources, bool]]:
+    """(resources, visible to this token) for every study with a built result."""
+    settings = request.app.state.settings
+    store = DeliveryStore(request.app.state.index.engine)
+    reports = store.reports()
+    rows = store.built_results(only_uid)
+    uids = [r["study_instance_uid"] for r in rows]
+    aes = store.calling_aes(uids) if settings.sites and uids else {}
+    token_site = _token_site(request)
+    made: list[tuple[StudyResources, bool]] = []
+    for row in rows:
+        uid = row["study_instance_uid"]
+        if not row.get("result"):
+            continue
+        site = site_for_aes(settings, aes.get(uid, set())) if settings.sites else None
+        path = store.first_instance_path(uid)
+        if path is None:
+            continue
+        try:
+            header = read_study_header(path)
+        except (OSError, InvalidDicomError):
+            continue
+        report = reports.get(uid)
+        status = report["status"] if report else "preliminary"
+        result = (report or {}).get("final_result") or row["result"]
+        issued = (report or {}).get("final_at") or (report or {}).get("issued_at")
+        resources = StudyResources(
+            study_uid=uid,
+            result=result,
+            header=header,
+            status=status,
+            issued=issued or row["updated_at"],
+            site=site.name if site else None,
+            languages=settings.reports.languages,
+        )
+        made.append((resources, visible_to(token_site, site)))
+    return made
+
+
+def _check_params(kind: str, request: Request) -> None:
+    unknown = sorted(set(request.query_params) - SEARCHES[kind] - IGNORED_PARAMS)
+    if unknown:
+        raise FhirError(
+            400,
+            "not-supported",
+            f"{kind} search does not support {', '.join(unknown)}; "
+            f"supported: {', '.join(sorted(SEARCHES[kind]))}",
+        )
+
+
+def _matches_patient(study: StudyResources, request: Request) -> bool:
+    params = request.query_params
+    for name in ("patient", "subject"):
+        for value in params.getlist(name):
+            wanted = value.split("/", 1)[1] if value.startswith("Patient/") else value
+            if wanted != study.patient_id:
+                return False
+    for value in params.getlist("subject:identifier"):
+        system, bar, code = value.rpartition("|")
+        identifier = study.subject["identifier"]
+        if code != identifier["value"] or (bar and system and system != identifier["system"]):
+            return False
+    return True
+
+
+def _matches_status(status: str, request: Request) -> bool:
+    for value in request.query_params.getlist("status"):
+        if status not in {s.strip() for s in value.split(",")}:
+            return False
+    return True
+
+
+DATE_PREFIXES = ("eq", "ne", "ge", "le", "gt", "lt")
+
+
+def _matches_date(effective: str | None, request: Request) -> bool:
+    """FHIR date search on the study date (day precision): eq, ne, ge, le, gt, lt."""
+    values = request.query_params.getlist("date")
+    if not values:
+        return True
+    if effective is None:
+        return False
+    day = dt.date.fromisoformat(effective)
+    for value in values:
+        prefix, text = ("eq", value)
+        if value[:2] in DATE_PREFIXES:
+            prefix, text = value[:2], value[2:]
+        try:
+            wanted = dt.date.fromisoformat(text[:10])
+        except ValueError as exc:
+            raise FhirError(400, "invalid", f"date {value!r} is not a FHIR date") from exc
+        ok = {
+            "eq": day == wanted,
+            "ne": day != wanted,
+            "ge": day >= wanted,
+            "le": day <= wanted,
+            "gt": day > wanted,
+            "lt": day < wanted,
+        }[prefix]
+        if not ok:
+            return False
+    return True
+
+
+def _search(kind: str, request: Request) -> JSONResponse:
+    try:
+        _check_params(kind, request)
+        found: list[Any] = []
+        if kind in ("ServiceRequest", "Task"):
+            return _json(searchset([], _base_url(request)))
+        for study, visible in _studies(request):
+            if not visible or not _matches_patient(study, request):
+                continue
+            if not _matches_date(study.effective, request):
+                continue
+            if kind == "DiagnosticReport":
+                candidates: list[Any] = [study.report]
+            elif kind == "Observation":
+                candidates = list(study.observations)
+            else:
+                candidates = [study.risk] if study.risk is not None else []
+            found.extend(c for c in candidates if _matches_status(str(c.status), request))
+        return _json(searchset(found, _base_url(request)))
+    except FhirError as exc:
+        return _error(exc)
+
+
+def _read(kind: str, resource_id: str, request: Request) -> JSONResponse:
+    try:
+        if kind == "DiagnosticReport":
+            studies = _studies(request, only_uid=resource_id)
+        else:
+            studies = _studies(request)
+        for study, visible in studies:
+            if kind == "DiagnosticReport":
+                candidates: list[Any] = [study.report]
+            elif kind == "Observation":
+                if not resource_id.startswith(observation_prefix(study.study_uid)):
+                    continue
+                candidates = list(study.observations)
+            elif kind == "RiskAssessment":
+                if resource_id != risk_id(study.study_uid):
+                    continue
+                candidates = [study.risk]
+            else:
+                candidates = []
+            for candidate in candidates:
+                if candidate is not None and candidate.id == resource_id:
+                    if not visible:
+                        raise FhirError(403, "forbidden", "this token's site does not hold it")
+                    return _json(candidate)
+        raise FhirError(404, "not-found", f"no {kind} with id {resource_id}")
+    except FhirError as exc:
+        return _error(exc)
+
+
+@router.get("/metadata")
+def metadata(request: Request) -> JSONResponse:
+    """The CapabilityStatement (open, as FHIR clients read it before they authenticate)."""
+    return _json(capability_statement(__version__, _base_url(request)))
+
+
+@guarded.get("/DiagnosticReport")
+def search_reports(request: Request) -> JSONResponse:
+    """AI results by ``patient``, ``subject:identifier``, ``status`` and ``date``."""
+    return _search("DiagnosticReport", request)
+
+
+@guarded.get("/DiagnosticReport/{resource_id}")
+def read_report(resource_id: str, request: Request) -> JSONResponse:
+    return _read("DiagnosticReport", resource_id, request)
+
+
+@guarded.get("/Observation")
+def search_observations(request: Request) -> JSONResponse:
+    """One Observation per finding and per study-level measurement."""
+    return _search("Observation", request)
+
+
+@guarded.get("/Observation/{resource_id}")
+def read_observation(resource_id: str, request: Request) -> JSONResponse:
+    return _read("Observation", resource_id, request)
+
+
+@guarded.get("/RiskAssessment")
+def search_risks(request: Request) -> JSONResponse:
+    """The triage priority of each result as a qualitative risk."""
+    return _search("RiskAssessment", request)
+
+
+@guarded.get("/RiskAssessment/{resource_id}")
+def read_risk(resource_id: str, request: Request) -> JSONResponse:
+    return _read("RiskAssessment", resource_id, request)
+
+
+@guarded.get("/ServiceRequest")
+def search_service_requests(request: Request) -> JSONResponse:
+    return _search("ServiceRequest", request)
+
+
+@guarded.get("/ServiceRequest/{resource_id}")
+def read_service_request(resource_id: str, request: Request) -> JSONResponse:
+    return _read("ServiceRequest", resource_id, request)
+
+
+@guarded.get("/Task")
+def search_tasks(request: Request) -> JSONResponse:
+    return _search("Task", request)
+
+
+@guarded.get("/Task/{resource_id}")
+def read_task(resource_id: str, request: Request) -> JSONResponse:
+    return _read("Task", resource_id, request)

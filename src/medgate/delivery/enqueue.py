@@ -1,0 +1,143 @@
+"""Turn built and reviewed results into queued messages for the study's site.
+
+Two entry points:
+
+* ``queue_new_results`` (called by the delivery loop): every ``done`` study with a result and no
+  report status yet gets one — ``preliminary`` — and a result-status-P ORU^R01 for its site's HIS;
+* ``enqueue_final_result`` (called when a radiologist's review is saved): the report becomes
+  ``final`` and a result-status-F ORU^R01 is queued.
+
+Both are idempotent: message ids are derived from (study, destination, status) and the payload is
+built once, when queued, so repeating a call (or a restart between two calls) adds nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from typing import Any
+
+from pydicom.errors import InvalidDicomError
+from sqlalchemy.engine import Engine
+
+from medgate.core.config import Settings, SiteConfig
+from medgate.core.logs import phi_hash
+from medgate.delivery.hl7_oru import build_oru, message_control_id
+from medgate.delivery.sites import site_for_aes
+from medgate.delivery.study_header import read_study_header
+from medgate.store.deliveries import DeliveryStore, NewDelivery
+from medgate.store.schema import studies
+
+log = logging.getLogger(__name__)
+
+
+def hl7_destination(site: SiteConfig) -> str:
+    """The destination name of a site's HIS in the queue and the study JSON."""
+    return f"hl7:{site.name}"
+
+
+def study_site(settings: Settings, store: DeliveryStore, study_uid: str) -> SiteConfig | None:
+    """The site whose AE sent the study, or None."""
+    if not settings.sites:
+        return None
+    return site_for_aes(settings, store.calling_aes([study_uid]).get(study_uid, set()))
+
+
+def messages_for(
+    settings: Settings,
+    store: DeliveryStore,
+    study_uid: str,
+    result: dict[str, Any],
+    result_status: str,
+    *,
+    message_time: dt.datetime | None = None,
+) -> list[NewDelivery]:
+    """The messages one result makes for its site's destinations (none without a site or HIS).
+
+    A message that cannot be built (the study's files are gone) is queued as ``dead-letter``
+    with the reason, so it shows in the study JSON instead of being retried forever."""
+    site = study_site(settings, store, study_uid)
+    if site is None or site.hl7 is None:
+        return []
+    destination = hl7_destination(site)
+    control_id = message_control_id(study_uid, destination, result_status)
+    common = {
+        "message_id": control_id,
+        "study_instance_uid": study_uid,
+        "site": site.name,
+        "destination": destination,
+        "channel": "hl7",
+        "result_status": result_status,
+    }
+    path = store.first_instance_path(study_uid)
+    try:
+        if path is None:
+            raise FileNotFoundError("the study has no stored instance")
+        header = read_study_header(path)
+    except (OSError, InvalidDicomError) as exc:
+        reason = f"study header unreadable: {type(exc).__name__}"
+        log.error("study %s: HL7 result not built: %s", phi_hash(study_uid), reason)
+        return [NewDelivery(**common, payload="", status="dead-letter", error=reason)]
+    hl7 = settings.delivery.hl7
+    payload = build_oru(
+        header=header,
+        result=result,
+        result_status=result_status,
+        control_id=control_id,
+        sending_application=hl7.sending_application,
+        sending_facility=hl7.sending_facility or settings.reports.institution_name,
+        receiving_application=site.hl7.receiving_application,
+        receiving_facility=site.hl7.receiving_facility or site.name,
+        message_time=message_time or dt.datetime.now(dt.UTC),
+        languages=settings.reports.languages,
+    )
+    return [NewDelivery(**common, payload=payload)]
+
+
+def queue_new_results(settings: Settings, store: DeliveryStore, limit: int = 100) -> int:
+    """Give every newly built result its preliminary status and messages; returns how many
+    studies were taken up."""
+    taken = 0
+    for row in store.results_without_report(limit=limit):
+        uid = row["study_instance_uid"]
+        rows = messages_for(
+            settings, store, uid, row["result"], "P", message_time=row["updated_at"]
+        )
+        store.record_preliminary(uid, rows, issued_at=row["updated_at"])
+        taken += 1
+        if rows:
+            log.info("study %s: preliminary result queued for %s", phi_hash(uid), rows[0].site)
+    return taken
+
+
+def enqueue_final_result(
+    settings: Settings,
+    engine: Engine,
+    study_uid: str,
+    *,
+    verified_by: str | None = None,
+    result: dict[str, Any] | None = None,
+) -> list[str]:
+    """The reviewed (final) result of ``study_uid`` to its site: the report status becomes
+    ``final`` and a result-status-F ORU^R01 is queued for the site's HIS.
+
+    ``result`` is the verified result JSON (same shape as ``studies.result_json``) when the
+    review changed findings; None keeps the AI's result. Returns the queued message ids (empty
+    without a site HIS or when the final result was already queued). Raises LookupError when
+    the study has no built result."""
+    store = DeliveryStore(engine)
+    if result is None:
+        with engine.connect() as conn:
+            raw = conn.execute(
+                studies.select().where(studies.c.study_instance_uid == study_uid)
+            ).first()
+        if raw is None or not raw.result_json:
+            raise LookupError(f"study {study_uid} has no built result to finalise")
+        base: dict[str, Any] = json.loads(raw.result_json)
+    else:
+        base = result
+    rows = messages_for(settings, store, study_uid, base, "F")
+    added = store.record_final(study_uid, rows, verified_by=verified_by, final_result=result)
+    log.info("study %s: final result recorded, %d message(s) queued", phi_hash(study_uid), added)
+    return [r.message_id for r in rows] if added else []

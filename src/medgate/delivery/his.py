@@ -1,0 +1,197 @@
+"""The delivery loop: built results become queued ORU^R01 messages, sent to each site's HIS.
+
+Each pass (``run_once``) first queues the messages of newly built results
+(``enqueue.queue_new_results``), then sends every due message it can claim. Outcomes follow the
+PACS sender's rules (``delivery.pacs``), because the failures mean the same things:
+
+* the HIS cannot be reached, drops the connection or does not ACK in time: nothing is wrong
+  with the message, so it is retried with exponential back-off for as long as it takes;
+* the HIS answers AE or AR (CE/CR): the message was refused, so it is retried up to
+  ``delivery.hl7.max_attempts`` times, then dead-lettered (``dead-letter``), never looped on;
+* AA (CA): delivered.
+
+State lives only in the database, so a ``kill -9`` loses nothing: a claimed message whose lease
+runs out is sent again, with the same bytes and the same message control ID (MSH-10), so the HIS
+can recognise it as the message it may already hold.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+
+from sqlalchemy.engine import Engine
+
+from medgate.core.config import Settings
+from medgate.core.logs import phi_hash
+from medgate.delivery.enqueue import queue_new_results
+from medgate.delivery.mllp import MllpError, send_message
+from medgate.delivery.sites import site_named
+from medgate.store.deliveries import Delivery, DeliveryStore
+from medgate.trust.audit import AuditLog
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DeliverySummary:
+    queued_studies: int = 0
+    delivered: int = 0
+    retried: int = 0
+    dead: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def backoff_seconds(settings: Settings, attempts: int) -> float:
+    """Delay after ``attempts`` failed tries (1-based): base * 2^(n-1), capped at the max."""
+    hl7 = settings.delivery.hl7
+    return float(min(hl7.backoff_seconds * 2 ** max(attempts - 1, 0), hl7.backoff_max_seconds))
+
+
+class HisSender:
+    """Queues and sends result messages; ``run_once()`` for one pass, ``start()``/``stop()``."""
+
+    def __init__(
+        self, settings: Settings, engine: Engine, audit: AuditLog, *, batch: int = 20
+    ) -> None:
+        self.settings = settings
+        self.store = DeliveryStore(engine)
+        self.audit = audit
+        self.batch = batch
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ loop
+    def start(self) -> HisSender:
+        if self._thread is None or not self._thread.is_alive():
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="medgate-his", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+
+    def wake(self) -> None:
+        """Look for new results and due messages now (after a result or a review is saved)."""
+        self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.run_once()
+            except Exception:
+                log.exception("delivery pass failed")
+            self._wake.wait(self.settings.delivery.hl7.poll_seconds)
+            self._wake.clear()
+
+    # ------------------------------------------------------------------ one pass
+    def run_once(self) -> DeliverySummary:
+        summary = DeliverySummary()
+        summary.queued_studies = queue_new_results(self.settings, self.store)
+        hl7 = self.settings.delivery.hl7
+        for item in self.store.claim_due(limit=self.batch, lease_seconds=hl7.lease_seconds):
+            if self._stop.is_set():
+                break
+            self._send(item, summary)
+        return summary
+
+    def _send(self, item: Delivery, summary: DeliverySummary) -> None:
+        site = site_named(self.settings, item.site)
+        if site is None or site.hl7 is None:
+            self._dead(item, "the site or its HIS is no longer configured", None, summary)
+            return
+        hl7 = self.settings.delivery.hl7
+        try:
+            ack = send_message(
+                site.hl7.host,
+                site.hl7.port,
+                item.payload,
+                item.message_id,
+                connect_timeout=hl7.connect_timeout_s,
+                ack_timeout=hl7.ack_timeout_s,
+            )
+        except MllpError as exc:
+            self._retry(item, str(exc), summary, refused=False, ack_code=None)
+            return
+        if ack.accepted:
+            self.store.delivered(item.id, ack.code)
+            summary.delivered += 1
+            log.info(
+                "result %s (%s) delivered to %s",
+                phi_hash(item.study_instance_uid),
+                item.result_status,
+                item.destination,
+            )
+            self.audit.record(
+                "result-sent",
+                actor=item.destination,
+                study_uid=item.study_instance_uid,
+                details={
+                    "channel": item.channel,
+                    "message_id": item.message_id,
+                    "result_status": item.result_status,
+                    "ack": ack.code,
+                    "attempt": item.attempts + 1,
+                },
+            )
+            return
+        reason = f"HIS answered {ack.code}" + (f": {ack.text}" if ack.text else "")
+        if item.refusals + 1 >= hl7.max_attempts:
+            self._dead(item, reason, ack.code, summary)
+        else:
+            self._retry(item, reason, summary, refused=True, ack_code=ack.code)
+
+    # ------------------------------------------------------------------ outcomes
+    def _retry(
+        self,
+        item: Delivery,
+        reason: str,
+        summary: DeliverySummary,
+        *,
+        refused: bool,
+        ack_code: str | None,
+    ) -> None:
+        delay = backoff_seconds(self.settings, item.attempts + 1)
+        self.store.retry(item.id, delay, reason, refused=refused, ack_code=ack_code)
+        summary.retried += 1
+        summary.errors.append(reason)
+        log.info(
+            "result %s to %s: %s; next try in %.1f s",
+            phi_hash(item.study_instance_uid),
+            item.destination,
+            reason,
+            delay,
+        )
+
+    def _dead(
+        self, item: Delivery, reason: str, ack_code: str | None, summary: DeliverySummary
+    ) -> None:
+        self.store.dead(item.id, reason, ack_code)
+        summary.dead += 1
+        summary.errors.append(reason)
+        log.error(
+            "result %s to %s dead-lettered after %d attempt(s): %s",
+            phi_hash(item.study_instance_uid),
+            item.destination,
+            item.attempts + 1,
+            reason,
+        )
+        self.audit.record(
+            "result-dead-lettered",
+            outcome="failure",
+            actor=item.destination,
+            study_uid=item.study_instance_uid,
+            details={
+                "channel": item.channel,
+                "message_id": item.message_id,
+                "reason": reason,
+                "attempts": item.attempts + 1,
+            },
+        )

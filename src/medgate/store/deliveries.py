@@ -1,0 +1,401 @@
+"""The delivery queue and report status: rows of ``deliveries`` and ``result_reports``.
+
+A delivery is one message to one destination (a site's HIS over HL7 v2). Its id is deterministic
+(study, destination, result status), and its payload is stored when it is queued, so a restart
+after ``kill -9`` resends the very same bytes under the same id and never makes a second message.
+A row is claimed under a lease (a guarded ``UPDATE``, safe on SQLite and PostgreSQL), so two
+senders never send it at once and a killed sender's row is taken up again when the lease ends.
+Messages to one destination leave in the order they were queued: a final result never overtakes
+the preliminary one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from medgate.store.schema import deliveries, instances, result_reports, studies
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _aware(value: dt.datetime | None) -> dt.datetime | None:
+    """SQLite hands back naive datetimes; everything medgate stores is UTC."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=dt.UTC)
+    return value
+
+
+@dataclass(frozen=True)
+class NewDelivery:
+    """A message to queue: where it goes and its exact bytes (as text)."""
+
+    message_id: str
+    study_instance_uid: str
+    site: str
+    destination: str
+    channel: str
+    result_status: str
+    payload: str
+    status: str = "pending"
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A claimed message, ready to send."""
+
+    id: int
+    message_id: str
+    study_instance_uid: str
+    site: str
+    destination: str
+    channel: str
+    result_status: str
+    payload: str
+    attempts: int
+    refusals: int
+
+
+class DeliveryStore:
+    """Reads and writes the delivery queue and the report status through one SQLAlchemy engine."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    # ------------------------------------------------------------------ queueing
+    def enqueue(self, rows: Sequence[NewDelivery], conn: Connection | None = None) -> int:
+        """Queue messages whose id is not queued yet; returns how many were added."""
+        if conn is None:
+            with self.engine.begin() as own:
+                return self.enqueue(rows, own)
+        added = 0
+        now = utcnow()
+        for row in rows:
+            exists = conn.execute(
+                sa.select(deliveries.c.id).where(deliveries.c.message_id == row.message_id)
+            ).first()
+            if exists is not None:
+                continue
+            conn.execute(
+                deliveries.insert().values(
+                    message_id=row.message_id,
+                    study_instance_uid=row.study_instance_uid,
+                    site=row.site,
+                    destination=row.destination,
+                    channel=row.channel,
+                    result_status=row.result_status,
+                    payload=row.payload,
+                    status=row.status,
+                    attempts=0,
+                    refusals=0,
+                    next_attempt_at=now,
+                    created_at=now,
+                    last_error=row.error,
+                )
+            )
+            added += 1
+        return added
+
+    def results_without_report(self, limit: int = 100) -> list[dict[str, Any]]:
+        """``done`` studies with a result that have no report status yet (nothing queued)."""
+        query = (
+            sa.select(studies.c.study_instance_uid, studies.c.result_json, studies.c.updated_at)
+            .select_from(
+                studies.outerjoin(
+                    result_reports,
+                    result_reports.c.study_instance_uid == studies.c.study_instance_uid,
+                )
+            )
+            .where(
+                studies.c.status == "done",
+                studies.c.result_json.is_not(None),
+                result_reports.c.study_instance_uid.is_(None),
+            )
+            .order_by(studies.c.updated_at)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [
+                {
+                    "study_instance_uid": r.study_instance_uid,
+                    "result": json.loads(r.result_json),
+                    "updated_at": _aware(r.updated_at),
+                }
+                for r in conn.execute(query)
+            ]
+
+    def built_results(self, study_uid: str | None = None) -> list[dict[str, Any]]:
+        """``done`` studies with a result (uid, result, updated_at), oldest first."""
+        query = (
+            sa.select(studies.c.study_instance_uid, studies.c.result_json, studies.c.updated_at)
+            .where(studies.c.status == "done", studies.c.result_json.is_not(None))
+            .order_by(studies.c.received_at)
+        )
+        if study_uid is not None:
+            query = query.where(studies.c.study_instance_uid == study_uid)
+        with self.engine.connect() as conn:
+            return [
+                {
+                    "study_instance_uid": r.study_instance_uid,
+                    "result": json.loads(r.result_json),
+                    "updated_at": _aware(r.updated_at),
+                }
+                for r in conn.execute(query)
+            ]
+
+    def record_preliminary(
+        self, study_uid: str, rows: Sequence[NewDelivery], issued_at: dt.datetime | None = None
+    ) -> int:
+        """Mark the study's result preliminary and queue its messages in one transaction."""
+        with self.engine.begin() as conn:
+            exists = conn.execute(
+                sa.select(result_reports.c.status).where(
+                    result_reports.c.study_instance_uid == study_uid
+                )
+            ).first()
+            if exists is None:
+                conn.execute(
+                    result_reports.insert().values(
+                        study_instance_uid=study_uid,
+                        status="preliminary",
+                        issued_at=issued_at or utcnow(),
+                    )
+                )
+            return self.enqueue(rows, conn)
+
+    def record_final(
+        self,
+        study_uid: str,
+        rows: Sequence[NewDelivery],
+        *,
+        verified_by: str | None,
+        final_result: dict[str, Any] | None,
+    ) -> int:
+        """Mark the study's result final (after review) and queue its messages in one
+        transaction; a second call keeps the first verdict and queues nothing new."""
+        now = utcnow()
+        payload = json.dumps(final_result) if final_result is not None else None
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                sa.select(result_reports.c.status).where(
+                    result_reports.c.study_instance_uid == study_uid
+                )
+            ).first()
+            if row is None:
+                conn.execute(
+                    result_reports.insert().values(
+                        study_instance_uid=study_uid,
+                        status="final",
+                        issued_at=now,
+                        final_at=now,
+                        verified_by=verified_by,
+                        final_result_json=payload,
+                    )
+                )
+            elif row.status != "final":
+                conn.execute(
+                    result_reports.update()
+                    .where(result_reports.c.study_instance_uid == study_uid)
+                    .values(
+                        status="final",
+                        final_at=now,
+                        verified_by=verified_by,
+                        final_result_json=payload,
+                    )
+                )
+            return self.enqueue(rows, conn)
+
+    def report(self, study_uid: str) -> dict[str, Any] | None:
+        """The study's report status row (``preliminary`` or ``final``), or None."""
+        with self.engine.connect() as conn:
+            row = (
+                conn.execute(
+                    sa.select(result_reports).where(
+                        result_reports.c.study_instance_uid == study_uid
+                    )
+                )
+                .mappings()
+                .first()
+            )
+        return _report_row(row) if row is not None else None
+
+    def reports(self) -> dict[str, dict[str, Any]]:
+        """Every study's report status, by StudyInstanceUID."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(result_reports)).mappings().all()
+        return {r["study_instance_uid"]: _report_row(r) for r in rows}
+
+    # ------------------------------------------------------------------ sending
+    def claim_due(
+        self, limit: int = 20, lease_seconds: float = 60.0, now: dt.datetime | None = None
+    ) -> list[Delivery]:
+        """Claim pending messages that are due, oldest first, at most one per destination
+        and study at a time (order kept); each claim is a guarded UPDATE, so a message is
+        held by one sender only."""
+        now = now or utcnow()
+        earlier = deliveries.alias("earlier")
+        waiting_behind = (
+            sa.select(earlier.c.id)
+            .where(
+                earlier.c.study_instance_uid == deliveries.c.study_instance_uid,
+                earlier.c.destination == deliveries.c.destination,
+                earlier.c.status == "pending",
+                earlier.c.id < deliveries.c.id,
+            )
+            .exists()
+        )
+        query = (
+            sa.select(deliveries)
+            .where(
+                deliveries.c.status == "pending",
+                deliveries.c.next_attempt_at <= now,
+                sa.or_(deliveries.c.lease_until.is_(None), deliveries.c.lease_until < now),
+                ~waiting_behind,
+            )
+            .order_by(deliveries.c.id)
+            .limit(limit)
+        )
+        claimed: list[Delivery] = []
+        with self.engine.begin() as conn:
+            rows = conn.execute(query).mappings().all()
+            for row in rows:
+                taken = conn.execute(
+                    deliveries.update()
+                    .where(
+                        deliveries.c.id == row["id"],
+                        deliveries.c.status == "pending",
+                        sa.or_(deliveries.c.lease_until.is_(None), deliveries.c.lease_until < now),
+                    )
+                    .values(lease_until=now + dt.timedelta(seconds=lease_seconds))
+                )
+                if taken.rowcount == 1:
+                    claimed.append(
+                        Delivery(
+                            id=row["id"],
+                            message_id=row["message_id"],
+                            study_instance_uid=row["study_instance_uid"],
+                            site=row["site"],
+                            destination=row["destination"],
+                            channel=row["channel"],
+                            result_status=row["result_status"],
+                            payload=row["payload"],
+                            attempts=row["attempts"],
+                            refusals=row["refusals"],
+                        )
+                    )
+        return claimed
+
+    def delivered(self, delivery_id: int, ack_code: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                deliveries.update()
+                .where(deliveries.c.id == delivery_id)
+                .values(
+                    status="delivered",
+                    attempts=deliveries.c.attempts + 1,
+                    delivered_at=utcnow(),
+                    ack_code=ack_code,
+                    lease_until=None,
+                    last_error=None,
+                )
+            )
+
+    def retry(
+        self,
+        delivery_id: int,
+        delay_seconds: float,
+        error: str,
+        *,
+        refused: bool,
+        ack_code: str | None = None,
+    ) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                deliveries.update()
+                .where(deliveries.c.id == delivery_id)
+                .values(
+                    attempts=deliveries.c.attempts + 1,
+                    refusals=deliveries.c.refusals + (1 if refused else 0),
+                    next_attempt_at=utcnow() + dt.timedelta(seconds=delay_seconds),
+                    lease_until=None,
+                    ack_code=ack_code,
+                    last_error=error[:1000],
+                )
+            )
+
+    def dead(self, delivery_id: int, error: str, ack_code: str | None = None) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                deliveries.update()
+                .where(deliveries.c.id == delivery_id)
+                .values(
+                    status="dead-letter",
+                    attempts=deliveries.c.attempts + 1,
+                    refusals=deliveries.c.refusals + 1,
+                    lease_until=None,
+                    ack_code=ack_code,
+                    last_error=error[:1000],
+                )
+            )
+
+    # ------------------------------------------------------------------ reading
+    def for_study(self, study_uid: str) -> list[dict[str, Any]]:
+        """The study's deliveries (without payloads), oldest first."""
+        return self.list(study_uid=study_uid)
+
+    def list(self, study_uid: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
+        columns = [c for c in deliveries.c if c.name != "payload"]
+        query = sa.select(*columns).order_by(deliveries.c.id)
+        if study_uid is not None:
+            query = query.where(deliveries.c.study_instance_uid == study_uid)
+        if status is not None:
+            query = query.where(deliveries.c.status == status)
+        with self.engine.connect() as conn:
+            rows = [dict(r) for r in conn.execute(query).mappings()]
+        for row in rows:
+            for key in ("next_attempt_at", "lease_until", "created_at", "delivered_at"):
+                row[key] = _aware(row[key])
+        return rows
+
+    def calling_aes(self, study_uids: Iterable[str] | None = None) -> dict[str, set[str]]:
+        """Calling AE titles that sent each study's instances (the study's site comes from
+        them), for the given studies or all."""
+        query = sa.select(instances.c.study_instance_uid, instances.c.calling_ae).distinct()
+        if study_uids is not None:
+            query = query.where(instances.c.study_instance_uid.in_(list(study_uids)))
+        result: dict[str, set[str]] = {}
+        with self.engine.connect() as conn:
+            for uid, ae in conn.execute(query):
+                result.setdefault(uid, set())
+                if ae:
+                    result[uid].add(ae.strip())
+        return result
+
+    def first_instance_path(self, study_uid: str) -> str | None:
+        """The file of the study's first received instance (its header names the patient)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(instances.c.path)
+                .where(instances.c.study_instance_uid == study_uid)
+                .order_by(instances.c.received_at, instances.c.sop_instance_uid)
+                .limit(1)
+            ).first()
+        return str(row.path) if row is not None else None
+
+
+def _report_row(row: Any) -> dict[str, Any]:
+    data = dict(row)
+    for key in ("issued_at", "final_at"):
+        data[key] = _aware(data.get(key))
+    raw = data.pop("final_result_json", None)
+    data["final_result"] = json.loads(raw) if raw else None
+    return data
