@@ -35,14 +35,28 @@ def profile(sex: str, age: int, **changes: object) -> dict[str, object]:
 
 @pytest.mark.parametrize("sex", ["male", "female"])
 @pytest.mark.parametrize("age", [40, 50, 60, 70])
-def test_reference_points_over_http(client: TestClient, sex: str, age: int) -> None:
+def test_reference_points_of_the_equation(sex: str, age: int) -> None:
+    """The equation itself on the paper's (diabetic) profile: within 0.1 point of Table 2."""
+    risk = cp.risk_percent(cp.ChinaParInput(**profile(sex, age)))
+    assert abs(risk - REFERENCE[sex][age]) <= 0.1
+
+
+@pytest.mark.parametrize("sex", ["male", "female"])
+@pytest.mark.parametrize("age", [40, 50, 60, 70])
+def test_reference_profile_over_http_is_direct_high_risk(
+    client: TestClient, sex: str, age: int
+) -> None:
+    """The profile is diabetic and >= 40: the 2019 guideline makes it high risk without the
+    equation (the old test expected the equation's number here)."""
     response = client.post("/api/v1/cds/china-par", json=profile(sex, age))
     assert response.status_code == 200, response.text
     body = response.json()
-    assert abs(body["risk_10y_percent"] - REFERENCE[sex][age]) <= 0.5
-    assert body["category"] == cp.category_for(body["risk_10y_percent"])
+    assert body["route"] == "direct-high-risk" and body["category"] == "high"
+    assert body["risk_10y_percent"] is None
+    assert body["direct_high_risk_reasons"] == ["diabetes at age >= 40"]
     assert body["calculator"]["name"] == cp.NAME
     assert body["calculator"]["coefficients_sha256"] == cp.INFO.coefficients_sha256
+    assert body["disclaimer"]
 
 
 def test_printed_two_decimal_coefficients_miss_the_reference_points() -> None:
@@ -59,8 +73,9 @@ def test_printed_two_decimal_coefficients_miss_the_reference_points() -> None:
 
 
 def test_units_are_equivalent(client: TestClient) -> None:
-    mg = client.post("/api/v1/cds/china-par", json=profile("male", 55)).json()
-    mmol = profile("male", 55)
+    mg = client.post("/api/v1/cds/china-par", json=profile("male", 55, diabetes=False)).json()
+    assert mg["route"] == "equation" and mg["risk_10y_percent"] is not None
+    mmol = profile("male", 55, diabetes=False)
     del mmol["total_cholesterol_mg_dl"], mmol["hdl_cholesterol_mg_dl"]
     mmol.update(total_cholesterol_mmol_l=210 * 0.0259, hdl_cholesterol_mmol_l=55 * 0.0259)
     assert (
@@ -71,7 +86,7 @@ def test_units_are_equivalent(client: TestClient) -> None:
 
 @pytest.mark.parametrize("age", [34, 75, 90])
 def test_age_outside_derivation_range_is_not_applicable(client: TestClient, age: int) -> None:
-    body = client.post("/api/v1/cds/china-par", json=profile("female", age)).json()
+    body = client.post("/api/v1/cds/china-par", json=profile("female", age, diabetes=False)).json()
     assert body["applicable"] is False
     assert body["risk_10y_percent"] is None and body["category"] is None
     assert "35-74" in body["reason"]

@@ -28,8 +28,9 @@ def test_bp_crisis_boundary(sbp: int, dbp: int, urgent: bool) -> None:
 )
 def test_glucose_boundary(glucose: float, urgent: bool) -> None:
     assert run(fasting_glucose_mmol_l=glucose).urgent_referral is urgent
-    # glucose thresholds are diabetes rules: a hypertension-only patient is not referred by them
-    assert run(conditions=["hypertension"], random_glucose_mmol_l=glucose).urgent_referral is False
+    # corrected (issue 22): an urgent glucose is urgent whatever the diagnosis; the old test
+    # asserted that a hypertension-only patient was not referred
+    assert run(conditions=["hypertension"], random_glucose_mmol_l=glucose).urgent_referral is urgent
 
 
 @pytest.mark.parametrize(
@@ -41,7 +42,13 @@ def test_vital_sign_boundaries(field: str, ok: float, bad: float) -> None:
 
 
 @pytest.mark.parametrize(
-    "extra", [{"consciousness": "C"}, {"pregnant_or_lactating": True}, {"symptoms": ["chest_pain"]}]
+    "extra",
+    [
+        {"consciousness": "C"},
+        # corrected (issue 22): pregnancy counts only with raised BP or glucose (2017 spec)
+        {"pregnant_or_lactating": True, "sbp_mmhg": 142, "dbp_mmhg": 88},
+        {"symptoms": ["chest_pain"]},
+    ],
 )
 def test_other_urgent_criteria(extra: dict) -> None:
     result = run(**extra)

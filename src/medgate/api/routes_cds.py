@@ -23,7 +23,18 @@ from medgate.api.security import require_scope
 from medgate.clinical import china_par as cp
 from medgate.clinical import followup as fu
 from medgate.clinical import news2 as nw
-from medgate.clinical.assess import GUIDANCE, AssessResult, Language, assess
+from medgate.clinical.assess import (
+    CATEGORY_ZH,
+    NEWS2_RISK_ZH,
+    AssessResult,
+    Language,
+    Level,
+    assess,
+    china_par_guidance,
+    news2_action,
+    qsofa_action,
+)
+from medgate.clinical.common import DISCLAIMER
 from medgate.clinical.schemas import (
     AssessRequest,
     ChinaParRequest,
@@ -136,52 +147,93 @@ def predictor(request: Request) -> TabularPredictor | None:
 
 class ChinaParResponse(BaseModel):
     applicable: bool
+    route: str
     risk_10y_percent: float | None
     category: Literal["low", "intermediate", "high"] | None
     reason: str | None
+    direct_high_risk_reasons: list[str]
+    cautions: list[dict[str, str]]
+    lifetime_risk_assessment: dict[str, str] | None
     calculator: dict[str, str]
-    guidance: str | None
+    guidance: list[str]
+    disclaimer: str
 
 
 @router.post("/api/v1/cds/china-par", response_model=ChinaParResponse)
 def china_par_route(body: ChinaParRequest, lang: Language = Depends(language)) -> ChinaParResponse:
-    """China-PAR 10-year ASCVD risk; ages outside 35-74 are "not applicable"."""
+    """2019-guideline ASCVD risk assessment: direct high risk, else China-PAR (ages 35-74)."""
+    tc = body.lipid_mg_dl("total_cholesterol")
+    hdl = body.lipid_mg_dl("hdl_cholesterol")
+    assert tc is not None and hdl is not None  # the request requires both
+    ldl = body.ldl_cholesterol_mmol_l
     result = cp.china_par(
         cp.ChinaParInput(
             age=body.age,
             sex=body.sex,
             sbp_mmhg=body.sbp_mmhg,
             on_bp_treatment=body.on_bp_treatment,
-            total_cholesterol_mg_dl=body.lipid_mg_dl("total_cholesterol"),
-            hdl_cholesterol_mg_dl=body.lipid_mg_dl("hdl_cholesterol"),
+            total_cholesterol_mg_dl=tc,
+            hdl_cholesterol_mg_dl=hdl,
             waist_cm=body.waist_cm,
             current_smoker=body.current_smoker,
             diabetes=body.diabetes,
             region=body.region,
             residence=body.residence,
             family_history_ascvd=body.family_history_ascvd,
+            dbp_mmhg=body.dbp_mmhg,
+            ldl_cholesterol_mg_dl=None if ldl is None else ldl / 0.0259,
+            ascvd=body.ascvd,
+            ckd_stage_3_4=body.ckd_stage_3_4,
         )
     )
     return ChinaParResponse(
         applicable=result.applicable,
+        route=result.route,
         risk_10y_percent=result.risk_10y_percent,
         category=result.category,
         reason=result.reason,
+        direct_high_risk_reasons=result.direct_high_risk_reasons,
+        cautions=[c.model_dump() for c in result.cautions],
+        lifetime_risk_assessment=(
+            result.lifetime_risk_assessment.model_dump()
+            if result.lifetime_risk_assessment
+            else None
+        ),
         calculator=result.calculator.model_dump(),
-        guidance=GUIDANCE[f"cvd-{result.category}"][lang] if result.category else None,
+        guidance=china_par_guidance(result, lang),
+        disclaimer=DISCLAIMER[lang],
     )
 
 
-@router.post("/api/v1/cds/news2", response_model=nw.News2Result)
-def news2_route(body: News2Request) -> nw.News2Result:
-    """NEWS2 aggregate score, risk band and sub-scores (RCP 2017)."""
-    return nw.news2(nw.News2Input(**body.model_dump()))
+class News2Response(nw.News2Result):
+    """NEWS2 with the action level it calls for on its own (emergency / urgent / none)."""
+
+    action_level: Level
+    action_reasons: list[str]
 
 
-@router.post("/api/v1/cds/qsofa", response_model=nw.QsofaResult)
-def qsofa_route(body: QsofaRequest) -> nw.QsofaResult:
-    """qSOFA (Sepsis-3)."""
-    return nw.qsofa(nw.QsofaInput(**body.model_dump()))
+@router.post("/api/v1/cds/news2", response_model=News2Response)
+def news2_route(body: News2Request, lang: Language = Depends(language)) -> News2Response:
+    """NEWS2 aggregate score, RCP response band, monitoring frequency and action level."""
+    fields = body.model_dump(exclude={"age", "deteriorating"})
+    result = nw.news2(nw.News2Input(**fields), lang)
+    level, reasons = news2_action(result, body.deteriorating, lang)
+    return News2Response(**result.model_dump(), action_level=level, action_reasons=reasons)
+
+
+class QsofaResponse(nw.QsofaResult):
+    """qSOFA with the action level it calls for on its own."""
+
+    action_level: Level
+    action_reasons: list[str]
+
+
+@router.post("/api/v1/cds/qsofa", response_model=QsofaResponse)
+def qsofa_route(body: QsofaRequest, lang: Language = Depends(language)) -> QsofaResponse:
+    """qSOFA (Sepsis-3), interpreted with the answer to "is infection suspected?"."""
+    result = nw.qsofa(nw.QsofaInput(**body.model_dump()), lang)
+    level, reasons = qsofa_action(result, lang)
+    return QsofaResponse(**result.model_dump(), action_level=level, action_reasons=reasons)
 
 
 @router.post("/api/v1/cds/follow-up", response_model=fu.FollowUpResult)
@@ -269,14 +321,16 @@ def _card(
     summary: str,
     indicator: str,
     detail: str,
+    lang: Language,
     source: dict[str, str] | None = None,
     suggestions: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
+    """One CDS Hooks card; its detail always ends with the decision-support disclaimer."""
     card: dict[str, Any] = {
         "uuid": str(uuid.uuid4()),
         "summary": _short(summary),
         "indicator": indicator,
-        "detail": detail,
+        "detail": f"{detail}\n\n*{DISCLAIMER[lang]}*" if detail else f"*{DISCLAIMER[lang]}*",
         "source": source or SOURCE,
     }
     if suggestions:
@@ -284,16 +338,33 @@ def _card(
     return card
 
 
+REFERRAL_LABEL: dict[str, dict[str, str]] = {
+    "emergency": {"zh": "立即拨打120 / 立即转运急诊", "en": "Call 120 / transfer now"},
+    "urgent": {"zh": "紧急转诊至上级医院", "en": "Urgent referral to a higher-level hospital"},
+    "routine": {"zh": "转诊至上级医院专科", "en": "Referral to a specialist"},
+}
+REFERRAL_TITLE: dict[str, dict[str, str]] = {
+    "emergency": {"zh": "急救：", "en": "Emergency: "},
+    "urgent": {"zh": "紧急转诊：", "en": "Urgent referral: "},
+    "routine": {"zh": "建议转诊：", "en": "Referral advised: "},
+}
+NOT_COMPUTED_ZH = {
+    "inputs missing": "缺少输入",
+    "model bundle not available on this server": "服务器未安装模型",
+    "applies only to patients with diabetes (its training population)": "仅适用于糖尿病患者",
+}
+SCORE_ZH = {
+    "china_par": "China-PAR",
+    "news2": "NEWS2",
+    "qsofa": "qSOFA",
+    "follow_up": "随访",
+    "learned_model": "机器学习模型",
+}
+CONDITION_ZH = {"hypertension": "高血压", "type2_diabetes": "2型糖尿病"}
+
+
 def _referral_suggestion(patient_id: str, level: str, lang: Language) -> dict[str, Any]:
-    label = (
-        ("紧急转诊至上级医院" if level == "urgent" else "转诊至上级医院专科")
-        if lang == "zh"
-        else (
-            "Urgent referral to a higher-level hospital"
-            if level == "urgent"
-            else "Referral to a specialist"
-        )
-    )
+    label = REFERRAL_LABEL[level][lang]
     return {
         "label": label,
         "uuid": str(uuid.uuid4()),
@@ -305,7 +376,7 @@ def _referral_suggestion(patient_id: str, level: str, lang: Language) -> dict[st
                     "resourceType": "ServiceRequest",
                     "status": "draft",
                     "intent": "proposal",
-                    "priority": "urgent" if level == "urgent" else "routine",
+                    "priority": {"emergency": "stat", "urgent": "urgent"}.get(level, "routine"),
                     "code": {
                         "coding": [
                             {
@@ -322,25 +393,109 @@ def _referral_suggestion(patient_id: str, level: str, lang: Language) -> dict[st
     }
 
 
+def _news2_card(n2: nw.News2Result, lang: Language) -> dict[str, Any]:
+    indicator = {"high": "critical", "medium": "warning", "low-medium": "warning"}.get(
+        n2.risk, "info"
+    )
+    if lang == "zh":
+        rows = "\n".join(f"| {NEWS2_PARAMETER_ZH[k]} | {v} |" for k, v in n2.parameters.items())
+        detail = (
+            f"| 参数 | 分值 |\n|---|---|\n{rows}\n\n监测：{n2.monitoring}。{n2.clinical_response}"
+        )
+        summary = f"NEWS2 {n2.score}分（{NEWS2_RISK_ZH[n2.risk]}）"
+    else:
+        rows = "\n".join(f"| {k} | {v} |" for k, v in n2.parameters.items())
+        detail = (
+            f"| parameter | points |\n|---|---|\n{rows}\n\nMonitoring: {n2.monitoring}. "
+            f"{n2.clinical_response}"
+        )
+        summary = f"NEWS2 {n2.score} ({n2.risk})"
+    return _card(
+        summary, indicator, detail, lang, {"label": "RCP NEWS2 (2017)", "url": nw.NEWS2_URL}
+    )
+
+
+NEWS2_PARAMETER_ZH = {
+    "respiratory_rate": "呼吸频率",
+    "spo2": "血氧饱和度",
+    "air_or_oxygen": "吸氧",
+    "sbp_mmhg": "收缩压",
+    "heart_rate": "心率",
+    "consciousness": "意识",
+    "temperature_c": "体温",
+}
+QSOFA_CRITERIA_ZH = {
+    "respiratory_rate_ge_22": "呼吸频率≥22次/分",
+    "sbp_le_100": "收缩压≤100 mmHg",
+    "altered_mentation": "意识改变",
+}
+
+
+def _qsofa_card(qs: nw.QsofaResult, lang: Language) -> dict[str, Any]:
+    met = [k for k, v in qs.criteria.items() if v]
+    if lang == "zh":
+        summary = f"qSOFA {qs.score}/3分"
+        detail = "、".join(QSOFA_CRITERIA_ZH[k] for k in met) + f"\n\n{qs.interpretation}"
+    else:
+        summary = f"qSOFA {qs.score}/3"
+        detail = ", ".join(met) + f"\n\n{qs.interpretation}"
+    indicator = "critical" if qs.suspected_infection else "warning"
+    source = {"label": "Sepsis-3 qSOFA", "url": nw.QSOFA_URL}
+    return _card(summary, indicator, detail, lang, source)
+
+
+def _follow_up_card(fup: fu.FollowUpResult, lang: Language) -> dict[str, Any]:
+    zh = lang == "zh"
+    lines = []
+    for s in fup.status:
+        if zh:
+            state = {True: "控制满意", False: "控制不满意", None: "无法判断"}[s.controlled]
+            lines.append(f"- {CONDITION_ZH[s.condition]}：{state}（目标 {s.target}）")
+        else:
+            state = {True: "controlled", False: "not controlled", None: "unknown"}[s.controlled]
+            lines.append(f"- {s.condition}: {state} ({s.target}; {s.basis})")
+    lines.append(getattr(fup.advice, lang))
+    summary = (
+        f"随访：{fup.next_follow_up_days}天内复诊"
+        if zh
+        else f"Follow-up: next visit within {fup.next_follow_up_days} days"
+    )
+    source = {"label": "国家基本公共卫生服务规范（第三版）", "url": fu.SOURCE_URL}
+    return _card(summary, "info", "\n".join(lines), lang, source)
+
+
+def _china_par_card(par: cp.ChinaParResult, lang: Language) -> dict[str, Any]:
+    zh = lang == "zh"
+    category = par.category or "high"
+    if par.risk_10y_percent is not None:
+        summary = (
+            f"China-PAR 10年心血管病风险{par.risk_10y_percent:.1f}%（{CATEGORY_ZH[category]}）"
+            if zh
+            else f"China-PAR 10-year ASCVD risk {par.risk_10y_percent:.1f}% ({category})"
+        )
+    else:
+        summary = "心血管病风险：高危（无需计算）" if zh else "ASCVD risk: high (no calculation)"
+    detail = "\n".join(f"- {line}" for line in china_par_guidance(par, lang))
+    detail += f"\n\n*{cp.NAME} {cp.VERSION}*"
+    source = {"label": "China-PAR (Yang et al., Circulation 2016)", "url": cp.SOURCE_URL}
+    return _card(summary, "warning" if category == "high" else "info", detail, lang, source)
+
+
 def cards_for(
     result: AssessResult, patient_id: str, lang: Language, only_urgent: bool = False
 ) -> list[dict[str, Any]]:
-    """CDS Hooks cards for one assessment."""
+    """CDS Hooks cards for one assessment, in one language, each with the disclaimer."""
     zh = lang == "zh"
     cards: list[dict[str, Any]] = []
     ref = result.referral
     if ref.level != "none":
         reasons = "；".join(ref.reasons) if zh else "; ".join(ref.reasons)
-        title = (
-            ("紧急转诊：" if ref.level == "urgent" else "建议转诊：")
-            if zh
-            else ("Urgent referral: " if ref.level == "urgent" else "Referral advised: ")
-        )
         cards.append(
             _card(
-                title + reasons,
-                "critical" if ref.level == "urgent" else "warning",
+                REFERRAL_TITLE[ref.level][lang] + reasons,
+                "critical" if ref.level in ("emergency", "urgent") else "warning",
                 "\n".join(f"- {line}" for line in [*ref.reasons, *result.guidance]),
+                lang,
                 {"label": "国家基本公共卫生服务规范（第三版）/ RCP NEWS2", "url": fu.SOURCE_URL},
                 [_referral_suggestion(patient_id, ref.level, lang)],
             )
@@ -348,88 +503,53 @@ def cards_for(
     if only_urgent:
         return cards
     if result.news2 is not None:
-        n2 = result.news2
-        indicator = {"high": "critical", "medium": "warning", "low-medium": "warning"}.get(
-            n2.risk, "info"
-        )
-        detail = "| parameter | points |\n|---|---|\n" + "\n".join(
-            f"| {k} | {v} |" for k, v in n2.parameters.items()
-        )
-        cards.append(
-            _card(
-                f"NEWS2 {n2.score} ({n2.risk})",
-                indicator,
-                detail + f"\n\n{n2.clinical_response}",
-                {"label": "RCP NEWS2 (2017)", "url": nw.NEWS2_URL},
-            )
-        )
+        cards.append(_news2_card(result.news2, lang))
     if result.qsofa is not None and result.qsofa.positive:
-        cards.append(
-            _card(
-                f"qSOFA {result.qsofa.score}/3: assess for sepsis",
-                "warning",
-                ", ".join(k for k, v in result.qsofa.criteria.items() if v),
-                {"label": "Sepsis-3 qSOFA", "url": nw.QSOFA_URL},
-            )
-        )
+        cards.append(_qsofa_card(result.qsofa, lang))
     par = result.china_par
-    if par is not None and par.applicable and par.risk_10y_percent is not None:
-        text = (
-            f"China-PAR 10 年心血管病风险 {par.risk_10y_percent:.1f}%（{par.category}）"
-            if zh
-            else f"China-PAR 10-year ASCVD risk {par.risk_10y_percent:.1f}% ({par.category})"
-        )
-        cards.append(
-            _card(
-                text,
-                "warning" if par.category == "high" else "info",
-                GUIDANCE[f"cvd-{par.category}"][lang] + f"\n\n*{cp.NAME} {cp.VERSION}*",
-                {"label": "China-PAR (Yang et al., Circulation 2016)", "url": cp.SOURCE_URL},
-            )
-        )
+    if par is not None and par.applicable and par.category is not None:
+        cards.append(_china_par_card(par, lang))
     fup = result.follow_up
     if fup is not None and not fup.urgent_referral:
-        lines = [
-            f"- {s.condition}: {'controlled' if s.controlled else 'not controlled' if s.controlled is False else 'unknown'} ({s.target}; {s.basis})"  # noqa: E501
-            for s in fup.status
-        ]
-        summary = (
-            f"随访：{fup.next_follow_up_days} 天内复诊"
-            if zh
-            else f"Follow-up: next visit within {fup.next_follow_up_days} days"
-        )
-        cards.append(
-            _card(
-                summary,
-                "info",
-                "\n".join(lines),
-                {"label": "国家基本公共卫生服务规范（第三版）", "url": fu.SOURCE_URL},
-            )
-        )
+        cards.append(_follow_up_card(fup, lang))
     if result.learned_model is not None:
         p = result.learned_model["probability"]
         reasons = "\n".join(
             f"- {r['feature']} = {r['value']:g} {r['unit']}: {r['direction']}"
             for r in result.learned_model["reasons"]
         )
+        summary = (
+            f"演示模型（不用于临床）：糖尿病进展较快的概率{p:.0%}"
+            if zh
+            else f"Demo model (not for clinical use): {p:.0%} risk of fast diabetes progression"
+        )
         cards.append(
             _card(
-                f"Demo model (not for clinical use): {p:.0%} risk of fast diabetes progression",
+                summary,
                 "info",
                 reasons + "\n\n" + result.learned_model["model"]["intended_use"],
+                lang,
                 {"label": "medgate demo model cds_diabetes_risk", "url": SOURCE["url"]},
             )
         )
     if result.not_computed:
-        detail = "\n".join(
-            f"- {n.score}: {n.reason}" + (f" ({', '.join(n.missing)})" if n.missing else "")
-            for n in result.not_computed
-        )
+        if zh:
+            detail = "\n".join(
+                f"- {SCORE_ZH.get(n.score, n.score)}：{NOT_COMPUTED_ZH.get(n.reason, '不适用')}"
+                + (f"（`{'`、`'.join(n.missing)}`）" if n.missing else "")
+                for n in result.not_computed
+            )
+        else:
+            detail = "\n".join(
+                f"- {n.score}: {n.reason}" + (f" ({', '.join(n.missing)})" if n.missing else "")
+                for n in result.not_computed
+            )
         cards.append(
             _card(
-                "Some scores could not be computed" if not zh else "部分评分无法计算",
+                "部分评分无法计算" if zh else "Some scores could not be computed",
                 "info",
                 detail,
+                lang,
             )
         )
     return cards
@@ -444,11 +564,14 @@ def _assess_request(summary: dict[str, Any]) -> tuple[AssessRequest, list[str]]:
             return AssessRequest(**data), ignored
         except ValidationError as exc:
             bad = {str(e["loc"][0]) for e in exc.errors() if e["loc"]}
-            bad = bad or {k for k in data if "cholesterol" in k}
+            if not bad:  # a cross-field check: drop the fields it names
+                text = " ".join(str(e["msg"]) for e in exc.errors())
+                pair = ("sbp_mmhg", "dbp_mmhg") if "diastolic" in text else ()
+                bad = set(pair) or {k for k in data if "cholesterol" in k}
             for key in bad:
                 data.pop(key, None)
                 ignored.append(key)
-    return AssessRequest(), ignored
+    return AssessRequest.model_validate({}), ignored
 
 
 @router.post("/cds-services/{service_id}")
@@ -489,7 +612,8 @@ def call_service(
     cards = cards_for(result, patient_id, lang, only_urgent=service["hook"] == "order-select")
     if notes or ignored:
         detail = "\n".join([*notes, *(f"ignored out-of-range value: {k}" for k in ignored)])
-        cards.append(_card("Data could not all be used", "info", detail))
+        title = "部分数据无法使用" if lang == "zh" else "Data could not all be used"
+        cards.append(_card(title, "info", detail, lang))
     return {"cards": cards}
 
 

@@ -1,8 +1,20 @@
 """One patient summary in; every applicable score, referral advice and guidance out.
 
-Safety rule: an urgent rule (NEWS2 high, a follow-up urgent-referral criterion, qSOFA positive)
-always decides the referral level; the learned model's score is shown for information only and is
-marked as overridden. Whatever cannot be computed is listed with the missing inputs.
+Referral levels, most severe first (each criterion with its source in ``urgent``, ``news2`` and
+``followup``):
+
+* ``emergency`` (call 120 / transfer now): NEWS2 >= 7; a single NEWS2 parameter scoring 3 with
+  deterioration; qSOFA >= 2 with suspected infection; BP crisis with symptoms of organ damage;
+  glucose < 3.0 mmol/L or hypoglycaemia with altered consciousness or behaviour.
+* ``urgent`` (urgent referral): NEWS2 5-6 or a single parameter scoring 3 (RCP 2017); qSOFA >= 2
+  with infection not yet asked about; any 2017-specification 危急情况 - BP >= 180 and/or >= 110
+  and glucose >= 16.7 or <= 3.9 mmol/L for *every* patient, with or without a diagnosis.
+* ``routine``: the follow-up rules' referral (two uncontrolled visits, adverse reactions hard to
+  control, new complications).
+
+Safety rule: the rules decide the level; the learned model's score is shown for information only
+and marked as overridden when a rule applies. Whatever cannot be computed is listed with the
+missing inputs.
 """
 
 from __future__ import annotations
@@ -15,18 +27,27 @@ from pydantic import BaseModel
 from medgate.clinical import china_par as cp
 from medgate.clinical import followup as fu
 from medgate.clinical import news2 as nw
-from medgate.clinical.common import MG_DL_PER_MMOL_L_GLUCOSE, MG_DL_PER_MMOL_L_TRIGLYCERIDES
+from medgate.clinical import urgent as ur
+from medgate.clinical.common import (
+    DISCLAIMER,
+    LEVEL_ORDER,
+    MG_DL_PER_MMOL_L_CHOLESTEROL,
+    MG_DL_PER_MMOL_L_GLUCOSE,
+    MG_DL_PER_MMOL_L_TRIGLYCERIDES,
+    Reason,
+)
 from medgate.clinical.schemas import AssessRequest
 from medgate.models.tabular import BundleError, TabularPredictor
 
 Language = Literal["zh", "en"]
-Level = Literal["urgent", "routine", "none"]
+Level = Literal["emergency", "urgent", "routine", "none"]
 
 NOT_FOR_CLINICAL = {
-    "en": "Decision support only: the treating doctor decides. The learned model is a "
-    "demonstration, not for clinical use.",
-    "zh": "仅供辅助决策，由接诊医生判断。机器学习模型仅为演示，不用于临床。",
+    "en": DISCLAIMER["en"] + " The learned model is a demonstration, not for clinical use.",
+    "zh": DISCLAIMER["zh"] + "机器学习模型仅为演示，不用于临床。",
 }
+CATEGORY_ZH = {"low": "低危", "intermediate": "中危", "high": "高危"}
+NEWS2_RISK_ZH = {"low": "低风险", "low-medium": "低-中风险", "medium": "中风险", "high": "高风险"}
 
 
 class NotComputed(BaseModel):
@@ -36,8 +57,11 @@ class NotComputed(BaseModel):
 
 
 class Referral(BaseModel):
+    """The action level and every criterion that set it (most severe first)."""
+
     level: Level
     reasons: list[str]
+    sources: list[str] = []
 
 
 class AssessResult(BaseModel):
@@ -81,24 +105,34 @@ def _china_par(x: AssessRequest) -> cp.ChinaParResult | NotComputed:
     if missing:
         return NotComputed(score="china_par", reason="inputs missing", missing=missing)
     return cp.china_par(
-        cp.ChinaParInput(
-            age=x.age,
-            sex=x.sex,
-            sbp_mmhg=x.sbp_mmhg,
-            on_bp_treatment=x.on_bp_treatment,
-            total_cholesterol_mg_dl=tc,
-            hdl_cholesterol_mg_dl=hdl,
-            waist_cm=x.waist_cm,
-            current_smoker=x.current_smoker,
-            diabetes=diabetes,
-            region=x.region,
-            residence=x.residence,
-            family_history_ascvd=x.family_history_ascvd,
+        cp.ChinaParInput.model_validate(
+            dict(
+                age=x.age,
+                sex=x.sex,
+                sbp_mmhg=x.sbp_mmhg,
+                on_bp_treatment=x.on_bp_treatment,
+                total_cholesterol_mg_dl=tc,
+                hdl_cholesterol_mg_dl=hdl,
+                waist_cm=x.waist_cm,
+                current_smoker=x.current_smoker,
+                diabetes=diabetes,
+                region=x.region,
+                residence=x.residence,
+                family_history_ascvd=x.family_history_ascvd,
+                dbp_mmhg=x.dbp_mmhg,
+                ldl_cholesterol_mg_dl=(
+                    x.ldl_cholesterol_mmol_l * MG_DL_PER_MMOL_L_CHOLESTEROL
+                    if x.ldl_cholesterol_mmol_l is not None
+                    else None
+                ),
+                ascvd=x.ascvd,
+                ckd_stage_3_4=x.ckd_stage_3_4,
+            )
         )
     )
 
 
-def _news2(x: AssessRequest) -> nw.News2Result | NotComputed:
+def _news2(x: AssessRequest, lang: Language) -> nw.News2Result | NotComputed:
     needed = [
         "respiratory_rate",
         "spo2",
@@ -112,43 +146,58 @@ def _news2(x: AssessRequest) -> nw.News2Result | NotComputed:
     if missing:
         return NotComputed(score="news2", reason="inputs missing", missing=missing)
     return nw.news2(
-        nw.News2Input(
-            respiratory_rate=x.respiratory_rate,
-            spo2=x.spo2,
-            spo2_scale=x.spo2_scale,
-            on_oxygen=x.on_oxygen,
-            sbp_mmhg=x.sbp_mmhg,
-            heart_rate=x.heart_rate,
-            consciousness=x.consciousness,
-            temperature_c=x.temperature_c,
-        )
+        nw.News2Input.model_validate(
+            dict(
+                respiratory_rate=x.respiratory_rate,
+                spo2=x.spo2,
+                spo2_scale=x.spo2_scale,
+                on_oxygen=x.on_oxygen,
+                sbp_mmhg=x.sbp_mmhg,
+                heart_rate=x.heart_rate,
+                consciousness=x.consciousness,
+                temperature_c=x.temperature_c,
+            )
+        ),
+        lang,
     )
 
 
-def _qsofa(x: AssessRequest) -> nw.QsofaResult | NotComputed:
+def _qsofa(x: AssessRequest, lang: Language) -> nw.QsofaResult | NotComputed:
     missing = _missing(x, ["respiratory_rate", "sbp_mmhg", "consciousness"])
     if missing:
         return NotComputed(score="qsofa", reason="inputs missing", missing=missing)
     return nw.qsofa(
-        nw.QsofaInput(
-            respiratory_rate=x.respiratory_rate, sbp_mmhg=x.sbp_mmhg, consciousness=x.consciousness
-        )
+        nw.QsofaInput.model_validate(
+            dict(
+                respiratory_rate=x.respiratory_rate,
+                sbp_mmhg=x.sbp_mmhg,
+                consciousness=x.consciousness,
+                suspected_infection=x.suspected_infection,
+            )
+        ),
+        lang,
     )
 
 
-def _follow_up(x: AssessRequest) -> fu.FollowUpResult | NotComputed:
+def _follow_up(x: AssessRequest, lang: Language) -> fu.FollowUpResult | NotComputed:
     conditions = list(dict.fromkeys(x.conditions))
     if x.diabetes and "type2_diabetes" not in conditions:
         conditions.append("type2_diabetes")
     if not conditions:
         return NotComputed(
             score="follow_up",
-            reason="no hypertension or type 2 diabetes in conditions: follow-up rules do not apply",
+            reason="no hypertension or type 2 diabetes in conditions: follow-up rules do not apply "
+            "(urgent BP and glucose readings are still checked)",
         )
     return fu.follow_up(
         fu.FollowUpInput(
             conditions=conditions,
             age=x.age,
+            elderly_target_age=x.elderly_target_age,
+            ckd=x.ckd or x.ckd_stage_3_4,
+            ascvd=x.ascvd,
+            hba1c_percent=x.hba1c_percent,
+            ldl_cholesterol_mmol_l=x.ldl_cholesterol_mmol_l,
             sbp_mmhg=x.sbp_mmhg,
             dbp_mmhg=x.dbp_mmhg,
             fasting_glucose_mmol_l=x.fasting_glucose_mmol_l,
@@ -160,6 +209,8 @@ def _follow_up(x: AssessRequest) -> fu.FollowUpResult | NotComputed:
             symptoms=x.symptoms,
             previous_visit_uncontrolled=x.previous_visit_uncontrolled,
             medication_adverse_reaction=x.medication_adverse_reaction,
+            adverse_reaction_hard_to_control=x.adverse_reaction_hard_to_control,
+            new_or_worse_complication=x.new_or_worse_complication,
             home_bp=x.home_bp,
             home_glucose=x.home_glucose,
         )
@@ -211,108 +262,219 @@ def model_inputs(x: AssessRequest) -> tuple[dict[str, float], list[str]]:
 
 
 GUIDANCE: dict[str, dict[str, str]] = {
+    "emergency": {
+        "en": "Emergency: call 120 / transfer to an emergency department now; give first aid "
+        "while waiting; follow up the transfer within 2 weeks.",
+        "zh": "急救：立即拨打120或立即转运至急诊，等待期间给予初步处理；2周内随访转诊情况。",
+    },
     "urgent": {
         "en": "Urgent referral: arrange transfer to a higher-level hospital now and "
         "follow up within 2 weeks.",
-        "zh": "紧急转诊：立即安排转上级医院，2 周内主动随访转诊情况。",
+        "zh": "紧急转诊：立即安排转上级医院，2周内主动随访转诊情况。",
     },
     "routine": {
         "en": "Routine referral: refer to a specialist; follow up within 2 weeks.",
-        "zh": "建议转诊至上级医院专科，2 周内随访。",
+        "zh": "建议转诊至上级医院专科，2周内随访。",
     },
-    "news2-high": {
-        "en": "NEWS2 >= 7: emergency assessment by a critical-care team.",
-        "zh": "NEWS2≥7：需急救/重症团队紧急评估。",
-    },
-    "news2-medium": {
-        "en": "NEWS2 5-6: urgent review by a clinician.",
-        "zh": "NEWS2 5-6：需临床医生紧急评估。",
-    },
-    "news2-low-medium": {
-        "en": "A single NEWS2 parameter scores 3: urgent ward-based review.",
-        "zh": "NEWS2 单项 3 分：需尽快由医生评估。",
-    },
-    "qsofa": {"en": "qSOFA >= 2: assess for sepsis.", "zh": "qSOFA≥2：警惕脓毒症，需评估。"},
     "cvd-high": {
-        "en": "10-year ASCVD risk >= 10 %: lifestyle change and drug treatment of risk "
-        "factors (BP, lipids, glucose) under a doctor; yearly check-up.",
-        "zh": "10 年心血管病风险≥10%（高危）：改善生活方式，并在医生指导下针对危险因素"
-        "降压、调脂、降糖治疗，至少每年体检一次。",
+        "en": "ASCVD risk high: lifestyle change and drug treatment of risk factors (BP, lipids, "
+        "glucose) under a doctor; yearly check-up.",
+        "zh": "心血管病风险高危：改善生活方式，并在医生指导下针对危险因素降压、调脂、降糖治疗，"
+        "至少每年体检一次。",
     },
     "cvd-intermediate": {
-        "en": "10-year ASCVD risk 5-9.9 %: stop smoking, control weight, "
+        "en": "10-year ASCVD risk 5-9.9 % (intermediate): stop smoking, control weight, "
         "be active; consider treatment with a doctor.",
-        "zh": "10 年心血管病风险 5%–9.9%（中危）：戒烟、控制体重、增加体力活动，"
-        "必要时在医生指导下治疗。",
+        "zh": "10年心血管病风险5%–9.9%（中危）：戒烟、控制体重、增加体力活动，必要时在医生指导下"
+        "治疗。",
     },
     "cvd-low": {
-        "en": "10-year ASCVD risk < 5 %: keep a healthy lifestyle.",
-        "zh": "10 年心血管病风险<5%（低危）：保持健康生活方式。",
-    },
-    "controlled": {
-        "en": "Controlled: next follow-up in 3 months.",
-        "zh": "控制满意：3 个月后随访。",
-    },
-    "uncontrolled": {
-        "en": "Not controlled: adjust treatment, follow up within 2 weeks.",
-        "zh": "控制不满意：调整治疗，2 周内随访。",
+        "en": "10-year ASCVD risk < 5 % (low): keep a healthy lifestyle.",
+        "zh": "10年心血管病风险<5%（低危）：保持健康生活方式。",
     },
     "model": {
         "en": "Learned-model score (demo, not for clinical use): {p:.0%} probability of "
         "high diabetes progression.",
-        "zh": "机器学习模型（演示，不用于临床）：糖尿病进展较快的概率 {p:.0%}。",
+        "zh": "机器学习模型（演示，不用于临床）：糖尿病进展较快的概率{p:.0%}。",
     },
     "model-overridden": {
-        "en": "An urgent rule applies: the model score does not change the referral.",
-        "zh": "已触发紧急规则：模型评分不改变转诊决定。",
+        "en": "A referral rule applies: the model score does not change the referral.",
+        "zh": "已触发转诊规则：模型评分不改变转诊决定。",
     },
 }
 
 
+class _Decision:
+    """Criteria collected from every rule, each with its level; the most severe one wins."""
+
+    def __init__(self, lang: Language) -> None:
+        self.lang = lang
+        self.items: list[tuple[str, Reason]] = []
+
+    def add(self, level: str, reason: Reason) -> None:
+        if all((r.code, r.en) != (reason.code, reason.en) for _, r in self.items):
+            self.items.append((level, reason))
+
+    def level(self) -> Level:
+        if not self.items:
+            return "none"
+        best = min(self.items, key=lambda item: LEVEL_ORDER[item[0]])[0]
+        return best  # type: ignore[return-value]
+
+    def referral(self) -> Referral:
+        ordered = sorted(self.items, key=lambda item: LEVEL_ORDER[item[0]])
+        return Referral(
+            level=self.level(),
+            reasons=[getattr(r, self.lang) for _, r in ordered],
+            sources=list(dict.fromkeys(r.source for _, r in ordered if r.source)),
+        )
+
+
+def _news2_criteria(n2: nw.News2Result, deteriorating: bool | None, d: _Decision) -> None:
+    """RCP 2017 responses mapped to primary-care action levels."""
+    risk_zh = NEWS2_RISK_ZH[n2.risk]
+    if n2.response_band == "score-7-plus":
+        d.add(
+            "emergency",
+            Reason(
+                code="news2-7",
+                en=f"NEWS2 {n2.score} (>= 7, high)",
+                zh=f"NEWS2 {n2.score}分（≥7，{risk_zh}）",
+                source=nw.NEWS2_SOURCE,
+            ),
+        )
+    elif n2.response_band == "score-5-6":
+        d.add(
+            "urgent",
+            Reason(
+                code="news2-5",
+                en=f"NEWS2 {n2.score} (5-6, medium)",
+                zh=f"NEWS2 {n2.score}分（5-6，{risk_zh}）",
+                source=nw.NEWS2_SOURCE,
+            ),
+        )
+    if n2.single_parameter_3:
+        names = ", ".join(k for k, v in n2.parameters.items() if v == 3)
+        level = "emergency" if deteriorating else "urgent"
+        d.add(
+            level,
+            Reason(
+                code="news2-single-3",
+                en=f"a single NEWS2 parameter scores 3 ({names})"
+                + (" with deterioration" if deteriorating else ""),
+                zh="NEWS2单项参数评分为3分" + ("且病情恶化" if deteriorating else ""),
+                source=nw.NEWS2_SOURCE,
+            ),
+        )
+
+
+def _qsofa_criteria(qs: nw.QsofaResult, d: _Decision) -> None:
+    """Sepsis-3: qSOFA >= 2 with suspected infection is an emergency; unknown infection urgent."""
+    if not qs.positive or qs.suspected_infection is False:
+        return
+    infected = qs.suspected_infection is True
+    d.add(
+        "emergency" if infected else "urgent",
+        Reason(
+            code="qsofa",
+            en=f"qSOFA {qs.score} "
+            + ("with suspected infection" if infected else "(ask whether infection is suspected)"),
+            zh=f"qSOFA {qs.score}分" + ("且怀疑感染" if infected else "（请确认是否怀疑感染）"),
+            source=nw.QSOFA_SOURCE,
+        ),
+    )
+
+
+def _readings_criteria(x: AssessRequest, d: _Decision) -> None:
+    """Urgent BP and glucose readings for every patient, with or without a diagnosis."""
+    altered = (x.consciousness is not None and x.consciousness != "A") or (
+        "behaviour_change" in x.symptoms
+    )
+    found = ur.bp_criteria(x.sbp_mmhg, x.dbp_mmhg, list(x.symptoms), altered)
+    found += ur.glucose_criteria(
+        [("fasting", x.fasting_glucose_mmol_l), ("random", x.random_glucose_mmol_l)], altered
+    )
+    for criterion in found:
+        d.add(criterion.level, criterion.reason)
+
+
+def _cvd_guidance(par: cp.ChinaParResult, lang: Language) -> list[str]:
+    lines: list[str] = []
+    if par.route == "direct-high-risk":
+        reasons = "; ".join(par.direct_high_risk_reasons)
+        lines.append(
+            f"High ASCVD risk without calculation (2019 guideline): {reasons}."
+            if lang == "en"
+            else "无需计算，直接列为心血管病高危（2019年指南）："
+            + "；".join(DIRECT_ZH.get(r, r) for r in par.direct_high_risk_reasons)
+            + "。"
+        )
+    if par.category:
+        if par.risk_10y_percent is not None:
+            lines.append(
+                f"China-PAR 10-year ASCVD risk {par.risk_10y_percent:.1f} % ({par.category})."
+                if lang == "en"
+                else f"China-PAR 10年心血管病风险{par.risk_10y_percent:.1f}%（"
+                f"{CATEGORY_ZH[par.category]}）。"
+            )
+        lines.append(GUIDANCE[f"cvd-{par.category}"][lang])
+    lines += [getattr(c, lang) for c in par.cautions]
+    if par.lifetime_risk_assessment is not None:
+        lines.append(getattr(par.lifetime_risk_assessment, lang))
+    return lines
+
+
+DIRECT_ZH = {
+    "diabetes at age >= 40": "糖尿病且年龄≥40岁",
+    "LDL-C >= 4.9 mmol/L": "LDL-C≥4.9 mmol/L",
+    "TC >= 7.2 mmol/L": "TC≥7.2 mmol/L",
+    "grade 3 hypertension (>= 180 and/or >= 110 mmHg)": "3级高血压（≥180和/或≥110 mmHg）",
+    "chronic kidney disease stage 3-4": "慢性肾脏病3-4期",
+}
+
+
 def assess(x: AssessRequest, predictor: TabularPredictor | None, lang: Language) -> AssessResult:
-    """Run every score that the summary allows; urgent rules decide the referral."""
+    """Run every score that the summary allows; the rules decide the referral level."""
     not_computed: list[NotComputed] = []
-    result: dict[str, Any] = {}
-    for key, func in (
-        ("china_par", _china_par),
-        ("news2", _news2),
-        ("qsofa", _qsofa),
-        ("follow_up", _follow_up),
-    ):
-        value = func(x)
-        if isinstance(value, NotComputed):
-            not_computed.append(value)
-        else:
-            result[key] = value
+    par_or = _china_par(x)
+    n2_or = _news2(x, lang)
+    qs_or = _qsofa(x, lang)
+    fup_or = _follow_up(x, lang)
+    par = par_or if isinstance(par_or, cp.ChinaParResult) else None
+    n2 = n2_or if isinstance(n2_or, nw.News2Result) else None
+    qs = qs_or if isinstance(qs_or, nw.QsofaResult) else None
+    fup = fup_or if isinstance(fup_or, fu.FollowUpResult) else None
+    not_computed += [v for v in (par_or, n2_or, qs_or, fup_or) if isinstance(v, NotComputed)]
+
+    decision = _Decision(lang)
     guidance: list[str] = []
-    urgent: list[str] = []
-    routine: list[str] = []
-    n2: nw.News2Result | None = result.get("news2")
     if n2 is not None:
-        if n2.risk == "high":
-            urgent.append(f"NEWS2 {n2.score} (high)")
-        elif n2.risk == "medium":
-            urgent.append(f"NEWS2 {n2.score} (medium)")
-        if n2.risk != "low":
-            guidance.append(GUIDANCE[f"news2-{n2.risk}"][lang])
-    qs: nw.QsofaResult | None = result.get("qsofa")
-    if qs is not None and qs.positive:
-        urgent.append(f"qSOFA {qs.score}")
-        guidance.append(GUIDANCE["qsofa"][lang])
-    fup: fu.FollowUpResult | None = result.get("follow_up")
+        _news2_criteria(n2, x.deteriorating, decision)
+        monitoring = f"NEWS2 {n2.score}: {n2.monitoring}. {n2.clinical_response}"
+        guidance.append(
+            monitoring
+            if lang == "en"
+            else f"NEWS2 {n2.score}分：{n2.monitoring}。{n2.clinical_response}"
+        )
+    if qs is not None:
+        _qsofa_criteria(qs, decision)
+        if qs.positive:
+            guidance.append(qs.interpretation)
+    _readings_criteria(x, decision)
     if fup is not None:
-        urgent += [getattr(r, lang) for r in fup.urgent_reasons]
-        routine += [getattr(r, lang) for r in fup.routine_reasons]
-        if not fup.urgent_referral and fup.status:
-            known = [s.controlled for s in fup.status if s.controlled is not None]
-            if known:
-                guidance.append(GUIDANCE["controlled" if all(known) else "uncontrolled"][lang])
-    par: cp.ChinaParResult | None = result.get("china_par")
-    if par is not None and par.applicable and par.category:
-        guidance.append(GUIDANCE[f"cvd-{par.category}"][lang])
-    elif par is not None:
-        not_computed.append(NotComputed(score="china_par", reason=par.reason or "not applicable"))
-    level: Level = "urgent" if urgent else ("routine" if routine else "none")
+        for reason in fup.urgent_reasons:
+            level = "emergency" if reason.code in EMERGENCY_CODES else "urgent"
+            decision.add(level, reason)
+        for reason in fup.routine_reasons:
+            decision.add("routine", reason)
+        guidance.append(getattr(fup.advice, lang))
+    if par is not None:
+        guidance += _cvd_guidance(par, lang)
+        if not par.applicable:
+            not_computed.append(
+                NotComputed(score="china_par", reason=par.reason or "not applicable")
+            )
+    level = decision.level()
     learned: dict[str, Any] | None = None
     if x.has_diabetes():
         values, missing = model_inputs(x)
@@ -333,9 +495,9 @@ def assess(x: AssessRequest, predictor: TabularPredictor | None, lang: Language)
                 not_computed.append(NotComputed(score="learned_model", reason=str(exc)))
             else:
                 learned = prediction.model_dump()
-                learned["overridden_by_urgent_rule"] = level == "urgent"
+                learned["overridden_by_urgent_rule"] = level in ("emergency", "urgent")
                 guidance.append(GUIDANCE["model"][lang].format(p=prediction.probability))
-                if level == "urgent":
+                if level != "none":
                     guidance.append(GUIDANCE["model-overridden"][lang])
     else:
         not_computed.append(
@@ -353,8 +515,35 @@ def assess(x: AssessRequest, predictor: TabularPredictor | None, lang: Language)
         qsofa=qs,
         follow_up=fup,
         learned_model=learned,
-        referral=Referral(level=level, reasons=urgent if urgent else routine),
+        referral=decision.referral(),
         guidance=guidance,
         not_computed=not_computed,
         disclaimer=NOT_FOR_CLINICAL[lang],
     )
+
+
+#: Follow-up reasons that are emergencies (``urgent.bp_criteria`` / ``glucose_criteria``).
+EMERGENCY_CODES = frozenset({"hypertensive-emergency", "severe-hypoglycaemia"})
+
+
+def news2_action(
+    n2: nw.News2Result, deteriorating: bool | None, lang: Language
+) -> tuple[Level, list[str]]:
+    """The action level NEWS2 alone calls for, and why (for the stand-alone NEWS2 route)."""
+    decision = _Decision(lang)
+    _news2_criteria(n2, deteriorating, decision)
+    referral = decision.referral()
+    return referral.level, referral.reasons
+
+
+def qsofa_action(qs: nw.QsofaResult, lang: Language) -> tuple[Level, list[str]]:
+    """The action level qSOFA alone calls for, and why (for the stand-alone qSOFA route)."""
+    decision = _Decision(lang)
+    _qsofa_criteria(qs, decision)
+    referral = decision.referral()
+    return referral.level, referral.reasons
+
+
+def china_par_guidance(par: cp.ChinaParResult, lang: Language) -> list[str]:
+    """China-PAR guidance lines in one language (route, category, cautions, lifetime risk)."""
+    return _cvd_guidance(par, lang)

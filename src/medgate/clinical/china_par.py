@@ -12,9 +12,30 @@ the table's worked example (its "coefficient x value" column was computed with t
 coefficients) and the women's S10 is solved from the women's worked example (sum 119.22 -> 10.1 %).
 ``PRINTED`` keeps the printed values for comparison; ``COEFFICIENTS`` is what the API uses.
 
-The treated-SBP terms are not covered by the worked examples and their printed values were not
-available offline: they are the untreated terms plus the treated-minus-untreated difference of a
-third-party fit to the official calculator (cvdrisk.com.cn); see docs/cds.md.
+Coefficient sources (documented for review, see docs/clinical.md):
+
+* men's six continuous coefficients: restored from the worked example of Supplemental Table 1
+  (its "coefficient x value" column), not the printed two-decimal values;
+* men's baseline survival S10 = 0.9707: the value that, with the restored coefficients,
+  reproduces Table 2 (11.0 % at 60); the printed 0.97 gives 11.9 %. It is a fit to the
+  published reference points, not a printed number;
+* women's S10 = 0.9851: solved from the women's worked example (sum 119.22 -> 10.1 %);
+* treated-SBP terms: not covered by the worked examples and their printed values were not
+  available offline: the untreated terms plus the treated-minus-untreated difference of a
+  third-party fit to the official calculator (cvdrisk.com.cn). They must be checked against
+  Supplemental Table 1 before clinical use; every answer on treated BP says so.
+
+Model artefact: in the men's equation smoking and family history enter with an age interaction
+(3.96 - 0.94 ln age; 6.22 - 1.53 ln age), so past about 67 (smoking) and 58 (family history)
+years the equation predicts *lower* risk with the factor. medgate shows the equation's value and
+a caution, and never presents the factor as protective.
+
+Risk assessment (中国心血管病风险评估和管理指南, 2019, flow chart): established ASCVD is
+excluded from the calculator (very high risk, secondary prevention); diabetes at 40 or over,
+LDL-C >= 4.9 or TC >= 7.2 mmol/L, grade 3 hypertension (>= 180 and/or >= 110 mmHg) or CKD stage
+3-4 are high risk without calculation; otherwise the 10-year equation; ages 20-59 with a 10-year
+risk < 10 % need a lifetime-risk assessment (China-PAR lifetime model, high if >= 32.8 %), which
+medgate does not compute (its coefficients are not available offline) and flags instead.
 """
 
 from __future__ import annotations
@@ -22,18 +43,33 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, model_validator
 
-from medgate.clinical.common import CalculatorInfo, make_info
+from medgate.clinical.common import CalculatorInfo, Reason, make_info
 
 NAME = "china-par-10y-ascvd"
-VERSION = "2016.1"
+VERSION = "2016.2"
 SOURCE = (
     "Yang X, et al. Predicting the 10-Year Risks of Atherosclerotic Cardiovascular Disease in "
     "Chinese Population: the China-PAR Project. Circulation 2016;134:1430-1440. "
     "doi:10.1161/CIRCULATIONAHA.116.022367"
 )
 SOURCE_URL = "https://doi.org/10.1161/CIRCULATIONAHA.116.022367"
+GUIDELINE_2019 = (
+    "中国心血管病风险评估和管理指南编写联合委员会. 中国心血管病风险评估和管理指南. "
+    "中华预防医学杂志 2019;53(1):13-35. doi:10.3760/cma.j.issn.0253-9624.2019.01.004"
+)
+MG_DL_PER_MMOL_L = 1 / 0.0259
+# GUIDELINE_2019 direct high-risk criteria (no calculation).
+DIRECT_HIGH_RISK = {
+    "diabetes_min_age": 40,
+    "ldl_mmol_l_min": 4.9,
+    "tc_mmol_l_min": 7.2,
+    "grade3_sbp_min": 180,
+    "grade3_dbp_min": 110,
+}
+LIFETIME_AGE_RANGE = (20, 59)
+LIFETIME_HIGH_PERCENT = 32.8
 AGE_RANGE = (35, 74)
 
 # Printed two-decimal values of Supplemental Table 1 (kept for the comparison in docs/tests).
@@ -123,14 +159,34 @@ class ChinaParInput(BaseModel):
     region: Literal["north", "south"]
     residence: Literal["urban", "rural"]
     family_history_ascvd: bool
+    dbp_mmhg: float | None = None
+    ldl_cholesterol_mg_dl: float | None = None
+    ascvd: bool = False
+    ckd_stage_3_4: bool = False
+
+    @model_validator(mode="after")
+    def _hdl_below_total(self) -> ChinaParInput:
+        if self.hdl_cholesterol_mg_dl >= self.total_cholesterol_mg_dl:
+            raise ValueError(
+                "HDL cholesterol must be lower than total cholesterol (HDL is part of the total): "
+                "check the values and their units"
+            )
+        return self
+
+
+Route = Literal["established-ascvd", "direct-high-risk", "equation", "not-applicable"]
 
 
 class ChinaParResult(BaseModel):
     applicable: bool
+    route: Route = "equation"
     risk_10y_percent: float | None = None
     category: Category | None = None
     reason: str | None = None
+    direct_high_risk_reasons: list[str] = []
     linear_predictor: float | None = None
+    cautions: list[Reason] = []
+    lifetime_risk_assessment: Reason | None = None
     calculator: CalculatorInfo = INFO
 
 
@@ -173,18 +229,114 @@ def risk_percent(x: ChinaParInput, table: dict[str, dict[str, float]] = COEFFICI
     return 100.0 * (1.0 - c["s10"] ** math.exp(linear_predictor(x, table) - c["mean"]))
 
 
+def direct_high_risk(x: ChinaParInput) -> list[str]:
+    """GUIDELINE_2019: the criteria that make a person high risk without the equation."""
+    c = DIRECT_HIGH_RISK
+    found: list[str] = []
+    if x.diabetes and x.age >= c["diabetes_min_age"]:
+        found.append("diabetes at age >= 40")
+    if (
+        x.ldl_cholesterol_mg_dl is not None
+        and x.ldl_cholesterol_mg_dl / MG_DL_PER_MMOL_L >= c["ldl_mmol_l_min"]
+    ):
+        found.append("LDL-C >= 4.9 mmol/L")
+    if x.total_cholesterol_mg_dl / MG_DL_PER_MMOL_L >= c["tc_mmol_l_min"]:
+        found.append("TC >= 7.2 mmol/L")
+    if x.sbp_mmhg >= c["grade3_sbp_min"] or (
+        x.dbp_mmhg is not None and x.dbp_mmhg >= c["grade3_dbp_min"]
+    ):
+        found.append("grade 3 hypertension (>= 180 and/or >= 110 mmHg)")
+    if x.ckd_stage_3_4:
+        found.append("chronic kidney disease stage 3-4")
+    return found
+
+
+def artefact_cautions(x: ChinaParInput) -> list[Reason]:
+    """Cautions where the equation gives lower risk *with* smoking or family history (men)."""
+    cautions: list[Reason] = []
+    base = risk_percent(x)
+    names = {
+        "current_smoker": ("smoking", "吸烟"),
+        "family_history_ascvd": ("family history", "家族史"),
+    }
+    for field, (en, zh) in names.items():
+        if getattr(x, field):
+            without = risk_percent(x.model_copy(update={field: False}))
+            if without >= base:
+                cautions.append(
+                    Reason(
+                        code=f"artefact-{field}",
+                        en=f"At this age the China-PAR equation gives a lower risk with {en} "
+                        f"({base:.1f} % vs {without:.1f} % without): a known artefact of the age "
+                        f"interaction in the men's model. {en.capitalize()} is not protective; it "
+                        "raises cardiovascular risk.",
+                        zh=f"在此年龄，China-PAR方程计算的有{zh}者风险反而较低（{base:.1f}%，无{zh}时"
+                        f"{without:.1f}%）：这是男性模型中年龄交互项造成的已知偏差。{zh}并无保护作用，"
+                        "它会增加心血管病风险。",
+                        source=SOURCE,
+                    )
+                )
+    if x.on_bp_treatment:
+        cautions.append(
+            Reason(
+                code="treated-sbp-coefficients",
+                en="Treated-SBP coefficients come from a third-party fit to the official "
+                "calculator, not from the paper: check the value with the official calculator.",
+                zh="服用降压药者的收缩压系数来自对官方计算器的第三方拟合，而非原文：请用官方计算器核对。",
+                source=SOURCE,
+            )
+        )
+    return cautions
+
+
+def _lifetime(x: ChinaParInput, risk: float | None) -> Reason | None:
+    low, high = LIFETIME_AGE_RANGE
+    if low <= x.age <= high and (risk is None or risk < 10.0):
+        return Reason(
+            code="lifetime-risk-needed",
+            en="Ages 20-59 with a 10-year risk below 10 %: assess lifetime risk (China-PAR "
+            f"lifetime model, high if >= {LIFETIME_HIGH_PERCENT} %). medgate does not compute it: "
+            "use the official calculator.",
+            zh=f"20-59岁且10年风险<10%：应评估心血管病终生风险（China-PAR终生风险模型，"
+            f"≥{LIFETIME_HIGH_PERCENT}%为高危）。medgate不计算终生风险，请使用官方计算器。",
+            source=GUIDELINE_2019,
+        )
+    return None
+
+
 def china_par(x: ChinaParInput) -> ChinaParResult:
-    """10-year ASCVD risk, or "not applicable" outside the derivation ages 35-74."""
+    """GUIDELINE_2019 risk assessment: ASCVD excluded, direct high risk, then the equation."""
+    if x.ascvd:
+        return ChinaParResult(
+            applicable=False,
+            route="established-ascvd",
+            reason="established ASCVD: very high risk, secondary prevention; China-PAR is for "
+            "people without cardiovascular disease",
+        )
+    direct = direct_high_risk(x)
+    if direct:
+        return ChinaParResult(
+            applicable=True,
+            route="direct-high-risk",
+            category="high",
+            direct_high_risk_reasons=direct,
+            reason="high risk without calculation (2019 guideline): " + "; ".join(direct),
+        )
     low, high = AGE_RANGE
     if not low <= x.age <= high:
         return ChinaParResult(
             applicable=False,
+            route="not-applicable",
             reason=f"China-PAR was derived in adults aged {low}-{high}; age {x.age:g} is outside",
+            lifetime_risk_assessment=_lifetime(x, None),
         )
     risk = round(risk_percent(x), 1)
     return ChinaParResult(
         applicable=True,
+        route="equation",
         risk_10y_percent=risk,
         category=category_for(risk),
         linear_predictor=round(linear_predictor(x), 4),
+        cautions=artefact_cautions(x),
+        lifetime_risk_assessment=_lifetime(x, risk),
     )

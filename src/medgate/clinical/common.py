@@ -36,3 +36,38 @@ def make_info(name: str, version: str, coefficients: Any, source: str) -> Calcul
         coefficients_sha256=coefficients_sha256(coefficients),
         source=source,
     )
+
+
+class Reason(BaseModel):
+    """One criterion that fired, in both languages, with the rule's source."""
+
+    code: str
+    en: str
+    zh: str
+    source: str = ""
+
+
+#: Action levels, most severe first: ``emergency`` = call 120 / transfer now; ``urgent`` =
+#: urgent referral (primary-care 紧急转诊); ``routine`` = referral to a specialist.
+LEVEL_ORDER: dict[str, int] = {"emergency": 0, "urgent": 1, "routine": 2, "none": 3}
+
+
+def check_bp_pair(sbp: float | None, dbp: float | None, where: str = "") -> None:
+    """Refuse a physiologically impossible pair (diastolic not below systolic).
+
+    Such a pair is almost always swapped fields or a typing error; reporting it as a crisis
+    (SBP 80 / DBP 150 would meet "DBP >= 110") would send a patient to hospital on a typo.
+    """
+    if sbp is not None and dbp is not None and dbp >= sbp:
+        prefix = f"{where}: " if where else ""
+        raise ValueError(
+            f"{prefix}diastolic {dbp:g} mmHg is not below systolic {sbp:g} mmHg: an impossible "
+            "pair (swapped fields or a typing error); check the reading"
+        )
+
+
+#: Carried by every decision-support answer (JSON and each CDS Hooks card).
+DISCLAIMER: dict[str, str] = {
+    "en": "Decision support only: the treating doctor decides.",
+    "zh": "仅供辅助决策，由接诊医生判断。",
+}

@@ -1,18 +1,20 @@
 """Hypertension and type 2 diabetes follow-up in primary care.
 
-Rules of the National Basic Public Health Service Specification (国家基本公共卫生服务规范,
-3rd edition, 2017: 高血压患者健康管理服务规范 and 2型糖尿病患者健康管理服务规范):
+Sources, each named next to the rule that uses it:
 
-- urgent referral: SBP >= 180 and/or DBP >= 110; glucose >= 16.7 or <= 3.9 mmol/L (diabetes);
-  altered consciousness; heart rate > 100/min; temperature > 39 C (diabetes); pregnancy or
-  lactation; the listed acute symptoms. The patient is referred, then followed up within 2 weeks.
-- controlled (office BP < 140/90, < 150/90 from age 65; fasting glucose < 7.0 mmol/L): next visit
-  in 3 months.
-- uncontrolled: next visit within 2 weeks; uncontrolled at two consecutive visits: routine
-  referral, then a visit within 2 weeks.
+* ``SPEC_2017`` - 国家基本公共卫生服务规范（第三版，2017）: 高血压 / 2型糖尿病患者健康管理服务规范.
+  危急情况 (urgent referral), the first-uncontrolled / two-uncontrolled / adverse-reaction
+  pathway, follow-up within 2 weeks, at least 4 visits a year when controlled.
+* ``HTN_2020`` - 国家基层高血压防治管理指南（2020版）: < 130/80 mmHg with diabetes or CKD (if
+  tolerated); < 150/90 mmHg from age 80 (the 2017 spec says from 65: the age is configurable,
+  default 65, the edition is named in the target text).
+* ``DM_2022`` - 国家基层糖尿病防治管理指南（2022）: HbA1c < 7.0 %, fasting 4.4-7.0 mmol/L,
+  non-fasting < 10.0 mmol/L, BP < 130/80 mmHg, LDL-C < 2.6 (< 1.8 with ASCVD) mmol/L.
+* ``LIPID_2016`` - 中国成人血脂异常防治指南（2016年修订版）: LDL-C < 3.4 low/intermediate,
+  < 2.6 high, < 1.8 very high risk.
 
-Home and wearable readings are summarised; home BP is judged against the home threshold 135/85
-(Chinese hypertension guideline 2018) and used for control only when no office value is given.
+Home and wearable readings are summarised; home BP is judged against 135/85 (中国高血压防治指南
+2018) and used for control only when no office value is given.
 """
 
 from __future__ import annotations
@@ -21,34 +23,66 @@ import datetime as dt
 from statistics import fmean
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
-from medgate.clinical.common import CalculatorInfo, make_info
+from medgate.clinical import urgent as ur
+from medgate.clinical.common import DISCLAIMER, CalculatorInfo, Reason, check_bp_pair, make_info
 
 SOURCE = (
     "National Health Commission of the PRC. National Basic Public Health Service Specification, "
-    "3rd ed. (2017): hypertension and type 2 diabetes patient health management."
+    "3rd ed. (2017): hypertension and type 2 diabetes patient health management; 国家基层高血压"
+    "防治管理指南 2020; 国家基层糖尿病防治管理指南 2022; 中国成人血脂异常防治指南 2016."
 )
+SPEC_2017 = "国家基本公共卫生服务规范（第三版，2017）"
+HTN_2020 = "国家基层高血压防治管理指南（2020版）"
+DM_2022 = "国家基层糖尿病防治管理指南（2022）"
+LIPID_2016 = "中国成人血脂异常防治指南（2016年修订版）"
+HOME_BP_2018 = "中国高血压防治指南（2018年修订版）家庭血压"
 SOURCE_URL = "http://www.nhc.gov.cn/jws/s3578/201703/d20c37e23e1f4c7db7b8e25f34473e1b.shtml"
 
 THRESHOLDS = {
+    # SPEC_2017: office BP < 140/90 (general); < 150/90 for older patients (65 in SPEC_2017,
+    # 80 in HTN_2020: the age is an input, ``elderly_target_age``).
     "office_bp_target": [140, 90],
-    "office_bp_target_age_65": [150, 90],
+    "office_bp_target_elderly": [150, 90],
+    "default_elderly_target_age": 65,
+    # HTN_2020 / DM_2022: < 130/80 with diabetes or chronic kidney disease.
+    "office_bp_target_diabetes_ckd": [130, 80],
+    # HOME_BP_2018: mean home BP < 135/85.
     "home_bp_target": [135, 85],
-    "urgent_bp": [180, 110],
+    # SPEC_2017 危急情况
+    "urgent_bp": [ur.URGENT_BP[0], ur.URGENT_BP[1]],
+    "urgent_glucose_high_mmol_l": ur.URGENT_GLUCOSE_HIGH,
+    "urgent_glucose_low_mmol_l": ur.URGENT_GLUCOSE_LOW,
+    "urgent_heart_rate_above_diabetes": 100,
+    "urgent_temperature_above_c_diabetes": 39.0,
+    # pregnancy / lactation is urgent only with BP or glucose above normal (SPEC_2017):
+    # BP >= 140/90; glucose above the WHO 1999 normal range (fasting >= 6.1, 2-h / random >= 7.8),
+    # the ranges of the 中国2型糖尿病防治指南 2020 glucose-metabolism table.
+    "pregnancy_bp_above": [140, 90],
+    "pregnancy_fasting_glucose_above_normal": 6.1,
+    "pregnancy_random_glucose_above_normal": 7.8,
+    # SPEC_2017 fasting < 7.0; DM_2022 HbA1c < 7.0 %, non-fasting < 10.0 mmol/L.
     "fasting_glucose_target_mmol_l": 7.0,
-    "urgent_glucose_high_mmol_l": 16.7,
-    "urgent_glucose_low_mmol_l": 3.9,
-    "urgent_heart_rate_above": 100,
-    "urgent_temperature_above_c": 39.0,
+    "non_fasting_glucose_target_mmol_l": 10.0,
+    "hba1c_target_percent": 7.0,
+    # LIPID_2016 / DM_2022 LDL-C targets by risk (mmol/L).
+    "ldl_target_very_high": 1.8,
+    "ldl_target_high": 2.6,
+    "ldl_target_other": 3.4,
+    # SPEC_2017: controlled -> next quarterly visit; otherwise within 2 weeks.
     "days_controlled": 90,
     "days_uncontrolled": 14,
     "days_after_referral": 14,
     "min_home_readings": 3,
 }
-INFO: CalculatorInfo = make_info("primary-care-follow-up", "2017.1", THRESHOLDS, SOURCE)
+INFO: CalculatorInfo = make_info("primary-care-follow-up", "2017.2", THRESHOLDS, SOURCE)
 
 Condition = Literal["hypertension", "type2_diabetes"]
+# Hypertension 危急情况 symptoms (SPEC_2017): 剧烈头痛或头晕、恶心呕吐、视力模糊、眼痛、心悸、胸闷、
+# 喘憋不能平卧. Diabetes (SPEC_2017): 意识或行为改变、呼气有烂苹果样丙酮味、心悸、出汗、食欲减退、
+# 恶心、呕吐、多饮、多尿、腹痛、有深大呼吸、皮肤潮红、视力突然骤降. chest_pain is medgate's
+# conservative addition (not in either list). Every symptom counts for every patient.
 Symptom = Literal[
     "severe_headache",
     "severe_dizziness",
@@ -56,13 +90,17 @@ Symptom = Literal[
     "blurred_vision",
     "eye_pain",
     "chest_pain",
+    "chest_tightness",
     "palpitations",
     "dyspnoea",
     "fruity_breath",
     "profuse_sweating",
+    "loss_of_appetite",
     "abdominal_pain",
     "deep_rapid_breathing",
     "polyuria_polydipsia",
+    "skin_flushing",
+    "behaviour_change",
     "sudden_vision_loss",
 ]
 
@@ -74,6 +112,11 @@ class BpReading(BaseModel):
     sbp_mmhg: int = Field(ge=50, le=300)
     dbp_mmhg: int = Field(ge=20, le=200)
     heart_rate: int | None = Field(None, ge=20, le=300)
+
+    @model_validator(mode="after")
+    def _pair(self) -> BpReading:
+        check_bp_pair(self.sbp_mmhg, self.dbp_mmhg, f"home reading at {self.time.isoformat()}")
+        return self
 
 
 class GlucoseReading(BaseModel):
@@ -87,10 +130,15 @@ class GlucoseReading(BaseModel):
 class FollowUpInput(BaseModel):
     conditions: list[Condition] = Field(min_length=1)
     age: int | None = Field(None, ge=18, le=120)
+    elderly_target_age: int = Field(65, ge=60, le=90)
+    ckd: bool = False
+    ascvd: bool = False
     sbp_mmhg: int | None = Field(None, ge=50, le=300)
     dbp_mmhg: int | None = Field(None, ge=20, le=200)
     fasting_glucose_mmol_l: float | None = Field(None, ge=0.5, le=50)
     random_glucose_mmol_l: float | None = Field(None, ge=0.5, le=50)
+    hba1c_percent: float | None = Field(None, ge=3, le=20)
+    ldl_cholesterol_mmol_l: float | None = Field(None, ge=0.1, le=15)
     heart_rate: int | None = Field(None, ge=20, le=300)
     temperature_c: float | None = Field(None, ge=25, le=45)
     consciousness: Literal["A", "C", "V", "P", "U"] | None = None
@@ -98,14 +146,15 @@ class FollowUpInput(BaseModel):
     symptoms: list[Symptom] = Field(default_factory=list)
     previous_visit_uncontrolled: bool = False
     medication_adverse_reaction: bool = False
+    adverse_reaction_hard_to_control: bool = False
+    new_or_worse_complication: bool = False
     home_bp: list[BpReading] = Field(default_factory=list, max_length=5000)
     home_glucose: list[GlucoseReading] = Field(default_factory=list, max_length=5000)
 
-
-class Reason(BaseModel):
-    code: str
-    en: str
-    zh: str
+    @model_validator(mode="after")
+    def _pair(self) -> FollowUpInput:
+        check_bp_pair(self.sbp_mmhg, self.dbp_mmhg)
+        return self
 
 
 class SeriesSummary(BaseModel):
@@ -119,6 +168,16 @@ class SeriesSummary(BaseModel):
     above_target_fraction: float
 
 
+class TargetCheck(BaseModel):
+    """One measure against its target, with the guideline edition that sets it."""
+
+    measure: str
+    target: str
+    value: float | str | None
+    met: bool | None
+    source: str
+
+
 class ConditionStatus(BaseModel):
     condition: Condition
     controlled: bool | None
@@ -129,21 +188,25 @@ class ConditionStatus(BaseModel):
 
 class FollowUpResult(BaseModel):
     urgent_referral: bool
+    emergency: bool
     urgent_reasons: list[Reason]
     routine_referral: bool
     routine_reasons: list[Reason]
     status: list[ConditionStatus]
+    targets: list[TargetCheck]
     next_follow_up_days: int
+    advice: Reason
     home_bp_summary: SeriesSummary | None = None
     home_glucose_summary: SeriesSummary | None = None
     calculator: CalculatorInfo = INFO
+    disclaimer: dict[str, str] = DISCLAIMER
 
 
 def summarise_bp(readings: list[BpReading]) -> SeriesSummary | None:
     if not readings:
         return None
     ordered = sorted(readings, key=lambda r: r.time)
-    target_s, target_d = THRESHOLDS["home_bp_target"]
+    target_s, target_d = _pair("home_bp_target")
     above = sum(1 for r in ordered if r.sbp_mmhg >= target_s or r.dbp_mmhg >= target_d)
     sbp = [float(r.sbp_mmhg) for r in ordered]
     dbp = [float(r.dbp_mmhg) for r in ordered]
@@ -165,7 +228,7 @@ def summarise_glucose(readings: list[GlucoseReading]) -> SeriesSummary | None:
     ordered = sorted(readings, key=lambda r: r.time)
     values = [r.glucose_mmol_l for r in ordered]
     fasting = [r.glucose_mmol_l for r in ordered if r.fasting]
-    target = THRESHOLDS["fasting_glucose_target_mmol_l"]
+    target = float(THRESHOLDS["fasting_glucose_target_mmol_l"])  # type: ignore[arg-type]
     above = sum(1 for v in fasting if v >= target)
     mean = {"glucose_mmol_l": round(fmean(values), 2)}
     if fasting:
@@ -189,181 +252,312 @@ SYMPTOM_TEXT: dict[str, tuple[str, str]] = {
     "blurred_vision": ("blurred vision", "视力模糊"),
     "eye_pain": ("eye pain", "眼痛"),
     "chest_pain": ("chest pain", "胸痛"),
+    "chest_tightness": ("chest tightness", "胸闷"),
     "palpitations": ("palpitations", "心悸"),
     "dyspnoea": ("shortness of breath, cannot lie flat", "喘憋不能平卧"),
     "fruity_breath": ("fruity (ketotic) breath", "呼气有烂苹果样丙酮味"),
     "profuse_sweating": ("profuse sweating", "大汗"),
+    "loss_of_appetite": ("loss of appetite", "食欲减退"),
     "abdominal_pain": ("abdominal pain", "腹痛"),
     "deep_rapid_breathing": ("deep, rapid breathing", "深大呼吸"),
     "polyuria_polydipsia": ("marked thirst and polyuria", "口干多饮多尿"),
+    "skin_flushing": ("flushed skin", "皮肤潮红"),
+    "behaviour_change": ("change in behaviour", "行为改变"),
     "sudden_vision_loss": ("sudden loss of vision", "视力骤降"),
 }
 
 
-def _urgent(x: FollowUpInput, bp: SeriesSummary | None, glu: SeriesSummary | None) -> list[Reason]:
-    reasons: list[Reason] = []
-    urgent_s, urgent_d = THRESHOLDS["urgent_bp"]
+def _t(name: str) -> float:
+    return float(THRESHOLDS[name])  # type: ignore[arg-type]
+
+
+def _pair(name: str) -> tuple[int, int]:
+    value = THRESHOLDS[name]
+    assert isinstance(value, list)
+    return int(value[0]), int(value[1])
+
+
+def urgent_criteria(
+    x: FollowUpInput, bp: SeriesSummary | None, glu: SeriesSummary | None
+) -> list[ur.Criterion]:
+    """SPEC_2017 危急情况 for a managed patient, each with its level."""
     diabetes = "type2_diabetes" in x.conditions
-    if (
-        x.sbp_mmhg is not None
-        and x.dbp_mmhg is not None
-        and (x.sbp_mmhg >= urgent_s or x.dbp_mmhg >= urgent_d)
-    ):
-        reasons.append(
-            Reason(
-                code="bp-crisis",
-                en=f"BP {x.sbp_mmhg}/{x.dbp_mmhg} mmHg (>= 180 and/or >= 110)",
-                zh=f"血压 {x.sbp_mmhg}/{x.dbp_mmhg} mmHg（收缩压≥180 和/或舒张压≥110）",
-            )
+    altered = (x.consciousness is not None and x.consciousness != "A") or (
+        "behaviour_change" in x.symptoms
+    )
+    found = ur.bp_criteria(x.sbp_mmhg, x.dbp_mmhg, list(x.symptoms), altered)
+    if bp is not None:
+        found += ur.bp_criteria(
+            int(bp.latest["sbp_mmhg"]),
+            int(bp.latest["dbp_mmhg"]),
+            list(x.symptoms),
+            altered,
+            label="home",
         )
-    elif x.sbp_mmhg is not None and x.sbp_mmhg >= urgent_s:
-        reasons.append(
-            Reason(
-                code="bp-crisis",
-                en=f"SBP {x.sbp_mmhg} mmHg (>= 180)",
-                zh=f"收缩压 {x.sbp_mmhg} mmHg（≥180）",
-            )
-        )
-    elif x.dbp_mmhg is not None and x.dbp_mmhg >= urgent_d:
-        reasons.append(
-            Reason(
-                code="bp-crisis",
-                en=f"DBP {x.dbp_mmhg} mmHg (>= 110)",
-                zh=f"舒张压 {x.dbp_mmhg} mmHg（≥110）",
-            )
-        )
-    if bp is not None and (bp.latest["sbp_mmhg"] >= urgent_s or bp.latest["dbp_mmhg"] >= urgent_d):
-        s, d = int(bp.latest["sbp_mmhg"]), int(bp.latest["dbp_mmhg"])
-        reasons.append(
-            Reason(
-                code="home-bp-crisis",
-                en=f"latest home BP {s}/{d} mmHg",
-                zh=f"最近一次家庭血压 {s}/{d} mmHg",
-            )
-        )
-    glucose_values = [("fasting", x.fasting_glucose_mmol_l), ("random", x.random_glucose_mmol_l)]
+    glucose: list[tuple[str, float | None]] = [
+        ("fasting", x.fasting_glucose_mmol_l),
+        ("random", x.random_glucose_mmol_l),
+    ]
     if glu is not None:
-        glucose_values.append(("latest home", glu.latest["glucose_mmol_l"]))
-    if diabetes:
-        high = THRESHOLDS["urgent_glucose_high_mmol_l"]
-        low = THRESHOLDS["urgent_glucose_low_mmol_l"]
-        for label, value in glucose_values:
-            if value is None:
-                continue
-            if value >= high:
-                reasons.append(
-                    Reason(
-                        code="glucose-high",
-                        en=f"{label} glucose {value:g} mmol/L (>= 16.7)",
-                        zh=f"血糖 {value:g} mmol/L（≥16.7）",
-                    )
-                )
-            elif value <= low:
-                reasons.append(
-                    Reason(
-                        code="glucose-low",
-                        en=f"{label} glucose {value:g} mmol/L (<= 3.9)",
-                        zh=f"血糖 {value:g} mmol/L（≤3.9）",
-                    )
-                )
-    if x.heart_rate is not None and x.heart_rate > THRESHOLDS["urgent_heart_rate_above"]:
-        reasons.append(
-            Reason(
-                code="tachycardia",
-                en=f"heart rate {x.heart_rate}/min (> 100)",
-                zh=f"心率 {x.heart_rate} 次/分（>100）",
-            )
+        glucose.append(("home", glu.latest["glucose_mmol_l"]))
+    found += ur.glucose_criteria(glucose, altered)
+
+    def urgent(code: str, en: str, zh: str) -> None:
+        found.append(
+            ur.Criterion(level="urgent", reason=Reason(code=code, en=en, zh=zh, source=SPEC_2017))
+        )
+
+    # SPEC_2017 diabetes list only: 持续性心动过速（心率超过100次/分钟）; 体温超过39摄氏度.
+    if (
+        diabetes
+        and x.heart_rate is not None
+        and x.heart_rate > _t("urgent_heart_rate_above_diabetes")
+    ):
+        urgent(
+            "tachycardia",
+            f"heart rate {x.heart_rate}/min (> 100, diabetes)",
+            f"心率 {x.heart_rate} 次/分（>100）",
         )
     if (
         diabetes
         and x.temperature_c is not None
-        and x.temperature_c > THRESHOLDS["urgent_temperature_above_c"]
+        and x.temperature_c > _t("urgent_temperature_above_c_diabetes")
     ):
-        reasons.append(
-            Reason(
-                code="fever",
-                en=f"temperature {x.temperature_c:g} C (> 39)",
-                zh=f"体温 {x.temperature_c:g}℃（>39）",
-            )
+        urgent(
+            "fever",
+            f"temperature {x.temperature_c:g} C (> 39)",
+            f"体温 {x.temperature_c:g}℃（>39）",
         )
     if x.consciousness is not None and x.consciousness != "A":
-        reasons.append(
-            Reason(code="altered-consciousness", en="altered consciousness", zh="意识改变")
+        found.append(
+            ur.Criterion(
+                level="urgent",
+                reason=Reason(
+                    code="altered-consciousness",
+                    en="altered consciousness",
+                    zh="意识改变",
+                    source=SPEC_2017,
+                ),
+            )
         )
     if x.pregnant_or_lactating:
-        reasons.append(Reason(code="pregnancy", en="pregnant or lactating", zh="妊娠期或哺乳期"))
+        raised = _pregnancy_raised(x)
+        if raised is not None:
+            urgent(
+                "pregnancy",
+                f"pregnant or lactating with {raised[0]}",
+                f"妊娠期或哺乳期且{raised[1]}",
+            )
     for symptom in x.symptoms:
         en, zh = SYMPTOM_TEXT[symptom]
-        reasons.append(Reason(code=f"symptom-{symptom}", en=en, zh=zh))
-    return reasons
+        urgent(f"symptom-{symptom}", en, zh)
+    return found
 
 
-def _bp_status(x: FollowUpInput, bp: SeriesSummary | None) -> ConditionStatus:
-    office = THRESHOLDS["office_bp_target_age_65" if (x.age or 0) >= 65 else "office_bp_target"]
+def _pregnancy_raised(x: FollowUpInput) -> tuple[str, str] | None:
+    """SPEC_2017: pregnancy / lactation counts *with* BP or glucose above normal."""
+    s, d = _pair("pregnancy_bp_above")
+    if (x.sbp_mmhg is not None and x.sbp_mmhg >= s) or (x.dbp_mmhg is not None and x.dbp_mmhg >= d):
+        return "BP above normal (>= 140/90)", "血压高于正常（≥140/90 mmHg）"
+    fasting = x.fasting_glucose_mmol_l
+    random = x.random_glucose_mmol_l
+    if (fasting is not None and fasting >= _t("pregnancy_fasting_glucose_above_normal")) or (
+        random is not None and random >= _t("pregnancy_random_glucose_above_normal")
+    ):
+        return "glucose above normal", "血糖高于正常"
+    return None
+
+
+def bp_target(x: FollowUpInput) -> tuple[tuple[int, int], str]:
+    """Office BP target and the edition that sets it.
+
+    Older patients first (tolerance): ``elderly_target_age`` and over -> < 150/90 (SPEC_2017 at
+    65, HTN_2020 at 80); then diabetes or CKD -> < 130/80 (HTN_2020, DM_2022); else < 140/90.
+    """
+    if x.age is not None and x.age >= x.elderly_target_age:
+        edition = SPEC_2017 if x.elderly_target_age < 80 else HTN_2020
+        return _pair("office_bp_target_elderly"), f"{edition}, age >= {x.elderly_target_age}"
+    if "type2_diabetes" in x.conditions or x.ckd:
+        return _pair("office_bp_target_diabetes_ckd"), f"{HTN_2020}; {DM_2022}"
+    return _pair("office_bp_target"), SPEC_2017
+
+
+def _bp_status(x: FollowUpInput, bp: SeriesSummary | None) -> tuple[ConditionStatus, TargetCheck]:
+    (ts, td), source = bp_target(x)
+    text = f"office BP < {ts}/{td} mmHg"
     if x.sbp_mmhg is not None and x.dbp_mmhg is not None:
-        ok = x.sbp_mmhg < office[0] and x.dbp_mmhg < office[1]
-        return ConditionStatus(
-            condition="hypertension",
-            controlled=ok,
-            basis="office",
-            target=f"office BP < {office[0]}/{office[1]} mmHg",
+        ok = x.sbp_mmhg < ts and x.dbp_mmhg < td
+        check = TargetCheck(
+            measure="office_bp",
+            target=text,
+            value=f"{x.sbp_mmhg}/{x.dbp_mmhg}",
+            met=ok,
+            source=source,
         )
-    home = THRESHOLDS["home_bp_target"]
-    if bp is not None and bp.count >= THRESHOLDS["min_home_readings"]:
-        ok = bp.mean["sbp_mmhg"] < home[0] and bp.mean["dbp_mmhg"] < home[1]
         return ConditionStatus(
-            condition="hypertension",
-            controlled=ok,
-            basis="home",
-            target=f"mean home BP < {home[0]}/{home[1]} mmHg",
+            condition="hypertension", controlled=ok, basis="office", target=text
+        ), check
+    hs, hd = _pair("home_bp_target")
+    if bp is not None and bp.count >= _t("min_home_readings"):
+        ok = bp.mean["sbp_mmhg"] < hs and bp.mean["dbp_mmhg"] < hd
+        home = f"mean home BP < {hs}/{hd} mmHg"
+        check = TargetCheck(
+            measure="home_bp",
+            target=home,
+            value=f"{bp.mean['sbp_mmhg']:g}/{bp.mean['dbp_mmhg']:g}",
+            met=ok,
+            source=HOME_BP_2018,
         )
-    return ConditionStatus(
-        condition="hypertension",
-        controlled=None,
-        basis="none",
-        target=f"office BP < {office[0]}/{office[1]} mmHg",
-        reason="no office BP (systolic and diastolic) and fewer than 3 home readings",
+        return ConditionStatus(
+            condition="hypertension", controlled=ok, basis="home", target=home
+        ), check
+    check = TargetCheck(measure="office_bp", target=text, value=None, met=None, source=source)
+    return (
+        ConditionStatus(
+            condition="hypertension",
+            controlled=None,
+            basis="none",
+            target=text,
+            reason="no office BP (systolic and diastolic) and fewer than 3 home readings",
+        ),
+        check,
     )
 
 
-def _glucose_status(x: FollowUpInput, glu: SeriesSummary | None) -> ConditionStatus:
-    target = THRESHOLDS["fasting_glucose_target_mmol_l"]
-    text = f"fasting glucose < {target} mmol/L"
-    if x.fasting_glucose_mmol_l is not None:
-        return ConditionStatus(
-            condition="type2_diabetes",
-            basis="office",
-            target=text,
-            controlled=x.fasting_glucose_mmol_l < target,
+def _glucose_status(
+    x: FollowUpInput, glu: SeriesSummary | None
+) -> tuple[ConditionStatus, list[TargetCheck]]:
+    """Controlled when every glycaemic measure given meets its target (SPEC_2017, DM_2022)."""
+    checks: list[TargetCheck] = []
+    basis: Literal["office", "home", "none"] = "office"
+    fasting_target = _t("fasting_glucose_target_mmol_l")
+    fasting = x.fasting_glucose_mmol_l
+    if fasting is None and glu is not None and "fasting_glucose_mmol_l" in glu.mean:
+        fasting, basis = glu.mean["fasting_glucose_mmol_l"], "home"
+    if fasting is not None:
+        checks.append(
+            TargetCheck(
+                measure="fasting_glucose_mmol_l",
+                target=f"< {fasting_target:g} mmol/L",
+                value=fasting,
+                met=fasting < fasting_target,
+                source=SPEC_2017,
+            )
         )
-    if glu is not None and "fasting_glucose_mmol_l" in glu.mean:
-        return ConditionStatus(
-            condition="type2_diabetes",
-            basis="home",
-            target=text,
-            controlled=glu.mean["fasting_glucose_mmol_l"] < target,
+    if x.random_glucose_mmol_l is not None:
+        limit = _t("non_fasting_glucose_target_mmol_l")
+        checks.append(
+            TargetCheck(
+                measure="non_fasting_glucose_mmol_l",
+                target=f"< {limit:g} mmol/L",
+                value=x.random_glucose_mmol_l,
+                met=x.random_glucose_mmol_l < limit,
+                source=DM_2022,
+            )
         )
-    return ConditionStatus(
-        condition="type2_diabetes",
-        controlled=None,
-        basis="none",
-        target=text,
-        reason="no fasting glucose measured",
+    if x.hba1c_percent is not None:
+        limit = _t("hba1c_target_percent")
+        checks.append(
+            TargetCheck(
+                measure="hba1c_percent",
+                target=f"< {limit:g} %",
+                value=x.hba1c_percent,
+                met=x.hba1c_percent < limit,
+                source=DM_2022,
+            )
+        )
+    target = "; ".join(f"{c.measure} {c.target}" for c in checks) or (
+        f"fasting glucose < {fasting_target:g} mmol/L, HbA1c < 7 %"
     )
+    if not checks:
+        return (
+            ConditionStatus(
+                condition="type2_diabetes",
+                controlled=None,
+                basis="none",
+                target=target,
+                reason="no fasting or non-fasting glucose and no HbA1c",
+            ),
+            checks,
+        )
+    controlled = all(bool(c.met) for c in checks)
+    return (
+        ConditionStatus(
+            condition="type2_diabetes", controlled=controlled, basis=basis, target=target
+        ),
+        checks,
+    )
+
+
+def ldl_target(x: FollowUpInput) -> tuple[float, str]:
+    """LDL-C target by risk: ASCVD < 1.8; diabetes, CKD or hypertension with age >= 40 treated as
+    high risk < 2.6 (DM_2022; LIPID_2016 table); otherwise < 3.4 (LIPID_2016 low/intermediate)."""
+    if x.ascvd:
+        return _t("ldl_target_very_high"), f"{LIPID_2016} very high risk (ASCVD); {DM_2022}"
+    if "type2_diabetes" in x.conditions or x.ckd:
+        return _t("ldl_target_high"), f"{LIPID_2016} high risk (diabetes / CKD); {DM_2022}"
+    return _t("ldl_target_other"), f"{LIPID_2016} low / intermediate risk"
+
+
+ADVICE: dict[str, tuple[str, str]] = {
+    "emergency": (
+        "Emergency: call 120 / transfer now; follow up within {days} days.",
+        "急救：立即拨打120或立即转运；{days}天内随访转诊情况。",
+    ),
+    "urgent": (
+        "Urgent referral after first aid; follow up the referral within {days} days.",
+        "紧急转诊（处理后）；{days}天内主动随访转诊情况。",
+    ),
+    "routine": (
+        "Refer to a specialist; follow up within {days} days.",
+        "建议转诊至上级医院；{days}天内主动随访转诊情况。",
+    ),
+    "uncontrolled": (
+        "Not controlled (or adverse drug reaction): adjust treatment; next visit within "
+        "{days} days.",
+        "控制不满意或出现药物不良反应：调整治疗，{days}天内随访。",
+    ),
+    "unknown": (
+        "Control cannot be judged from the values given: measure and review within {days} days.",
+        "现有数据无法判断控制情况：{days}天内复测并随访。",
+    ),
+    "controlled": (
+        "Controlled: next follow-up in {days} days (at least 4 visits a year).",
+        "控制满意：{days}天后随访（每年至少4次）。",
+    ),
+}
 
 
 def follow_up(x: FollowUpInput) -> FollowUpResult:
-    """Control status, urgent / routine referral and the next follow-up interval."""
+    """Control status, urgent / routine referral and the next follow-up interval (SPEC_2017)."""
     bp = summarise_bp(x.home_bp)
     glu = summarise_glucose(x.home_glucose)
-    urgent = _urgent(x, bp, glu)
+    criteria = urgent_criteria(x, bp, glu)
     status: list[ConditionStatus] = []
+    targets: list[TargetCheck] = []
     if "hypertension" in x.conditions:
-        status.append(_bp_status(x, bp))
+        bp_status, bp_check = _bp_status(x, bp)
+        status.append(bp_status)
+        targets.append(bp_check)
     if "type2_diabetes" in x.conditions:
-        status.append(_glucose_status(x, glu))
+        glucose_status, checks = _glucose_status(x, glu)
+        status.append(glucose_status)
+        targets += checks
+    limit, source = ldl_target(x)
+    ldl = x.ldl_cholesterol_mmol_l
+    targets.append(
+        TargetCheck(
+            measure="ldl_cholesterol_mmol_l",
+            target=f"< {limit:g} mmol/L",
+            value=ldl,
+            met=None if ldl is None else ldl < limit,
+            source=source,
+        )
+    )
     uncontrolled = [s for s in status if s.controlled is False]
     routine: list[Reason] = []
+    # SPEC_2017: 连续两次出现控制不满意或药物不良反应难以控制以及出现新的并发症或原有并发症
+    # 加重 -> 转诊
     if uncontrolled and x.previous_visit_uncontrolled:
         names = ", ".join(s.condition for s in uncontrolled)
         routine.append(
@@ -371,29 +565,55 @@ def follow_up(x: FollowUpInput) -> FollowUpResult:
                 code="two-uncontrolled-visits",
                 en=f"{names} uncontrolled at two consecutive visits",
                 zh="连续两次随访控制不满意",
+                source=SPEC_2017,
             )
         )
-    if x.medication_adverse_reaction and x.previous_visit_uncontrolled:
+    if x.adverse_reaction_hard_to_control:
         routine.append(
             Reason(
                 code="adverse-reaction",
-                en="adverse drug reaction persists",
+                en="adverse drug reaction hard to control",
                 zh="药物不良反应难以控制",
+                source=SPEC_2017,
             )
         )
-    if urgent or routine:
-        days = THRESHOLDS["days_after_referral"]
-    elif uncontrolled or x.medication_adverse_reaction or any(s.controlled is None for s in status):
-        days = THRESHOLDS["days_uncontrolled"]
+    if x.new_or_worse_complication:
+        routine.append(
+            Reason(
+                code="complication",
+                en="new complication or worsening of a known one",
+                zh="出现新的并发症或原有并发症加重",
+                source=SPEC_2017,
+            )
+        )
+    emergency = any(c.level == "emergency" for c in criteria)
+    urgent = [c.reason for c in sorted(criteria, key=lambda c: c.level != "emergency")]
+    if emergency:
+        key = "emergency"
+    elif urgent:
+        key = "urgent"
+    elif routine:
+        key = "routine"
+    elif uncontrolled or x.medication_adverse_reaction:
+        key = "uncontrolled"
+    elif any(s.controlled is None for s in status):
+        key = "unknown"
     else:
-        days = THRESHOLDS["days_controlled"]
+        key = "controlled"
+    days = int(_t("days_controlled" if key == "controlled" else "days_uncontrolled"))
+    if key in ("emergency", "urgent", "routine"):
+        days = int(_t("days_after_referral"))
+    en, zh = ADVICE[key]
     return FollowUpResult(
         urgent_referral=bool(urgent),
+        emergency=emergency,
         urgent_reasons=urgent,
         routine_referral=bool(routine) and not urgent,
         routine_reasons=routine,
         status=status,
-        next_follow_up_days=int(days),
+        targets=targets,
+        next_follow_up_days=days,
+        advice=Reason(code=key, en=en.format(days=days), zh=zh.format(days=days), source=SPEC_2017),
         home_bp_summary=bp,
         home_glucose_summary=glu,
     )

@@ -10,8 +10,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from medgate.clinical.common import MG_DL_PER_MMOL_L_CHOLESTEROL
+from medgate.clinical.common import MG_DL_PER_MMOL_L_CHOLESTEROL, check_bp_pair
 from medgate.clinical.followup import BpReading, Condition, GlucoseReading, Symptom
+from medgate.clinical.news2 import NEWS2_MIN_AGE
 
 Consciousness = Literal["A", "C", "V", "P", "U"]
 
@@ -32,8 +33,9 @@ RANGES: dict[str, tuple[float, float, str | None]] = {
         5.0,
         "a value this size looks like mg/dL: use hdl_cholesterol_mg_dl",
     ),
+    # HDL below 8 mg/dL (0.2 mmol/L) is not a real HDL value: it is mmol/L in the mg/dL field.
     "hdl_cholesterol_mg_dl": (
-        4.0,
+        8.0,
         200.0,
         "a value this size looks like mmol/L: use hdl_cholesterol_mmol_l",
     ),
@@ -93,6 +95,12 @@ class LipidsMixin(_Strict):
                 raise ValueError(f"{lipid}_mmol_l and {lipid}_mg_dl: give one of the two, not both")
             if required and mmol is None and mg is None:
                 raise ValueError(f"{lipid}_mmol_l or {lipid}_mg_dl: one is required")
+        tc, hdl = self.lipid_mg_dl("total_cholesterol"), self.lipid_mg_dl("hdl_cholesterol")
+        if tc is not None and hdl is not None and hdl >= tc:
+            raise ValueError(
+                f"HDL cholesterol ({hdl * 0.0259:.2f} mmol/L) is not below total cholesterol "
+                f"({tc * 0.0259:.2f} mmol/L): HDL is part of the total; check values and units"
+            )
 
 
 class ChinaParRequest(LipidsMixin):
@@ -106,10 +114,20 @@ class ChinaParRequest(LipidsMixin):
     region: Literal["north", "south"] = Field(description="north or south of the Yangtze")
     residence: Literal["urban", "rural"]
     family_history_ascvd: bool
+    dbp_mmhg: int | None = Field(None, ge=20, le=200)
+    ldl_cholesterol_mmol_l: float | None = None
+    ascvd: bool = Field(False, description="established ASCVD: excluded from the calculator")
+    ckd_stage_3_4: bool = False
+
+    @field_validator("ldl_cholesterol_mmol_l")
+    @classmethod
+    def _ldl(cls, value: float | None) -> float | None:
+        return _check_range("ldl_cholesterol_mmol_l", value)
 
     @model_validator(mode="after")
     def _lipids(self) -> ChinaParRequest:
         self._one_unit_each(required=True)
+        check_bp_pair(self.sbp_mmhg, self.dbp_mmhg)
         return self
 
 
@@ -122,26 +140,52 @@ class News2Request(_Strict):
     heart_rate: int = Field(ge=20, le=300, description="beats per minute")
     consciousness: Consciousness = Field(description="ACVPU: A alert, C new confusion, V, P, U")
     temperature_c: float
+    age: int | None = Field(None, le=120, description="years; NEWS2 is for ages 16 and over")
+    deteriorating: bool | None = Field(None, description="clinical deterioration observed")
 
     @field_validator("temperature_c")
     @classmethod
     def _temperature(cls, value: float) -> float:
         return _check_range("temperature_c", value)  # type: ignore[return-value]
 
+    @field_validator("age")
+    @classmethod
+    def _age(cls, value: int | None) -> int | None:
+        return _news2_age(value)
+
+
+def _news2_age(value: int | None) -> int | None:
+    if value is not None and value < NEWS2_MIN_AGE:
+        raise ValueError(
+            f"NEWS2 is for patients aged {NEWS2_MIN_AGE} or over (RCP 2017), got {value}: use a "
+            "paediatric early warning score"
+        )
+    return value
+
 
 class QsofaRequest(_Strict):
     respiratory_rate: int = Field(ge=0, le=80)
     sbp_mmhg: int = Field(ge=40, le=300)
     consciousness: Consciousness
+    suspected_infection: bool | None = Field(
+        None, description="Sepsis-3: qSOFA is interpreted only when infection is suspected"
+    )
 
 
 class FollowUpRequest(_Strict):
     conditions: list[Condition] = Field(min_length=1)
     age: int | None = Field(None, ge=18, le=120)
+    elderly_target_age: int = Field(
+        65, ge=60, le=90, description="BP target < 150/90 from this age (65: 2017 spec; 80: 2020)"
+    )
+    ckd: bool = False
+    ascvd: bool = False
     sbp_mmhg: int | None = Field(None, ge=50, le=300)
     dbp_mmhg: int | None = Field(None, ge=20, le=200)
     fasting_glucose_mmol_l: float | None = None
     random_glucose_mmol_l: float | None = None
+    hba1c_percent: float | None = Field(None, ge=3, le=20)
+    ldl_cholesterol_mmol_l: float | None = None
     heart_rate: int | None = Field(None, ge=20, le=300)
     temperature_c: float | None = None
     consciousness: Consciousness | None = None
@@ -149,13 +193,22 @@ class FollowUpRequest(_Strict):
     symptoms: list[Symptom] = Field(default_factory=list)
     previous_visit_uncontrolled: bool = False
     medication_adverse_reaction: bool = False
+    adverse_reaction_hard_to_control: bool = False
+    new_or_worse_complication: bool = False
     home_bp: list[BpReading] = Field(default_factory=list, max_length=5000)
     home_glucose: list[GlucoseReading] = Field(default_factory=list, max_length=5000)
 
-    @field_validator("fasting_glucose_mmol_l", "random_glucose_mmol_l", "temperature_c")
+    @field_validator(
+        "fasting_glucose_mmol_l", "random_glucose_mmol_l", "temperature_c", "ldl_cholesterol_mmol_l"
+    )
     @classmethod
     def _ranges(cls, value: float | None, info: object) -> float | None:
         return _check_range(info.field_name, value)  # type: ignore[attr-defined]
+
+    @model_validator(mode="after")
+    def _bp_pair(self) -> FollowUpRequest:
+        check_bp_pair(self.sbp_mmhg, self.dbp_mmhg)
+        return self
 
 
 class DiabetesProgressionRequest(_Strict):
@@ -181,6 +234,10 @@ class AssessRequest(LipidsMixin):
     residence: Literal["urban", "rural"] | None = None
     conditions: list[Condition] = Field(default_factory=list)
     diabetes: bool | None = None
+    ckd: bool = False
+    ckd_stage_3_4: bool = False
+    ascvd: bool = False
+    elderly_target_age: int = Field(65, ge=60, le=90)
     current_smoker: bool | None = None
     family_history_ascvd: bool | None = None
     on_bp_treatment: bool | None = None
@@ -192,6 +249,8 @@ class AssessRequest(LipidsMixin):
     spo2_scale: Literal[1, 2] = 1
     on_oxygen: bool | None = None
     consciousness: Consciousness | None = None
+    suspected_infection: bool | None = None
+    deteriorating: bool | None = None
     temperature_c: float | None = None
     waist_cm: float | None = None
     bmi: float | None = Field(None, ge=12, le=70)
@@ -204,6 +263,8 @@ class AssessRequest(LipidsMixin):
     symptoms: list[Symptom] = Field(default_factory=list)
     previous_visit_uncontrolled: bool = False
     medication_adverse_reaction: bool = False
+    adverse_reaction_hard_to_control: bool = False
+    new_or_worse_complication: bool = False
     home_bp: list[BpReading] = Field(default_factory=list, max_length=5000)
     home_glucose: list[GlucoseReading] = Field(default_factory=list, max_length=5000)
 
@@ -222,6 +283,7 @@ class AssessRequest(LipidsMixin):
     @model_validator(mode="after")
     def _lipids(self) -> AssessRequest:
         self._one_unit_each(required=False)
+        check_bp_pair(self.sbp_mmhg, self.dbp_mmhg)
         return self
 
     def has_diabetes(self) -> bool | None:

@@ -1,0 +1,175 @@
+"""Readings that need action now, whatever diagnosis the patient has.
+
+Two levels above routine care:
+
+* ``emergency`` - call 120 / transfer now: a BP crisis with symptoms (hypertensive emergency),
+  level-2 hypoglycaemia (< 3.0 mmol/L) or hypoglycaemia with altered consciousness or behaviour,
+  NEWS2 >= 7, a single NEWS2 parameter scoring 3 with deterioration, qSOFA >= 2 with suspected
+  infection (the last three are decided in ``assess``).
+* ``urgent`` - urgent referral after first aid (国家基本公共卫生服务规范 2017 "危急情况"):
+  SBP >= 180 and/or DBP >= 110 mmHg, glucose >= 16.7 or <= 3.9 mmol/L.
+
+These BP and glucose criteria apply to every patient: a crisis reading in someone without a
+recorded diagnosis is still a crisis (the 2017 lists are for managed patients; medgate applies
+the readings to everyone so that it is never silent on them).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel
+
+from medgate.clinical.common import Reason
+
+SPEC_2017 = (
+    "国家基本公共卫生服务规范（第三版，2017）：高血压患者健康管理服务规范 / 2型糖尿病患者健康管理"
+    "服务规范，危急情况（紧急转诊）"
+)
+CDS_2020_HYPO = (
+    "中华医学会糖尿病学分会. 中国2型糖尿病防治指南（2020年版）. 中华糖尿病杂志 2021;13(4):315-409, "
+    "低血糖分级：1级 3.0-<3.9 mmol/L；2级 <3.0 mmol/L；3级 伴意识和/或躯体改变的严重事件"
+)
+HTN_2018_EMERGENCY = (
+    "中国高血压防治指南（2018年修订版）：高血压急症 = 血压显著升高（一般>180/120 mmHg）伴进行性"
+    "心、脑、肾等靶器官功能不全的表现"
+)
+
+# 2017 spec: SBP >= 180 and/or DBP >= 110 mmHg; glucose >= 16.7 or <= 3.9 mmol/L.
+URGENT_BP = (180, 110)
+URGENT_GLUCOSE_HIGH = 16.7
+URGENT_GLUCOSE_LOW = 3.9
+# CDS 2020: level-2 hypoglycaemia below 3.0 mmol/L.
+EMERGENCY_GLUCOSE_LOW = 3.0
+
+#: Symptoms that turn a BP crisis into a hypertensive emergency (acute target-organ damage:
+#: brain, eye, heart, lung; 2018 hypertension guideline, 高血压急症).
+HYPERTENSIVE_EMERGENCY_SYMPTOMS = frozenset(
+    {
+        "severe_headache",
+        "chest_pain",
+        "chest_tightness",
+        "dyspnoea",
+        "sudden_vision_loss",
+        "blurred_vision",
+        "behaviour_change",
+    }
+)
+
+Level = Literal["emergency", "urgent"]
+
+
+class Criterion(BaseModel):
+    """A criterion that fired and the level it calls for."""
+
+    level: Level
+    reason: Reason
+
+
+def bp_criteria(
+    sbp: int | None,
+    dbp: int | None,
+    symptoms: list[str],
+    altered_consciousness: bool,
+    label: Literal["office", "home"] = "office",
+) -> list[Criterion]:
+    """BP crisis (2017 spec) and, with symptoms, hypertensive emergency (2018 guideline)."""
+    high_s = sbp is not None and sbp >= URGENT_BP[0]
+    high_d = dbp is not None and dbp >= URGENT_BP[1]
+    if not (high_s or high_d):
+        return []
+    shown = f"{sbp if sbp is not None else '-'}/{dbp if dbp is not None else '-'}"
+    where_en = "latest home BP" if label == "home" else "BP"
+    where_zh = "最近一次家庭血压" if label == "home" else "血压"
+    code = "home-bp-crisis" if label == "home" else "bp-crisis"
+    found = [
+        Criterion(
+            level="urgent",
+            reason=Reason(
+                code=code,
+                en=f"{where_en} {shown} mmHg (SBP >= 180 and/or DBP >= 110)",
+                zh=f"{where_zh} {shown} mmHg（收缩压≥180和/或舒张压≥110）",
+                source=SPEC_2017,
+            ),
+        )
+    ]
+    organ = sorted(set(symptoms) & HYPERTENSIVE_EMERGENCY_SYMPTOMS)
+    if organ or altered_consciousness:
+        found.append(
+            Criterion(
+                level="emergency",
+                reason=Reason(
+                    code="hypertensive-emergency",
+                    en="BP crisis with symptoms of acute organ damage: possible hypertensive "
+                    "emergency",
+                    zh="血压危急值伴靶器官损害症状：可能为高血压急症",
+                    source=HTN_2018_EMERGENCY,
+                ),
+            )
+        )
+    return found
+
+
+def glucose_criteria(
+    values: list[tuple[str, float | None]],
+    altered_consciousness: bool,
+) -> list[Criterion]:
+    """Glucose >= 16.7 or <= 3.9 mmol/L (2017 spec); < 3.0 or hypoglycaemia with altered
+    consciousness / behaviour is an emergency (CDS 2020 levels 2 and 3)."""
+    found: list[Criterion] = []
+    labels_zh = {"fasting": "空腹", "random": "随机", "home": "家庭监测"}
+    for label, value in values:
+        if value is None:
+            continue
+        zh_label = labels_zh.get(label, "")
+        if value >= URGENT_GLUCOSE_HIGH:
+            found.append(
+                Criterion(
+                    level="urgent",
+                    reason=Reason(
+                        code="glucose-high",
+                        en=f"{label} glucose {value:g} mmol/L (>= 16.7)",
+                        zh=f"{zh_label}血糖 {value:g} mmol/L（≥16.7）",
+                        source=SPEC_2017,
+                    ),
+                )
+            )
+        elif value <= URGENT_GLUCOSE_LOW:
+            found.append(
+                Criterion(
+                    level="urgent",
+                    reason=Reason(
+                        code="glucose-low",
+                        en=f"{label} glucose {value:g} mmol/L (<= 3.9)",
+                        zh=f"{zh_label}血糖 {value:g} mmol/L（≤3.9）",
+                        source=SPEC_2017,
+                    ),
+                )
+            )
+            if value < EMERGENCY_GLUCOSE_LOW or altered_consciousness:
+                found.append(
+                    Criterion(
+                        level="emergency",
+                        reason=Reason(
+                            code="severe-hypoglycaemia",
+                            en=(
+                                f"hypoglycaemia {value:g} mmol/L "
+                                + (
+                                    "(< 3.0, level 2)"
+                                    if value < EMERGENCY_GLUCOSE_LOW
+                                    else "with altered consciousness or behaviour (level 3)"
+                                )
+                            ),
+                            zh=(
+                                f"低血糖 {value:g} mmol/L"
+                                + (
+                                    "（<3.0，2级低血糖）"
+                                    if value < EMERGENCY_GLUCOSE_LOW
+                                    else "伴意识或行为改变（3级低血糖）"
+                                )
+                            ),
+                            source=CDS_2020_HYPO,
+                        ),
+                    )
+                )
+    return found
