@@ -14,10 +14,9 @@ $(VENV)/.installed: pyproject.toml scripts/install.sh
 demo: install
 	$(BIN)/medgate demo
 
-# The whole suite: the main tests, then the container tests (image from a debootstrapped base,
-# `docker run`, the compose stack, a head + worker Ray cluster of containers).
-test: install
-	$(BIN)/ruff check src tests bench
+# The whole suite: the lint first, the main tests, then the container tests (image from a
+# debootstrapped base, `docker run`, the compose stack, a head + worker Ray cluster of containers).
+test: lint
 	$(BIN)/python -m pytest
 	bash deploy/scripts/test-deploy.sh
 
@@ -28,9 +27,11 @@ test-long: install
 test-deploy: install
 	bash deploy/scripts/test-deploy.sh
 
+# ruff (lint + format) over src, tests and bench; mypy over src (settings: pyproject [tool.mypy]).
 lint: install
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
 
 models: install
 	$(BIN)/python -m medgate.training.make_models

@@ -135,7 +135,7 @@ def _verifier(request: Request) -> CdsJwtVerifier | None:
     settings = getattr(state, "settings", None)
     api = getattr(settings, "api", None)
     issuers = getattr(api, "cds_jwt_issuers", None) or {}
-    if not issuers:
+    if api is None or not issuers:
         return None
     verifier = CdsJwtVerifier(issuers, api.cds_jwt_audience, api.cds_jwt_max_age_s)
     state.cds_jwt_verifier = verifier

@@ -184,7 +184,7 @@ class RoutingConfig(BaseModel):
 class ReportsConfig(BaseModel):
     """Result objects written back to the PACS."""
 
-    languages: list[Literal["zh", "en"]] = Field(default_factory=lambda: ["zh", "en"])
+    languages: list[Literal["zh", "en"]] = ["zh", "en"]  # pydantic copies a mutable default
     sr_class: Literal["comprehensive3d", "enhanced", "comprehensive"] = "comprehensive3d"
     manufacturer: str = "medgate"
     institution_name: str = "medgate AI gateway"

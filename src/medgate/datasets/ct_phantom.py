@@ -65,7 +65,7 @@ class CTPhantom:
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        return tuple(self.hu.shape)  # type: ignore[return-value]
+        return tuple(self.hu.shape)
 
     def voxel_centres(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Patient x (cols), y (rows), z (slices) of voxel centres, as 1-D arrays."""
@@ -200,7 +200,7 @@ def generate_ct_phantom(seed: int, nodules: int | None = None) -> CTPhantom:
         )
 
     noise = float(rng.uniform(8, 25))
-    hu = hu + rng.normal(0, noise, size=hu.shape).astype(np.float32)
+    hu = hu + np.asarray(rng.normal(0, noise, size=hu.shape), dtype=np.float32)
     hu = np.clip(np.rint(hu), -1024, 3071).astype(np.int16)
     return CTPhantom(
         seed=seed,

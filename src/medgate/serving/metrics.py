@@ -170,7 +170,7 @@ def ensure_metrics_actor() -> RayMetrics:
     import ray
 
     actor_cls = ray.remote(num_cpus=0)(MetricsStore)
-    actor = actor_cls.options(  # type: ignore[attr-defined]
+    actor = actor_cls.options(
         name=ACTOR_NAME, namespace=NAMESPACE, get_if_exists=True, lifetime="detached"
     ).remote()
     return RayMetrics(actor)
@@ -210,15 +210,15 @@ class _SnapshotCollector:
 
     def collect(self) -> Iterable[Any]:
         for name, value in self.gauges.items():
-            family = GaugeMetricFamily(name, _GAUGE_HELP.get(name, name))
-            family.add_metric([], value)
-            yield family
+            gauge = GaugeMetricFamily(name, _GAUGE_HELP.get(name, name))
+            gauge.add_metric([], value)
+            yield gauge
         for name, (kind, help_text, label_names, buckets) in METRICS.items():
             if kind == "counter":
-                family = CounterMetricFamily(name, help_text, labels=list(label_names))
+                counter = CounterMetricFamily(name, help_text, labels=list(label_names))
                 for key, value in self.snapshot.get("count", {}).get(name, {}).items():
-                    family.add_metric(list(key), value)
-                yield family
+                    counter.add_metric(list(key), value)
+                yield counter
                 continue
             hist = HistogramMetricFamily(name, help_text, labels=list(label_names))
             for key, row in self.snapshot.get("hist", {}).get(name, {}).items():
@@ -246,5 +246,5 @@ def _fmt(bound: float) -> str:
 def render(snapshot: Mapping[str, Any], gauges: Mapping[str, float]) -> bytes:
     """Prometheus text exposition of a snapshot plus point-in-time gauges."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_SnapshotCollector(snapshot, gauges))  # type: ignore[arg-type]
+    registry.register(_SnapshotCollector(snapshot, gauges))
     return generate_latest(registry)
