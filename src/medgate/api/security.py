@@ -1,7 +1,7 @@
 """HTTP access control: bearer tokens from ``api.tokens``, and CDS Hooks client JWTs.
 
 Scopes: ``cds`` (decision support), ``results`` (studies, worklist, models, inference), ``fhir``
-(the FHIR endpoints) and ``admin``
+(the FHIR endpoints), ``review`` (the radiologist's /review pages and verdicts) and ``admin``
 (everything). With no tokens and no JWT issuers configured the API is open (the embedded demo on
 loopback); a site that exposes the API configures them. ``/healthz`` is always open.
 
@@ -26,7 +26,7 @@ from typing import Any
 import jwt
 from fastapi import HTTPException, Request, status
 
-SCOPES = ("cds", "results", "fhir", "admin")
+SCOPES = ("cds", "results", "fhir", "review", "admin")
 JWT_ALGORITHMS = ("ES384", "RS384", "ES256", "RS256", "ES512", "RS512", "PS384", "PS256")
 CLOCK_SKEW_S = 30
 
