@@ -5,6 +5,9 @@ Layout (MONAI bundle specification)::
     <name>/configs/metadata.json   MONAI fields + metadata["medgate"] (this module's MedgateSpec)
     <name>/models/model.onnx       ONNX, dynamic batch axis (preferred backend)
     <name>/models/model.ts         TorchScript (optional; used when there is no ONNX file)
+    <name>/models/model.pt         state dict of a MONAI config's ``network_def``
+    <name>/configs/inference.json  MONAI's own inference config (run by models/monai_bundle.py,
+                                   only once the operator approved it: models/approval.py)
     <name>/docs/README.md          model card (optional)
 
 A plain MONAI bundle without ``metadata["medgate"]`` loads too: its ``network_data_format`` gives
@@ -24,10 +27,12 @@ from pydantic import BaseModel, Field, ValidationError
 
 from medgate.core.checksums import sha256_file
 from medgate.core.uids import derived_uid
+from medgate.models.approval import Decision, inference_config
 from medgate.models.findings import Code
 
 METADATA_FILE = Path("configs") / "metadata.json"
 MODEL_FILES = {"onnx": Path("models") / "model.onnx", "torchscript": Path("models") / "model.ts"}
+STATE_DICT_FILE = Path("models") / "model.pt"  # weights of a MONAI config's network_def
 DEMO_WARNING = "Demo weights trained on synthetic phantoms, not for clinical use."
 MONAI_REQUIRED = ("version", "monai_version", "pytorch_version", "network_data_format")
 
@@ -45,8 +50,8 @@ class OutputLabel(BaseModel):
     index: int = Field(ge=0, description="output channel (classification) / label value (seg)")
     code: Code
     finding_site: Code | None = None
-    threshold: float = Field(0.5, ge=0.0, le=1.0)
-    category: Code | None = Field(None, description="SEG segmented property category")
+    threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+    category: Code | None = Field(default=None, description="SEG segmented property category")
     description: dict[str, str] = Field(default_factory=dict, description="lang -> plain text")
 
 
@@ -58,7 +63,9 @@ class MeasurementDef(BaseModel):
     unit: Code
     method: str = Field(description="e.g. 'cardiothoracic_ratio' (known to the predictor)")
     finding_site: Code | None = None
-    label: str | None = Field(None, description="the output label the measurement belongs to")
+    label: str | None = Field(
+        default=None, description="the output label the measurement belongs to"
+    )
     reference_range: tuple[float, float] | None = None
 
 
@@ -84,8 +91,10 @@ class Postprocessing(BaseModel):
     """How network outputs become probabilities / label masks."""
 
     activation: Literal["sigmoid", "softmax", "none"] = "sigmoid"
-    output: str | None = Field(None, description="name of the ONNX output holding the scores")
-    heatmap_output: str | None = Field(None, description="ONNX output with per-label maps")
+    output: str | None = Field(
+        default=None, description="name of the ONNX output holding the scores"
+    )
+    heatmap_output: str | None = Field(default=None, description="ONNX output with per-label maps")
 
 
 class Routing(BaseModel):
@@ -191,6 +200,13 @@ class Bundle:
         self.path = path
         self.metadata = metadata
         self.spec = spec
+        # Set by the registry from models.trusted; None where nobody asked (no config at hand).
+        self.approval: Decision | None = None
+
+    @property
+    def inference_config(self) -> Path | None:
+        """``configs/inference.json`` (or .yaml): the bundle runs as MONAI runs it."""
+        return inference_config(self.path)
 
     @property
     def name(self) -> str:
@@ -222,8 +238,14 @@ class Bundle:
 
     @property
     def model_files(self) -> dict[str, Path]:
-        """Backend name -> existing model file (``onnx`` first when both exist)."""
-        return {k: self.path / rel for k, rel in MODEL_FILES.items() if (self.path / rel).is_file()}
+        """Backend name -> existing model file (``onnx`` first when both exist); ``pytorch``
+        (a state dict) counts only for a bundle with its own inference config."""
+        files = {
+            k: self.path / rel for k, rel in MODEL_FILES.items() if (self.path / rel).is_file()
+        }
+        if self.inference_config is not None and (self.path / STATE_DICT_FILE).is_file():
+            files["pytorch"] = self.path / STATE_DICT_FILE
+        return files
 
     @cached_property
     def model_sha256(self) -> str:
@@ -251,6 +273,9 @@ class Bundle:
             "metrics": self.spec.metrics,
             "routing": self.spec.routing.model_dump(),
             "path": str(self.path),
+            "inference_config": self.inference_config is not None,
+            "approval": self.approval.state if self.approval else None,
+            "trust_entry": self.approval.entry if self.approval and self.approval.entry else None,
         }
 
     @classmethod
@@ -280,7 +305,9 @@ class Bundle:
             spec = spec_from_network_data_format(metadata, path.name)
         bundle = cls(path, metadata, spec)
         if not bundle.model_files:
-            raise BundleError("no models/model.onnx or models/model.ts")
+            if bundle.inference_config is None:
+                raise BundleError("no models/model.onnx or models/model.ts")
+            raise BundleError("no models/model.pt, model.ts or model.onnx for the inference config")
         for rel, expected in spec.checksums.items():
             file = path / rel
             if not file.is_file():

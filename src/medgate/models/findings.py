@@ -31,7 +31,7 @@ class Measurement(BaseModel):
     value: float
     unit: Code
     finding_site: Code | None = None
-    segment_number: int | None = Field(None, description="SEG segment this was measured on")
+    segment_number: int | None = Field(default=None, description="SEG segment this was measured on")
     source_sop_instance_uids: list[str] = Field(default_factory=list)
 
 
@@ -42,10 +42,10 @@ class Finding(BaseModel):
     finding_type: Code
     finding_site: Code | None = None
     probability: float = Field(ge=0.0, le=1.0)
-    threshold: float = Field(0.5, ge=0.0, le=1.0)
+    threshold: float = Field(default=0.5, ge=0.0, le=1.0)
     present: bool
     measurements: list[Measurement] = Field(default_factory=list)
-    tracking_id: str | None = Field(None, description="human-readable tracking identifier")
+    tracking_id: str | None = Field(default=None, description="human-readable tracking identifier")
 
 
 class Segment(BaseModel):
@@ -87,6 +87,11 @@ class ModelResult(BaseModel):
     source_sop_instance_uids: list[str] = Field(default_factory=list)
     device_uid: str | None = Field(
         None, description="UID identifying this trained model; changes with every retrain"
+    )
+    scores: dict[str, float] = Field(
+        default_factory=dict,
+        description="label -> probability as the model gave it; without thresholds (a plain "
+        "MONAI bundle) these are the only output, with no present/absent call",
     )
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from pydicom.dataset import Dataset
@@ -221,6 +222,21 @@ class Predictor:
                     source_sop_instance_uids=list(geometry.sop_instance_uids),
                 )
             )
+
+
+def open_predictor(bundle: Bundle, device: Device = "cpu") -> Any:
+    """The predictor the serving layer runs: the bundle's own MONAI inference config where it
+    has one (models/monai_predictor.py, once approved), else ``load_predictor``'s."""
+    if bundle.inference_config is None:
+        return load_predictor(bundle, device)
+    from medgate.models.monai_predictor import load_monai_predictor
+
+    try:
+        return load_monai_predictor(bundle, device)
+    except BundleError:
+        raise
+    except Exception as exc:  # the config's own code may raise anything
+        raise BundleError(f"{bundle.name}: the MONAI bundle cannot be loaded: {exc}") from exc
 
 
 def load_predictor(bundle: Bundle | str | Path, device: Device = "cpu") -> Predictor:

@@ -107,7 +107,8 @@ def resolve_device(requested: str) -> str:
 
 
 def load_predictor(bundle: Any, device: str) -> Predictor:
-    """The models package's loader; it picks ONNX Runtime / TorchScript from the bundle."""
-    from medgate.models.predictor import load_predictor as load
+    """The models package's loader: the bundle's MONAI config where it has one (approved),
+    else ONNX Runtime / TorchScript."""
+    from medgate.models.predictor import open_predictor
 
-    return load(bundle, device=device)  # type: ignore[no-any-return]
+    return open_predictor(bundle, device=device)  # type: ignore[no-any-return]
