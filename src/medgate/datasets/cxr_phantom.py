@@ -21,9 +21,6 @@ from scipy import ndimage
 FINDINGS: tuple[str, ...] = ("nodule", "effusion", "pneumothorax", "cardiomegaly")
 """Finding labels, in the order the classifier outputs them."""
 
-MASK_LABELS: dict[int, str] = {1: "lung", 2: "heart"}
-"""Label values of ``Phantom.mask``; 0 is background."""
-
 CTR_THRESHOLD = 0.5
 """A CTR above this is an enlarged heart on a PA chest radiograph."""
 

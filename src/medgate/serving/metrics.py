@@ -199,10 +199,6 @@ def metrics_sink() -> MetricsSink:
 _LOCAL = MetricsStore()
 
 
-def local_metrics() -> MetricsStore:
-    return _LOCAL
-
-
 class _SnapshotCollector:
     def __init__(self, snapshot: Mapping[str, Any], gauges: Mapping[str, float]) -> None:
         self.snapshot = snapshot

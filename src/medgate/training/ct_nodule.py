@@ -49,7 +49,6 @@ from medgate.datasets.ct_phantom import (
     write_ct_folder,
 )
 from medgate.models.bundle import DEMO_WARNING, Bundle, MedgateSpec
-from medgate.models.findings import ModelResult
 from medgate.models.predictor import Predictor, load_predictor
 from medgate.models.transforms import activate, build_transform, resize_scores
 from medgate.training import ct_train
@@ -208,16 +207,6 @@ def read_series(folder: Path) -> list[pydicom.Dataset]:
 
 
 # -- evaluation -------------------------------------------------------------------------------
-def _candidates(result: ModelResult) -> list[dict[str, Any]]:
-    out = []
-    for finding in result.findings:
-        if not finding.present:
-            continue
-        values = {m.unit.value: m.value for m in finding.measurements}
-        out.append({"p": finding.probability, "d": values.get("mm"), "v": values.get("mm3")})
-    return out
-
-
 def _match(
     detections: list[tuple[float, float, float, float, float, float]],
     truths: list[dict[str, float]],

@@ -24,10 +24,8 @@ SCT = "SCT"
 LUNG = Code(value="39607008", scheme=SCT, meaning="Lung structure")
 HEART = Code(value="80891009", scheme=SCT, meaning="Heart structure")
 PLEURA = Code(value="3120008", scheme=SCT, meaning="Pleural membrane structure")
-CHEST = Code(value="51185008", scheme=SCT, meaning="Thoracic structure")
 ANATOMICAL_STRUCTURE = Code(value="91723000", scheme=SCT, meaning="Anatomical Structure")
 UNITLESS = Code(value="1", scheme="UCUM", meaning="no units")
-MILLIMETER = Code(value="mm", scheme="UCUM", meaning="millimeter")
 CTR = Code(value="CTR", scheme="99MEDGATE", meaning="Cardiothoracic ratio")
 
 CXR_FINDING_LABELS: list[OutputLabel] = [

@@ -87,11 +87,6 @@ EVENT_TYPES: dict[str, tuple[str, str, str]] = {
     "user-authentication": (*USER_AUTHENTICATION, "E"),
 }
 
-# Kept for callers of the first version: event name -> (code, meaning).
-EVENT_CODES: dict[str, tuple[str, str]] = {k: (v[0], v[1]) for k, v in EVENT_TYPES.items()}
-
-OUTCOMES = ("success", "minor-failure", "serious-failure", "major-failure", "failure")
-
 _UID_SHAPE = re.compile(r"^[0-9]+(\.[0-9]+){3,}$")
 _IDENTIFYING_KEY = re.compile(
     r"uid|patient|name|accession|birth|address|phone|physician|institution|mrn|identifier",
