@@ -39,6 +39,8 @@ PRESENT = codes.SCT.Present
 ABSENT = codes.SCT.Absent
 SR_TITLE = codes.DCM.ImagingMeasurementReport  # 126000, the TID 1500 document title
 FINDING_SITE = ("363698007", "Finding site", "SCT")
+#: Longest line of guidance text in one OBX-5 repetition (before escaping).
+TEXT_LINE = 120
 LANGUAGE_NAMES = {"zh": "Chinese", "en": "English"}
 
 
@@ -71,6 +73,22 @@ def _coded(code: dict[str, Any] | None) -> str:
     return _components(str(code["value"]), str(code["meaning"]), str(code["scheme"]))
 
 
+def text_lines(text: str, width: int = TEXT_LINE) -> list[str]:
+    """A TX value as lines of at most ``width`` characters (OBX-5 repetitions), broken at
+    spaces where there are any: an ST/TX repetition over 199 characters is refused by strict
+    parsers (hl7apy among them), and Chinese text has no spaces to break at."""
+    lines: list[str] = []
+    for paragraph in text.splitlines() or [""]:
+        rest = paragraph
+        while len(rest) > width:
+            cut = rest.rfind(" ", 0, width + 1)
+            cut = cut if cut > width // 2 else width
+            lines.append(rest[:cut].rstrip())
+            rest = rest[cut:].lstrip()
+        lines.append(rest)
+    return lines
+
+
 def _ts(value: dt.datetime | None) -> str:
     return value.strftime("%Y%m%d%H%M%S") if value is not None else ""
 
@@ -92,7 +110,7 @@ class _Observations:
         self,
         value_type: str,
         identifier: str,
-        value: str,
+        value: str | list[str],
         *,
         sub_id: str = "",
         units: str = "",
@@ -105,7 +123,8 @@ class _Observations:
         obx.obx_3 = identifier
         if sub_id:
             obx.obx_4 = _st(sub_id)
-        obx.obx_5 = value
+        for line in [value] if isinstance(value, str) else value:
+            obx.add_field("OBX_5").value = line  # a list: repetitions (lines of text)
         if units:
             obx.obx_6 = units
         if abnormal:
@@ -211,7 +230,7 @@ def build_oru(
                 obs.add(
                     "TX",
                     _components(RECOMMENDATION[0], label, RECOMMENDATION[2]),
-                    _text(texts[language]),
+                    [_text(line) for line in text_lines(texts[language])],
                     sub_id=f"{statement.get('rule_id', 'guidance')}.{language}",
                 )
     for obj in result.get("result_objects", []):

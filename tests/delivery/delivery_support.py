@@ -1,0 +1,146 @@
+"""Studies with built results, as the receiver and the worker leave them, for the delivery tests.
+
+``add_study`` writes one DICOM instance (UTF-8 Chinese patient name, accession number) under the
+storage folder and the rows the receiver and the worker write for it: the instance row with the
+calling AE that sent it, and the ``done`` study row whose result JSON is made by the worker's own
+``study_result_json`` from a real ``StudyResult`` (findings, a measurement, guidance from the
+clinical rules, the SR among the result objects).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+import pydicom
+import sqlalchemy as sa
+from pydicom.dataset import FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from medgate.core.config import Settings
+from medgate.models.findings import (
+    Code,
+    Finding,
+    Measurement,
+    ModelResult,
+    StudyResult,
+    TriageResult,
+)
+from medgate.store.schema import instances, studies
+
+NODULE = Code(value="27925004", scheme="SCT", meaning="Nodule")
+LUNG = Code(value="39607008", scheme="SCT", meaning="Lung structure")
+EFFUSION = Code(value="60046008", scheme="SCT", meaning="Pleural effusion")
+DIAMETER = Code(value="81827009", scheme="SCT", meaning="Diameter")
+MM = Code(value="mm", scheme="UCUM", meaning="millimeter")
+SR_CLASS = "1.2.840.10008.5.1.4.1.1.88.34"
+
+
+def result_json(study_uid: str, sr_uid: str) -> dict[str, Any]:
+    from medgate.clinical.guidance import guidance_for
+    from medgate.pipeline.routing import RouteDecision
+    from medgate.pipeline.worker import study_result_json
+
+    size = Measurement(name=DIAMETER, value=9.5, unit=MM, finding_site=LUNG)
+    model = ModelResult(
+        bundle_name="ct_nodule_seg",
+        bundle_version="1.0.0",
+        task="segmentation",
+        findings=[
+            Finding(
+                label="nodule",
+                finding_type=NODULE,
+                finding_site=LUNG,
+                probability=0.91,
+                present=True,
+                measurements=[size],
+            ),
+            Finding(label="effusion", finding_type=EFFUSION, probability=0.07, present=False),
+        ],
+        measurements=[size],
+    )
+    study = StudyResult(
+        study_instance_uid=study_uid,
+        model_results=[model],
+        triage=TriageResult(priority="urgent", reasons=["nodule 9.5 mm"]),
+    )
+    study.guidance = list(guidance_for(study, patient_age=61))
+    decision = RouteDecision(bundles={"ct_nodule_seg": []}, rules=["chest-ct"])
+    objects = [{"sop_instance_uid": sr_uid, "sop_class_uid": SR_CLASS, "kind": "sr"}]
+    return study_result_json(study, decision, objects)
+
+
+def write_instance(
+    folder: Path, study_uid: str, patient_id: str, name: str, accession: str
+) -> Path:
+    ds = pydicom.Dataset()
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    ds.SOPInstanceUID = generate_uid()
+    ds.StudyInstanceUID = study_uid
+    ds.SeriesInstanceUID = generate_uid()
+    ds.PatientID = patient_id
+    ds.PatientName = name
+    ds.PatientBirthDate = "19650304"
+    ds.PatientSex = "F"
+    ds.AccessionNumber = accession
+    ds.StudyDate = "20261205"
+    ds.StudyTime = "093000"
+    ds.Modality = "CT"
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{ds.SOPInstanceUID}.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def add_study(
+    engine: sa.engine.Engine,
+    settings: Settings,
+    *,
+    calling_ae: str,
+    patient_id: str = "PID-0001",
+    name: str = "Wang^Fang=王^芳",
+    accession: str = "ACC-7",
+) -> str:
+    """A ``done`` study sent by ``calling_ae``; returns its StudyInstanceUID."""
+    study_uid = generate_uid()
+    path = write_instance(
+        Path(settings.storage.path) / "instances", study_uid, patient_id, name, accession
+    )
+    ds = pydicom.dcmread(path)
+    now = dt.datetime.now(dt.UTC)
+    result = result_json(study_uid, generate_uid())
+    with engine.begin() as conn:
+        conn.execute(
+            instances.insert().values(
+                sop_instance_uid=str(ds.SOPInstanceUID),
+                study_instance_uid=study_uid,
+                series_instance_uid=str(ds.SeriesInstanceUID),
+                sop_class_uid=str(ds.SOPClassUID),
+                transfer_syntax_uid=str(ds.file_meta.TransferSyntaxUID),
+                modality="CT",
+                calling_ae=calling_ae,
+                received_at=now,
+                size=path.stat().st_size,
+                sha256="0" * 64,
+                path=str(path),
+            )
+        )
+        conn.execute(
+            studies.insert().values(
+                study_instance_uid=study_uid,
+                status="done",
+                received_at=now,
+                last_instance_at=now,
+                updated_at=now,
+                priority=result["priority"],
+                result_json=json.dumps(result),
+            )
+        )
+    return study_uid
