@@ -161,3 +161,86 @@ notifications = sa.Table(
     sa.Column("last_error", sa.Text),
     sa.UniqueConstraint("study_instance_uid", "channel", name="uq_notifications_study_channel"),
 )
+
+# ---------------------------------------------------------------------------------------------
+# Two-way referral and traced decision support (store.referrals, store.cds_answers; revision
+# 0003_referrals)
+
+REFERRAL_STATUSES = ("requested", "accepted", "completed", "rejected", "cancelled")
+
+referrals = sa.Table(
+    "referrals",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("site", sa.String(64), index=True),
+    sa.Column("patient_id", sa.String(128), nullable=False),
+    sa.Column("patient_key", sa.String(32), nullable=False, index=True),
+    sa.Column("status", sa.String(16), nullable=False, index=True),
+    sa.Column("urgency", sa.String(16), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("evidence_json", sa.Text, nullable=False),
+    sa.Column("study_instance_uid", sa.String(64)),
+    sa.Column("origin", sa.String(16), nullable=False),
+    sa.Column("origin_ref", sa.String(128), unique=True),
+    sa.Column("requester", sa.String(128), nullable=False),
+    sa.Column("performer", sa.String(128)),
+    sa.Column("status_reason", sa.Text),
+    sa.Column("follow_up_plan", sa.Text),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+referral_events = sa.Table(
+    "referral_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("referral_id", sa.String(32), nullable=False, index=True),
+    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("actor", sa.String(128), nullable=False),
+    sa.Column("note", sa.Text),
+    sa.Column("notify_side", sa.String(16), nullable=False),
+    sa.Column("notify_channels", sa.Text, nullable=False),
+    sa.Column("notify_payload", sa.Text, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.UniqueConstraint("referral_id", "seq", name="uq_referral_events_referral_seq"),
+)
+
+cds_answers = sa.Table(
+    "cds_answers",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("patient_key", sa.String(32), nullable=False, index=True),
+    sa.Column("site", sa.String(64)),
+    sa.Column("service", sa.String(64), nullable=False),
+    sa.Column("hook", sa.String(64), nullable=False),
+    sa.Column("hook_instance", sa.String(64), nullable=False, index=True),
+    sa.Column("inputs_json", sa.Text, nullable=False),
+    sa.Column("versions_json", sa.Text, nullable=False),
+    sa.Column("scores_json", sa.Text, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+cds_cards = sa.Table(
+    "cds_cards",
+    metadata,
+    sa.Column("card_uuid", sa.String(64), primary_key=True),
+    sa.Column("answer_id", sa.String(32), nullable=False, index=True),
+    sa.Column("position", sa.Integer, nullable=False),
+    sa.Column("card_json", sa.Text, nullable=False),
+)
+
+cds_feedback = sa.Table(
+    "cds_feedback",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("card_uuid", sa.String(64), nullable=False, index=True),
+    sa.Column("answer_id", sa.String(32), nullable=False, index=True),
+    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("accepted_suggestions", sa.Text, nullable=False),
+    sa.Column("override_reason", sa.Text),
+    sa.Column("outcome_at", sa.DateTime(timezone=True)),
+    sa.Column("referral_id", sa.String(32)),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
