@@ -30,10 +30,10 @@ def _study(findings: list[Finding], measurements: list[Measurement] | None = Non
     return StudyResult(study_instance_uid="1.2.3", model_results=[result])
 
 
-def _nodule(size: float | None, present: bool = True) -> Finding:
+def _nodule(size: float | None, present: bool = True, label: str = "solid_nodule") -> Finding:
     measurements = [Measurement(name=DIAMETER, value=size, unit=MM)] if size is not None else []
     return Finding(
-        label="nodule",
+        label=label,
         finding_type=NODULE,
         finding_site=LUNG,
         probability=0.9 if present else 0.1,
@@ -52,54 +52,68 @@ def _only(statements: list) -> object:
 
 
 # ------------------------------------------------------------------------- Fleischner boundaries
+# Corrected (issue 22): the band is chosen on the size rounded to a whole millimetre (Bankier
+# 2017), so 5.9 mm is a 6-8 mm nodule and 8.1 mm still 6-8 mm; the old test put them in <6 / >8.
 @pytest.mark.parametrize(
     ("size", "band"),
-    [(5.9, "<6"), (6.0, "6-8"), (7.0, "6-8"), (8.0, "6-8"), (8.1, ">8"), (0.5, "<6"), (30, ">8")],
+    [
+        (5.4, "<6"),
+        (5.5, "6-8"),
+        (5.9, "6-8"),
+        (6.0, "6-8"),
+        (7.9, "6-8"),
+        (8.0, "6-8"),
+        (8.1, "6-8"),
+        (8.4, "6-8"),
+        (8.5, ">8"),
+        (0.5, "<6"),
+        (30, ">8"),
+    ],
 )
 def test_fleischner_band_boundaries(size: float, band: str) -> None:
     assert fleischner_category(size) == band
 
 
-# (size, risk) -> (urgency, English action, Chinese action)
+# (size, risk) -> (urgency, English action, Chinese action); MacMahon 2017 Table 1 A, single solid
 FLEISCHNER_GOLDEN = [
-    (5.9, "low", "routine", "No routine follow-up CT is needed.", "无需常规CT随访。"),
+    (5.4, "low", "routine", "No routine follow-up CT is needed.", "无需常规CT随访。"),
     (
-        5.9,
+        5.4,
         "high",
         "routine",
         "Optional follow-up chest CT at 12 months.",
         "可选择在12个月时复查胸部CT。",
     ),
     (
-        6.0,
+        5.5,
         "low",
         "routine",
         "Follow-up chest CT at 6-12 months, then consider CT at 18-24 months.",
         "6-12个月复查胸部CT，之后考虑在18-24个月再次复查。",
     ),
     (
-        6.0,
+        5.5,
         "high",
         "routine",
         "Follow-up chest CT at 6-12 months, then CT at 18-24 months.",
         "6-12个月复查胸部CT，并在18-24个月再次复查。",
     ),
     (
-        8.0,
+        8.4,
         "low",
         "routine",
         "Follow-up chest CT at 6-12 months, then consider CT at 18-24 months.",
         "6-12个月复查胸部CT，之后考虑在18-24个月再次复查。",
     ),
     (
-        8.1,
+        8.5,
         "low",
         "soon",
         "consider CT at 3 months, PET/CT or tissue sampling.",
         "考虑3个月复查CT、PET/CT或组织活检。",
     ),
     (
-        8.1,
+        8.5,
         "high",
         "soon",
         "consider CT at 3 months, PET/CT or tissue sampling.",
@@ -112,41 +126,55 @@ FLEISCHNER_GOLDEN = [
 def test_fleischner_golden(size: float, risk: str, urgency: str, en: str, zh: str) -> None:
     statement = _only(guidance_for(_study([_nodule(size)]), patient_age=60, risk=risk))
     assert statement.rule_id == "fleischner-2017-solid-nodule"
-    assert statement.rule_version == f"{RULESET_VERSION}/1.0"
+    assert statement.rule_version == f"{RULESET_VERSION}/2.0"
     assert statement.urgency == urgency
     assert "Fleischner Society 2017" in statement.guideline
+    assert "Bankier" in statement.guideline
     assert en in statement.text["en"]
     assert zh in statement.text["zh"]
-    assert f"{size:.1f} mm" in statement.text["en"]
-    assert f"{size:.1f}毫米" in statement.text["zh"]
+    rounded = int(size + 0.5)
+    assert f"{size:.1f} mm (rounded to {rounded} mm)" in statement.text["en"]
+    assert f"{size:.1f}毫米（取整为{rounded}毫米）" in statement.text["zh"]
     assert statement.text["en"].endswith(AI_NOTE["en"])
     assert statement.text["zh"].endswith(AI_NOTE["zh"])
-    # a known risk is not flagged as assumed
+    # a known risk is not flagged as assumed, and a typed nodule is not "not assessed"
     assert "not given" not in statement.text["en"]
+    assert "not assessed" not in statement.text["en"]
 
 
-def test_fleischner_exact_text_low_risk_5_9mm() -> None:
+def test_fleischner_exact_text_low_risk_5_4mm() -> None:
     """One statement spelled out in full: the doctor reads exactly this."""
-    statement = _only(guidance_for(_study([_nodule(5.9)]), patient_age=60, risk="low"))
+    statement = _only(guidance_for(_study([_nodule(5.4)]), patient_age=60, risk="low"))
     assert statement.text["en"] == (
-        "AI found a solid lung nodule of 5.9 mm (Fleischner band < 6 mm, low-risk patient). "
-        "No routine follow-up CT is needed. Not for lung cancer screening, known cancer or "
-        "immunosuppressed patients. This is an AI result and must be confirmed by a radiologist."
+        "AI found a solid lung nodule of 5.4 mm (rounded to 5 mm) (Fleischner solid-nodule band "
+        "< 6 mm, low-risk patient). No routine follow-up CT is needed. Not for lung cancer "
+        "screening, known cancer or immunosuppressed patients. This is an AI result and must be "
+        "confirmed by a radiologist."
     )
     assert statement.text["zh"] == (
-        "AI发现肺部实性结节，大小5.9毫米（Fleischner分级< 6 mm，低风险患者）。无需常规CT随访。"
-        "不适用于肺癌筛查、已知恶性肿瘤或免疫抑制患者。以上为AI辅助结果，须经放射科医生确认。"
+        "AI发现肺部实性结节，大小5.4毫米（取整为5毫米）（Fleischner实性结节分级<6毫米，低风险患者）。"
+        "无需常规CT随访。不适用于肺癌筛查、已知恶性肿瘤或免疫抑制患者。"
+        "以上为AI辅助结果，须经放射科医生确认。"
     )
 
 
-def test_unknown_risk_defaults_to_low_and_says_so() -> None:
+def test_unknown_risk_gets_high_risk_advice_and_says_so() -> None:
+    """Corrected (issue 22): unknown risk used to get the low-risk advice."""
     unknown = _only(guidance_for(_study([_nodule(7.0)]), patient_age=60))
     low = _only(guidance_for(_study([_nodule(7.0)]), patient_age=60, risk="low"))
-    assert "then consider CT at 18-24 months" in unknown.text["en"]
-    assert "low-risk patient" in unknown.text["en"]
-    assert "Patient risk was not given, so the low-risk advice is shown" in unknown.text["en"]
-    assert "未提供患者风险分层，按低风险给出建议" in unknown.text["zh"]
+    assert "then CT at 18-24 months" in unknown.text["en"]
+    assert "consider" not in unknown.text["en"]
+    assert "high-risk patient" in unknown.text["en"]
+    assert "Patient risk was not given, so the high-risk advice is shown" in unknown.text["en"]
+    assert "未提供患者风险分层，按高风险给出建议" in unknown.text["zh"]
     assert "not given" not in low.text["en"]
+
+
+def test_untyped_nodule_says_type_not_assessed() -> None:
+    statement = _only(guidance_for(_study([_nodule(7.0, label="nodule")]), patient_age=60))
+    assert "Nodule type (solid / subsolid) not assessed" in statement.text["en"]
+    assert "AI未判断结节类型" in statement.text["zh"]
+    assert statement.rule_id == "fleischner-2017-solid-nodule"
 
 
 def test_unknown_age_assumes_adult_and_young_patient_is_out_of_scope() -> None:
@@ -163,7 +191,7 @@ def test_multiple_nodules_use_largest_and_multiple_table() -> None:
     statement = _only(
         guidance_for(_study([_nodule(6.5), _nodule(4.0)]), patient_age=60, risk="low")
     )
-    assert "6.5 mm (largest of 2)" in statement.text["en"]
+    assert "6.5 mm (rounded to 7 mm) (largest of 2)" in statement.text["en"]
     assert "3-6 months" in statement.text["en"]
     assert "共2个，取最大者" in statement.text["zh"]
 

@@ -47,8 +47,15 @@ CURRENT_SMOKER_SNOMED = {
     "428071000124103",
     "428061000124105",
 }
+# never smoked, ex-smoker: not a current smoker. Any other code (266927001 "smoking status
+# unknown", 77176002 is current above) leaves current_smoker unset: unknown stays unknown.
 NON_SMOKER_SNOMED = {"266919005", "8517006"}
-DIABETES = {"44054006", "73211009", "E11", "E14", "E10"}
+TYPE2_DIABETES = {"44054006", "E11"}
+TYPE1_DIABETES = {"46635009", "E10"}
+# Diabetes of unspecified type: treated as type 2 (the large majority of adult diabetes in China);
+# the summary says "unspecified" so the answer can state the assumption.
+UNSPECIFIED_DIABETES = {"73211009", "E14"}
+DIABETES = TYPE2_DIABETES | TYPE1_DIABETES | UNSPECIFIED_DIABETES
 HYPERTENSION = {"38341003", "59621000", "I10", "I11", "I12", "I13", "I15"}
 
 PREFETCH_TEMPLATES = {
@@ -175,7 +182,7 @@ def summary_from_prefetch(prefetch: dict[str, Any], today: dt.date | None = None
                 snomed = {c.code for c in (concept.coding or [])} if concept else set()
                 if snomed & CURRENT_SMOKER_SNOMED:
                     keep("current_smoker", when, True)
-                elif snomed & NON_SMOKER_SNOMED or snomed:
+                elif snomed & NON_SMOKER_SNOMED:
                     keep("current_smoker", when, False)
             else:
                 keep(name, when, _quantity(name, obs.valueQuantity))
@@ -187,6 +194,7 @@ def summary_from_prefetch(prefetch: dict[str, Any], today: dt.date | None = None
         else:
             out[name] = value
     conditions: list[str] = []
+    diabetes_types: set[str] = set()
     for raw in _entries(prefetch.get("conditions"), "Condition"):
         cond = Condition.model_validate(raw)
         status = (
@@ -196,13 +204,25 @@ def summary_from_prefetch(prefetch: dict[str, Any], today: dt.date | None = None
         )
         if status not in {"active", "recurrence", "relapse"}:
             continue
-        codes = {c.code for c in (cond.code.coding or [])} if cond.code else set()
-        prefixes = {code.split(".")[0] for code in codes if code}
-        if (codes | prefixes) & DIABETES:
-            conditions.append("type2_diabetes")
-        if (codes | prefixes) & HYPERTENSION:
+        coded: set[str] = (
+            {c.code for c in (cond.code.coding or []) if c.code} if cond.code else set()
+        )
+        both = coded | {code.split(".")[0] for code in coded}
+        if both & TYPE1_DIABETES:
+            diabetes_types.add("type1")
+        elif both & TYPE2_DIABETES:
+            diabetes_types.add("type2")
+        elif both & UNSPECIFIED_DIABETES:
+            diabetes_types.add("unspecified")
+        if both & HYPERTENSION:
             conditions.append("hypertension")
+    if diabetes_types:
+        out["diabetes"] = True
+        # type 1 is never turned into type 2: the type-2 follow-up rules do not apply to it
+        kind = "type1" if "type1" in diabetes_types else sorted(diabetes_types)[-1]
+        out["diabetes_type"] = kind
+        if kind != "type1":
+            conditions.append("type2_diabetes")
     if conditions:
         out["conditions"] = sorted(set(conditions))
-        out["diabetes"] = "type2_diabetes" in conditions
     return out

@@ -181,9 +181,17 @@ def _qsofa(x: AssessRequest, lang: Language) -> nw.QsofaResult | NotComputed:
 
 def _follow_up(x: AssessRequest, lang: Language) -> fu.FollowUpResult | NotComputed:
     conditions = list(dict.fromkeys(x.conditions))
-    if x.diabetes and "type2_diabetes" not in conditions:
+    if x.diabetes and x.diabetes_type != "type1" and "type2_diabetes" not in conditions:
         conditions.append("type2_diabetes")
+    if x.diabetes_type == "type1" and "type2_diabetes" in conditions:
+        conditions.remove("type2_diabetes")
     if not conditions:
+        if x.diabetes_type == "type1":
+            return NotComputed(
+                score="follow_up",
+                reason="type 1 diabetes: the type 2 diabetes follow-up rules do not apply "
+                "(urgent BP and glucose readings are still checked)",
+            )
         return NotComputed(
             score="follow_up",
             reason="no hypertension or type 2 diabetes in conditions: follow-up rules do not apply "

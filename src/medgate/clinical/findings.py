@@ -65,3 +65,23 @@ def axis_kind(measurement: Measurement) -> str | None:
     if key in DIAMETER_CODES or "diameter" in meaning:
         return "diameter"
     return None
+
+
+#: Words in a finding's label or code meaning that give the Fleischner nodule type. A bundle that
+#: does not type its nodules gets None ("type not assessed").
+_TYPE_WORDS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("part_solid", ("part-solid", "part solid", "partsolid", "mixed ground")),
+    ("ground_glass", ("ground-glass", "ground glass", "groundglass", "ggn", "ggo", "non-solid")),
+    # "subsolid" without more: the part-solid row (the more cautious of the two) is used
+    ("part_solid", ("subsolid", "sub-solid")),
+    ("solid", ("solid",)),
+)
+
+
+def nodule_type(finding: Finding) -> str | None:
+    """'solid', 'ground_glass' or 'part_solid' from the label / code meaning, else None."""
+    text = f"{finding.label} {finding.finding_type.meaning}".lower().replace("_", " ")
+    for kind, words in _TYPE_WORDS:
+        if any(word in text for word in words):
+            return kind
+    return None

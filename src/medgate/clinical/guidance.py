@@ -4,12 +4,15 @@ Each rule turns AI findings into one ``GuidanceStatement``: what to do, how soon
 English, with the guideline it follows and a reminder that it is an AI result a radiologist must
 confirm. The rules are deliberately few and literal; they never diagnose, they route.
 
-Boundaries (golden-tested in tests/reports/test_guidance.py):
+Boundaries (golden-tested in tests/reports/test_guidance.py and tests/clinical/):
 
-* Fleischner Society 2017, incidental solid nodules: ``< 6 mm``, ``6 mm <= d <= 8 mm``,
-  ``> 8 mm`` on the size the model reports (mean of long and short axis when both are given,
-  else the diameter). Low/high risk; unknown risk uses low risk and says so.
-* Cardiothoracic ratio ``> 0.5`` (strictly) suggests an enlarged heart.
+* Fleischner Society 2017 (MacMahon 2017, Table 1): nodule size = mean of long and short axes
+  (or the single diameter), rounded to the nearest whole millimetre (Bankier 2017) *before* the
+  row is chosen: solid < 6 mm (<= 5 after rounding), 6-8 mm, > 8 mm (>= 9); subsolid < 6 / >= 6.
+  Unknown patient risk -> the high-risk advice, said so. The nodule type is stated; a nodule the
+  AI did not type gets the solid table and the words "type not assessed".
+* Cardiothoracic ratio ``> 0.5`` (strictly) suggests an enlarged heart on a PA radiograph only;
+  on AP or supine films the heart is magnified and the ratio is not judged (said so).
 * Pneumothorax present: emergency. Pleural effusion present: further work-up soon.
 """
 
@@ -17,12 +20,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Literal
 
-from medgate.clinical.findings import axis_kind, finding_is, measurement_is_ctr
+from medgate.clinical.context import StudyContext
+from medgate.clinical.findings import axis_kind, finding_is, measurement_is_ctr, nodule_type
 from medgate.models.findings import Finding, GuidanceStatement, Measurement, StudyResult
 
-RULESET_VERSION = "2024.1"
+RULESET_VERSION = "2026.1"
 
 Urgency = Literal["emergency", "urgent", "soon", "routine", "none"]
 URGENCY_ORDER: dict[str, int] = {"emergency": 0, "urgent": 1, "soon": 2, "routine": 3, "none": 4}
@@ -44,13 +49,20 @@ class Rule:
 
 FLEISCHNER = Rule(
     "fleischner-2017-solid-nodule",
-    "1.0",
+    "2.0",
     "MacMahon H, et al. Guidelines for Management of Incidental Pulmonary Nodules Detected on CT "
-    "Images: From the Fleischner Society 2017. Radiology 2017;284(1):228-243.",
+    "Images: From the Fleischner Society 2017. Radiology 2017;284(1):228-243 (Table 1). "
+    "Measurement: Bankier AA, et al. Recommendations for Measuring Pulmonary Nodules at CT: "
+    "A Statement from the Fleischner Society. Radiology 2017;285(2):584-600.",
+)
+FLEISCHNER_SUBSOLID = Rule(
+    "fleischner-2017-subsolid-nodule",
+    "2.0",
+    FLEISCHNER.guideline,
 )
 CTR_RULE = Rule(
     "ctr-enlarged-heart",
-    "1.0",
+    "2.0",
     "Cardiothoracic ratio > 0.5 on a PA chest radiograph suggests cardiomegaly (Danzer 1919); "
     "echocardiography for suspected heart failure: 2021 ESC Heart Failure Guidelines; "
     "Chinese Guidelines for the Diagnosis and Treatment of Heart Failure 2018.",
@@ -75,6 +87,7 @@ NO_FINDING_RULE = Rule(
 )
 RULES: tuple[Rule, ...] = (
     FLEISCHNER,
+    FLEISCHNER_SUBSOLID,
     CTR_RULE,
     PNEUMOTHORAX_RULE,
     EFFUSION_RULE,
@@ -109,7 +122,7 @@ def _measurements(study: StudyResult) -> Iterable[Measurement]:
 
 
 def nodule_size_mm(finding: Finding) -> float | None:
-    """The size Fleischner classifies on: mean of long and short axis, else the diameter."""
+    """The measured size: mean of long and short axis, else the diameter (unrounded)."""
     sizes: dict[str, float] = {}
     for measurement in finding.measurements:
         kind = axis_kind(measurement)
@@ -123,71 +136,140 @@ def nodule_size_mm(finding: Finding) -> float | None:
     return None
 
 
+def fleischner_size_mm(size_mm: float) -> int:
+    """Bankier 2017: the average diameter is rounded to the nearest whole millimetre (half up)."""
+    return int(Decimal(repr(size_mm)).quantize(Decimal("1"), rounding=ROUND_HALF_UP))
+
+
 def fleischner_category(size_mm: float) -> Literal["<6", "6-8", ">8"]:
-    """Fleischner 2017 size band: <6 mm, 6-8 mm (both ends included), >8 mm."""
-    if size_mm < 6.0:
+    """Fleischner 2017 solid size band on the *rounded* size: <6, 6-8 (both ends), >8 mm."""
+    rounded = fleischner_size_mm(size_mm)
+    if rounded < 6:
         return "<6"
-    if size_mm <= 8.0:
+    if rounded <= 8:
         return "6-8"
     return ">8"
 
 
-# (category, multiple, risk) -> (urgency, en, zh); MacMahon 2017, Table 1, solid nodules.
+def subsolid_category(size_mm: float) -> Literal["<6", ">=6"]:
+    """Fleischner 2017 subsolid size band on the rounded size: <6 or >=6 mm."""
+    return "<6" if fleischner_size_mm(size_mm) < 6 else ">=6"
+
+
+# (category, multiple, risk) -> (urgency, en, zh); MacMahon 2017, Table 1 A, solid nodules.
 _FLEISCHNER_TABLE: dict[tuple[str, bool, str], tuple[Urgency, str, str]] = {
+    # Table 1 A, single solid < 6 mm: low risk "No routine follow-up"
     ("<6", False, "low"): ("routine", "No routine follow-up CT is needed.", "无需常规CT随访。"),
+    # Table 1 A, single solid < 6 mm: high risk "Optional CT at 12 months"
     ("<6", False, "high"): (
         "routine",
         "Optional follow-up chest CT at 12 months.",
         "可选择在12个月时复查胸部CT。",
     ),
+    # Table 1 A, single solid 6-8 mm: low "CT at 6-12 months, then consider CT at 18-24 months"
     ("6-8", False, "low"): (
         "routine",
         "Follow-up chest CT at 6-12 months, then consider CT at 18-24 months.",
         "6-12个月复查胸部CT，之后考虑在18-24个月再次复查。",
     ),
+    # Table 1 A, single solid 6-8 mm: high "CT at 6-12 months, then CT at 18-24 months"
     ("6-8", False, "high"): (
         "routine",
         "Follow-up chest CT at 6-12 months, then CT at 18-24 months.",
         "6-12个月复查胸部CT，并在18-24个月再次复查。",
     ),
+    # Table 1 A, single solid > 8 mm, low and high: "Consider CT at 3 months, PET/CT, or tissue
+    # sampling"
     (">8", False, "low"): (
         "soon",
         "Within 2 weeks, refer to a respiratory or thoracic specialist: consider CT at 3 months, "
         "PET/CT or tissue sampling.",
         "请在2周内转诊呼吸科或胸外科：考虑3个月复查CT、PET/CT或组织活检。",
     ),
+    # Table 1 A, multiple solid < 6 mm: low "No routine follow-up"; high "Optional CT at 12 months"
     ("<6", True, "low"): ("routine", "No routine follow-up CT is needed.", "无需常规CT随访。"),
     ("<6", True, "high"): (
         "routine",
         "Optional follow-up chest CT at 12 months.",
         "可选择在12个月时复查胸部CT。",
     ),
+    # Table 1 A, multiple solid 6-8 mm: low "CT at 3-6 months, then consider CT at 18-24 months"
     ("6-8", True, "low"): (
         "routine",
         "Follow-up chest CT at 3-6 months, then consider CT at 18-24 months.",
         "3-6个月复查胸部CT，之后考虑在18-24个月再次复查。",
     ),
+    # Table 1 A, multiple solid 6-8 mm: high "CT at 3-6 months, then at 18-24 months"
     ("6-8", True, "high"): (
         "routine",
         "Follow-up chest CT at 3-6 months, then CT at 18-24 months.",
         "3-6个月复查胸部CT，并在18-24个月再次复查。",
     ),
+    # Table 1 A, multiple solid > 8 mm: low "CT at 3-6 months, then consider CT at 18-24 months"
     (">8", True, "low"): (
         "soon",
         "Follow-up chest CT at 3-6 months, then consider CT at 18-24 months; refer to a "
         "respiratory specialist within 2 weeks.",
         "3-6个月复查胸部CT，之后考虑在18-24个月再次复查；请在2周内转诊呼吸科。",
     ),
+    # Table 1 A, multiple solid > 8 mm: high "CT at 3-6 months, then at 18-24 months"
+    (">8", True, "high"): (
+        "soon",
+        "Follow-up chest CT at 3-6 months, then CT at 18-24 months; refer to a respiratory "
+        "specialist within 2 weeks.",
+        "3-6个月复查胸部CT，并在18-24个月再次复查；请在2周内转诊呼吸科。",
+    ),
 }
 _FLEISCHNER_TABLE[(">8", False, "high")] = _FLEISCHNER_TABLE[(">8", False, "low")]
-_FLEISCHNER_TABLE[(">8", True, "high")] = _FLEISCHNER_TABLE[(">8", True, "low")]
+
+# (type, category, multiple) -> (en, zh); MacMahon 2017, Table 1 B, subsolid nodules (no risk
+# groups). Multiple subsolid nodules share one row whatever their type.
+_SUBSOLID_TABLE: dict[tuple[str, str, bool], tuple[str, str]] = {
+    # Table 1 B, single ground glass < 6 mm: "No routine follow-up"
+    ("ground_glass", "<6", False): ("No routine follow-up CT is needed.", "无需常规CT随访。"),
+    # Table 1 B, single ground glass >= 6 mm: "CT at 6-12 months to confirm persistence, then CT
+    # every 2 years until 5 years"
+    ("ground_glass", ">=6", False): (
+        "Follow-up chest CT at 6-12 months to confirm persistence, then CT every 2 years until "
+        "5 years.",
+        "6-12个月复查胸部CT确认是否持续存在，之后每2年复查一次CT，直至满5年。",
+    ),
+    # Table 1 B, single part solid < 6 mm: "No routine follow-up"
+    ("part_solid", "<6", False): ("No routine follow-up CT is needed.", "无需常规CT随访。"),
+    # Table 1 B, single part solid >= 6 mm: "CT at 3-6 months to confirm persistence. If
+    # unchanged and solid component remains < 6 mm, annual CT should be performed for 5 years"
+    ("part_solid", ">=6", False): (
+        "Follow-up chest CT at 3-6 months to confirm persistence; if unchanged and the solid "
+        "component remains < 6 mm, annual CT for 5 years.",
+        "3-6个月复查胸部CT确认是否持续存在；如无变化且实性成分仍<6毫米，每年复查CT，共5年。",
+    ),
+    # Table 1 B, multiple subsolid < 6 mm: "CT at 3-6 months. If stable, consider CT at 2 and
+    # 4 years"
+    ("any", "<6", True): (
+        "Follow-up chest CT at 3-6 months; if stable, consider CT at 2 and 4 years.",
+        "3-6个月复查胸部CT；如稳定，考虑在第2年和第4年复查CT。",
+    ),
+    # Table 1 B, multiple subsolid >= 6 mm: "CT at 3-6 months. Subsequent management based on
+    # the most suspicious nodule(s)"
+    ("any", ">=6", True): (
+        "Follow-up chest CT at 3-6 months; further management by the most suspicious nodule.",
+        "3-6个月复查胸部CT；之后按最可疑的结节处理。",
+    ),
+}
+_SUBSOLID_TABLE[("ground_glass", "<6", True)] = _SUBSOLID_TABLE[("any", "<6", True)]
+
+TYPE_TEXT = {
+    "solid": ("solid", "实性"),
+    "ground_glass": ("pure ground-glass", "纯磨玻璃"),
+    "part_solid": ("part-solid", "部分实性"),
+}
 
 
 # ----------------------------------------------------------------------------- rules
 def _nodule_guidance(
     nodules: list[Finding], patient_age: int | None, risk: str | None
 ) -> GuidanceStatement:
-    sizes = [size for size in (nodule_size_mm(f) for f in nodules) if size is not None]
+    measured = [(size, f) for f, size in ((f, nodule_size_mm(f)) for f in nodules) if size]
     count = len(nodules)
     count_en = f" (largest of {count})" if count > 1 else ""
     count_zh = f"（共{count}个，取最大者）" if count > 1 else ""
@@ -201,7 +283,7 @@ def _nodule_guidance(
             f"AI发现肺结节{count_zh}。Fleischner指南适用于{FLEISCHNER_MIN_AGE}岁及以上患者，"
             f"本患者{patient_age}岁：请在常规报告时与放射科医生商定随访方案。",
         )
-    if not sizes:
+    if not measured:
         return _statement(
             FLEISCHNER,
             "routine",
@@ -209,47 +291,110 @@ def _nodule_guidance(
             "its size, then follow the Fleischner 2017 table.",
             f"AI发现肺结节{count_zh}但未能测量大小：请放射科医生测量后按Fleischner 2017指南随访。",
         )
-    size = max(sizes)
-    category = fleischner_category(size)
-    used_risk = risk or "low"
-    urgency, action_en, action_zh = _FLEISCHNER_TABLE[(category, count > 1, used_risk)]
-    band = {"<6": "< 6 mm", "6-8": "6-8 mm", ">8": "> 8 mm"}[category]
-    risk_en = {"low": "low-risk", "high": "high-risk"}[used_risk]
-    risk_zh = {"low": "低风险", "high": "高风险"}[used_risk]
-    en = [
-        f"AI found a solid lung nodule of {size:.1f} mm{count_en} (Fleischner band {band}, "
-        f"{risk_en} patient). {action_en}"
-    ]
-    zh = [
-        f"AI发现肺部实性结节，大小{size:.1f}毫米{count_zh}（Fleischner分级{band}，{risk_zh}患者）。"
-        f"{action_zh}"
-    ]
-    if risk is None:
-        en.append(
-            "Patient risk was not given, so the low-risk advice is shown; use the high-risk "
-            "advice for smokers or other risk factors."
-        )
-        zh.append("未提供患者风险分层，按低风险给出建议；吸烟或有其他危险因素者请按高风险处理。")
+    size, largest = max(measured, key=lambda item: item[0])
+    rounded = fleischner_size_mm(size)
+    kind = nodule_type(largest)
+    multiple = count > 1
+    size_en = f"{size:.1f} mm (rounded to {rounded} mm)"
+    size_zh = f"{size:.1f}毫米（取整为{rounded}毫米）"
+    if kind in ("ground_glass", "part_solid"):
+        sub_category = subsolid_category(size)
+        row = ("any" if multiple else kind, sub_category, multiple)
+        action_en, action_zh = _SUBSOLID_TABLE[row]
+        type_en, type_zh = TYPE_TEXT[kind]
+        band = {"<6": "< 6 mm", ">=6": ">= 6 mm"}[sub_category]
+        band_zh = {"<6": "<6毫米", ">=6": "≥6毫米"}[sub_category]
+        en = [
+            f"AI found a {type_en} (subsolid) lung nodule of {size_en}{count_en} (Fleischner "
+            f"subsolid band {band}). {action_en}"
+        ]
+        zh = [
+            f"AI发现肺部{type_zh}（亚实性）结节，大小{size_zh}{count_zh}（Fleischner亚实性结节"
+            f"分级{band_zh}）。{action_zh}"
+        ]
+        rule = FLEISCHNER_SUBSOLID
+        urgency: Urgency = "routine"
+    else:
+        category = fleischner_category(size)
+        used_risk = risk or "high"
+        urgency, action_en, action_zh = _FLEISCHNER_TABLE[(category, multiple, used_risk)]
+        band = {"<6": "< 6 mm", "6-8": "6-8 mm", ">8": "> 8 mm"}[category]
+        band_zh = {"<6": "<6毫米", "6-8": "6-8毫米", ">8": ">8毫米"}[category]
+        risk_en = {"low": "low-risk", "high": "high-risk"}[used_risk]
+        risk_zh = {"low": "低风险", "high": "高风险"}[used_risk]
+        if kind == "solid":
+            type_en, type_zh = "solid lung nodule", "肺部实性结节"
+        else:
+            type_en, type_zh = "lung nodule", "肺结节"
+        en = [
+            f"AI found a {type_en} of {size_en}{count_en} (Fleischner solid-nodule band {band}, "
+            f"{risk_en} patient). {action_en}"
+        ]
+        zh = [
+            f"AI发现{type_zh}，大小{size_zh}{count_zh}（Fleischner实性结节分级{band_zh}，"
+            f"{risk_zh}患者）。{action_zh}"
+        ]
+        if kind is None:
+            en.append(
+                "Nodule type (solid / subsolid) not assessed by the AI: the solid-nodule table "
+                "is shown; if the radiologist reports a ground-glass or part-solid nodule, the "
+                "Fleischner subsolid table applies instead."
+            )
+            zh.append(
+                "AI未判断结节类型（实性/亚实性）：以上按实性结节给出；如放射科医生报告为磨玻璃或"
+                "部分实性结节，应改按Fleischner亚实性结节建议处理。"
+            )
+        rule = FLEISCHNER
+        if risk is None:
+            en.append(
+                "Patient risk was not given, so the high-risk advice is shown (Fleischner: when "
+                "risk is unknown, manage as high risk)."
+            )
+            zh.append("未提供患者风险分层，按高风险给出建议（风险不明时按高风险处理）。")
     if patient_age is None:
         en.append("Patient age was not given; the advice assumes an adult aged 35 or older.")
         zh.append("未提供患者年龄，以上建议按35岁及以上成人给出。")
     en.append("Not for lung cancer screening, known cancer or immunosuppressed patients.")
     zh.append("不适用于肺癌筛查、已知恶性肿瘤或免疫抑制患者。")
-    return _statement(FLEISCHNER, urgency, " ".join(en), "".join(zh))
+    return _statement(rule, urgency, " ".join(en), "".join(zh))
 
 
-def _ctr_guidance(ctr: float | None) -> GuidanceStatement:
-    value_en = f"cardiothoracic ratio {ctr:.3g} > {CTR_LIMIT}" if ctr is not None else "AI finding"
-    value_zh = f"心胸比{ctr:.3g}，大于{CTR_LIMIT}" if ctr is not None else "AI提示"
-    return _statement(
-        CTR_RULE,
-        "soon",
-        f"Possible enlarged heart ({value_en} on the chest radiograph). Within 2 weeks, arrange "
+def _ctr_guidance(ctr: float | None, context: StudyContext) -> GuidanceStatement:
+    """CTR > 0.5 on a PA film; an AP or supine film magnifies the heart: not judged."""
+    value_en = f"cardiothoracic ratio {ctr:.3g}" if ctr is not None else "AI finding"
+    value_zh = f"心胸比{ctr:.3g}" if ctr is not None else "AI提示"
+    if context.projection == "AP" or context.supine:
+        view_en = "supine" if context.supine else "AP"
+        view_zh = "卧位" if context.supine else "前后位（AP）"
+        return _statement(
+            CTR_RULE,
+            "routine",
+            f"Heart size cannot be judged on this {view_en} radiograph ({value_en}): the "
+            "cardiothoracic ratio > 0.5 rule holds for PA films only, and AP or supine films "
+            "magnify the heart. If heart failure is suspected clinically, arrange a PA chest "
+            "radiograph or echocardiography.",
+            f"该胸片为{view_zh}摄片（{value_zh}），无法判断心脏大小：心胸比>0.5的标准仅适用于"
+            "后前位（PA）胸片，前后位或卧位片会放大心影。如临床怀疑心力衰竭，请加摄后前位胸片"
+            "或行超声心动图检查。",
+        )
+    shown_en = f"{value_en} > {CTR_LIMIT}" if ctr is not None else value_en
+    shown_zh = f"{value_zh}，大于{CTR_LIMIT}" if ctr is not None else value_zh
+    en = (
+        f"Possible enlarged heart ({shown_en} on the chest radiograph). Within 2 weeks, arrange "
         "echocardiography and check for heart failure (symptoms, BNP/NT-proBNP, ECG); refer to "
-        "cardiology if confirmed or if the patient is breathless.",
-        f"可能存在心脏增大（胸片{value_zh}）。请在2周内安排超声心动图检查，并评估心力衰竭"
-        "（症状、BNP/NT-proBNP、心电图）；确诊或患者气促时转诊心内科。",
+        "cardiology if confirmed or if the patient is breathless."
     )
+    zh = (
+        f"可能存在心脏增大（胸片{shown_zh}）。请在2周内安排超声心动图检查，并评估心力衰竭"
+        "（症状、BNP/NT-proBNP、心电图）；确诊或患者气促时转诊心内科。"
+    )
+    if context.projection != "PA":
+        en += (
+            " The projection is not recorded as PA: the ratio is valid only on a PA film "
+            "(AP or supine films magnify the heart)."
+        )
+        zh += "影像未标明为后前位（PA）：心胸比仅在后前位片上有效（前后位或卧位片会放大心影）。"
+    return _statement(CTR_RULE, "soon", en, zh)
 
 
 def _pneumothorax_guidance() -> GuidanceStatement:
@@ -276,13 +421,35 @@ def _effusion_guidance() -> GuidanceStatement:
     )
 
 
+LABEL_ZH = {
+    "consolidation": "实变",
+    "pneumonia": "肺炎",
+    "atelectasis": "肺不张",
+    "edema": "肺水肿",
+    "oedema": "肺水肿",
+    "emphysema": "肺气肿",
+    "fibrosis": "肺纤维化",
+    "infiltration": "浸润影",
+    "mass": "肿块",
+    "fracture": "骨折",
+    "hernia": "膈疝",
+    "pleural_thickening": "胸膜增厚",
+    "lung_opacity": "肺部阴影",
+    "opacity": "阴影",
+}
+
+
 def _other_guidance(labels: list[str]) -> GuidanceStatement:
-    names = ", ".join(sorted(set(labels)))
+    names = sorted(set(labels))
+    known = [LABEL_ZH[n.lower()] for n in names if n.lower() in LABEL_ZH]
+    unknown = len(names) - len(known)
+    parts = list(known) + ([f"其他{unknown}项异常"] if unknown else [])
     return _statement(
         OTHER_RULE,
         "routine",
-        f"AI flagged: {names}. No specific rule applies; act on the radiologist's report.",
-        f"AI提示：{names}。无对应的具体规则，请以放射科医生报告为准。",
+        f"AI flagged: {', '.join(names)}. No specific rule applies; act on the radiologist's "
+        "report.",
+        f"AI提示：{'、'.join(parts)}。无对应的具体规则，请以放射科医生报告为准。",
     )
 
 
@@ -297,13 +464,21 @@ def _no_finding_guidance() -> GuidanceStatement:
 
 
 def guidance_for(
-    study: StudyResult, patient_age: int | None = None, risk: str | None = None
+    study: StudyResult,
+    patient_age: int | None = None,
+    risk: str | None = None,
+    context: StudyContext | None = None,
 ) -> list[GuidanceStatement]:
     """The guidance statements for a study, most urgent first.
 
-    ``risk`` is the Fleischner risk group, ``"low"`` or ``"high"``; None means unknown (low-risk
-    advice, said so in the text). Raises ValueError for an unknown risk or an impossible age.
+    ``risk`` is the Fleischner risk group, ``"low"`` or ``"high"``; None means unknown (high-risk
+    advice, said so in the text). ``context`` is what the study header says (age, projection;
+    see ``clinical.context.study_context``); ``patient_age`` overrides its age when given.
+    Raises ValueError for an unknown risk or an impossible age.
     """
+    context = context or StudyContext()
+    if patient_age is None:
+        patient_age = context.patient_age
     if risk is not None and risk not in ("low", "high"):
         raise ValueError(f"risk must be 'low', 'high' or None, not {risk!r}")
     if patient_age is not None and not 0 <= patient_age <= 130:
@@ -326,7 +501,7 @@ def guidance_for(
     ctr = max(ctrs) if ctrs else None
     cardiomegaly = take("cardiomegaly")
     if (ctr is not None and ctr > CTR_LIMIT) or (cardiomegaly and ctr is None):
-        statements.append(_ctr_guidance(ctr))
+        statements.append(_ctr_guidance(ctr, context))
     if take("effusion"):
         statements.append(_effusion_guidance())
     others = [f.label for f in present if id(f) not in covered]

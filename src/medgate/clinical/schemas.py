@@ -234,6 +234,7 @@ class AssessRequest(LipidsMixin):
     residence: Literal["urban", "rural"] | None = None
     conditions: list[Condition] = Field(default_factory=list)
     diabetes: bool | None = None
+    diabetes_type: Literal["type1", "type2", "unspecified"] | None = None
     ckd: bool = False
     ckd_stage_3_4: bool = False
     ascvd: bool = False

@@ -288,9 +288,10 @@ class Worker:
             triage = self._triage(model_results)
         study = StudyResult(study_instance_uid=uid, model_results=model_results, triage=triage)
         with self._stage("guidance", lost):
+            from medgate.clinical.context import study_context
             from medgate.clinical.guidance import guidance_for
 
-            study.guidance = list(guidance_for(study, patient_age=patient_age(sources)))
+            study.guidance = list(guidance_for(study, context=study_context(sources)))
         with self._stage("reports", lost):
             from medgate.reports import build_result_objects
 
@@ -395,15 +396,6 @@ def study_result_json(
         "guidance": [g.model_dump(mode="json") for g in study.guidance],
         "result_objects": objects,
     }
-
-
-def patient_age(sources: list[pydicom.Dataset]) -> int | None:
-    """Age in whole years from PatientAge (``052Y``, ``006M`` ...), for age-dependent guidance."""
-    value = str(sources[0].get("PatientAge", "") or "") if sources else ""
-    if len(value) == 4 and value[:3].isdigit() and value[3] in "DWMY":
-        per_year = {"D": 365.25, "W": 52.18, "M": 12.0, "Y": 1.0}[value[3]]
-        return int(int(value[:3]) / per_year)
-    return None
 
 
 def retry_delay(settings: Settings, attempts: int) -> float:

@@ -9,6 +9,7 @@ from typing import Literal
 from PIL import Image
 from pydicom import Dataset
 
+from medgate.clinical.context import study_context
 from medgate.clinical.guidance import guidance_for
 from medgate.core.config import ReportsConfig
 from medgate.core.logs import phi_hash
@@ -43,18 +44,11 @@ class RenderedPages:
 
 
 def _guidance(study: StudyResult, sources: list[Dataset]) -> list[GuidanceStatement]:
-    """The study's guidance: the pipeline's if it set some, else the rules with what we know."""
+    """The study's guidance: the pipeline's if it set some, else the rules with the header's
+    context (age, projection) read by the same function the pipeline uses."""
     if study.guidance:
         return list(study.guidance)
-    return guidance_for(study, patient_age=_age(sources[0]) if sources else None)
-
-
-def _age(ds: Dataset) -> int | None:
-    value = str(ds.get("PatientAge", "") or "")
-    if len(value) == 4 and value[:3].isdigit() and value[3] in "DWMY":
-        years = {"D": 1 / 365.25, "W": 7 / 365.25, "M": 1 / 12, "Y": 1.0}[value[3]]
-        return int(int(value[:3]) * years)
-    return None
+    return guidance_for(study, context=study_context(sources))
 
 
 def build_result_objects_with_pages(
