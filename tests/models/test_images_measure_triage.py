@@ -8,11 +8,11 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+from medgate.clinical.triage_rules import rule_priority, rule_triage
 from medgate.datasets.cxr_phantom import FINDINGS
 from medgate.models.findings import Code, Finding, Measurement, ModelResult
 from medgate.models.images import ImageError, read_volume
 from medgate.models.measure import cardiothoracic_ratio, max_diameter_mm, measure, volume_mm3
-from medgate.models.triage import rule_priority, triage
 
 
 def _slice(z: float, index: int, value: int, rows: int = 8, cols: int = 6) -> Dataset:
@@ -119,9 +119,9 @@ def _result(probabilities: dict[str, float], ctr: float | None = None) -> ModelR
 
 def test_rule_triage_without_a_bundle() -> None:
     none = dict.fromkeys(FINDINGS, 0.05)
-    assert triage([_result(none)]).priority == "routine"
-    assert triage([_result({**none, "pneumothorax": 0.9})]).priority == "critical"
-    urgent = triage([_result({**none, "effusion": 0.8})])
+    assert rule_triage([_result(none)]).priority == "routine"
+    assert rule_triage([_result({**none, "pneumothorax": 0.9})]).priority == "critical"
+    urgent = rule_triage([_result({**none, "effusion": 0.8})])
     assert urgent.priority == "urgent" and "effusion" in urgent.reasons[0]
-    assert triage([_result(none, ctr=0.6)]).priority == "urgent"
+    assert rule_triage([_result(none, ctr=0.6)]).priority == "urgent"
     assert rule_priority({}) == "routine"

@@ -6,7 +6,8 @@ vector built from the upstream ``ModelResult``s by *label name* (``p_<finding la
 no upstream model produced takes the bundle's neutral default. The reasons name the findings and
 measurements that drove the decision, so a doctor sees why a study went to the top of the list.
 
-Without a triage bundle the same features go through a transparent rule (``rule_priority``).
+Only the learned model lives here; the transparent rule used when no triage bundle is installed
+is a clinical rule and lives in ``medgate.clinical.triage_rules``.
 """
 
 from __future__ import annotations
@@ -24,11 +25,11 @@ from medgate.models.findings import ModelResult, Priority, TriageResult
 PRIORITIES: tuple[Priority, ...] = ("routine", "urgent", "critical")
 """Class index -> priority, as the triage model outputs them."""
 
-CRITICAL_FINDINGS = {"pneumothorax"}
-URGENT_FINDINGS = {"nodule", "effusion", "cardiomegaly"}
 
-
-def _features_of(model_results: Sequence[ModelResult]) -> tuple[dict[str, float], list[str]]:
+def finding_features(
+    model_results: Sequence[ModelResult],
+) -> tuple[dict[str, float], list[str]]:
+    """``p_<label>`` / ``m_<measurement>`` values of a study and the reasons to show a doctor."""
     values: dict[str, float] = {}
     reasons: list[str] = []
     for result in model_results:
@@ -51,20 +52,9 @@ def triage_features(
     model_results: Sequence[ModelResult], names: Sequence[str], defaults: dict[str, float]
 ) -> np.ndarray:
     """The (1, F) float32 feature row for ``names``; missing features take ``defaults``."""
-    values, _ = _features_of(model_results)
+    values, _ = finding_features(model_results)
     row = [values.get(name, defaults.get(name, 0.0)) for name in names]
     return np.asarray([row], np.float32)
-
-
-def rule_priority(values: dict[str, float], ctr_limit: float = 0.5) -> Priority:
-    """Fallback rule: pneumothorax -> critical; other findings or CTR > limit -> urgent."""
-    if any(values.get(f"p_{name}", 0.0) >= 0.5 for name in CRITICAL_FINDINGS):
-        return "critical"
-    if any(values.get(f"p_{name}", 0.0) >= 0.5 for name in URGENT_FINDINGS):
-        return "urgent"
-    if values.get("m_ctr", 0.0) > ctr_limit:
-        return "urgent"
-    return "routine"
 
 
 @lru_cache(maxsize=8)
@@ -73,19 +63,12 @@ def _session(path: str, sha256: str) -> OnnxBackend:
     return OnnxBackend(Path(path), "cpu", threads=1)
 
 
-def triage(model_results: Sequence[ModelResult], bundle: Bundle | None = None) -> TriageResult:
-    """Priority and reasons for one study from its imaging results (rule if ``bundle`` is None)."""
-    values, reasons = _features_of(model_results)
+def triage(model_results: Sequence[ModelResult], bundle: Bundle) -> TriageResult:
+    """Priority and reasons for one study from its imaging results, by the triage bundle."""
+    values, reasons = finding_features(model_results)
     ctr = values.get("m_ctr")
     if ctr is not None and ctr > 0.5:
         reasons.append(f"cardiothoracic ratio {ctr:.2f} > 0.50")
-    if bundle is None:
-        priority = rule_priority(values)
-        return TriageResult(
-            priority=priority,
-            reasons=reasons or ["no finding above threshold"],
-            scores={k: round(v, 4) for k, v in values.items()},
-        )
     spec = bundle.spec
     names = spec.preprocessing.features
     defaults = {k: float(v) for k, v in spec.extra.get("feature_defaults", {}).items()}

@@ -347,11 +347,12 @@ class Worker:
         return results
 
     def _triage(self, model_results: list[ModelResult]) -> TriageResult:
-        """The triage bundle's priority; the models package's rule when it is not installed."""
+        """The triage bundle's priority; the clinical rule when it is not installed."""
+        from medgate.clinical.triage_rules import rule_triage
         from medgate.models.triage import triage
 
         bundle = self.bundles.get(self.settings.routing.triage_bundle)
-        return triage(model_results, bundle)
+        return triage(model_results, bundle) if bundle is not None else rule_triage(model_results)
 
 
 class ModelError(RuntimeError):
