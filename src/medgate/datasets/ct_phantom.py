@@ -23,11 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, CTImageStorage, ExplicitVRLittleEndian
+from pydicom.dataset import Dataset
+from pydicom.uid import CTImageStorage
 from tqdm import tqdm
 
 from medgate.core.uids import derived_uid
+from medgate.datasets.phantom_dicom import with_file_meta
 
 SPLIT_BASE = {"train": 0, "val": 100_000, "test": 900_000}
 NAMESPACE = "medgate-ct-phantom"
@@ -296,15 +297,7 @@ def ct_series_datasets(
         ds.SOPInstanceUID = _uid("instance", seed, str(k))
         ds.InstanceCreationDate = ds.StudyDate
         ds.InstanceCreationTime = study_time
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = ds.SOPClassUID
-        meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-        meta.ImplementationVersionName = "MEDGATE"
-        ds.file_meta = meta
-        ds.preamble = b"\x00" * 128
-        datasets.append(ds)
+        datasets.append(with_file_meta(ds))
     return datasets
 
 

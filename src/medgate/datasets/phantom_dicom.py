@@ -139,6 +139,12 @@ def phantom_to_dataset(
     ds.InstanceCreationDate = ds.StudyDate
     ds.InstanceCreationTime = ds.StudyTime
 
+    return with_file_meta(ds)
+
+
+def with_file_meta(ds: Dataset) -> Dataset:
+    """``ds`` with the Part 10 file meta and preamble of an Explicit VR Little Endian file, as a
+    modality would write it: ready for ``dcmwrite`` or a C-STORE."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = ds.SOPClassUID
     meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID

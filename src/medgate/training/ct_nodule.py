@@ -53,6 +53,7 @@ from medgate.models.predictor import Predictor, load_predictor
 from medgate.models.transforms import activate, build_transform, resize_scores
 from medgate.training import ct_train
 from medgate.training.ct_train import Recipe, TrainArrays, make_arrays
+from medgate.training.evaluate import card_header
 from medgate.training.export import update_metadata, write_bundle
 
 log = logging.getLogger(__name__)
@@ -405,22 +406,11 @@ def _bands(op: dict[str, Any] | None) -> str:
 
 
 def _model_card(bundle: Bundle, report: dict[str, Any]) -> str:
-    spec, meta = bundle.spec, bundle.metadata
+    spec = bundle.spec
     op = report["operating_point"]
-    lines = [
-        f"# Model card: {bundle.name} {bundle.version}",
-        "",
-        f"> **Warning: {bundle.warning or DEMO_WARNING}**",
-        "",
-        f"- Task: per-nodule detection and measurement on chest CT — {bundle.description}",
-        f"- Device UID (changes with every retrain): `{bundle.device_uid}`",
-        f"- Backends: {', '.join(bundle.model_files)}; ONNX opset {spec.onnx_opset}",
-        f"- MONAI {meta.get('monai_version')}, PyTorch {meta.get('pytorch_version')}",
-        "",
-        "## Intended use",
-        "",
-        str(meta.get("intended_use", "")),
-        "",
+    task = f"per-nodule detection and measurement on chest CT — {bundle.description}"
+    lines = card_header(bundle, task, warn=True)
+    lines += [
         "## Input and outputs",
         "",
         f"- Axial CT series (modality CT, body part CHEST, >= {spec.routing.min_slices} slices); "

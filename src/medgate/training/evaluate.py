@@ -224,14 +224,17 @@ def _fmt(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
-def model_card(bundle: Bundle, report: dict[str, Any] | None = None) -> str:
-    """A markdown model card: intended use, data, metrics, limits and the demo warning."""
+def card_header(bundle: Bundle, task: str, warn: bool | None = None) -> list[str]:
+    """The first lines of a model card: name, warning, task, device UID, backends, intended use.
+
+    ``warn`` (default: the bundle is a demo) puts the demo warning under the title."""
     meta, spec = bundle.metadata, bundle.spec
     lines = [f"# Model card: {bundle.name} {bundle.version}", ""]
-    if bundle.demo:
+    if bundle.demo if warn is None else warn:
         lines += [f"> **Warning: {bundle.warning or DEMO_WARNING}**", ""]
-    lines += [
-        f"- Task: {bundle.task} — {bundle.description}",
+    return [
+        *lines,
+        f"- Task: {task}",
         f"- Device UID (changes with every retrain): `{bundle.device_uid}`",
         f"- Backends: {', '.join(bundle.model_files)}; ONNX opset {spec.onnx_opset}",
         f"- MONAI {meta.get('monai_version')}, PyTorch {meta.get('pytorch_version')}",
@@ -240,6 +243,14 @@ def model_card(bundle: Bundle, report: dict[str, Any] | None = None) -> str:
         "",
         str(meta.get("intended_use", "")),
         "",
+    ]
+
+
+def model_card(bundle: Bundle, report: dict[str, Any] | None = None) -> str:
+    """A markdown model card: intended use, data, metrics, limits and the demo warning."""
+    spec = bundle.spec
+    lines = card_header(bundle, f"{bundle.task} — {bundle.description}")
+    lines += [
         "## Outputs",
         "",
         "| label | code | threshold |",

@@ -74,50 +74,51 @@ def make_models(
         "size": 128,
         "batch_size": 32,
     }
-    classifier = train_image_model(
-        parse_train_config(
-            {
-                **common,
-                "task": "classification",
-                "preset": "cxr_findings",
-                "name": "cxr_classifier",
-                "description": "Multi-label chest radiograph classifier: nodule/mass, pleural "
-                "effusion, pneumothorax, cardiomegaly",
-                "out": str(out / "cxr_classifier"),
-                "run_dir": str(work / "runs" / "cxr_classifier"),
-                "epochs": sizes["cls_epochs"],
-                "lr": 3e-3,
-                "network": {"kind": "map_classifier"},
-            }
-        ),
-        progress=progress,
+
+    def train_and_record(
+        name: str, task: str, preset: str, description: str, epochs: int, lr: float, net: str
+    ) -> tuple[Bundle, dict[str, Any]]:
+        """Train one image bundle on the phantoms and evaluate it on the held-out split."""
+        config = {
+            **common,
+            "task": task,
+            "preset": preset,
+            "name": name,
+            "description": description,
+            "out": str(out / name),
+            "run_dir": str(work / "runs" / name),
+            "epochs": epochs,
+            "lr": lr,
+            "network": {"kind": net},
+        }
+        bundle = train_image_model(parse_train_config(config), progress=progress)
+        return bundle, evaluate_bundle(bundle, folders["test"], work / "eval" / name)
+
+    classifier, report = train_and_record(
+        "cxr_classifier",
+        "classification",
+        "cxr_findings",
+        "Multi-label chest radiograph classifier: nodule/mass, pleural effusion, pneumothorax, "
+        "cardiomegaly",
+        sizes["cls_epochs"],
+        3e-3,
+        "map_classifier",
     )
-    report = evaluate_bundle(classifier, folders["test"], work / "eval" / "cxr_classifier")
     classifier = _record(
         classifier,
         report,
         sizes["test"],
         {"mean_auc": report["metrics"]["mean_auc"], "min_auc": report["metrics"]["min_auc"]},
     )
-    segmenter = train_image_model(
-        parse_train_config(
-            {
-                **common,
-                "task": "segmentation",
-                "preset": "cxr_lung_heart",
-                "name": "cxr_lung_heart_seg",
-                "description": "Lung field and heart segmentation of chest radiographs with the "
-                "cardiothoracic ratio",
-                "out": str(out / "cxr_lung_heart_seg"),
-                "run_dir": str(work / "runs" / "cxr_lung_heart_seg"),
-                "epochs": sizes["seg_epochs"],
-                "lr": 5e-3,
-                "network": {"kind": "unet"},
-            }
-        ),
-        progress=progress,
+    segmenter, report = train_and_record(
+        "cxr_lung_heart_seg",
+        "segmentation",
+        "cxr_lung_heart",
+        "Lung field and heart segmentation of chest radiographs with the cardiothoracic ratio",
+        sizes["seg_epochs"],
+        5e-3,
+        "unet",
     )
-    report = evaluate_bundle(segmenter, folders["test"], work / "eval" / "cxr_lung_heart_seg")
     m = report["metrics"]
     segmenter = _record(
         segmenter,

@@ -28,54 +28,46 @@ ANATOMICAL_STRUCTURE = Code(value="91723000", scheme=SCT, meaning="Anatomical St
 UNITLESS = Code(value="1", scheme="UCUM", meaning="no units")
 CTR = Code(value="CTR", scheme="99MEDGATE", meaning="Cardiothoracic ratio")
 
+
+def _label(
+    name: str, index: int, code: Code, site: Code, en: str, zh: str, **extra: Code
+) -> OutputLabel:
+    """One output label with its finding site and its plain-language names."""
+    return OutputLabel(
+        name=name,
+        index=index,
+        code=code,
+        finding_site=site,
+        description={"en": en, "zh": zh},
+        **extra,
+    )
+
+
+def _finding(value: str, meaning: str) -> Code:
+    return Code(value=value, scheme=SCT, meaning=meaning)
+
+
 CXR_FINDING_LABELS: list[OutputLabel] = [
-    OutputLabel(
-        name="nodule",
-        index=0,
-        code=Code(value="786838002", scheme=SCT, meaning="Pulmonary nodule"),
-        finding_site=LUNG,
-        description={"en": "lung nodule or mass", "zh": "肺结节或肿块"},
+    _label(
+        "nodule", 0, _finding("786838002", "Pulmonary nodule"), LUNG, "lung nodule or mass",
+        "肺结节或肿块",
     ),
-    OutputLabel(
-        name="effusion",
-        index=1,
-        code=Code(value="60046008", scheme=SCT, meaning="Pleural effusion"),
-        finding_site=PLEURA,
-        description={"en": "pleural effusion", "zh": "胸腔积液"},
+    _label(
+        "effusion", 1, _finding("60046008", "Pleural effusion"), PLEURA, "pleural effusion",
+        "胸腔积液",
     ),
-    OutputLabel(
-        name="pneumothorax",
-        index=2,
-        code=Code(value="36118008", scheme=SCT, meaning="Pneumothorax"),
-        finding_site=PLEURA,
-        description={"en": "pneumothorax", "zh": "气胸"},
+    _label(
+        "pneumothorax", 2, _finding("36118008", "Pneumothorax"), PLEURA, "pneumothorax", "气胸"
     ),
-    OutputLabel(
-        name="cardiomegaly",
-        index=3,
-        code=Code(value="8186001", scheme=SCT, meaning="Cardiomegaly"),
-        finding_site=HEART,
-        description={"en": "enlarged heart", "zh": "心脏增大"},
+    _label(
+        "cardiomegaly", 3, _finding("8186001", "Cardiomegaly"), HEART, "enlarged heart",
+        "心脏增大",
     ),
-]
+]  # fmt: skip
 
 LUNG_HEART_LABELS: list[OutputLabel] = [
-    OutputLabel(
-        name="lung",
-        index=1,
-        code=LUNG,
-        category=ANATOMICAL_STRUCTURE,
-        finding_site=LUNG,
-        description={"en": "lung fields", "zh": "肺野"},
-    ),
-    OutputLabel(
-        name="heart",
-        index=2,
-        code=HEART,
-        category=ANATOMICAL_STRUCTURE,
-        finding_site=HEART,
-        description={"en": "heart", "zh": "心脏"},
-    ),
+    _label("lung", 1, LUNG, LUNG, "lung fields", "肺野", category=ANATOMICAL_STRUCTURE),
+    _label("heart", 2, HEART, HEART, "heart", "心脏", category=ANATOMICAL_STRUCTURE),
 ]
 
 CTR_MEASUREMENT = MeasurementDef(

@@ -287,6 +287,7 @@ def _monai_fields(result: TabularFit, onnx_sha256: str) -> dict[str, Any]:
     import monai
 
     from medgate.models.bundle import DEMO_WARNING, device_uid_for
+    from medgate.training.tabular_format import features_to_probabilities
 
     names = [FEATURES[f][0] for f in result.features]
     return {
@@ -294,30 +295,9 @@ def _monai_fields(result: TabularFit, onnx_sha256: str) -> dict[str, Any]:
         "pytorch_version": "n/a (scikit-learn model in ONNX)",
         "description": "Demo risk of high diabetes progression at one year, from baseline "
         "measurements; served by the decision-support API.",
-        "network_data_format": {
-            "inputs": {
-                "features": {
-                    "type": "features",
-                    "format": "float",
-                    "num_channels": 1,
-                    "spatial_shape": [len(names)],
-                    "dtype": "float32",
-                    "value_range": [],
-                    "channel_def": {str(i): n for i, n in enumerate(names)},
-                }
-            },
-            "outputs": {
-                "probabilities": {
-                    "type": "probabilities",
-                    "format": "classification",
-                    "num_channels": 2,
-                    "spatial_shape": [2],
-                    "dtype": "float32",
-                    "value_range": [0, 1],
-                    "channel_def": {"0": "low", "1": "high_disease_progression"},
-                }
-            },
-        },
+        "network_data_format": features_to_probabilities(
+            names, ["low", "high_disease_progression"]
+        ),
         "medgate": {
             "name": str(result.config["name"]),
             "task": "tabular",

@@ -37,6 +37,7 @@ from medgate.models.bundle import (
 )
 from medgate.models.findings import Code, ModelResult
 from medgate.models.triage import PRIORITIES, triage, triage_features
+from medgate.training.tabular_format import features_to_probabilities
 
 FEATURES = ["p_nodule", "p_effusion", "p_pneumothorax", "p_cardiomegaly", "m_ctr"]
 FEATURE_DEFAULTS = {
@@ -152,30 +153,7 @@ def train_triage(
         "intended_use": "Orders the reading worklist in the medgate demo. Not for clinical use.",
         "references": [],
         "eval_metrics": {},
-        "network_data_format": {
-            "inputs": {
-                "features": {
-                    "type": "features",
-                    "format": "float",
-                    "num_channels": 1,
-                    "spatial_shape": [len(FEATURES)],
-                    "dtype": "float32",
-                    "value_range": [],
-                    "channel_def": dict(enumerate(FEATURES)),
-                }
-            },
-            "outputs": {
-                "probabilities": {
-                    "type": "probabilities",
-                    "format": "classification",
-                    "num_channels": 3,
-                    "spatial_shape": [3],
-                    "dtype": "float32",
-                    "value_range": [0, 1],
-                    "channel_def": dict(enumerate(PRIORITIES)),
-                }
-            },
-        },
+        "network_data_format": features_to_probabilities(FEATURES, PRIORITIES),
         "medgate": spec.model_dump(mode="json"),
     }
     (out_dir / METADATA_FILE).write_text(json.dumps(metadata, indent=2, ensure_ascii=False) + "\n")
