@@ -61,4 +61,7 @@ def create_app(
 
         app.include_router(routes_fhir.router)
         app.include_router(routes_fhir.guarded)
+    from medgate.api import routes_review
+
+    routes_review.include(app)  # verdicts API, notification acks and the /review pages
     return app

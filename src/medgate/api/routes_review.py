@@ -1,0 +1,108 @@
+"""The radiologist's verdicts over HTTP: ``POST/GET /api/v1/studies/{uid}/review``.
+
+The ``/review`` pages post to the same endpoint. Access: a bearer token with the ``review`` (or
+``admin``) scope, or a review session cookie (``medgate.api.pages.session``). Errors are 4xx
+with a message: 404 unknown study, 409 no AI results yet or already reviewed (send ``amend``),
+422 unknown finding labels or malformed verdicts.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response
+from pydantic import BaseModel, Field
+
+from medgate.api.pages.session import ReviewAccess, require_review
+from medgate.review.verdicts import ReviewInput, ReviewRejected, VerdictInput, submit_review
+from medgate.store.reviews import ReviewStore
+from medgate.trust.audit import AuditLog, open_audit
+
+router = APIRouter(prefix="/api/v1", tags=["review"])
+
+
+class ReviewerBody(BaseModel):
+    name: str = Field(min_length=1, max_length=128)
+    id: str = Field(min_length=1, max_length=128)
+
+
+class VerdictBody(BaseModel):
+    finding: str = Field(min_length=1, max_length=64, description="the finding's label")
+    verdict: Literal["confirmed", "rejected", "modified"]
+    value: float | None = Field(None, description="modified: the corrected measurement")
+    comment: str = Field("", max_length=1000)
+
+
+class ReviewBody(BaseModel):
+    reviewer: ReviewerBody
+    verdicts: list[VerdictBody] = Field(min_length=1)
+    report_text: str = Field("", max_length=10000)
+    amend: bool = False
+
+
+def audit_log(request: Request) -> AuditLog:
+    log = getattr(request.app.state, "review_audit", None)
+    if log is None:
+        log = open_audit(request.app.state.settings)
+        request.app.state.review_audit = log
+    return log
+
+
+def review_json(request: Request, study_uid: str) -> dict[str, Any] | None:
+    """The study's ``review`` block: ``{status, reviewer, at, verdicts, ...}`` or None."""
+    latest = ReviewStore(request.app.state.index.engine).latest(study_uid)
+    return latest.summary() if latest is not None else None
+
+
+@router.post("/studies/{study_instance_uid}/review")
+def post_review(
+    study_instance_uid: str,
+    body: ReviewBody,
+    request: Request,
+    response: Response,
+    access: ReviewAccess = Depends(require_review),
+) -> dict[str, Any]:
+    """Record the radiologist's verdicts and queue the verified SR for the PACS (201; 200 when
+    the same review was already stored)."""
+    review = ReviewInput(
+        reviewer_name=body.reviewer.name,
+        reviewer_id=body.reviewer.id,
+        verdicts=tuple(
+            VerdictInput(v.finding, v.verdict, v.value, v.comment) for v in body.verdicts
+        ),
+        report_text=body.report_text,
+        amend=body.amend,
+    )
+    try:
+        outcome = submit_review(
+            request.app.state.index,
+            request.app.state.settings,
+            audit_log(request),
+            study_instance_uid,
+            review,
+            actor=access.via,
+        )
+    except ReviewRejected as exc:
+        raise HTTPException(exc.status, exc.message) from exc
+    response.status_code = 201 if outcome.created else 200
+    return {"study_instance_uid": study_instance_uid, "review": outcome.review.summary()}
+
+
+@router.get("/studies/{study_instance_uid}/review")
+def get_review(
+    study_instance_uid: str, request: Request, _: ReviewAccess = Depends(require_review)
+) -> dict[str, Any]:
+    """The study's current review and every earlier revision."""
+    if request.app.state.index.studies.get(study_instance_uid) is None:
+        raise HTTPException(404, f"no study with StudyInstanceUID {study_instance_uid}")
+    rows = ReviewStore(request.app.state.index.engine).of_study(study_instance_uid)
+    return {
+        "study_instance_uid": study_instance_uid,
+        "review": rows[-1].summary() if rows else {"status": "unreviewed"},
+        "revisions": [r.summary() for r in rows],
+    }
+
+
+def include(app: FastAPI) -> None:
+    """Wire the review API (and, once present, the /review pages) into ``app``."""
+    app.include_router(router)
