@@ -8,15 +8,12 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from delivery_support import ADMIN, RESULTS_ONLY, TOKEN_A, TOKEN_B
 from his_listener import MllpHis
 
 from medgate.core.config import Settings
 from medgate.store.migrations import upgrade
 from medgate.trust.audit import AuditLog
-
-TOKEN_A = "token-site-a"
-TOKEN_B = "token-site-b"
-ADMIN = "token-admin"
 
 
 @pytest.fixture
@@ -55,7 +52,7 @@ def sites_settings(
     settings_factory: Callable[..., Settings], his_a: MllpHis, his_b: MllpHis
 ) -> Settings:
     base = settings_factory(
-        api={"tokens": {ADMIN: ["admin"]}},
+        api={"tokens": {ADMIN: ["admin"], RESULTS_ONLY: ["results"]}},
         delivery={
             "hl7": {
                 "max_attempts": 2,

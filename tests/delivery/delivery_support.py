@@ -30,6 +30,10 @@ from medgate.models.findings import (
 )
 from medgate.store.schema import instances, studies
 
+TOKEN_A = "token-site-a"
+TOKEN_B = "token-site-b"
+ADMIN = "token-admin"
+RESULTS_ONLY = "token-results-only"
 NODULE = Code(value="27925004", scheme="SCT", meaning="Nodule")
 LUNG = Code(value="39607008", scheme="SCT", meaning="Lung structure")
 EFFUSION = Code(value="60046008", scheme="SCT", meaning="Pleural effusion")

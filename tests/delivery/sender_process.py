@@ -1,4 +1,4 @@
-"""The HIS delivery loop alone, as a process a test can kill -9: ``python sender_process.py CONFIG``.
+"""The HIS delivery loop alone, as a process a test can kill -9 (``sender_process.py CONFIG``).
 
 It opens the store named by the config, starts ``HisSender`` and runs until killed; "ready" on
 stdout says the loop is running.

@@ -8,7 +8,9 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel
 
 from medgate.api.security import require_scope
+from medgate.api.site_scope import require_study_visible, visible_study_uids
 from medgate.review.worklist import worklist
+from medgate.store.deliveries import DeliveryStore
 from medgate.store.outbox import Delivery
 from medgate.store.status import StudyStatus
 from medgate.store.studies import StudyRow
@@ -75,7 +77,9 @@ def list_studies(request: Request, status: str | None = None) -> list[dict[str, 
     """Every study medgate knows, oldest first, optionally filtered by status."""
     if status is not None and status not in set(StudyStatus):
         raise HTTPException(400, f"unknown status {status!r}; one of {', '.join(StudyStatus)}")
-    return [_summary(row) for row in request.app.state.index.studies.list(status=status)]
+    rows = request.app.state.index.studies.list(status=status)
+    visible = visible_study_uids(request, [row.study_instance_uid for row in rows])
+    return [_summary(row) for row in rows if row.study_instance_uid in visible]
 
 
 @router.get("/studies/{study_instance_uid}", response_model=StudyDetail)
@@ -85,6 +89,7 @@ def get_study(study_instance_uid: str, request: Request) -> dict[str, Any]:
     row = index.studies.get(study_instance_uid)
     if row is None:
         raise HTTPException(404, f"no study with StudyInstanceUID {study_instance_uid}")
+    require_study_visible(request, study_instance_uid)
     result = row.result or {}
     built = row.results_built_at
     return {
@@ -92,7 +97,10 @@ def get_study(study_instance_uid: str, request: Request) -> dict[str, Any]:
         "updated_at": row.updated_at.isoformat(),
         "reason": row.reason,
         "results_built_at": built.isoformat() if built else None,
-        "delivery": {"pacs": _delivery(index.outbox.delivery(study_instance_uid))},
+        "delivery": {
+            "pacs": _delivery(index.outbox.delivery(study_instance_uid)),
+            **DeliveryStore(index.engine).destination_states(study_instance_uid),  # hl7:<site>
+        },
         "findings": result.get("findings", []),
         "reasons": result.get("reasons", []),
         "guidance": result.get("guidance", []),
@@ -116,4 +124,6 @@ def get_worklist(request: Request, overdue_only: bool = False) -> list[dict[str,
     """Studies by priority (critical, urgent, routine, untriaged) then arrival; ``overdue`` marks
     those waiting past their priority's maximum wait."""
     entries = worklist(request.app.state.index, request.app.state.settings)
+    visible = visible_study_uids(request, [e["study_instance_uid"] for e in entries])
+    entries = [e for e in entries if e["study_instance_uid"] in visible]
     return [e for e in entries if e["overdue"]] if overdue_only else entries

@@ -15,9 +15,9 @@ from medgate.core.config import Settings, SiteConfig
 
 def site_for_aes(settings: Settings, calling_aes: Iterable[str]) -> SiteConfig | None:
     """The site that owns a study sent by ``calling_aes``, or None (no site claims them)."""
-    sent_by = {ae.strip().upper() for ae in calling_aes if ae}
+    sent_by = {ae.strip() for ae in calling_aes if ae}  # AE titles: case-sensitive, padded
     for site in settings.sites:
-        if sent_by & {ae.strip().upper() for ae in site.calling_aes}:
+        if sent_by & {ae.strip() for ae in site.calling_aes}:
             return site
     return None
 

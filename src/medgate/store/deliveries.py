@@ -366,6 +366,31 @@ class DeliveryStore:
                 row[key] = _aware(row[key])
         return rows
 
+    def destination_states(self, study_uid: str) -> dict[str, dict[str, Any]]:
+        """Where the study's messages stand, per destination, in the shape of the PACS's
+        (``state``, ``objects``, ``confirmed``, ``confirmed_at``): ``dead-letter`` if any
+        message was dead-lettered, else ``pending`` while any waits, else ``delivered``."""
+        states: dict[str, dict[str, Any]] = {}
+        for row in self.for_study(study_uid):
+            entry = states.setdefault(
+                row["destination"],
+                {"state": "delivered", "objects": 0, "confirmed": 0, "confirmed_at": None},
+            )
+            entry["objects"] += 1
+            if row["status"] == "delivered":
+                entry["confirmed"] += 1
+                at = row["delivered_at"]
+                if at is not None and (entry["confirmed_at"] is None or at > entry["confirmed_at"]):
+                    entry["confirmed_at"] = at
+            elif row["status"] == "dead-letter":
+                entry["state"] = "dead-letter"
+            elif entry["state"] != "dead-letter":
+                entry["state"] = "pending"
+        for entry in states.values():
+            at = entry["confirmed_at"]
+            entry["confirmed_at"] = at.isoformat() if at is not None else None
+        return states
+
     def calling_aes(self, study_uids: Iterable[str] | None = None) -> dict[str, set[str]]:
         """Calling AE titles that sent each study's instances (the study's site comes from
         them), for the given studies or all."""

@@ -1,0 +1,94 @@
+"""Site scoping of the study API, and per-destination delivery state in the study JSON."""
+
+from __future__ import annotations
+
+import httpx
+import sqlalchemy as sa
+from delivery_support import ADMIN, TOKEN_A, TOKEN_B, add_study
+from his_listener import MllpHis
+from http_server import served
+
+from medgate.api.app import create_app
+from medgate.core.config import Settings
+from medgate.delivery.his import HisSender
+from medgate.delivery.sites import site_for_aes, site_tokens, visible_to
+from medgate.trust.audit import AuditLog
+
+
+def _get(base: str, path: str, token: str) -> httpx.Response:
+    return httpx.get(f"{base}/api/v1/{path}", headers={"Authorization": f"Bearer {token}"})
+
+
+def test_site_token_sees_its_own_studies_only(
+    sites_settings: Settings, engine: sa.engine.Engine
+) -> None:
+    uid_a = add_study(engine, sites_settings, calling_ae="CLINIC_A_CT")
+    uid_b = add_study(engine, sites_settings, calling_ae="CLINIC_B_DX", patient_id="PID-B")
+    uid_none = add_study(engine, sites_settings, calling_ae="UNKNOWN_AE")
+    with served(create_app(sites_settings)) as base:
+        listed = {s["study_instance_uid"] for s in _get(base, "studies", TOKEN_A).json()}
+        assert listed == {uid_a}
+        listed = {s["study_instance_uid"] for s in _get(base, "studies", ADMIN).json()}
+        assert listed == {uid_a, uid_b, uid_none}
+        denied = _get(base, f"studies/{uid_b}", TOKEN_A)
+        assert denied.status_code == 403 and "site" in denied.json()["detail"]
+        assert _get(base, f"studies/{uid_none}", TOKEN_B).status_code == 403
+        assert _get(base, f"studies/{uid_a}", TOKEN_B).status_code == 403
+        assert _get(base, f"studies/{uid_a}", TOKEN_A).json()["result"]["findings"]
+        assert _get(base, f"studies/{uid_b}", TOKEN_B).status_code == 200
+        worklist = {e["study_instance_uid"] for e in _get(base, "worklist", TOKEN_B).json()}
+        assert uid_a not in worklist and uid_none not in worklist
+
+
+def test_study_json_shows_his_delivery_state(
+    sites_settings: Settings,
+    engine: sa.engine.Engine,
+    audit: AuditLog,
+    his_a: MllpHis,
+    his_b: MllpHis,
+) -> None:
+    uid_a = add_study(engine, sites_settings, calling_ae="CLINIC_A_CT")
+    uid_b = add_study(engine, sites_settings, calling_ae="CLINIC_B_DX")
+    his_b.state.mode = "AR"
+    sender = HisSender(sites_settings, engine, audit)
+    with served(create_app(sites_settings)) as base:
+
+        def delivery(uid: str) -> dict[str, dict[str, object]]:
+            response = _get(base, f"studies/{uid}", ADMIN)
+            assert response.status_code == 200, response.text
+            return response.json()["delivery"]  # type: ignore[no-any-return]
+
+        assert "hl7:clinic-a" not in delivery(uid_a)  # nothing queued before the loop ran
+        his_a.state.mode = "die"
+        sender.run_once()
+        state_a = delivery(uid_a)
+        assert set(state_a) == {"pacs", "hl7:clinic-a"}
+        assert state_a["hl7:clinic-a"]["state"] == "pending"
+        assert state_a["hl7:clinic-a"]["confirmed"] == 0
+        his_a.state.mode = "AA"
+        for _ in range(40):
+            sender.run_once()
+            if delivery(uid_b)["hl7:clinic-b"]["state"] == "dead-letter":
+                break
+        state_a = delivery(uid_a)["hl7:clinic-a"]
+        assert state_a["state"] == "delivered" and state_a["confirmed"] == 1
+        assert state_a["confirmed_at"]
+        assert delivery(uid_b)["hl7:clinic-b"] == {
+            "state": "dead-letter",
+            "objects": 1,
+            "confirmed": 0,
+            "confirmed_at": None,
+        }
+
+
+def test_site_rules(sites_settings: Settings) -> None:
+    site = site_for_aes(sites_settings, ["CLINIC_A_CT "])  # AE titles arrive space-padded
+    assert site is not None and site.name == "clinic-a"
+    assert site_for_aes(sites_settings, ["OTHER"]) is None
+    assert site_for_aes(sites_settings, ["clinic_a_ct"]) is None
+    assert visible_to(None, None) and visible_to(None, site)
+    assert visible_to("clinic-a", site) and not visible_to("clinic-b", site)
+    assert not visible_to("clinic-a", None)
+    scopes, owners = site_tokens(sites_settings)
+    assert owners == {TOKEN_A: "clinic-a", TOKEN_B: "clinic-b"}
+    assert scopes[TOKEN_A] == ["results", "fhir"]
