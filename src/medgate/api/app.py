@@ -56,6 +56,9 @@ def create_app(
     app.include_router(routes_studies.router)
     app.include_router(routes_models.router)
     app.include_router(routes_cds.router)
+    from medgate.api import routes_referrals
+
+    app.include_router(routes_referrals.router)
     if settings.delivery.fhir.enabled:
         from medgate.api import routes_fhir
 

@@ -3,8 +3,7 @@
 Read and search only, JSON only (``application/fhir+json``), behind a bearer token with the
 ``fhir`` scope. A site-scoped token (``[[sites]].tokens``) finds only its own site's resources
 and gets 403 on another site's. Errors come back as an OperationOutcome with a 4xx status.
-ServiceRequest and Task are served as empty searches until referrals are tracked (the referral
-loop builds on these endpoints); their reads answer 404.
+ServiceRequest and Task are the tracked referrals (``api.fhir_referrals``).
 """
 
 from __future__ import annotations
@@ -17,6 +16,7 @@ from fastapi.responses import JSONResponse
 from pydicom.errors import InvalidDicomError
 
 from medgate import __version__
+from medgate.api.fhir_referrals import ReferralHidden, read_referral, search_referrals
 from medgate.api.security import require_scope
 from medgate.delivery.fhir_resources import (
     StudyResources,
@@ -178,7 +178,7 @@ def _search(kind: str, request: Request) -> JSONResponse:
         _check_params(kind, request)
         found: list[Any] = []
         if kind in ("ServiceRequest", "Task"):
-            return _json(searchset([], _base_url(request)))
+            return _json(searchset(search_referrals(kind, request), _base_url(request)))
         for study, visible in _studies(request):
             if not visible or not _matches_patient(study, request):
                 continue
@@ -198,6 +198,14 @@ def _search(kind: str, request: Request) -> JSONResponse:
 
 def _read(kind: str, resource_id: str, request: Request) -> JSONResponse:
     try:
+        if kind in ("ServiceRequest", "Task"):
+            try:
+                referral = read_referral(kind, resource_id, request)
+            except ReferralHidden as exc:
+                raise FhirError(403, "forbidden", "this token's site did not make it") from exc
+            if referral is None:
+                raise FhirError(404, "not-found", f"no {kind} with id {resource_id}")
+            return _json(referral)
         if kind == "DiagnosticReport":
             studies = _studies(request, only_uid=resource_id)
         else:
