@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 from pydicom import dcmread
+from tests.support.gateway_process import GatewayProcess
 
-from gateway_process import GatewayProcess
 from medgate.core.ports import free_port
 from medgate.datasets.synthetic_series import ct_series
 from medgate.store.db import Index
@@ -118,7 +118,7 @@ def test_kill_9_mid_run_loses_nothing_acknowledged(
         assert index.instances.count() == 300
         assert len(list(instances.rglob("*.dcm"))) == 300
         studies = index.studies.list()
-        assert len(studies) == 1 and studies[0]["instances"] == 300
+        assert len(studies) == 1 and studies[0].instances == 300
     finally:
         code = gateway.stop()
         index.close()

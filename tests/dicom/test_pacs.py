@@ -186,9 +186,9 @@ def test_orthanc_rejecting_dead_letters(
             break
         time.sleep(0.15)
     rows = service.index.outbox.list()
-    assert rows[0]["status"] == "dead"
-    assert rows[0]["attempts"] == 3 and rows[0]["refusals"] == 3
-    assert "PACS status 0x" in rows[0]["last_error"]
+    assert rows[0].status == "dead"
+    assert rows[0].attempts == 3 and rows[0].refusals == 3
+    assert "PACS status 0x" in rows[0].last_error
     assert orthanc.find_instance(uid) is None
     assert service.sender.run_once().sent == 0  # no endless loop: dead stays dead
     assert any(e["event"] == "result-dead-lettered" for e in service.audit.entries())
