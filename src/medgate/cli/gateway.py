@@ -82,7 +82,7 @@ class Gateway:
         """Start everything; on failure, stop what was started and re-raise."""
         from medgate.cli.dicom_service import DicomService
         from medgate.pipeline.worker import Worker
-        from medgate.serving.bundles import discover
+        from medgate.serving.bundles import discover_all
         from medgate.serving.deployments import run_application
         from medgate.serving.metrics import ensure_metrics_actor
 
@@ -90,7 +90,7 @@ class Gateway:
         try:
             self.settings.storage.path.mkdir(parents=True, exist_ok=True)
             self.index = Index(self.settings.storage.resolved_database_url())
-            self.bundles, self.problems = discover(self.settings)
+            self.bundles, self.problems, unapproved = discover_all(self.settings)
             for problem in self.problems:
                 log.warning("bundle skipped: %s", problem)
             # DICOM first: the port is bound at once, and studies received while the models
@@ -100,8 +100,12 @@ class Gateway:
             self.start_ray()
             metrics = ensure_metrics_actor()
             if self.settings.serving.deploy_app:
-                self.client = run_application(self.settings, self.bundles)
+                # the API first, then the models that fit; the rest are reported, not waited for
+                self.client = run_application(self.settings, self.bundles, unserved=unapproved)
                 self._started_serve_app = True
+                for name, reason in sorted(self.client.unserved.items()):
+                    if name not in unapproved:
+                        self.problems.append(f"{name}: not served: {reason}")
             else:
                 self.client = attach_application(self.settings, self.bundles, self.problems)
             self.worker = Worker(

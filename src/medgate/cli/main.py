@@ -37,6 +37,7 @@ def config_show(config: ConfigOption = None) -> None:
 
 def _register_subcommands() -> None:
     from medgate.cli import dicom as dicom_commands
+    from medgate.cli import export_bundle as export_bundle_commands
     from medgate.cli import models as models_commands
     from medgate.cli import serve as serving_commands
     from medgate.cli import training as training_commands
@@ -47,6 +48,7 @@ def _register_subcommands() -> None:
         serving_commands,
         models_commands,
         training_commands,
+        export_bundle_commands,  # after training: its export-bundle also takes --onnx
         trust_commands,
     ):
         module.register(app)

@@ -125,6 +125,7 @@ class MonaiBundleRunner:
         except Exception as exc:  # a config may raise anything while it is evaluated
             raise BundleError(f"{path.name}: inference config does not parse: {exc}") from exc
         self.preprocessing, loaders = _without(preprocessing, LOADERS)
+        self.loaders = loaders  # kept for runs from files (``medgate models check``)
         self.image_key = _first_key(loaders, "image")
         if postprocessing is not None:
             self.postprocessing, _ = _without(postprocessing, SAVERS)
@@ -187,6 +188,13 @@ class MonaiBundleRunner:
         if isinstance(result, torch.Tensor):
             return np.asarray(result.detach().cpu().numpy())
         return np.asarray(result)
+
+    def load(self, source: str) -> Any:
+        """The config's own ``LoadImage(d)`` on a file or folder: MONAI's reading of it."""
+        data: Any = {self.image_key: source}
+        for loader in self.loaders:
+            data = loader(data)
+        return data[self.image_key]
 
     def run_image(self, image: Any) -> np.ndarray:
         """All three steps for one image MetaTensor (what ``medgate models check`` compares)."""

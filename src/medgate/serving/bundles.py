@@ -53,9 +53,8 @@ def _meta(bundle: Any) -> dict[str, Any]:
     meta = getattr(bundle, "metadata", None)
     if isinstance(meta, dict):
         return meta
-    if hasattr(meta, "model_dump"):
-        return dict(meta.model_dump())
-    return {}
+    dump = getattr(meta, "model_dump", None)
+    return dict(dump()) if callable(dump) else {}
 
 
 def _first(bundle: Any, *names: str) -> Any:
@@ -80,7 +79,7 @@ def serving_options(settings: Settings, bundle: Any) -> ServingOptions:
     bundle_cap = _first(bundle, "max_batch_size")
     if isinstance(bundle_cap, int) and bundle_cap >= 1:
         max_batch = min(max_batch, bundle_cap)
-    options = {
+    options: dict[str, Any] = {
         "max_batch_size": max_batch,
         "batch_wait_timeout_s": models.batch_wait_timeout_s,
         "num_replicas": models.num_replicas,
@@ -95,15 +94,26 @@ def serving_options(settings: Settings, bundle: Any) -> ServingOptions:
 
 
 def discover(settings: Settings) -> tuple[dict[str, Any], list[str]]:
-    """Bundles under ``models.path`` by name, plus the registry's problems (bad bundles)."""
+    """Bundles under ``models.path`` by name, plus the registry's problems (bad bundles, and
+    bundles whose inference config ``models.trusted`` does not approve)."""
+    bundles, problems, _ = discover_all(settings)
+    return bundles, problems
+
+
+def discover_all(settings: Settings) -> tuple[dict[str, Any], list[str], dict[str, str]]:
+    """``discover`` plus the bundles left out only for want of approval: name -> reason (the
+    gateway reports them as not served, with the ``models.trusted`` entry to approve)."""
     from medgate.models.registry import discover_bundles
 
     path = Path(settings.models.path)
     if not path.exists():
-        return {}, [f"{path}: models folder not found"]
-    found, problems = discover_bundles(path)
+        return {}, [f"{path}: models folder not found"], {}
+    found, problems = discover_bundles(path, settings.models.trusted)
     bundles = {bundle_name(b): b for b in found}
-    return bundles, [str(p) for p in problems]
+    unapproved = {
+        p.trust_entry.rsplit("@", 1)[0]: p.reason for p in problems if p.trust_entry is not None
+    }
+    return bundles, [str(p) for p in problems], unapproved
 
 
 def is_image_model(settings: Settings, bundle: Any) -> bool:

@@ -43,6 +43,7 @@ from medgate.serving.inference import (
     resolve_device,
 )
 from medgate.serving.metrics import metrics_sink
+from medgate.serving.placement import INGRESS_CPUS, Placement, plan_placement, ray_resources
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,8 @@ INGRESS_NAME = "ingress"
 MODEL_APP_PREFIX = "medgate-model-"
 
 Loader = Callable[[Any, str], Predictor]
+# how long the start-up waits for an application to run before reporting it and going on
+READY_TIMEOUT_S = 300.0
 
 
 def deployment_name(bundle: str) -> str:
@@ -100,8 +103,9 @@ class ModelDeployment:
         # A batch of one gathers nothing: such a bundle skips @serve.batch's queue and runs a
         # study in one thread hop (bench/serving.py's overhead part measures this path).
         self.batching = max_batch_size > 1
-        self._infer_batch.set_max_batch_size(max_batch_size)
-        self._infer_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
+        batcher: Any = self._infer_batch  # @serve.batch's wrapper, typed as the plain method
+        batcher.set_max_batch_size(max_batch_size)
+        batcher.set_batch_wait_timeout_s(batch_wait_timeout_s)
 
     def __serve_build_asgi_app__(self) -> Any:
         """Built in the replica (nothing FastAPI is pickled); same tokens as the API."""
@@ -174,15 +178,27 @@ class ServeModelClient:
     operator deploys each application, without) a model's application, and a bundle whose
     application is missing fails its own calls only."""
 
-    def __init__(self, names: Sequence[str], timeout_s: float = 120.0) -> None:
+    def __init__(
+        self,
+        names: Sequence[str],
+        timeout_s: float = 120.0,
+        unserved: dict[str, str] | None = None,
+    ) -> None:
         self._names = sorted(names)
         self.timeout_s = timeout_s
         self._handles: dict[str, DeploymentHandle] = {}
+        # bundles that exist but are not served (not placed, not approved): name -> why
+        self.unserved = dict(unserved or {})
 
     @classmethod
-    def connect(cls, names: Sequence[str], timeout_s: float = 120.0) -> ServeModelClient:
+    def connect(
+        cls,
+        names: Sequence[str],
+        timeout_s: float = 120.0,
+        unserved: dict[str, str] | None = None,
+    ) -> ServeModelClient:
         """A client for the running model applications ``names``."""
-        return cls(names, timeout_s)
+        return cls(names, timeout_s, unserved)
 
     def names(self) -> list[str]:
         return list(self._names)
@@ -207,16 +223,16 @@ class ServeModelClient:
 
     def predict(self, bundle: str, payload: list[bytes]) -> ModelResult:
         response = self._handle(bundle).predict.remote(payload)
-        return response.result(timeout_s=self.timeout_s)  # type: ignore[no-any-return]
+        return response.result(timeout_s=self.timeout_s)
 
     async def apredict(self, bundle: str, payload: list[bytes]) -> ModelResult:
         handle = await self._ahandle(bundle)
-        return await handle.predict.remote(payload)  # type: ignore[no-any-return]
+        return await handle.predict.remote(payload)
 
     async def astatus(self) -> dict[str, dict[str, Any]]:
         async def one(name: str) -> dict[str, Any]:
             handle = await self._ahandle(name)
-            return await handle.status.remote()  # type: ignore[no-any-return]
+            return await handle.status.remote()
 
         results = await asyncio.gather(*(one(n) for n in self._names), return_exceptions=True)
         status: dict[str, dict[str, Any]] = {}
@@ -225,6 +241,8 @@ class ServeModelClient:
                 status[name] = {"name": name, "loaded": False, "error": str(result)}
             else:
                 status[name] = result
+        for name, reason in sorted(self.unserved.items()):
+            status[name] = {"name": name, "loaded": False, "error": f"not served: {reason}"}
         return status
 
 
@@ -255,18 +273,26 @@ class LocalModelClient:
 class Ingress:
     """The HTTP API replica; the FastAPI app is built here so nothing FastAPI is pickled."""
 
-    def __init__(self, settings: Settings, model_names: Sequence[str]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        model_names: Sequence[str],
+        unserved: dict[str, str] | None = None,
+    ) -> None:
         from medgate.core.logs import configure_logging, set_hash_key
 
         set_hash_key(settings.audit.hash_key)
         configure_logging("WARNING")
         self.settings = settings
         self.model_names = list(model_names)
+        self.unserved = dict(unserved or {})
 
     def __serve_build_asgi_app__(self) -> Any:
         from medgate.api.app import create_app
 
-        client = ServeModelClient(self.model_names, self.settings.serving.request_timeout_s)
+        client = ServeModelClient(
+            self.model_names, self.settings.serving.request_timeout_s, self.unserved
+        )
         return create_app(self.settings, model_client=client, metrics=metrics_sink())
 
 
@@ -285,11 +311,15 @@ def image_bundles(settings: Settings, bundles: dict[str, Any] | None = None) -> 
 
 
 def build_model_application(
-    settings: Settings, bundle: Any, loader: Loader | None = None
+    settings: Settings,
+    bundle: Any,
+    loader: Loader | None = None,
+    options: bundle_info.ServingOptions | None = None,
 ) -> serve.Application:
-    """One bundle's application: its ``ModelDeployment`` with the bundle's serving options."""
+    """One bundle's application: its ``ModelDeployment`` with the bundle's serving options
+    (``options``: as the placement sized them; default: the config's)."""
     name = bundle_info.bundle_name(bundle)
-    options = bundle_info.serving_options(settings, bundle)
+    options = options or bundle_info.serving_options(settings, bundle)
     deployment_options: dict[str, Any] = {
         "name": deployment_name(name),
         "ray_actor_options": {"num_cpus": options.num_cpus, "num_gpus": options.num_gpus},
@@ -300,7 +330,8 @@ def build_model_application(
         deployment_options["autoscaling_config"] = autoscaling
     else:
         deployment_options["num_replicas"] = options.num_replicas
-    deployment = serve.deployment(ModelDeployment).options(**deployment_options)
+    declare: Any = serve.deployment  # typed stubs know only its decorator form
+    deployment = declare(ModelDeployment).options(**deployment_options)
     return deployment.bind(
         bundle,
         settings.models.device,
@@ -311,30 +342,45 @@ def build_model_application(
     )
 
 
-def build_api_application(settings: Settings, model_names: Sequence[str]) -> serve.Application:
-    """The HTTP API's application (ingress at ``/``), knowing which models are served."""
-    ingress = serve.deployment(Ingress).options(
-        name=INGRESS_NAME, ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=200
+def build_api_application(
+    settings: Settings, model_names: Sequence[str], unserved: dict[str, str] | None = None
+) -> serve.Application:
+    """The HTTP API's application (ingress at ``/``), knowing which models are served and
+    which are not (``unserved``: name -> reason, shown by ``/readyz``)."""
+    declare: Any = serve.deployment  # typed stubs know only its decorator form
+    ingress = declare(Ingress).options(
+        name=INGRESS_NAME, ray_actor_options={"num_cpus": INGRESS_CPUS}, max_ongoing_requests=200
     )
-    return ingress.bind(settings, sorted(model_names))
+    return ingress.bind(settings, sorted(model_names), dict(unserved or {}))
 
 
 def build_applications(
     settings: Settings,
     bundles: dict[str, Any] | None = None,
     loader: Loader | None = None,
+    placement: Placement | None = None,
+    unserved: dict[str, str] | None = None,
 ) -> list[serve.RunTarget]:
-    """Every application for ``settings``: one per image bundle, then the HTTP API."""
+    """Every application for ``settings``: the HTTP API first, then one per image bundle that
+    ``placement`` fits (default: every image bundle with the config's options)."""
     models = image_bundles(settings, bundles)
+    if placement is None:
+        placement = Placement(
+            {n: bundle_info.serving_options(settings, b) for n, b in models.items()}
+        )
+    placed = {name: models[name] for name in placement.options if name in models}
+    not_served = {**(unserved or {}), **placement.unplaced}
     targets = [
+        serve.RunTarget(build_api_application(settings, list(placed), not_served), name=APP_NAME)
+    ]
+    targets += [
         serve.RunTarget(
-            build_model_application(settings, bundle, loader),
+            build_model_application(settings, bundle, loader, placement.options[name]),
             name=model_app_name(name),
             route_prefix=model_route_prefix(name),
         )
-        for name, bundle in models.items()
+        for name, bundle in placed.items()
     ]
-    targets.append(serve.RunTarget(build_api_application(settings, list(models)), name=APP_NAME))
     return targets
 
 
@@ -342,18 +388,97 @@ def run_application(
     settings: Settings,
     bundles: dict[str, Any] | None = None,
     loader: Loader | None = None,
+    unserved: dict[str, str] | None = None,
+    ready_timeout_s: float = READY_TIMEOUT_S,
 ) -> ServeModelClient:
     """Deploy (or redeploy) the applications on the connected Ray and return a model client.
 
-    Model applications that are no longer configured (a bundle removed since the last deploy)
-    are deleted, so no stale model keeps answering under its old route."""
+    The replicas are sized to what Ray reports (``serving.placement``) before anything is
+    deployed; the HTTP API goes first and must be running before the models are deployed, so
+    a model never takes the API's place. A bundle that does not fit, or whose replicas Ray
+    still cannot schedule, is left out and reported (``client.unserved``, ``/readyz``, the
+    log) instead of holding the start-up. ``unserved`` adds bundles the caller left out
+    (not approved). Model applications no longer configured (a bundle removed since the
+    last deploy) are deleted, so no stale model keeps answering under its old route."""
     models = image_bundles(settings, bundles)
-    targets = build_applications(settings, models, loader)
+    cpus, gpus = ray_resources()
+    placement = plan_placement(settings, models, cpus, gpus)
+    for name, reason in placement.unplaced.items():
+        log.warning("bundle %s is not served: %s", name, reason)
+    targets = build_applications(settings, models, loader, placement, unserved)
     wanted = {target.name for target in targets}
     for stale in sorted(medgate_applications() - wanted):
         serve.delete(stale, _blocking=False)
-    serve.run_many(targets, blocking=False)
-    return ServeModelClient.connect(list(models), settings.serving.request_timeout_s)
+    api, model_targets = targets[0], targets[1:]
+    serve.run_many([api], wait_for_applications_running=False)
+    failed = wait_for_applications([APP_NAME], ready_timeout_s)
+    if APP_NAME in failed:
+        raise RuntimeError(f"the HTTP API application did not start: {failed[APP_NAME]}")
+    not_served = {**(unserved or {}), **placement.unplaced}
+    if model_targets:
+        serve.run_many(model_targets, wait_for_applications_running=False)
+        names = [t.name for t in model_targets]
+        for app, reason in wait_for_applications(names, ready_timeout_s).items():
+            name = app.removeprefix(MODEL_APP_PREFIX)
+            log.warning("bundle %s is not served: %s", name, reason)
+            serve.delete(app, _blocking=False)
+            not_served[name] = reason
+        if len(not_served) > len(unserved or {}) + len(placement.unplaced):
+            # the API must not list models that were taken away again
+            served = [n for n in placement.options if n not in not_served]
+            serve.run_many(
+                [
+                    serve.RunTarget(
+                        build_api_application(settings, served, not_served), name=APP_NAME
+                    )
+                ],
+                wait_for_applications_running=False,
+            )
+            wait_for_applications([APP_NAME], ready_timeout_s)
+    served = [n for n in placement.options if n not in not_served]
+    return ServeModelClient.connect(served, settings.serving.request_timeout_s, not_served)
+
+
+def wait_for_applications(names: Sequence[str], timeout_s: float) -> dict[str, str]:
+    """Wait until each application runs; returns those that will not: name -> why.
+
+    Not running means: its deployment failed, Ray reports replicas it cannot schedule (Serve
+    says so after 30 s), or it is still not running at ``timeout_s`` (a model that loads
+    that slowly is reported rather than waited for without end)."""
+    from ray.serve.schema import ApplicationStatus
+
+    pending = set(names)
+    failed: dict[str, str] = {}
+    deadline = time.monotonic() + timeout_s
+    while pending:
+        applications = serve.status().applications
+        for name in sorted(pending):
+            app = applications.get(name)
+            if app is None:
+                continue
+            if app.status == ApplicationStatus.RUNNING:
+                pending.discard(name)
+                continue
+            messages = [app.message or ""] + [d.message or "" for d in app.deployments.values()]
+            unschedulable = next((m for m in messages if "to be scheduled" in m), None)
+            if app.status == ApplicationStatus.DEPLOY_FAILED:
+                failed[name] = f"deployment failed: {_first_line(messages)}"
+            elif unschedulable:
+                failed[name] = f"Ray cannot place its replica: {_first_line([unschedulable])}"
+            if name in failed:
+                pending.discard(name)
+        if pending and time.monotonic() > deadline:
+            for name in pending:
+                failed[name] = f"not running after {timeout_s:.0f} s"
+            break
+        if pending:
+            time.sleep(0.5)
+    return failed
+
+
+def _first_line(messages: Sequence[str]) -> str:
+    text = next((m for m in messages if m.strip()), "no message")
+    return text.strip().splitlines()[0][:300]
 
 
 def medgate_applications() -> set[str]:
@@ -395,4 +520,5 @@ __all__ = [
     "model_app_name",
     "model_route_prefix",
     "run_application",
+    "wait_for_applications",
 ]

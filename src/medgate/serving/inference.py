@@ -11,13 +11,16 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
 
 from medgate.models.findings import ModelResult
+
+if TYPE_CHECKING:
+    from medgate.models.backends import Device
 
 
 class BadInput(ValueError):
@@ -111,4 +114,4 @@ def load_predictor(bundle: Any, device: str) -> Predictor:
     else ONNX Runtime / TorchScript."""
     from medgate.models.predictor import open_predictor
 
-    return open_predictor(bundle, device=device)  # type: ignore[no-any-return]
+    return open_predictor(bundle, device=cast("Device", device))
