@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 from pydicom import Dataset, dcmread
 from pydicom.data import get_testdata_file
+from tests.support.reports_data import DOCS_IMAGES, HEART, ct_study, cxr_study, make_ct, make_dx
+from tests.support.tools import require_tool
 
 from medgate.core.config import ReportsConfig
 from medgate.models.findings import StudyResult
@@ -18,8 +20,6 @@ from medgate.reports import ReportError, ResultObject, build_result_objects
 from medgate.reports.builder import build_result_objects_with_pages
 from medgate.reports.codes import PROCESSING_EQUIPMENT
 from medgate.reports.validate import dciodvfy, dicom_sr_validator, encode
-
-from .conftest import DOCS_IMAGES, HEART, ct_study, cxr_study, make_ct, make_dx, require_tool
 
 #: dciodvfy warnings we accept, each with the reason (docs/reports.md repeats them).
 ACCEPTED_WARNINGS: tuple[str, ...] = (
@@ -347,3 +347,59 @@ def test_save_overlay_and_summary_pictures(dx: Dataset, reports_config: ReportsC
 def ct_study_for(ct: list[Dataset]) -> StudyResult:
     """The CT study with the nodule mask recomputed for the image size used."""
     return ct_study(ct)
+
+
+def test_verified_sr_passes_both_validators_and_reads_back(
+    cxr_objects: tuple[StudyResult, list],
+) -> None:
+    """The radiologist-verified SR (verdicts applied to the AI SR): dciodvfy clean, PixelMed 0
+    errors, highdicom reads the verdicts, the observer and the predecessor."""
+    import datetime as dt
+
+    from medgate.reports.verified_sr import Reviewer, Verdict, build_verified_sr
+
+    study, objects = cxr_objects
+    ai = _by_kind(objects, "sr")[0]
+    verified = build_verified_sr(
+        ai,
+        {
+            "cxr_classifier effusion": Verdict("effusion", "confirmed", comment="meniscus"),
+            "cxr_classifier cardiomegaly": Verdict("cardiomegaly", "rejected"),
+        },
+        Reviewer("Wang^Li", "rad-007", "Upstream Hospital"),
+        sop_instance_uid="2.25.1001",
+        series_instance_uid="2.25.1002",
+        verified_at=dt.datetime(2026, 12, 6, 1, 2, 3, tzinfo=dt.UTC),
+        report_text="Small effusion; heart size normal.",
+    )
+    result = dciodvfy(verified)
+    assert result.errors == [] and result.warnings == [], result.output
+    _assert_sr_validator_clean(verified)
+    sr = hd.sr.srread(io.BytesIO(encode(verified)))
+    assert sr.VerificationFlag == "VERIFIED" and sr.PreliminaryFlag == "FINAL"
+    assert str(sr.VerifyingObserverSequence[0].VerifyingObserverName) == "Wang^Li"
+    assert sr.VerifyingObserverSequence[0].VerificationDateTime == "20261206010203+0000"
+    ref = sr.PredecessorDocumentsSequence[0].ReferencedSeriesSequence[0].ReferencedSOPSequence[0]
+    assert ref.ReferencedSOPInstanceUID == ai.SOPInstanceUID
+    groups = {g.tracking_identifier: g for g in _groups(sr.content)}
+    value = {
+        k: g.get_qualitative_evaluations()[0].value.value
+        for k, g in groups.items()
+        if k != "cxr_lung_heart_seg Cardiothoracic Area Ratio"
+    }
+    # effusion was present (confirmed: stays), cardiomegaly present (rejected: absent),
+    # pneumothorax had no verdict (stays as the AI said: absent)
+    assert value == {
+        "cxr_classifier effusion": "52101004",
+        "cxr_classifier cardiomegaly": "272519000",
+        "cxr_classifier pneumothorax": "272519000",
+    }
+    persons = [c for c in sr.content.get_observer_contexts() if c.observer_type.value == "121006"]
+    assert len(persons) == 1
+    texts = [i.TextValue for i in sr.ContentSequence[-1].ContentSequence if i.ValueType == "TEXT"]
+    assert "Radiologist verdict: effusion confirmed: meniscus" in texts
+    assert "Small effusion; heart size normal." in texts
+    # the AI's algorithm identification and probabilities stay as the AI reported them
+    assert study.model_results[0].findings[1].probability == pytest.approx(
+        groups["cxr_classifier effusion"].get_measurements()[0].value
+    )

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 
 from pydicom import Dataset
+from tests.support.reports_data import ct_study, cxr_study
 
 from medgate.core.config import ReportsConfig
+from medgate.core.uids import derived_uid
 from medgate.dicom.orthanc import OrthancServer
 from medgate.reports import build_result_objects
 from medgate.reports.validate import encode
-
-from .conftest import ct_study, cxr_study
+from medgate.reports.verified_sr import Reviewer, Verdict, build_verified_sr
 
 
 def test_orthanc_accepts_results_into_the_source_study(
@@ -49,3 +51,21 @@ def test_orthanc_accepts_results_into_the_source_study(
         for obj in again:
             orthanc.upload(encode(obj.dataset))
         assert len(orthanc.study_instances(study.study_instance_uid)) == len(expected)
+        # the radiologist-verified SR joins the same study, in its own series
+        ai = next(o.dataset for o in objects if o.kind == "sr")
+        first = study.model_results[0]
+        tracking = first.findings[0].tracking_id or f"{first.bundle_name} {first.findings[0].label}"
+        verified = build_verified_sr(
+            ai,
+            {tracking: Verdict(first.findings[0].label, "confirmed")},
+            Reviewer("Wang^Li", "rad-007", "Upstream Hospital"),
+            sop_instance_uid=derived_uid(study.study_instance_uid, "verified"),
+            series_instance_uid=derived_uid(study.study_instance_uid, "verified-series"),
+            verified_at=dt.datetime.now(dt.UTC),
+        )
+        assert orthanc.upload(encode(verified))["Status"] == "Success"
+        tags = orthanc.get(
+            f"/instances/{orthanc.find_instance(str(verified.SOPInstanceUID))}/simplified-tags"
+        )
+        assert tags["VerificationFlag"] == "VERIFIED"
+        assert tags["StudyInstanceUID"] == study.study_instance_uid

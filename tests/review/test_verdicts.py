@@ -151,7 +151,7 @@ def test_bad_reviews_are_refused_and_store_nothing(
 
 
 def test_study_without_results_and_unknown_study(gateway: Gateway) -> None:
-    from helpers import ingest, phantom_bytes
+    from tests.support.serving import ingest, phantom_bytes
 
     uid = ingest(gateway.store, phantom_bytes(44))  # received, not processed yet
     answer = gateway.client.post(f"/api/v1/studies/{uid}/review", json=_body(), headers=AUTH)
@@ -167,3 +167,25 @@ def test_review_needs_the_review_scope(gateway: Gateway) -> None:
     other = {"Authorization": f"Bearer {RESULTS_TOKEN}"}
     assert gateway.client.post(url, json=_body(), headers=other).status_code == 401
     assert gateway.client.post(url, json=_body(), headers=AUTH).status_code == 201
+
+
+def test_verdicts_show_in_medgate_audit_trace(gateway: Gateway, tmp_path: Any) -> None:
+    from typer.testing import CliRunner
+
+    from medgate.cli.main import app
+
+    uid = gateway.process(46)
+    assert gateway.client.post(
+        f"/api/v1/studies/{uid}/review", json=_body(), headers=AUTH
+    ).is_success
+    config = tmp_path / "medgate.toml"
+    config.write_text(
+        f'[storage]\npath = "{gateway.settings.storage.path}"\n'
+        f'[audit]\nhash_key = "{gateway.settings.audit.hash_key}"\n'
+    )
+    trace = CliRunner().invoke(
+        app, ["audit", "trace", "--study", uid, "--config", str(config)], env={"COLUMNS": "300"}
+    )
+    assert trace.exit_code == 0, trace.output
+    assert trace.output.find("model-run") < trace.output.find("review-verdict")
+    assert "reviewer:rad-007" in trace.output and "pneumothorax" in trace.output
