@@ -19,6 +19,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from medgate.api import cds_fhir as fh
+from medgate.api import cds_trace
 from medgate.api.security import require_scope
 from medgate.clinical import china_par as cp
 from medgate.clinical import followup as fu
@@ -578,6 +579,7 @@ def _assess_request(summary: dict[str, Any]) -> tuple[AssessRequest, list[str]]:
 def call_service(
     service_id: str,
     body: HookRequest,
+    http_request: Request,
     lang: Language = Depends(language),
     model: TabularPredictor | None = Depends(predictor),
 ) -> dict[str, Any]:
@@ -614,6 +616,19 @@ def call_service(
         detail = "\n".join([*notes, *(f"ignored out-of-range value: {k}" for k in ignored)])
         title = "部分数据无法使用" if lang == "zh" else "Data could not all be used"
         cards.append(_card(title, "info", detail, lang))
+    cards = cds_trace.complete_cards(cards, http_request, patient_id, lang)
+    cds_trace.record_answer(
+        http_request,
+        service_id,
+        body.hook,
+        body.hookInstance,
+        patient_id,
+        prefetch,
+        summary,
+        ignored,
+        result,
+        cards,
+    )
     return {"cards": cards}
 
 
@@ -622,6 +637,7 @@ def feedback(service_id: str, body: FeedbackRequest, request: Request) -> dict[s
     """CDS Hooks feedback: outcomes are audited (card IDs and outcomes only)."""
     if service_id not in SERVICES:
         raise HTTPException(404, f"no CDS service {service_id!r}")
+    cds_trace.record_feedback(request, service_id, body.feedback)  # accepted referral: created
     outcomes = [str(item.get("outcome", "")) for item in body.feedback]
     _audit_log(request).record(
         "api-request",
