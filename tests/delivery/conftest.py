@@ -8,12 +8,13 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from delivery_support import ADMIN, RESULTS_ONLY, TOKEN_A, TOKEN_B
-from his_listener import MllpHis
 
 from medgate.core.config import Settings
 from medgate.store.migrations import upgrade
 from medgate.trust.audit import AuditLog
+
+from .delivery_support import ADMIN, RESULTS_ONLY, TOKEN_A, TOKEN_B
+from .his_listener import MllpHis
 
 
 @pytest.fixture

@@ -57,7 +57,7 @@ def build_ack(message: Any, code: str) -> str:
     return "\x0b" + ack.to_er7() + "\x1c\x0d"
 
 
-class OruHandler(AbstractHandler):  # type: ignore[misc]
+class OruHandler(AbstractHandler):
     def __init__(self, message: str, state: HisState) -> None:
         super().__init__(message)
         self.state = state

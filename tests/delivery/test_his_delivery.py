@@ -13,8 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from delivery_support import add_study
-from his_listener import MllpHis
 from tests.support.configs import settings_to_toml
 
 from medgate.core.config import Settings
@@ -23,6 +21,9 @@ from medgate.delivery.enqueue import enqueue_final_result
 from medgate.delivery.his import HisSender
 from medgate.store.deliveries import DeliveryStore
 from medgate.trust.audit import AuditLog
+
+from .delivery_support import add_study
+from .his_listener import MllpHis
 
 HERE = Path(__file__).parent
 
@@ -180,10 +181,7 @@ def test_unreachable_or_dying_his_is_waited_for_not_dead_lettered(
 
 
 def _start_sender(config: Path, log: Path) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
-    }
+    env = dict(os.environ)
     with open(log, "ab") as out:
         process = subprocess.Popen(
             [sys.executable, str(HERE / "sender_process.py"), str(config)],

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import sqlalchemy as sa
-from delivery_support import add_study
 from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.parser import parse_message
 
@@ -15,8 +15,10 @@ from medgate.delivery.hl7_oru import build_oru, message_control_id
 from medgate.delivery.study_header import NameParts, StudyHeader
 from medgate.store.deliveries import DeliveryStore
 
+from .delivery_support import add_study
 
-def _parse(er7: str):  # type: ignore[no-untyped-def]
+
+def _parse(er7: str) -> Any:
     message = parse_message(er7, validation_level=VALIDATION_LEVEL.STRICT, find_groups=True)
     message.validate()  # the v2.5.1 ORU_R01 structure, strictly
     return message

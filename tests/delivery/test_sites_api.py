@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import sqlalchemy as sa
-from delivery_support import ADMIN, TOKEN_A, TOKEN_B, add_study
-from his_listener import MllpHis
-from http_server import served
 
 from medgate.api.app import create_app
 from medgate.core.config import Settings
 from medgate.delivery.his import HisSender
 from medgate.delivery.sites import site_for_aes, site_tokens, visible_to
 from medgate.trust.audit import AuditLog
+
+from .delivery_support import ADMIN, TOKEN_A, TOKEN_B, add_study
+from .his_listener import MllpHis
+from .http_server import served
 
 
 def _get(base: str, path: str, token: str) -> httpx.Response:
@@ -53,10 +56,11 @@ def test_study_json_shows_his_delivery_state(
     sender = HisSender(sites_settings, engine, audit)
     with served(create_app(sites_settings)) as base:
 
-        def delivery(uid: str) -> dict[str, dict[str, object]]:
+        def delivery(uid: str) -> dict[str, dict[str, Any]]:
             response = _get(base, f"studies/{uid}", ADMIN)
             assert response.status_code == 200, response.text
-            return response.json()["delivery"]  # type: ignore[no-any-return]
+            states: dict[str, dict[str, Any]] = response.json()["delivery"]
+            return states
 
         assert "hl7:clinic-a" not in delivery(uid_a)  # nothing queued before the loop ran
         his_a.state.mode = "die"
@@ -70,9 +74,9 @@ def test_study_json_shows_his_delivery_state(
             sender.run_once()
             if delivery(uid_b)["hl7:clinic-b"]["state"] == "dead-letter":
                 break
-        state_a = delivery(uid_a)["hl7:clinic-a"]
-        assert state_a["state"] == "delivered" and state_a["confirmed"] == 1
-        assert state_a["confirmed_at"]
+        final_a = delivery(uid_a)["hl7:clinic-a"]
+        assert final_a["state"] == "delivered" and final_a["confirmed"] == 1
+        assert final_a["confirmed_at"]
         assert delivery(uid_b)["hl7:clinic-b"] == {
             "state": "dead-letter",
             "objects": 1,
