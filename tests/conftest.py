@@ -5,7 +5,6 @@ Area-specific fixtures live in each area's own conftest.py (tests/<area>/conftes
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -30,21 +29,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def long_run(request: pytest.FixtureRequest) -> bool:
     """True when the suite runs with --long (more fault injections, more fuzz cases)."""
     return bool(request.config.getoption("--long"))
-
-
-SYSTEM_TOOL_PATH = "/usr/bin:/usr/sbin:/bin:/usr/local/bin"
-
-
-def require_tool(name: str) -> str:
-    """Path of a Debian-packaged peer (storescu, dciodvfy ...); `make test` installs them.
-
-    Looked up in the system folders only: pynetdicom installs its own `storescu`, `echoscu` ...
-    into the virtualenv, and the tests mean DCMTK's.
-    """
-    path = shutil.which(name, path=SYSTEM_TOOL_PATH)
-    if path is None:
-        pytest.fail(f"{name} is not installed: run `make test` (scripts/install.sh installs it)")
-    return path
 
 
 @pytest.fixture

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from tests.support.paths import MODELS
 
 from medgate.api.app import create_app
 from medgate.core.config import Settings
-
-REPO = Path(__file__).resolve().parents[2]
-MODELS = REPO / "models"
 
 
 @pytest.fixture

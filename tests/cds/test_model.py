@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 from sklearn.metrics import brier_score_loss, roc_auc_score
-from tests.cds.conftest import MODELS, REPO
+from tests.support.paths import MODELS, REPO
 
 from medgate.models.tabular import BundleError, TabularPredictor
 from medgate.training import tabular

@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 import pytest
 from fastapi.testclient import TestClient
-from tests.cds.conftest import MODELS
 from tests.cds.test_china_par import profile
+from tests.support.paths import MODELS
 
 from medgate.api.app import create_app
 from medgate.core.config import Settings

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from tests.ct.conftest import BUNDLE_DIR, series_from_bytes
+from tests.support.ct_data import BUNDLE_DIR, series_from_bytes
 
 from medgate.datasets.ct_phantom import SPLIT_BASE, generate_ct_phantom, write_ct_folder
 from medgate.models.backends import OnnxBackend, TorchScriptBackend

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
-from tests.conftest import require_tool
-from tests.ct.conftest import series_from_bytes
+from tests.support.ct_data import series_from_bytes
+from tests.support.tools import require_tool
 
 from medgate.datasets.ct_phantom import (
     GROUND_TRUTH_FILE,

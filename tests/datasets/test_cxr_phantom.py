@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from tests.conftest import require_tool
+from tests.support.tools import require_tool
 
 from medgate.datasets.cxr_phantom import (
     CTR_THRESHOLD,

@@ -102,7 +102,7 @@ def _test_bundles(root: Path) -> Path:
     """A small chest radiograph classifier bundle (the serving tests' one), readable by the
     image's user, mounted into both nodes: the test does not depend on which demo bundles
     models/ holds."""
-    from tests.serving.helpers import write_bundle
+    from tests.support.serving import write_bundle
 
     root.mkdir(parents=True, exist_ok=True)
     write_bundle(root, "cxr_classifier")

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tests.models.conftest import SIZE, phantom_datasets, random_batch
+from tests.support.models_data import SIZE, phantom_datasets, random_batch
 
 from medgate.models.backends import TorchScriptBackend
 from medgate.models.bundle import Bundle

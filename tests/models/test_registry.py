@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from tests.models.conftest import phantom_datasets, write_plain_monai_bundle
+from tests.support.models_data import phantom_datasets, write_plain_monai_bundle
 from typer.testing import CliRunner
 
 from medgate.cli.main import app

@@ -21,14 +21,18 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "serving"))
-
-from helpers import phantom_bytes, serving_overrides, study_uid_of, wait_for, write_bundle
-from test_processes import ServeProcess, _started
+from tests.dicom.helpers import storescu, storescu_successes
 from tests.support.configs import settings_to_toml
+from tests.support.serve_process import ServeProcess
+from tests.support.serve_process import ray_node_started as _started
+from tests.support.serving import (
+    phantom_bytes,
+    serving_overrides,
+    study_uid_of,
+    wait_for,
+    write_bundle,
+)
 
-from dicom.helpers import storescu, storescu_successes
 from medgate.core.config import Settings
 from medgate.core.ports import free_port
 from medgate.dicom.orthanc import OrthancServer

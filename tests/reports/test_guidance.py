@@ -3,6 +3,17 @@
 from __future__ import annotations
 
 import pytest
+from tests.support.reports_data import (
+    CARDIOMEGALY,
+    CTR,
+    DIAMETER,
+    EFFUSION,
+    LUNG,
+    MM,
+    NODULE,
+    ONE,
+    PNEUMOTHORAX,
+)
 
 from medgate.clinical.guidance import (
     AI_NOTE,
@@ -12,8 +23,6 @@ from medgate.clinical.guidance import (
     nodule_size_mm,
 )
 from medgate.models.findings import Code, Finding, Measurement, ModelResult, StudyResult
-
-from .conftest import CARDIOMEGALY, CTR, DIAMETER, EFFUSION, LUNG, MM, NODULE, ONE, PNEUMOTHORAX
 
 LONG_AXIS = Code(value="103339001", scheme="SCT", meaning="Long axis")
 SHORT_AXIS = Code(value="103340004", scheme="SCT", meaning="Short axis")

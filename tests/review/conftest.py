@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,10 +10,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "serving"))
-
-from helpers import ingest, phantom_bytes, serving_overrides, write_bundle
+from tests.support.serving import ingest, phantom_bytes, serving_overrides, write_bundle
 
 from medgate.api.app import create_app
 from medgate.core.config import Settings, load_settings

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-
-from helpers import serving_overrides, write_bundle
+from tests.support.serving import serving_overrides, write_bundle
 
 from medgate.core.config import Settings
 from medgate.core.ports import free_port

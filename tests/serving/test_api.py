@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from helpers import phantom_bytes
+from tests.support.serving import phantom_bytes
 
 from medgate.api import routes_models
 from medgate.api.app import create_app

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from helpers import write_bundle
+from tests.support.serving import write_bundle
 
 
 def test_demo_runs_the_whole_chain_and_stops_cleanly(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import httpx
-from helpers import orthanc_kinds, phantom_bytes, study_uid_of, wait_for
+from tests.support.serving import orthanc_kinds, phantom_bytes, study_uid_of, wait_for
 
 from medgate.cli.gateway import Gateway
 from medgate.core.config import Settings

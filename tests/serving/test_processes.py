@@ -14,65 +14,15 @@ from pathlib import Path
 
 import httpx
 import pytest
-from helpers import orthanc_kinds, phantom_bytes, study_uid_of, wait_for
 from tests.support.configs import settings_to_toml
+from tests.support.serve_process import ServeProcess
+from tests.support.serve_process import ray_node_started as _started
+from tests.support.serving import orthanc_kinds, phantom_bytes, study_uid_of, wait_for
 
 from medgate.core.config import Settings
 from medgate.core.ports import free_port
 from medgate.dicom.orthanc import OrthancServer
 from medgate.store.db import Index
-
-MEDGATE = [sys.executable, "-m", "medgate.cli.main"]
-
-
-class ServeProcess:
-    """``medgate serve`` as a child process with its output in a log file."""
-
-    def __init__(self, config: Path, ray_address: str, log: Path) -> None:
-        self.args = [*MEDGATE, "serve", "--config", str(config), "--ray-address", ray_address]
-        self.log = log
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> ServeProcess:
-        # Clients of a token-authenticated cluster say so (the token is in ~/.ray/auth_token).
-        env = {**os.environ, "RAY_AUTH_MODE": "token"}
-        with open(self.log, "ab") as out:
-            self.process = subprocess.Popen(
-                self.args, stdout=out, stderr=subprocess.STDOUT, env=env
-            )
-        return self
-
-    def wait_ready(self, url: str, timeout: float = 120.0) -> None:
-        def ready() -> bool:
-            assert self.process is not None
-            if self.process.poll() is not None:
-                raise AssertionError(f"medgate serve exited: {self.log.read_text()[-3000:]}")
-            return "medgate ready" in self.log.read_text(errors="replace")
-
-        wait_for(ready, timeout, 0.5, "medgate serve to be ready")
-        wait_for(lambda: _get_ok(f"{url}/healthz"), 60, 0.5, "the HTTP API")
-
-    def kill9(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(30)
-
-    def stop(self) -> int | None:
-        if self.process is None or self.process.poll() is not None:
-            return None if self.process is None else self.process.returncode
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(60)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return self.process.wait(10)
-
-
-def _get_ok(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=5).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def _config(settings: Settings, path: Path) -> Path:
@@ -228,12 +178,6 @@ def ray_cluster(tmp_path: Path) -> Iterator[str]:
                 node.kill()
                 node.wait(10)
         shutil.rmtree(ray_tmp, ignore_errors=True)
-
-
-def _started(log: Path, node: subprocess.Popen[bytes]) -> bool:
-    if node.poll() is not None:
-        raise AssertionError(f"ray start exited: {log.read_text(errors='replace')[-2000:]}")
-    return "Ray runtime started" in log.read_text(errors="replace")
 
 
 def test_serve_joins_a_two_node_ray_cluster(

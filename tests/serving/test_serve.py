@@ -9,8 +9,8 @@ from collections.abc import Callable
 
 import httpx
 import pytest
-from helpers import phantom_bytes, random_input
 from ray import serve
+from tests.support.serving import phantom_bytes, random_input
 
 from medgate.core.config import Settings
 from medgate.serving.deployments import (

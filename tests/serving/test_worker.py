@@ -12,8 +12,8 @@ from typing import Any
 import pydicom
 import pytest
 from fastapi.testclient import TestClient
-from helpers import ingest, phantom_bytes, serving_overrides, wait_for
 from ray import serve
+from tests.support.serving import ingest, phantom_bytes, serving_overrides, wait_for
 
 from medgate.api.app import create_app
 from medgate.core.config import load_settings

@@ -1,5 +1,5 @@
 """Helpers of the gateway fault injections of issue #8: the serving suite's bundle and phantom
-helpers, and the shared ``GatewayProcess`` (tests/gateway_process.py)."""
+helpers, and the shared ``GatewayProcess`` (tests/support/gateway_process.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-from gateway_process import GatewayProcess, wait_for
+from tests.support.gateway_process import GatewayProcess, wait_for
 
 SERVING_HELPERS = Path(__file__).parent.parent / "serving" / "helpers.py"
 

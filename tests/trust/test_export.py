@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pydicom
 from test_deidentify import PHI_KEYWORDS, phi_values
-from tests.conftest import require_tool
+from tests.support.tools import require_tool
 from typer.testing import CliRunner
 
 from medgate.cli.main import app

@@ -14,7 +14,7 @@ import pytest
 from faults_helpers import dataset_bytes, dataset_offset, sop_uid
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import Verification
-from tests.conftest import require_tool
+from tests.support.tools import require_tool
 
 from medgate.cli.dicom_service import DicomService
 from medgate.core.config import TlsConfig
