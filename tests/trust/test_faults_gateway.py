@@ -35,9 +35,10 @@ from faults_helpers import (
     sop_uid,
 )
 from faults_helpers import count_injection as _count
-from gateway_helpers import GatewayProcess, serving_helpers, wait_for
 from pydicom.filereader import dcmread
+from tests.support import serving as helpers
 from tests.support.configs import settings_to_toml
+from tests.support.gateway_process import GatewayProcess, wait_for
 
 from medgate.core.config import Settings
 from medgate.core.ports import free_port
@@ -51,7 +52,6 @@ SENT_STUDIES = 6
 def _gateway_settings(
     settings_factory: Callable[..., Settings], bundles: Path, orthanc: OrthancServer, port: int
 ) -> Settings:
-    helpers = serving_helpers()
     sections: dict[str, dict[str, Any]] = helpers.serving_overrides(bundles)
     sections["routing"]["rules"] = [
         r for r in sections["routing"]["rules"] if r["name"] != "broken"
@@ -71,7 +71,6 @@ def _gateway_settings(
 
 
 def _phantoms(folder: Path, first_seed: int, count: int) -> list[Path]:
-    helpers = serving_helpers()
     folder.mkdir(parents=True, exist_ok=True)
     files = []
     for seed in range(first_seed, first_seed + count):
@@ -105,7 +104,6 @@ def test_kill9_gateway_during_sends_and_processing(
 ) -> None:
     target = repetitions(20, 1, long_run)  # kills
     rng = random.Random(88)
-    helpers = serving_helpers()
     bundles = tmp_path / "bundles"
     helpers.write_bundle(bundles, "tiny_cxr")
     port = free_port()
