@@ -40,13 +40,32 @@ def audit_verify(config: ConfigOption = None) -> None:
 
 @audit_app.command("trace")
 def audit_trace(
-    study: Annotated[str, typer.Option("--study", help="StudyInstanceUID to follow")],
+    study: Annotated[str | None, typer.Option("--study", help="StudyInstanceUID to follow")] = None,
+    patient: Annotated[
+        str | None,
+        typer.Option("--patient", help="patient ID: every CDS answer and referral about them"),
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
-    """Show every audit entry about one study, oldest first (arrival to confirmed results)."""
+    """Show every audit entry about one study (arrival to confirmed results), or with
+    ``--patient`` every decision-support answer and referral about one patient."""
     from medgate.trust.audit import open_audit
 
     settings = settings_or_exit(config)
+    if (study is None) == (patient is None):
+        fail("give one of --study or --patient")
+    if patient is not None:
+        from medgate.cli.patient_trace import patient_trace, print_patient_trace
+
+        trace = patient_trace(settings, patient)
+        if not trace["answers"] and not trace["referrals"]:
+            fail("no decision-support answers or referrals for that patient", code=1)
+        print_patient_trace(trace, out)
+        open_audit(settings).record(
+            "audit-log-used", actor="medgate audit trace", details={"patient": patient}
+        )
+        return
+    assert study is not None
     log = open_audit(settings)
     check = log.verify()
     if not check.ok:
