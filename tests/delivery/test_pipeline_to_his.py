@@ -1,0 +1,124 @@
+"""End to end without Ray: a clinic's modality sends a radiograph (DCMTK storescu, calling AE of
+site A) to medgate's receiver; the worker runs the real tiny ONNX model in-process; the delivery
+loop sends the preliminary ORU^R01 to site A's HIS, and nothing to site B's."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from tests.support.serving import phantom_bytes, serving_overrides, study_uid_of, wait_for
+from tests.support.tools import require_tool
+
+from medgate.cli.dicom_service import DicomService
+from medgate.core.config import Settings, load_settings
+from medgate.core.ports import free_port
+from medgate.delivery.his import HisSender
+from medgate.models.registry import discover_bundles
+from medgate.pipeline.worker import Worker
+from medgate.serving.deployments import LocalModelClient
+from medgate.serving.inference import load_predictor
+from medgate.store.db import Index
+from medgate.trust.audit import AuditLog
+
+from .conftest import sites_config
+from .his_listener import MllpHis
+
+
+@pytest.fixture(scope="module")
+def tiny_bundles(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.support.serving import write_bundle
+
+    root = tmp_path_factory.mktemp("delivery-bundles")
+    write_bundle(root, "tiny_cxr")
+    return root
+
+
+@pytest.fixture
+def pipeline_settings(
+    tmp_path: Path, tiny_bundles: Path, his_a: MllpHis, his_b: MllpHis
+) -> Settings:
+    sections = serving_overrides(tiny_bundles)
+    for section, values in {
+        "dicom": {"host": "127.0.0.1", "port": free_port(), "study_idle_seconds": 0.5},
+        "pacs": {"host": "127.0.0.1", "port": free_port()},  # no PACS: its results wait queued
+        "storage": {"path": str(tmp_path / "store"), "min_free_mb": 0},
+        "audit": {"hash_key": "delivery-test-key"},
+        "serving": {"poll_seconds": 0.1},
+        "delivery": {"hl7": {"poll_seconds": 0.2}},
+    }.items():
+        sections.setdefault(section, {}).update(values)
+    settings = load_settings(None, **sections)
+    return settings.model_copy(
+        update={"sites": Settings(sites=sites_config(his_a.port, his_b.port)).sites}
+    )
+
+
+@pytest.fixture
+def running(pipeline_settings: Settings) -> Iterator[Index]:
+    settings = pipeline_settings
+    settings.storage.path.mkdir(parents=True, exist_ok=True)
+    index = Index(settings.storage.resolved_database_url())
+    audit = AuditLog(settings.audit_path, settings.audit.hash_key)
+    bundles, _ = discover_bundles(settings.models.path)
+    by_name = {b.name: b for b in bundles}
+    model = LocalModelClient({"tiny_cxr": load_predictor(by_name["tiny_cxr"], "cpu")})
+    dicom = DicomService(settings, index=index, audit=audit).start()
+    worker = Worker(settings, index, model, store=dicom.store, audit=audit, bundles=by_name)
+    worker.start()
+    his = HisSender(settings, index.engine, audit).start()
+    try:
+        yield index
+    finally:
+        his.stop()
+        worker.stop()
+        dicom.stop()
+        index.close()
+
+
+def test_radiograph_from_site_a_ends_as_preliminary_oru_at_a_only(
+    pipeline_settings: Settings,
+    running: Index,
+    his_a: MllpHis,
+    his_b: MllpHis,
+    tmp_path: Path,
+) -> None:
+    data = phantom_bytes(77, PatientID="CLINIC-A-0042", AccessionNumber="A2026-0042")
+    path = tmp_path / "radiograph.dcm"
+    path.write_bytes(data)
+    uid = study_uid_of(data)
+    sent = subprocess.run(
+        [
+            require_tool("storescu"),
+            "-aet",
+            "CLINIC_A_CT",
+            "-aec",
+            pipeline_settings.dicom.ae_title,
+            "127.0.0.1",
+            str(pipeline_settings.dicom.port),
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert sent.returncode == 0, sent.stderr
+    wait_for(lambda: len(his_a.received) >= 1, 120, what="the ORU at site A's HIS")
+    [received] = his_a.received
+    message = received.message
+    assert message.oru_r01_patient_result.oru_r01_patient.pid.pid_3.to_er7() == "CLINIC-A-0042"
+    order = message.oru_r01_patient_result.oru_r01_order_observation
+    assert order.obr.obr_2.to_er7() == "A2026-0042"
+    assert order.obr.obr_3.to_er7() == f"{uid}^MEDGATE"
+    assert order.obr.obr_25.to_er7() == "P"
+    row = running.studies.get(uid)
+    assert row is not None and row.result is not None
+    coded = [
+        group.obx.obx_3.to_er7().split("^")[0]
+        for group in order.oru_r01_observation
+        if group.obx.obx_2.to_er7() == "CE" and not group.obx.obx_3.to_er7().startswith("363698007")
+    ]
+    assert coded == [f["finding_type"]["value"] for f in row.result["findings"]]
+    assert his_b.received == []
