@@ -451,7 +451,7 @@ def _follow_up_card(fup: fu.FollowUpResult, lang: Language) -> dict[str, Any]:
     for s in fup.status:
         if zh:
             state = {True: "控制满意", False: "控制不满意", None: "无法判断"}[s.controlled]
-            lines.append(f"- {CONDITION_ZH[s.condition]}：{state}（目标 {s.target}）")
+            lines.append(f"- {CONDITION_ZH[s.condition]}：{state}（目标：{s.target_zh}）")
         else:
             state = {True: "controlled", False: "not controlled", None: "unknown"}[s.controlled]
             lines.append(f"- {s.condition}: {state} ({s.target}; {s.basis})")
@@ -477,7 +477,7 @@ def _china_par_card(par: cp.ChinaParResult, lang: Language) -> dict[str, Any]:
     else:
         summary = "心血管病风险：高危（无需计算）" if zh else "ASCVD risk: high (no calculation)"
     detail = "\n".join(f"- {line}" for line in china_par_guidance(par, lang))
-    detail += f"\n\n*{cp.NAME} {cp.VERSION}*"
+    detail += f"\n\n`{cp.NAME} {cp.VERSION}`"
     source = {"label": "China-PAR (Yang et al., Circulation 2016)", "url": cp.SOURCE_URL}
     return _card(summary, "warning" if category == "high" else "info", detail, lang, source)
 

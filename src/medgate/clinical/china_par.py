@@ -298,7 +298,7 @@ def _lifetime(x: ChinaParInput, risk: float | None) -> Reason | None:
             f"lifetime model, high if >= {LIFETIME_HIGH_PERCENT} %). medgate does not compute it: "
             "use the official calculator.",
             zh=f"20-59岁且10年风险<10%：应评估心血管病终生风险（China-PAR终生风险模型，"
-            f"≥{LIFETIME_HIGH_PERCENT}%为高危）。medgate不计算终生风险，请使用官方计算器。",
+            f"≥{LIFETIME_HIGH_PERCENT}%为高危）。本系统不计算终生风险，请使用官方计算器。",
             source=GUIDELINE_2019,
         )
     return None

@@ -23,7 +23,7 @@ import datetime as dt
 from statistics import fmean
 from typing import Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, computed_field, model_validator
 
 from medgate.clinical import urgent as ur
 from medgate.clinical.common import DISCLAIMER, CalculatorInfo, Reason, check_bp_pair, make_info
@@ -178,12 +178,35 @@ class TargetCheck(BaseModel):
     source: str
 
 
+#: Words of the English target text and their Chinese, longest first (``target_zh``).
+TARGET_ZH: tuple[tuple[str, str], ...] = (
+    ("non_fasting_glucose_mmol_l", "非空腹血糖（mmol/L）"),
+    ("fasting_glucose_mmol_l", "空腹血糖（mmol/L）"),
+    ("hba1c_percent", "糖化血红蛋白"),
+    ("mean home BP", "家庭血压均值"),
+    ("office BP", "诊室血压"),
+    ("fasting glucose", "空腹血糖"),
+    ("HbA1c", "糖化血红蛋白"),
+    ("; ", "；"),
+    (", ", "，"),
+)
+
+
 class ConditionStatus(BaseModel):
     condition: Condition
     controlled: bool | None
     basis: Literal["office", "home", "none"]
     target: str
     reason: str | None = None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def target_zh(self) -> str:
+        """The target in Chinese (for Chinese cards, which carry no English)."""
+        text = self.target
+        for en, zh in TARGET_ZH:
+            text = text.replace(en, zh)
+        return text
 
 
 class FollowUpResult(BaseModel):

@@ -1,0 +1,300 @@
+"""Safety over HTTP (issue 22): never silent on an urgent reading, impossible pairs refused, an
+emergency level above urgent referral, the disclaimer on every answer and card, Chinese cards
+without English, FHIR smoking / diabetes type kept as recorded."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from tests.cds.test_cds_hooks import PATIENT, bp, hook, obs, searchset
+
+from medgate.api.cds_fhir import summary_from_prefetch
+from medgate.api.routes_cds import cards_for
+from medgate.clinical.assess import assess
+from medgate.clinical.common import DISCLAIMER
+from medgate.clinical.schemas import AssessRequest
+
+ZH = {"Accept-Language": "zh"}
+EN = {"Accept-Language": "en"}
+
+#: Latin-letter tokens allowed in Chinese text: score names, units, imaging and lab acronyms.
+ALLOWED_LATIN = {
+    "NEWS",
+    "qSOFA",
+    "China",
+    "PAR",
+    "AI",
+    "CT",
+    "PET",
+    "mmHg",
+    "mmol",
+    "HbA",
+    "LDL",
+    "TC",
+    "BNP",
+    "NT",
+    "proBNP",
+    "PA",
+    "AP",
+}
+
+
+def condition(code: str, system: str = "http://hl7.org/fhir/sid/icd-10") -> dict[str, Any]:
+    return {
+        "resourceType": "Condition",
+        "id": f"c-{code}",
+        "subject": {"reference": "Patient/p1"},
+        "clinicalStatus": {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
+                    "code": "active",
+                }
+            ]
+        },
+        "code": {"coding": [{"system": system, "code": code}]},
+    }
+
+
+def latin_words(text: str) -> set[str]:
+    text = re.sub(r"`[^`]*`", "", text)  # field names quoted as code
+    return {w for w in re.findall(r"[A-Za-z]+", text) if w not in ALLOWED_LATIN}
+
+
+def cards(client: TestClient, prefetch: dict[str, Any], headers: dict[str, str]) -> list[dict]:
+    response = client.post(
+        "/cds-services/medgate-primary-care", json=hook(prefetch), headers=headers
+    )
+    assert response.status_code == 200, response.text
+    return response.json()["cards"]
+
+
+def test_bp_crisis_without_a_diagnosis_is_urgent(client: TestClient) -> None:
+    """Issue 22: BP 186/112 with no recorded diagnosis gave only an "inputs missing" card."""
+    data = client.post(
+        "/api/v1/cds/assess", json={"age": 58, "sbp_mmhg": 186, "dbp_mmhg": 112}, headers=EN
+    ).json()
+    assert data["referral"]["level"] == "urgent"
+    assert "186/112" in data["referral"]["reasons"][0]
+    prefetch = {"patient": PATIENT, "observations": searchset([bp(186, 112, "2024-05-01")])}
+    found = cards(client, prefetch, EN)
+    assert found[0]["indicator"] == "critical" and "186/112" in found[0]["summary"]
+
+
+@pytest.mark.parametrize(
+    ("glucose", "level"), [(16.7, "urgent"), (3.9, "urgent"), (2.9, "emergency"), (6.0, "none")]
+)
+def test_glucose_without_a_diagnosis(client: TestClient, glucose: float, level: str) -> None:
+    data = client.post("/api/v1/cds/assess", json={"random_glucose_mmol_l": glucose}).json()
+    assert data["referral"]["level"] == level
+
+
+@pytest.mark.parametrize("route", ["assess", "follow-up"])
+def test_impossible_bp_pair_is_refused_not_a_crisis(client: TestClient, route: str) -> None:
+    body: dict[str, Any] = {"sbp_mmhg": 80, "dbp_mmhg": 150}
+    if route == "follow-up":
+        body["conditions"] = ["hypertension"]
+    response = client.post(f"/api/v1/cds/{route}", json=body)
+    assert response.status_code == 422
+    assert "diastolic 150 mmHg is not below systolic 80 mmHg" in response.text
+
+
+def test_impossible_pair_in_fhir_is_dropped_and_said(client: TestClient) -> None:
+    prefetch = {"patient": PATIENT, "observations": searchset([bp(80, 150, "2024-05-01")])}
+    found = cards(client, prefetch, EN)
+    assert all(c["indicator"] == "info" for c in found)
+    assert "ignored out-of-range value: sbp_mmhg" in found[-1]["detail"]
+
+
+CRITICAL_VITALS = {
+    "respiratory_rate": 26,
+    "spo2": 90,
+    "on_oxygen": False,
+    "sbp_mmhg": 95,
+    "dbp_mmhg": 60,
+    "heart_rate": 125,
+    "consciousness": "A",
+    "temperature_c": 39.2,
+}
+
+
+def test_emergency_level_over_http(client: TestClient) -> None:
+    data = client.post("/api/v1/cds/assess", json=CRITICAL_VITALS, headers=ZH).json()
+    assert data["news2"]["score"] >= 7
+    assert data["referral"]["level"] == "emergency"
+    assert data["guidance"][0].startswith("急救：立即拨打120")
+    qsofa = client.post(
+        "/api/v1/cds/qsofa",
+        json={
+            "respiratory_rate": 24,
+            "sbp_mmhg": 95,
+            "consciousness": "A",
+            "suspected_infection": True,
+        },
+    ).json()
+    assert qsofa["action_level"] == "emergency"
+
+
+def _observations() -> dict[str, Any]:
+    return searchset(
+        [
+            bp(186, 112, "2024-05-01T09:00:00Z"),
+            obs("8867-4", 88, "/min"),
+            obs("1558-6", 8.4, "mmol/L"),
+            obs("2093-3", 5.2, "mmol/L"),
+            obs("2085-9", 1.3, "mmol/L"),
+            obs("8280-0", 92, "cm"),
+        ]
+    )
+
+
+@pytest.mark.parametrize("headers", [ZH, EN])
+def test_every_card_carries_the_disclaimer(client: TestClient, headers: dict[str, str]) -> None:
+    lang = headers["Accept-Language"]
+    prefetch = {
+        "patient": PATIENT,
+        "observations": _observations(),
+        "conditions": searchset([condition("I10"), condition("E11")]),
+    }
+    found = cards(client, prefetch, headers)
+    assert len(found) >= 2 and found[0]["indicator"] == "critical"
+    for card in found:
+        assert card["detail"].endswith(f"*{DISCLAIMER[lang]}*"), card
+
+
+def test_every_json_answer_carries_the_disclaimer(client: TestClient) -> None:
+    vitals = {k: v for k, v in CRITICAL_VITALS.items() if k != "dbp_mmhg"}
+    news2 = client.post("/api/v1/cds/news2", json=vitals, headers=ZH).json()
+    assert news2["disclaimer"] == DISCLAIMER["zh"]
+    qsofa = client.post(
+        "/api/v1/cds/qsofa",
+        json={"respiratory_rate": 16, "sbp_mmhg": 120, "consciousness": "A"},
+        headers=ZH,
+    ).json()
+    assert qsofa["disclaimer"] == DISCLAIMER["zh"]
+    assessed = client.post("/api/v1/cds/assess", json={"age": 50}, headers=ZH).json()
+    assert assessed["disclaimer"].startswith(DISCLAIMER["zh"])
+    follow = client.post(
+        "/api/v1/cds/follow-up",
+        json={"conditions": ["hypertension"], "sbp_mmhg": 130, "dbp_mmhg": 80},
+    ).json()
+    assert follow["disclaimer"] == DISCLAIMER
+
+
+FULL_PROFILE = {
+    "age": 58,
+    "sex": "male",
+    "region": "north",
+    "residence": "urban",
+    "conditions": ["hypertension"],
+    "diabetes": False,
+    "current_smoker": True,
+    "family_history_ascvd": False,
+    "on_bp_treatment": True,
+    "sbp_mmhg": 132,
+    "dbp_mmhg": 84,
+    "heart_rate": 76,
+    "respiratory_rate": 16,
+    "spo2": 97,
+    "on_oxygen": False,
+    "consciousness": "A",
+    "temperature_c": 36.8,
+    "waist_cm": 92,
+    "total_cholesterol_mmol_l": 5.6,
+    "hdl_cholesterol_mmol_l": 1.1,
+}
+
+
+@pytest.mark.parametrize(
+    "summary",
+    [
+        FULL_PROFILE,
+        {**FULL_PROFILE, **CRITICAL_VITALS, "suspected_infection": True},
+        {**FULL_PROFILE, "age": 72, "sbp_mmhg": 150, "dbp_mmhg": 88},
+    ],
+)
+def test_chinese_cards_have_no_english_inside(summary: dict[str, Any]) -> None:
+    """Issue 22: "18.4%（high）"; NEWS2, qSOFA and follow-up cards existed only in English."""
+    result = assess(AssessRequest(**summary), None, "zh")
+    found = cards_for(result, "p1", "zh")
+    kinds = {c["summary"][:4] for c in found}
+    assert "NEWS" in kinds
+    for card in found:
+        texts = [
+            card["summary"],
+            card["detail"],
+            *(s["label"] for s in card.get("suggestions", [])),
+        ]
+        for text in texts:
+            assert not latin_words(text), (text, latin_words(text))
+    for line in result.guidance:
+        assert not latin_words(line), (line, latin_words(line))
+
+
+def test_chinese_follow_up_and_qsofa_cards_exist() -> None:
+    calm = cards_for(assess(AssessRequest(**FULL_PROFILE), None, "zh"), "p1", "zh")
+    assert any(c["summary"].startswith("随访：") and "高血压" in c["detail"] for c in calm)
+    assert any(c["summary"].startswith("China-PAR 10年心血管病风险") for c in calm)
+    sick = {**FULL_PROFILE, **CRITICAL_VITALS, "suspected_infection": True}
+    found = cards_for(assess(AssessRequest(**sick), None, "zh"), "p1", "zh")
+    assert found[0]["summary"].startswith("急救：")
+    assert found[0]["suggestions"][0]["label"] == "立即拨打120 / 立即转运急诊"
+    assert any(c["summary"].startswith("qSOFA") and "呼吸频率" in c["detail"] for c in found)
+
+
+def test_fhir_smoking_unknown_stays_unknown() -> None:
+    unknown = searchset(
+        [
+            obs(
+                "72166-2",
+                None,
+                "",
+                valueCodeableConcept={
+                    "coding": [{"system": "http://snomed.info/sct", "code": "266927001"}]
+                },
+            )
+        ]
+    )
+    assert "current_smoker" not in summary_from_prefetch({"observations": unknown})
+    never = searchset(
+        [
+            obs(
+                "72166-2",
+                None,
+                "",
+                valueCodeableConcept={
+                    "coding": [{"system": "http://snomed.info/sct", "code": "266919005"}]
+                },
+            )
+        ]
+    )
+    assert summary_from_prefetch({"observations": never})["current_smoker"] is False
+
+
+@pytest.mark.parametrize(
+    ("code", "diabetes_type", "type2"),
+    [
+        ("E10", "type1", False),
+        ("E10.9", "type1", False),
+        ("E11", "type2", True),
+        ("E14", "unspecified", True),
+    ],
+)
+def test_fhir_diabetes_type_is_kept(code: str, diabetes_type: str, type2: bool) -> None:
+    conditions = searchset([condition(code)])
+    summary = summary_from_prefetch({"conditions": conditions})
+    assert summary["diabetes"] is True and summary["diabetes_type"] == diabetes_type
+    assert ("type2_diabetes" in summary.get("conditions", [])) is type2
+
+
+def test_type1_diabetes_does_not_get_type2_follow_up(client: TestClient) -> None:
+    data = client.post(
+        "/api/v1/cds/assess",
+        json={"diabetes": True, "diabetes_type": "type1", "fasting_glucose_mmol_l": 8.0},
+        headers=EN,
+    ).json()
+    reasons = {n["score"]: n["reason"] for n in data["not_computed"]}
+    assert data["follow_up"] is None and "type 1 diabetes" in reasons["follow_up"]
