@@ -7,6 +7,7 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tests.support.serving import phantom_bytes, serving_overrides, study_uid_of, wait_for
@@ -41,14 +42,15 @@ def pipeline_settings(
     tmp_path: Path, tiny_bundles: Path, his_a: MllpHis, his_b: MllpHis
 ) -> Settings:
     sections = serving_overrides(tiny_bundles)
-    for section, values in {
+    extra: dict[str, dict[str, Any]] = {
         "dicom": {"host": "127.0.0.1", "port": free_port(), "study_idle_seconds": 0.5},
         "pacs": {"host": "127.0.0.1", "port": free_port()},  # no PACS: its results wait queued
         "storage": {"path": str(tmp_path / "store"), "min_free_mb": 0},
         "audit": {"hash_key": "delivery-test-key"},
         "serving": {"poll_seconds": 0.1},
         "delivery": {"hl7": {"poll_seconds": 0.2}},
-    }.items():
+    }
+    for section, values in extra.items():
         sections.setdefault(section, {}).update(values)
     settings = load_settings(None, **sections)
     return settings.model_copy(
