@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field, SecretStr
 from tests.support.configs import settings_to_toml
 
 from medgate.core.config import ConfigError, load_settings
-from medgate.core.redaction import REDACTED, mask_url_password, redacted_toml
+from medgate.core.redaction import REDACTED, mask_url_secrets, redacted_toml
 
 
 def test_defaults_match_the_documented_contract() -> None:
@@ -118,7 +118,7 @@ class _FutureSection(BaseModel):
     client_credentials: dict[str, str] = Field(default_factory=lambda: {"id-1": "pw-3"})
     api_key: SecretStr = SecretStr("pw-4")
     opaque: str = Field("pw-5", json_schema_extra={"secret": True})
-    webhook_url: str = "https://bot:pw-6@hooks.example/notify?x=1"
+    webhook_url: str = "https://bot:pw-6@hooks.example/notify?x=1&access_token=pw-7"
     key_file: str = "/etc/medgate/key.pem"  # a path to a key is not itself a secret
     host: str = "smtp.example"
     no_password: str | None = None
@@ -128,9 +128,11 @@ def test_redaction_is_generic_by_name_type_declaration_and_url() -> None:
     text = redacted_toml(_FutureSection())
     assert "pw-" not in text
     data = tomllib.loads(text)
-    assert data["webhook_url"] == f"https://bot:{REDACTED}@hooks.example/notify?x=1"
+    assert data["webhook_url"] == (
+        f"https://bot:{REDACTED}@hooks.example/notify?x=1&access_token={REDACTED}"
+    )
     assert data["key_file"] == "/etc/medgate/key.pem"
     assert data["host"] == "smtp.example"
     assert "no_password" not in data  # unset stays visibly unset
-    assert mask_url_password("sqlite:////var/x.sqlite") == "sqlite:////var/x.sqlite"
-    assert mask_url_password("postgresql://user@db/x") == "postgresql://user@db/x"
+    assert mask_url_secrets("sqlite:////var/x.sqlite") == "sqlite:////var/x.sqlite"
+    assert mask_url_secrets("postgresql://user@db/x") == "postgresql://user@db/x"

@@ -4,7 +4,8 @@ A value is secret when its field is declared secret (``json_schema_extra={"secre
 its type is pydantic's ``SecretStr`` / ``SecretBytes``, or when the field's name ends in a word
 that names a secret (``password``, ``secret``, ``token(s)``, ``key(s)``, ``credentials``): a field
 added later (an SMTP password, a JWT secret) is therefore redacted without anybody remembering to.
-A password inside any URL (``storage.database_url``, a webhook, an SMTP URL) is masked too.
+A password inside any URL (``storage.database_url``, a webhook, an SMTP URL) is masked too, and
+so is a query value whose name is a secret's (``?access_token=``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import re
 from pathlib import PurePath
 from typing import Any, get_args
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import tomli_w
 from pydantic import BaseModel, SecretBytes, SecretStr
@@ -24,7 +25,12 @@ REDACTED = "<redacted>"
 SECRET_WORDS = frozenset(
     {"password", "passwd", "passphrase", "secret", "token", "tokens", "key", "keys", "credentials"}
 )
-_URL_WITH_USER = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*@")
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def is_secret_name(name: str) -> bool:
+    """Whether a key named ``name`` (``smtp_password``, ``access_token``) holds a secret."""
+    return name.lower().replace("-", "_").rsplit("_", 1)[-1] in SECRET_WORDS
 
 
 def is_secret_field(name: str, info: FieldInfo) -> bool:
@@ -35,19 +41,27 @@ def is_secret_field(name: str, info: FieldInfo) -> bool:
     types = (info.annotation, *get_args(info.annotation))
     if any(kind in (SecretStr, SecretBytes) for kind in types):
         return True
-    return name.lower().rsplit("_", 1)[-1] in SECRET_WORDS
+    return is_secret_name(name)
 
 
-def mask_url_password(text: str) -> str:
-    """``scheme://user:pass@host/x`` -> ``scheme://user:<redacted>@host/x``; other text as is."""
-    if not _URL_WITH_USER.match(text):
+def mask_url_secrets(text: str) -> str:
+    """A URL's password and secret query values redacted, other text as is:
+    ``scheme://user:pass@host/x?token=t`` -> ``scheme://user:<redacted>@host/x?token=<redacted>``.
+    """
+    if not _URL.match(text):
         return text
-    parts = urlsplit(text)
-    if parts.password is None:
-        return text
-    userinfo, _, hostinfo = parts.netloc.rpartition("@")
-    user = userinfo.split(":", 1)[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:{REDACTED}@{hostinfo}"))
+    parts = original = urlsplit(text)
+    if parts.password is not None:
+        userinfo, _, hostinfo = parts.netloc.rpartition("@")
+        user = userinfo.split(":", 1)[0]
+        parts = parts._replace(netloc=f"{user}:{REDACTED}@{hostinfo}")
+    if parts.query:
+        items = []
+        for item in parts.query.split("&"):
+            name, equals, _value = item.partition("=")
+            items.append(f"{name}={REDACTED}" if equals and is_secret_name(unquote(name)) else item)
+        parts = parts._replace(query="&".join(items))
+    return text if parts == original else urlunsplit(parts)
 
 
 def _hidden(value: Any) -> Any:
@@ -75,7 +89,7 @@ def _plain(value: Any) -> Any:
     if isinstance(value, list | tuple | set | frozenset):
         return [_plain(item) for item in value]
     if isinstance(value, str):
-        return mask_url_password(value)
+        return mask_url_secrets(value)
     if isinstance(value, PurePath):
         return str(value)
     return value
