@@ -2,8 +2,9 @@
 
 Scopes: ``cds`` (decision support), ``results`` (studies, worklist, models, inference), ``fhir``
 (the FHIR endpoints), ``review`` (the radiologist's /review pages and verdicts) and ``admin``
-(everything). With no tokens and no JWT issuers configured the API is open (the embedded demo on
-loopback); a site that exposes the API configures them. ``/healthz`` is always open.
+(everything). With no tokens and no JWT issuers configured the API is open: ``medgate serve``
+allows that on loopback only, or with ``api.allow_anonymous`` (core/serve_checks.py). ``/healthz``
+is always open.
 
 CDS Hooks clients (an EHR) authenticate the way the CDS Hooks specification asks: each request
 carries ``Authorization: Bearer <JWT>`` signed with the client's private key (ES384 or RS384, other

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from medgate.cli.common import ConfigOption, fail, settings_or_exit
+from medgate.core.config import DEFAULT_HASH_KEY
 
 audit_app = typer.Typer(help="Check and read the hash-chained audit trail.", no_args_is_help=True)
 out = Console()
@@ -111,7 +112,7 @@ def export(
     from medgate.trust.export import ExportError, export_deidentified
 
     settings = settings_or_exit(config)
-    if settings.deid.key is None and settings.audit.hash_key == "change-me":
+    if settings.deid.key is None and settings.audit.hash_key == DEFAULT_HASH_KEY:
         typer.echo(
             "warning: deid.key and audit.hash_key are the default; set one so UIDs and "
             "pseudonyms cannot be recomputed by others",

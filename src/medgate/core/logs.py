@@ -12,7 +12,9 @@ import hmac
 import logging
 import os
 
-_DEFAULT_KEY = os.environ.get("MEDGATE_AUDIT__HASH_KEY", "change-me")
+from medgate.core.config import DEFAULT_HASH_KEY
+
+_DEFAULT_KEY = os.environ.get("MEDGATE_AUDIT__HASH_KEY", DEFAULT_HASH_KEY)
 _key: bytes = _DEFAULT_KEY.encode()
 
 
