@@ -64,9 +64,10 @@ def post_review(
 ) -> dict[str, Any]:
     """Record the radiologist's verdicts and queue the verified SR for the PACS (201; 200 when
     the same review was already stored)."""
+    # A session says who signed in: that identity is recorded, whatever the body says.
     review = ReviewInput(
-        reviewer_name=body.reviewer.name,
-        reviewer_id=body.reviewer.id,
+        reviewer_name=access.name or body.reviewer.name,
+        reviewer_id=access.reviewer_id or body.reviewer.id,
         verdicts=tuple(
             VerdictInput(v.finding, v.verdict, v.value, v.comment) for v in body.verdicts
         ),
@@ -104,5 +105,11 @@ def get_review(
 
 
 def include(app: FastAPI) -> None:
-    """Wire the review API (and, once present, the /review pages) into ``app``."""
+    """Wire the review API, the /review pages and their static files into ``app``."""
+    from fastapi.staticfiles import StaticFiles
+
+    from medgate.api.pages.views import STATIC, pages
+
     app.include_router(router)
+    app.mount("/review/static", StaticFiles(directory=str(STATIC)), name="review-static")
+    app.include_router(pages)
