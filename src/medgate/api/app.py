@@ -59,6 +59,9 @@ def create_app(
     from medgate.api import routes_referrals
 
     app.include_router(routes_referrals.router)
+    from medgate.api import routes_clinic
+
+    app.include_router(routes_clinic.router)
     if settings.delivery.fhir.enabled:
         from medgate.api import routes_fhir
 

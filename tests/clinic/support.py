@@ -1,0 +1,156 @@
+"""Studies with results as the receiver and worker leave them, for the /clinic tests.
+
+Each study is one real DICOM instance (UTF-8 Chinese name) under the storage folder, its
+instance row (with the calling AE that says which site sent it) and its ``done`` study row,
+whose result JSON comes from the worker's own ``study_result_json`` with guidance from the
+clinical rules; ``verify`` marks it final the way a radiologist's review does.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import pydicom
+import sqlalchemy as sa
+from pydicom.dataset import FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from medgate.core.config import Settings
+from medgate.models.findings import (
+    Code,
+    Finding,
+    Measurement,
+    ModelResult,
+    StudyResult,
+    TriageResult,
+)
+from medgate.store.deliveries import DeliveryStore
+from medgate.store.schema import instances, studies
+
+NODULE = Code(value="27925004", scheme="SCT", meaning="Nodule")
+LUNG = Code(value="39607008", scheme="SCT", meaning="Lung structure")
+EFFUSION = Code(value="60046008", scheme="SCT", meaning="Pleural effusion")
+DIAMETER = Code(value="81827009", scheme="SCT", meaning="Diameter")
+MM = Code(value="mm", scheme="UCUM", meaning="millimeter")
+
+
+def result_json(study_uid: str, nodule_mm: float | None, priority: str) -> dict:
+    from medgate.clinical.guidance import guidance_for
+    from medgate.pipeline.routing import RouteDecision
+    from medgate.pipeline.worker import study_result_json
+
+    findings = []
+    measurements = []
+    if nodule_mm is not None:
+        size = Measurement(name=DIAMETER, value=nodule_mm, unit=MM, finding_site=LUNG)
+        measurements.append(size)
+        findings.append(
+            Finding(
+                label="nodule",
+                finding_type=NODULE,
+                finding_site=LUNG,
+                probability=0.91,
+                present=True,
+                measurements=[size],
+            )
+        )
+    findings.append(
+        Finding(label="effusion", finding_type=EFFUSION, probability=0.04, present=False)
+    )
+    model = ModelResult(
+        bundle_name="ct_nodule_seg",
+        bundle_version="1.0.0",
+        task="segmentation",
+        findings=findings,
+        measurements=measurements,
+    )
+    reasons = [f"nodule {nodule_mm} mm"] if nodule_mm else []
+    study = StudyResult(
+        study_instance_uid=study_uid,
+        model_results=[model],
+        triage=TriageResult(priority=priority, reasons=reasons),
+    )
+    study.guidance = list(guidance_for(study, patient_age=61))
+    decision = RouteDecision(bundles={"ct_nodule_seg": []}, rules=["chest-ct"])
+    return study_result_json(study, decision, [])
+
+
+def add_study(
+    engine: sa.engine.Engine,
+    settings: Settings,
+    *,
+    calling_ae: str,
+    patient_id: str,
+    name: str,
+    sex: str = "F",
+    study_date: str = "20261205",
+    nodule_mm: float | None = 9.5,
+    priority: str = "urgent",
+) -> str:
+    """A ``done`` chest CT sent by ``calling_ae``; returns its StudyInstanceUID."""
+    study_uid = generate_uid()
+    ds = pydicom.Dataset()
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    ds.SOPInstanceUID = generate_uid()
+    ds.StudyInstanceUID = study_uid
+    ds.SeriesInstanceUID = generate_uid()
+    ds.PatientID = patient_id
+    ds.PatientName = name
+    ds.PatientBirthDate = "19650304"
+    ds.PatientSex = sex
+    ds.StudyDate = study_date
+    ds.StudyTime = "093000"
+    ds.StudyDescription = "胸部CT平扫 Chest CT"
+    ds.Modality = "CT"
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    folder = Path(settings.storage.path) / "instances"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{ds.SOPInstanceUID}.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    now = dt.datetime.now(dt.UTC)
+    result = result_json(study_uid, nodule_mm, priority)
+    with engine.begin() as conn:
+        conn.execute(
+            instances.insert().values(
+                sop_instance_uid=str(ds.SOPInstanceUID),
+                study_instance_uid=study_uid,
+                series_instance_uid=str(ds.SeriesInstanceUID),
+                sop_class_uid=str(ds.SOPClassUID),
+                transfer_syntax_uid=str(ExplicitVRLittleEndian),
+                modality="CT",
+                calling_ae=calling_ae,
+                received_at=now,
+                size=path.stat().st_size,
+                sha256="0" * 64,
+                path=str(path),
+            )
+        )
+        conn.execute(
+            studies.insert().values(
+                study_instance_uid=study_uid,
+                status="done",
+                received_at=now,
+                last_instance_at=now,
+                updated_at=now,
+                priority=result["priority"],
+                result_json=json.dumps(result),
+            )
+        )
+    return study_uid
+
+
+def verify(engine: sa.engine.Engine, study_uid: str) -> None:
+    """Mark the study's result final, as a radiologist's review does."""
+    with engine.connect() as conn:
+        raw = conn.execute(
+            sa.select(studies.c.result_json).where(studies.c.study_instance_uid == study_uid)
+        ).scalar_one()
+    DeliveryStore(engine).record_final(
+        study_uid, [], verified_by="h:reviewer", final_result=json.loads(raw)
+    )
