@@ -16,9 +16,9 @@ Coefficient sources (documented for review, see docs/clinical.md):
 
 * men's six continuous coefficients: restored from the worked example of Supplemental Table 1
   (its "coefficient x value" column), not the printed two-decimal values;
-* men's baseline survival S10 = 0.9707: the value that, with the restored coefficients,
-  reproduces Table 2 (11.0 % at 60); the printed 0.97 gives 11.9 %. It is a fit to the
-  published reference points, not a printed number;
+* men's baseline survival S10 = 0.9707: not a printed number (the printed 0.97 gives 11.9 %
+  instead of 11.0 % at 60); with the restored coefficients it reproduces Table 2, but how it was
+  derived was not recorded;
 * women's S10 = 0.9851: solved from the women's worked example (sum 119.22 -> 10.1 %);
 * treated-SBP terms: not covered by the worked examples and their printed values were not
   available offline: the untreated terms plus the treated-minus-untreated difference of a
