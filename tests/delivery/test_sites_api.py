@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import sqlalchemy as sa
 
 from medgate.api.app import create_app
-from medgate.core.config import Settings
+from medgate.core.config import ConfigError, Settings, load_settings
 from medgate.delivery.his import HisSender
 from medgate.delivery.sites import site_for_aes, site_tokens, visible_to
 from medgate.trust.audit import AuditLog
@@ -96,3 +98,38 @@ def test_site_rules(sites_settings: Settings) -> None:
     scopes, owners = site_tokens(sites_settings)
     assert owners == {TOKEN_A: "clinic-a", TOKEN_B: "clinic-b"}
     assert scopes[TOKEN_A] == ["results", "fhir"]
+
+
+def test_sites_are_read_from_toml_and_checked(tmp_path: Path) -> None:
+    config = tmp_path / "medgate.toml"
+    config.write_text(
+        """
+[[sites]]
+name = "clinic-a"
+calling_aes = ["CLINIC_A_CT"]
+hl7 = { host = "10.0.0.5", port = 2575 }
+tokens = { "tok-a" = ["results", "fhir"] }
+
+[[sites]]
+name = "clinic-b"
+calling_aes = ["CLINIC_B_DX"]
+
+[delivery.hl7]
+max_attempts = 3
+""",
+        encoding="utf-8",
+    )
+    settings = load_settings(config)
+    assert [s.name for s in settings.sites] == ["clinic-a", "clinic-b"]
+    assert settings.sites[0].hl7 is not None and settings.sites[0].hl7.port == 2575
+    assert settings.sites[1].hl7 is None and settings.delivery.hl7.max_attempts == 3
+    config.write_text(
+        '[[sites]]\nname = "x"\ntokens = { "t" = ["fhir"] }\n'
+        '[[sites]]\nname = "y"\ntokens = { "t" = ["fhir"] }\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError, match="token is listed under two"):
+        load_settings(config)
+    config.write_text('[[sites]]\nname = "x"\n[[sites]]\nname = "x"\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match="same name"):
+        load_settings(config)

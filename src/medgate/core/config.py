@@ -420,6 +420,18 @@ class Settings(BaseSettings):
     def audit_path(self) -> Path:
         return self.audit.path or (self.storage.path / "audit.jsonl")
 
+    @field_validator("sites")
+    @classmethod
+    def _sites_distinct(cls, sites: list[SiteConfig]) -> list[SiteConfig]:
+        """A site name, and a site token, each name one site (results and scoping rely on it)."""
+        names = [site.name for site in sites]
+        if len(set(names)) != len(names):
+            raise ValueError("two [[sites]] have the same name")
+        tokens = [token for site in sites for token in site.tokens]
+        if len(set(tokens)) != len(tokens):
+            raise ValueError("a token is listed under two [[sites]]")
+        return sites
+
 
 def _format_error(error: ValidationError, source: str) -> str:
     first = error.errors()[0]
