@@ -19,7 +19,7 @@ NORMAL = dict(
 )
 
 # (field, extra fields, [(value, points)]) with each band's first and last value (RCP chart)
-EDGES = [
+EDGES: list[tuple[str, dict[str, object], list[tuple[float, int]]]] = [
     (
         "respiratory_rate",
         {},

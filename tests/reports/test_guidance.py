@@ -22,7 +22,14 @@ from medgate.clinical.guidance import (
     guidance_for,
     nodule_size_mm,
 )
-from medgate.models.findings import Code, Finding, Measurement, ModelResult, StudyResult
+from medgate.models.findings import (
+    Code,
+    Finding,
+    GuidanceStatement,
+    Measurement,
+    ModelResult,
+    StudyResult,
+)
 
 LONG_AXIS = Code(value="103339001", scheme="SCT", meaning="Long axis")
 SHORT_AXIS = Code(value="103340004", scheme="SCT", meaning="Short axis")
@@ -55,7 +62,7 @@ def _finding(code: Code, label: str, present: bool = True) -> Finding:
     return Finding(label=label, finding_type=code, probability=0.8, present=present)
 
 
-def _only(statements: list) -> object:
+def _only(statements: list[GuidanceStatement]) -> GuidanceStatement:
     assert len(statements) == 1, [s.rule_id for s in statements]
     return statements[0]
 
@@ -216,8 +223,9 @@ def test_nodule_size_mean_of_axes_and_unmeasured() -> None:
             Measurement(name=SHORT_AXIS, value=7.0, unit=MM),
         ],
     )
-    assert nodule_size_mm(finding) == 8.0  # mean 8.0 -> still the 6-8 mm band
-    assert fleischner_category(nodule_size_mm(finding)) == "6-8"
+    size = nodule_size_mm(finding)
+    assert size == 8.0  # mean 8.0 -> still the 6-8 mm band
+    assert fleischner_category(size) == "6-8"
     statement = _only(guidance_for(_study([_nodule(None)]), patient_age=60))
     assert "could not measure it" in statement.text["en"]
     assert "未能测量大小" in statement.text["zh"]

@@ -35,7 +35,7 @@ from medgate.clinical.assess import (
     news2_action,
     qsofa_action,
 )
-from medgate.clinical.common import DISCLAIMER
+from medgate.clinical.common import DISCLAIMER, MG_DL_PER_MMOL_L_CHOLESTEROL
 from medgate.clinical.schemas import (
     AssessRequest,
     ChinaParRequest,
@@ -182,7 +182,7 @@ def china_par_route(body: ChinaParRequest, lang: Language = Depends(language)) -
             residence=body.residence,
             family_history_ascvd=body.family_history_ascvd,
             dbp_mmhg=body.dbp_mmhg,
-            ldl_cholesterol_mg_dl=None if ldl is None else ldl / 0.0259,
+            ldl_cholesterol_mg_dl=None if ldl is None else ldl * MG_DL_PER_MMOL_L_CHOLESTEROL,
             ascvd=body.ascvd,
             ckd_stage_3_4=body.ckd_stage_3_4,
         )

@@ -179,7 +179,7 @@ def _qsofa(x: AssessRequest, lang: Language) -> nw.QsofaResult | NotComputed:
     )
 
 
-def _follow_up(x: AssessRequest, lang: Language) -> fu.FollowUpResult | NotComputed:
+def _follow_up(x: AssessRequest) -> fu.FollowUpResult | NotComputed:
     conditions = list(dict.fromkeys(x.conditions))
     if x.diabetes and x.diabetes_type != "type1" and "type2_diabetes" not in conditions:
         conditions.append("type2_diabetes")
@@ -447,7 +447,7 @@ def assess(x: AssessRequest, predictor: TabularPredictor | None, lang: Language)
     par_or = _china_par(x)
     n2_or = _news2(x, lang)
     qs_or = _qsofa(x, lang)
-    fup_or = _follow_up(x, lang)
+    fup_or = _follow_up(x)
     par = par_or if isinstance(par_or, cp.ChinaParResult) else None
     n2 = n2_or if isinstance(n2_or, nw.News2Result) else None
     qs = qs_or if isinstance(qs_or, nw.QsofaResult) else None
