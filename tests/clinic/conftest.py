@@ -71,6 +71,7 @@ def populate(client: TestClient, settings: Settings) -> ClinicData:
             bp = body["prefetch"]["observations"]["entry"][1]["resource"]
             bp["component"][0]["valueQuantity"]["value"] = 168
             bp["component"][1]["valueQuantity"]["value"] = 102
+            bp["effectiveDateTime"] = "2026-11-20T09:00:00Z"
         assert (
             client.post("/cds-services/medgate-primary-care", json=body, headers=SITE_A).status_code
             == 200

@@ -76,10 +76,12 @@ def test_patient_page_shows_results_scores_over_time_and_referral_history(
     page = client.get(f"/clinic/patients/{data.urgent_key}", headers=SITE_A)
     assert page.status_code == 200
     html = page.text
-    assert "影像检查结果" in html and "Nodule (91%) 9.5 mm" in html
+    assert "影像检查结果" in html and "结节 (91%) 9.5 mm" in html
     assert "Fleischner" in html  # the guidance of the clinical rules
     assert html.count("<tr>") - 1 == 2  # two decision-support answers in the score table
-    assert "sbp_mmhg=186 (2026-12-05 08:30)" in html and "sbp_mmhg=168" in html
+    # each answer's inputs with the time they were measured; blood pressure charted over time
+    assert "收缩压 186 (2026-12-05 08:30)" in html and "收缩压 168 (2026-11-20 09:00)" in html
+    assert '<svg class="chart" id="score-chart"' in html and "<strong>186/114</strong>" in html
     assert "转诊记录" in html and "市第一人民医院 胸外科" in html
     assert "上级医院随访方案（下转）" in html and "3个月、12个月复查胸部CT" in html
     assert re.search(r"已申请.*已接收.*已完成", html, re.S)

@@ -207,6 +207,8 @@ def score_series(answers: list[Answer]) -> list[dict[str, Any]]:
     rows = []
     for a in answers:
         s = a.scores
+        used = {i["input"]: i for i in a.inputs if i.get("used", True)}
+        sbp, dbp = used.get("sbp_mmhg"), used.get("dbp_mmhg")
         rows.append(
             {
                 "at": a.created_at,
@@ -219,6 +221,9 @@ def score_series(answers: list[Answer]) -> list[dict[str, Any]]:
                 "referral": (s.get("referral") or {}).get("level", "none"),
                 "reasons": (s.get("referral") or {}).get("reasons", []),
                 "inputs": a.inputs,
+                "sbp": sbp["value"] if sbp else None,
+                "dbp": dbp["value"] if dbp else None,
+                "bp_at": (sbp or {}).get("effective"),
             }
         )
     return rows

@@ -67,7 +67,11 @@ TEXT: dict[str, dict[str, str]] = {
         "imaging": "影像检查结果",
         "findings": "AI发现",
         "no_findings": "未见异常发现",
-        "scores": "决策支持评分（按时间）",
+        "scores": "决策支持评分与血压（按时间）",
+        "bp": "血压",
+        "next_visit": "下次随访",
+        "days": "天内",
+        "cds_advice": "决策支持",
         "no_scores": "暂无决策支持记录。",
         "when": "时间",
         "advice": "转诊建议",
@@ -115,7 +119,11 @@ TEXT: dict[str, dict[str, str]] = {
         "imaging": "Imaging results",
         "findings": "AI findings",
         "no_findings": "no abnormal finding",
-        "scores": "Decision-support scores over time",
+        "scores": "Decision-support scores and blood pressure over time",
+        "bp": "Blood pressure",
+        "next_visit": "Next visit",
+        "days": "days",
+        "cds_advice": "Decision support",
         "no_scores": "No decision-support answer yet.",
         "when": "When",
         "advice": "Referral advice",
@@ -180,6 +188,76 @@ WORDS: dict[str, dict[str, str]] = {
 }
 
 
+#: decision-support inputs as a doctor names them
+INPUTS: dict[str, dict[str, str]] = {
+    "zh": {
+        "sbp_mmhg": "收缩压",
+        "dbp_mmhg": "舒张压",
+        "heart_rate": "心率",
+        "respiratory_rate": "呼吸",
+        "spo2": "血氧",
+        "temperature_c": "体温",
+        "total_cholesterol_mmol_l": "总胆固醇",
+        "hdl_cholesterol_mmol_l": "HDL-C",
+        "fasting_glucose_mmol_l": "空腹血糖",
+        "random_glucose_mmol_l": "随机血糖",
+        "hba1c_percent": "HbA1c",
+        "waist_cm": "腰围",
+        "current_smoker": "吸烟",
+        "age": "年龄",
+        "sex": "性别",
+        "condition": "诊断",
+        "male": "男",
+        "female": "女",
+        "True": "是",
+        "False": "否",
+        "38341003": "高血压",
+        "44054006": "2型糖尿病",
+        "46635009": "1型糖尿病",
+        "73211009": "糖尿病",
+    },
+    "en": {
+        "sbp_mmhg": "systolic BP",
+        "dbp_mmhg": "diastolic BP",
+        "heart_rate": "heart rate",
+        "respiratory_rate": "respiratory rate",
+        "spo2": "SpO2",
+        "temperature_c": "temperature",
+        "total_cholesterol_mmol_l": "total cholesterol",
+        "hdl_cholesterol_mmol_l": "HDL-C",
+        "fasting_glucose_mmol_l": "fasting glucose",
+        "random_glucose_mmol_l": "random glucose",
+        "hba1c_percent": "HbA1c",
+        "waist_cm": "waist",
+        "current_smoker": "smoker",
+        "age": "age",
+        "sex": "sex",
+        "condition": "diagnosis",
+        "male": "male",
+        "female": "female",
+        "True": "yes",
+        "False": "no",
+        "38341003": "hypertension",
+        "44054006": "type 2 diabetes",
+        "46635009": "type 1 diabetes",
+        "73211009": "diabetes",
+    },
+}
+
+
+#: imaging finding names (the models' SNOMED CT meanings) in Chinese; others stay as they are
+FINDINGS_ZH = {
+    "Nodule": "结节",
+    "Pleural effusion": "胸腔积液",
+    "Pneumothorax": "气胸",
+    "Cardiomegaly": "心脏增大",
+    "Consolidation": "实变",
+    "Pneumonia": "肺炎",
+    "Mass": "肿块",
+    "Atelectasis": "肺不张",
+}
+
+
 def _lang(request: Request) -> str:
     wanted = request.query_params.get("lang")
     if wanted in TEXT:
@@ -196,6 +274,8 @@ def _context(request: Request, access: ClinicAccess | None, **extra: Any) -> dic
         "other_lang": "en" if lang == "zh" else "zh",
         "t": TEXT[lang],
         "w": WORDS[lang],
+        "inputs": INPUTS[lang],
+        "finding_names": FINDINGS_ZH if lang == "zh" else {},
         "access": access,
         "signed_in": access is not None and access.actor != "anonymous",
         **extra,
