@@ -1,0 +1,180 @@
+"""The radiologist's loop in a real browser: Debian's chromium (headless, through selenium and
+chromedriver) on the gateway's HTTP API served by uvicorn, verified SR delivered to a real Orthanc.
+
+A pneumothorax radiograph (the tiny model calls it critical) arrives after a study no rule
+matches; it is first on /review. The test opens it, confirms the pneumothorax (click), rejects
+the cardiomegaly (keyboard shortcut), writes a report, sends; the outbox sender delivers the
+verified SR to Orthanc, which holds it in the study: dciodvfy clean, highdicom reads the verdicts
+and the predecessor is the AI SR. Screenshots of both pages are kept in tests/artifacts/.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import highdicom as hd
+import pytest
+import uvicorn
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.action_chains import ActionChains
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as ec
+from selenium.webdriver.support.ui import WebDriverWait
+from tests.support.serving import phantom_bytes, wait_for
+
+from medgate.core.ports import free_port
+from medgate.delivery.pacs import ResultSender
+from medgate.dicom.orthanc import OrthancServer
+from medgate.reports.validate import dciodvfy
+
+from .conftest import REVIEW_TOKEN, Gateway
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+DOCS_IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+
+
+@pytest.fixture
+def browser() -> Iterator[webdriver.Chrome]:
+    for tool in (CHROMIUM, CHROMEDRIVER):
+        if not Path(tool).exists():
+            pytest.fail(f"{tool} is missing: scripts/install.sh installs chromium and its driver")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1600,1200",
+        "--lang=en-US",
+    ):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.fixture
+def served(gateway: Gateway) -> Iterator[str]:
+    """The gateway's FastAPI app on a real loopback HTTP port (uvicorn in a thread)."""
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(gateway.client.app, host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, name="review-uvicorn", daemon=True)
+    thread.start()
+    wait_for(lambda: server.started, 20, what="uvicorn to start")
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture
+def gateway(
+    gateway_factory: Callable[..., Gateway], orthanc_factory: Callable[..., OrthancServer]
+) -> Gateway:
+    orthanc = orthanc_factory()
+    made = gateway_factory(
+        pacs={"ae_title": orthanc.ae_title, "host": "127.0.0.1", "port": orthanc.dicom_port}
+    )
+    made.orthanc = orthanc  # type: ignore[attr-defined]
+    return made
+
+
+def _screenshot(driver: webdriver.Chrome, name: str) -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / name
+    assert driver.save_screenshot(str(path)), f"could not save {path}"
+    return path
+
+
+def test_radiologist_verifies_a_pneumothorax_in_chromium(
+    gateway: Gateway, served: str, browser: webdriver.Chrome
+) -> None:
+    orthanc: OrthancServer = gateway.orthanc  # type: ignore[attr-defined]
+    other = gateway.process(61, Modality="CT", BodyPartExamined="HEAD")
+    source = phantom_bytes(62)
+    orthanc.upload(source)  # the study is in the PACS, as at a clinic
+    ptx = gateway.process(62)
+    study = gateway.index.studies.get(ptx)
+    assert study is not None and study.priority == "critical"
+    ai_sr = next(o["sop_instance_uid"] for o in study.result["result_objects"] if o["kind"] == "sr")
+    wait = WebDriverWait(browser, 30)
+
+    # sign in (the page asks first), then the worklist: the critical study leads
+    browser.get(f"{served}/review?lang=en")
+    wait.until(ec.presence_of_element_located((By.ID, "token"))).send_keys(REVIEW_TOKEN)
+    browser.find_element(By.ID, "name").send_keys("Wang^Li")
+    browser.find_element(By.ID, "reviewer_id").send_keys("rad-007")
+    browser.find_element(By.ID, "login").click()
+    wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#worklist tr.row")))
+    rows = browser.find_elements(By.CSS_SELECTOR, "#worklist tr.row")
+    assert [r.get_attribute("data-study") for r in rows] == [ptx, other]
+    assert "critical" in rows[0].text.lower() and "pneumothorax" in rows[0].text
+    worklist_png = _screenshot(browser, "review_worklist.png")
+
+    # the study: confirm the pneumothorax by clicking, reject the cardiomegaly by its shortcut
+    rows[0].find_element(By.CSS_SELECTOR, "a.open").click()
+    form = wait.until(ec.presence_of_element_located((By.ID, "review-form")))
+    wait.until(
+        lambda d: d.execute_script(
+            "return Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)"
+        )
+    )
+    ptx_card = form.find_element(By.CSS_SELECTOR, 'fieldset[data-finding="pneumothorax"]')
+    ptx_card.find_element(By.CSS_SELECTOR, "label.choice.confirm").click()
+    ptx_card.find_element(By.CSS_SELECTOR, "input.comment").send_keys("visible apical rim")
+    heart = form.find_element(By.CSS_SELECTOR, 'fieldset[data-finding="cardiomegaly"]')
+    heart.find_element(By.CSS_SELECTOR, "legend").click()
+    ActionChains(browser).send_keys("r").perform()
+    assert heart.find_element(By.CSS_SELECTOR, "input[value=rejected]").is_selected()
+    browser.find_element(By.ID, "report_text").send_keys("Right apical pneumothorax. Heart normal.")
+    browser.execute_script("window.scrollTo(0, 0)")
+    study_png = _screenshot(browser, "review_study.png")
+    browser.find_element(By.ID, "submit").click()
+    wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-review-sent"))
+    verified_uid = browser.find_element(By.TAG_NAME, "body").get_attribute("data-review-sent")
+    assert "queued for the PACS" in browser.find_element(By.ID, "message").text
+    _screenshot(browser, "review_study_sent.png")
+
+    # the outbox sender delivers the verified SR to the PACS, into the study
+    sender = ResultSender(gateway.settings, gateway.index, gateway.audit)
+    deadline = time.monotonic() + 60
+    while orthanc.find_instance(str(verified_uid)) is None and time.monotonic() < deadline:
+        sender.run_once()
+        time.sleep(0.5)
+    orthanc_id = orthanc.find_instance(str(verified_uid))
+    assert orthanc_id is not None, "the verified SR did not reach Orthanc"
+    data = orthanc.instance_file(orthanc_id)
+    checked = dciodvfy(data)
+    assert checked.errors == [] and checked.warnings == [], checked.output
+    sr = hd.sr.srread(io.BytesIO(data))
+    assert sr.StudyInstanceUID == ptx and sr.VerificationFlag == "VERIFIED"
+    assert str(sr.VerifyingObserverSequence[0].VerifyingObserverName) == "Wang^Li"
+    predecessor = sr.PredecessorDocumentsSequence[0].ReferencedSeriesSequence[0]
+    assert predecessor.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == ai_sr
+    calls = {
+        g.tracking_identifier: g.get_qualitative_evaluations()[0].value.meaning
+        for g in sr.content.get_image_measurement_groups()
+    }
+    assert calls["tiny_cxr pneumothorax"] == "Present"  # AI said present, confirmed
+    assert calls["tiny_cxr cardiomegaly"] == "Absent"  # AI said present, rejected
+    texts = [i.TextValue for i in sr.ContentSequence[-1].ContentSequence if i.ValueType == "TEXT"]
+    assert "Radiologist verdict: pneumothorax confirmed: visible apical rim" in texts
+    assert "Right apical pneumothorax. Heart normal." in texts
+
+    # the pictures for docs/review.md
+    DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(worklist_png, DOCS_IMAGES / "review_worklist.png")
+    shutil.copyfile(study_png, DOCS_IMAGES / "review_study.png")
