@@ -12,11 +12,18 @@ import datetime as dt
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydicom.errors import InvalidDicomError
 
 from medgate import __version__
-from medgate.api.fhir_referrals import ReferralHidden, read_referral, search_referrals
+from medgate.api.fhir_referrals import (
+    ReferralHidden,
+    TaskUpdateError,
+    read_referral,
+    search_referrals,
+    update_task,
+)
 from medgate.api.security import require_scope
 from medgate.delivery.fhir_resources import (
     StudyResources,
@@ -290,3 +297,17 @@ def search_tasks(request: Request) -> JSONResponse:
 @guarded.get("/Task/{resource_id}")
 def read_task(resource_id: str, request: Request) -> JSONResponse:
     return _read("Task", resource_id, request)
+
+
+@guarded.put("/Task/{resource_id}")
+async def put_task(resource_id: str, request: Request) -> JSONResponse:
+    """A referral's Task moved on by the hospital's system (``fhir_referrals.update_task``)."""
+    try:
+        body = await request.json()
+    except ValueError:
+        return _error(FhirError(400, "invalid", "the body is not JSON"))
+    try:
+        updated = await run_in_threadpool(update_task, resource_id, body, request)
+    except TaskUpdateError as exc:
+        return _error(FhirError(exc.status, exc.code, exc.text))
+    return _json(updated)

@@ -287,6 +287,11 @@ def get_referral(referral_id: str, request: Request) -> ReferralOut:
 @router.patch("/api/v1/referrals/{referral_id}", response_model=ReferralOut)
 def update_referral(referral_id: str, body: ReferralPatch, request: Request) -> ReferralOut:
     """Move the referral on: accepted / rejected / completed (hospital), cancelled (site)."""
+    return referral_out(change_referral(request, referral_id, body))
+
+
+def change_referral(request: Request, referral_id: str, body: ReferralPatch) -> Referral:
+    """One status change, checked (403/404/409/422 as ``HTTPException``), stored, audited."""
     settings: Settings = request.app.state.settings
     current = _get_visible(request, referral_id)
     if token_site(request) is not None and MADE_BY[body.status] == "hospital":
@@ -312,7 +317,7 @@ def update_referral(referral_id: str, body: ReferralPatch, request: Request) -> 
     except KeyError as exc:
         raise HTTPException(404, f"no referral {referral_id}") from exc
     audit_change(request, "referral-updated", updated)
-    return referral_out(updated)
+    return updated
 
 
 def referral_summary(referral: Referral) -> dict[str, Any]:
