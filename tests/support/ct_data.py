@@ -14,7 +14,7 @@ BUNDLE_DIR = MODELS / "ct_nodule_seg"
 
 def series_from_bytes(phantom: CTPhantom) -> list[pydicom.Dataset]:
     """Every slice written to Part 10 bytes and read back."""
-    out = []
+    out: list[pydicom.Dataset] = []
     for ds in ct_series_datasets(phantom):
         buffer = io.BytesIO()
         ds.save_as(buffer, enforce_file_format=True)

@@ -43,7 +43,7 @@ def make_tiny_bundle(root: Path, kind: str, name: str | None = None) -> Bundle:
         names = ["logits"]
     example = torch.rand(2, 1, SIZE, SIZE)
     return write_bundle(
-        root / spec.name,
+        root / str(spec.name),
         model=net,
         example=example,
         spec=spec,

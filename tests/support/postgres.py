@@ -29,9 +29,10 @@ class PostgresServer:
     """
 
     def __init__(self, workdir: str | Path | None = None) -> None:
-        self.bin = find_pg_bin()
-        if self.bin is None:
+        found = find_pg_bin()
+        if found is None:
             raise FileNotFoundError("PostgreSQL is not installed (apt-get install postgresql)")
+        self.bin: Path = found
         self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="medgate-pg-")
         self.workdir = Path(workdir or self._tmp.name)  # type: ignore[union-attr]
         self.datadir = self.workdir / "data"

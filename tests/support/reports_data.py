@@ -106,7 +106,7 @@ def make_dx(size: int = 256, seed: int = 1) -> Dataset:
     ds.WindowCenter, ds.WindowWidth = 2048, 4096
     ds.PixelData = np.clip(image, 0, 4095).astype(np.uint16).tobytes()
     _file_meta(ds)
-    ds._masks = {"lungs": lungs, "heart": heart}  # type: ignore[attr-defined]
+    ds._masks = {"lungs": lungs, "heart": heart}
     return ds
 
 
@@ -146,26 +146,26 @@ def make_ct(slices: int = 12, size: int = 64, seed: int = 2) -> list[Dataset]:
         ds.WindowCenter, ds.WindowWidth = -600, 1500
         ds.KVP = 120
         ds.AcquisitionNumber = 1
-        ds._hu = hu  # type: ignore[attr-defined]
+        ds._hu = hu
         out.append(ds)
     # a sphere of radius 3.5 mm in the right lung (image left), mid-series
     zz, yy, xx = np.mgrid[0:slices, 0:size, 0:size]
     cx, cy, cz = 0.32 * size, 0.45 * size, slices // 2
     nodule = ((xx - cx) * 0.7) ** 2 + ((yy - cy) * 0.7) ** 2 + ((zz - cz) * 1.5) ** 2 <= 3.5**2
     for k, ds in enumerate(out):
-        hu = ds._hu  # type: ignore[attr-defined]
+        hu = ds._hu
         hu[nodule[k]] = 30
         ds.PixelData = (hu + 1024).astype(np.int16).tobytes()
-        del ds._hu  # type: ignore[attr-defined]
+        del ds._hu
         _file_meta(ds)
-    out[0]._nodule = nodule  # type: ignore[attr-defined]
+    out[0]._nodule = nodule
     return out
 
 
 def cxr_study(dx: Dataset, *, effusion: bool = True, ctr: float = 0.56) -> StudyResult:
     """Classifier (with heat map) + lung/heart segmentation with CTR, as the CXR bundles emit."""
     uid = str(dx.SOPInstanceUID)
-    masks = dx._masks  # type: ignore[attr-defined]
+    masks = dx._masks
     labels = np.zeros((dx.Rows, dx.Columns), dtype=np.uint8)
     labels[masks["lungs"]] = 1
     labels[masks["heart"]] = 2
@@ -235,7 +235,7 @@ def cxr_study(dx: Dataset, *, effusion: bool = True, ctr: float = 0.56) -> Study
 
 def ct_study(ct: list[Dataset], diameter: float = 7.0) -> StudyResult:
     """A nodule segmentation with its diameter, as the chest-CT bundle emits."""
-    nodule = ct[0]._nodule  # type: ignore[attr-defined]
+    nodule = ct[0]._nodule
     uids = [str(ds.SOPInstanceUID) for ds in ct]
     result = ModelResult(
         bundle_name="ct_nodule_seg",
