@@ -85,6 +85,12 @@ def test_review_writes_a_verified_sr_into_the_outbox_once(gateway: Gateway) -> N
     assert again.status_code == 200 and again.json()["review"] == review
     assert len(gateway.index.outbox.list(study_uid=uid)) == before + 1
 
+    # the study JSON carries the review
+    results = {"Authorization": f"Bearer {RESULTS_TOKEN}"}
+    detail = gateway.client.get(f"/api/v1/studies/{uid}", headers=results).json()
+    assert detail["review"]["status"] == "verified"
+    assert detail["review"]["reviewer"]["id"] == "rad-007" and detail["review"]["at"]
+    assert [v["finding"] for v in detail["review"]["verdicts"]] == ["pneumothorax", "nodule"]
     # stored and readable back; audited with who and what, no patient data in the trail
     read = gateway.client.get(f"/api/v1/studies/{uid}/review", headers=AUTH).json()
     assert read["review"]["sr_sop_instance_uid"] == review["sr_sop_instance_uid"]
@@ -154,6 +160,10 @@ def test_study_without_results_and_unknown_study(gateway: Gateway) -> None:
     from tests.support.serving import ingest, phantom_bytes
 
     uid = ingest(gateway.store, phantom_bytes(44))  # received, not processed yet
+    results = {"Authorization": f"Bearer {RESULTS_TOKEN}"}
+    assert gateway.client.get(f"/api/v1/studies/{uid}", headers=results).json()["review"] == {
+        "status": "unreviewed"
+    }
     answer = gateway.client.post(f"/api/v1/studies/{uid}/review", json=_body(), headers=AUTH)
     assert answer.status_code == 409 and "no AI results" in answer.json()["detail"]
     missing = gateway.client.post("/api/v1/studies/1.2.3.4/review", json=_body(), headers=AUTH)

@@ -12,6 +12,7 @@ from medgate.api.site_scope import require_study_visible, visible_study_uids
 from medgate.review.worklist import worklist
 from medgate.store.deliveries import DeliveryStore
 from medgate.store.outbox import Delivery
+from medgate.store.reviews import ReviewStore
 from medgate.store.status import StudyStatus
 from medgate.store.studies import StudyRow
 
@@ -48,6 +49,7 @@ class StudyDetail(StudySummary):
     guidance: list[dict[str, Any]] = []
     result_uids: list[str] = []
     result: dict[str, Any] | None = None
+    review: dict[str, Any] = {"status": "unreviewed"}  # the radiologist's (routes_review)
 
 
 class WorklistEntry(BaseModel):
@@ -106,6 +108,7 @@ def get_study(study_instance_uid: str, request: Request) -> dict[str, Any]:
         "guidance": result.get("guidance", []),
         "result_uids": [obj["sop_instance_uid"] for obj in result.get("result_objects", [])],
         "result": row.result,
+        "review": ReviewStore(index.engine).summary_of(study_instance_uid),
     }
 
 

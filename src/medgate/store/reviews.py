@@ -112,6 +112,11 @@ class ReviewStore:
             )
         return _row(data) if data is not None else None
 
+    def summary_of(self, study_uid: str) -> dict[str, Any]:
+        """The study JSON's ``review``: the current review, or ``{"status": "unreviewed"}``."""
+        latest = self.latest(study_uid)
+        return latest.summary() if latest is not None else {"status": "unreviewed"}
+
     def of_study(self, study_uid: str) -> list[ReviewRow]:
         """Every revision of the study's review, oldest first."""
         with self.engine.connect() as conn:
