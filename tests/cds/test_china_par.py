@@ -4,33 +4,9 @@ from __future__ import annotations
 
 import pytest
 from fastapi.testclient import TestClient
+from tests.support.cds_data import REFERENCE, profile
 
 from medgate.clinical import china_par as cp
-
-# north, urban, diabetic, non-smoker, no family history, untreated SBP 130, TC 210, HDL 55, waist 80
-REFERENCE = {
-    "male": {40: 2.2, 50: 5.4, 60: 11.0, 70: 19.6},
-    "female": {40: 2.4, 50: 5.4, 60: 10.1, 70: 17.1},
-}
-
-
-def profile(sex: str, age: int, **changes: object) -> dict[str, object]:
-    body: dict[str, object] = dict(
-        age=age,
-        sex=sex,
-        sbp_mmhg=130,
-        on_bp_treatment=False,
-        total_cholesterol_mg_dl=210,
-        hdl_cholesterol_mg_dl=55,
-        waist_cm=80,
-        current_smoker=False,
-        diabetes=True,
-        region="north",
-        residence="urban",
-        family_history_ascvd=False,
-    )
-    body.update(changes)
-    return body
 
 
 @pytest.mark.parametrize("sex", ["male", "female"])

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from tests.cds.test_cds_hooks import PATIENT, bp, hook, obs, searchset
+from tests.support.cds_fhir_data import PATIENT, bp, hook, obs, searchset
 
 from medgate.api.cds_fhir import summary_from_prefetch
 from medgate.api.routes_cds import cards_for

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 from fastapi.testclient import TestClient
-from tests.cds.test_china_par import profile
+from tests.support.cds_data import profile
 from tests.support.paths import MODELS
 
 from medgate.api.app import create_app

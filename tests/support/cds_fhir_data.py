@@ -1,0 +1,124 @@
+"""FHIR R4 resources and CDS Hooks request bodies for the decision-support tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+PATIENT = {"resourceType": "Patient", "id": "p1", "gender": "male", "birthDate": "1966-03-01"}
+
+
+def obs(
+    code: str, value: float | None, unit: str, when: str = "2024-05-01T09:00:00Z", **extra: Any
+) -> dict[str, Any]:
+    resource: dict[str, Any] = {
+        "resourceType": "Observation",
+        "id": f"o-{code}-{when[:10]}",
+        "status": "final",
+        "subject": {"reference": "Patient/p1"},
+        "effectiveDateTime": when,
+        "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+    }
+    if value is not None:
+        resource["valueQuantity"] = {
+            "value": value,
+            "unit": unit,
+            "system": "http://unitsofmeasure.org",
+            "code": unit,
+        }
+    resource.update(extra)
+    return resource
+
+
+def bp(sbp: int, dbp: int, when: str) -> dict[str, Any]:
+    return obs(
+        "85354-9",
+        None,
+        "",
+        when,
+        component=[
+            {
+                "code": {"coding": [{"system": "http://loinc.org", "code": "8480-6"}]},
+                "valueQuantity": {"value": sbp, "unit": "mm[Hg]", "code": "mm[Hg]"},
+            },
+            {
+                "code": {"coding": [{"system": "http://loinc.org", "code": "8462-4"}]},
+                "valueQuantity": {"value": dbp, "unit": "mm[Hg]", "code": "mm[Hg]"},
+            },
+        ],
+    )
+
+
+def searchset(resources: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "entry": [{"resource": r} for r in resources],
+    }
+
+
+OBSERVATIONS = searchset(
+    [
+        bp(150, 95, "2024-04-01T09:00:00Z"),
+        bp(184, 112, "2024-05-01T09:00:00Z"),  # latest: a crisis
+        obs("2093-3", 212, "mg/dL"),
+        obs("2085-9", 1.3, "mmol/L"),
+        obs("8867-4", 88, "/min"),
+        obs("9279-1", 18, "/min"),
+        obs("59408-5", 97, "%"),
+        obs("8310-5", 36.8, "Cel"),
+        obs("8280-0", 92, "cm"),
+        obs("1558-6", 8.4, "mmol/L"),
+        obs(
+            "72166-2",
+            None,
+            "",
+            valueCodeableConcept={
+                "coding": [{"system": "http://snomed.info/sct", "code": "449868002"}]
+            },
+        ),
+    ]
+)
+CONDITIONS = searchset(
+    [
+        {
+            "resourceType": "Condition",
+            "id": "c1",
+            "subject": {"reference": "Patient/p1"},
+            "clinicalStatus": {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
+                        "code": "active",
+                    }
+                ]
+            },
+            "code": {"coding": [{"system": "http://snomed.info/sct", "code": "44054006"}]},
+        },
+        {
+            "resourceType": "Condition",
+            "id": "c2",
+            "subject": {"reference": "Patient/p1"},
+            "clinicalStatus": {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
+                        "code": "active",
+                    }
+                ]
+            },
+            "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10", "code": "I10"}]},
+        },
+    ]
+)
+
+
+def hook(prefetch: dict[str, Any] | None, **extra: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "hook": "patient-view",
+        "hookInstance": "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea",
+        "context": {"userId": "Practitioner/doc", "patientId": "p1"},
+    }
+    if prefetch is not None:
+        body["prefetch"] = prefetch
+    body.update(extra)
+    return body
