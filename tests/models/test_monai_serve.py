@@ -26,6 +26,7 @@ import pytest
 from pydicom import dcmread
 from tests.models.zoo_bundle import (
     CLS_CHANNELS,
+    read_saved_mask,
     run_with_monai,
     write_classification_bundle,
     write_segmentation_bundle,
@@ -147,10 +148,7 @@ def test_zoo_bundles_through_medgate_serve(
     # the references: MONAI's own run of each bundle on the same files
     models = tmp_path / "models"
     run_with_monai(models / "zoo_ct_seg", series, tmp_path / "monai-seg")
-    import nibabel
-
-    written = nibabel.load(str(tmp_path / "monai-seg" / "series_seg.nii.gz")).get_fdata()
-    reference_mask = np.transpose(np.squeeze(written), (2, 1, 0))
+    reference_mask = read_saved_mask(tmp_path / "monai-seg" / "series_seg.nii.gz")
     cls_output = run_with_monai(models / "zoo_ct_cls", series, tmp_path / "monai-cls")
     reference_probs = np.asarray(cls_output[0]["pred"]).reshape(-1)
 

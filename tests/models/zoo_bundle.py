@@ -247,3 +247,11 @@ def run_with_monai(bundle: Path, series_dir: Path, output_dir: Path) -> list[dic
     output = list(workflow.parser.get_parsed_content("evaluator").state.output)
     workflow.finalize()
     return output
+
+
+def read_saved_mask(path: Path) -> np.ndarray:
+    """A mask SaveImaged wrote (NIfTI, column/row/slice) as (slice, row, column)."""
+    import nibabel
+
+    image: Any = nibabel.load(str(path))
+    return np.transpose(np.squeeze(np.asarray(image.dataobj)), (2, 1, 0))
