@@ -288,6 +288,13 @@ class Hl7Destination(BaseModel):
     receiving_facility: str = Field("", description="MSH-6; empty = the site's name")
 
 
+class FhirDestination(BaseModel):
+    """A site's FHIR R4 server that takes the results as a transaction Bundle (POST base)."""
+
+    base_url: str = Field(min_length=1, description="e.g. https://ehr.clinic-a.example/fhir")
+    token: str | None = Field(None, description="bearer token for the push; none = no header")
+
+
 class SiteConfig(BaseModel):
     """A primary-care site (``[[sites]]``): the AEs that send its studies, where its results go,
     and the bearer tokens that see only its studies, results and FHIR resources."""
@@ -297,6 +304,9 @@ class SiteConfig(BaseModel):
         default_factory=list, description="calling AE titles of its modalities / PACS"
     )
     hl7: Hl7Destination | None = Field(None, description="its HIS (ORU^R01 over MLLP)")
+    fhir: FhirDestination | None = Field(
+        None, description="its FHIR server: results pushed as transaction Bundles"
+    )
     notify_channels: list[str] = Field(
         default_factory=list, description="names of [[notify.channels]] that serve this site"
     )
@@ -321,9 +331,12 @@ class Hl7DeliveryConfig(BaseModel):
 
 
 class FhirDeliveryConfig(BaseModel):
-    """The FHIR R4 endpoints medgate serves (``/fhir``)."""
+    """The FHIR R4 endpoints medgate serves (``/fhir``), and pushes to the sites' FHIR servers
+    (``[sites.fhir]``; the queue's back-off and lease are ``delivery.hl7``'s)."""
 
     enabled: bool = True
+    push_timeout_s: float = Field(30.0, gt=0, description="one push's HTTP time-out")
+    push_max_attempts: int = Field(5, ge=1, description="4xx answers before the dead letter")
 
 
 class DeliveryConfig(BaseModel):

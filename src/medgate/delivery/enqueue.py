@@ -3,9 +3,10 @@
 Two entry points:
 
 * ``queue_new_results`` (called by the delivery loop): every ``done`` study with a result and no
-  report status yet gets one — ``preliminary`` — and a result-status-P ORU^R01 for its site's HIS;
+  report status yet gets one — ``preliminary`` — and its site's messages: a result-status-P
+  ORU^R01 for its HIS, a transaction Bundle (DiagnosticReport ``preliminary``) for its FHIR server;
 * ``enqueue_final_result`` (called when a radiologist's review is saved): the report becomes
-  ``final`` and a result-status-F ORU^R01 is queued.
+  ``final`` and the status-F ORU^R01 and ``final`` Bundle are queued.
 
 Both are idempotent: message ids are derived from (study, destination, status) and the payload is
 built once, when queued, so repeating a call (or a restart between two calls) adds nothing.
@@ -23,9 +24,11 @@ from sqlalchemy.engine import Engine
 
 from medgate.core.config import Settings, SiteConfig
 from medgate.core.logs import phi_hash
+from medgate.delivery.fhir_resources import StudyResources, transaction_bundle
+from medgate.delivery.hl7_oru import RESULT_STATUSES as REPORT_STATUS
 from medgate.delivery.hl7_oru import build_oru, message_control_id
 from medgate.delivery.sites import site_for_aes
-from medgate.delivery.study_header import read_study_header
+from medgate.delivery.study_header import StudyHeader, read_study_header
 from medgate.store.deliveries import DeliveryStore, NewDelivery
 from medgate.store.schema import studies
 
@@ -44,6 +47,11 @@ def study_site(settings: Settings, store: DeliveryStore, study_uid: str) -> Site
     return site_for_aes(settings, store.calling_aes([study_uid]).get(study_uid, set()))
 
 
+def fhir_destination(site: SiteConfig) -> str:
+    """The destination name of a site's FHIR server in the queue and the study JSON."""
+    return f"fhir:{site.name}"
+
+
 def messages_for(
     settings: Settings,
     store: DeliveryStore,
@@ -53,34 +61,80 @@ def messages_for(
     *,
     message_time: dt.datetime | None = None,
 ) -> list[NewDelivery]:
-    """The messages one result makes for its site's destinations (none without a site or HIS).
+    """The messages one result makes for its site's destinations: an ORU^R01 for its HIS, a
+    transaction Bundle for its FHIR server (none without a site or destinations).
 
     A message that cannot be built (the study's files are gone) is queued as ``dead-letter``
     with the reason, so it shows in the study JSON instead of being retried forever."""
     site = study_site(settings, store, study_uid)
-    if site is None or site.hl7 is None:
+    if site is None:
         return []
-    destination = hl7_destination(site)
-    control_id = message_control_id(study_uid, destination, result_status)
-    common = {
-        "message_id": control_id,
-        "study_instance_uid": study_uid,
-        "site": site.name,
-        "destination": destination,
-        "channel": "hl7",
-        "result_status": result_status,
-    }
+    channels = [
+        (channel, destination)
+        for channel, destination, wanted in (
+            ("hl7", hl7_destination(site), site.hl7 is not None),
+            ("fhir", fhir_destination(site), site.fhir is not None),
+        )
+        if wanted
+    ]
+    if not channels:
+        return []
+    when = message_time or dt.datetime.now(dt.UTC)
     path = store.first_instance_path(study_uid)
+    header: StudyHeader | None = None
+    reason = ""
     try:
         if path is None:
             raise FileNotFoundError("the study has no stored instance")
         header = read_study_header(path)
     except (OSError, InvalidDicomError) as exc:
         reason = f"study header unreadable: {type(exc).__name__}"
-        log.error("study %s: HL7 result not built: %s", phi_hash(study_uid), reason)
-        return [NewDelivery(**common, payload="", status="dead-letter", error=reason)]
+        log.error("study %s: result messages not built: %s", phi_hash(study_uid), reason)
+    rows: list[NewDelivery] = []
+    for channel, destination in channels:
+        control_id = message_control_id(study_uid, destination, result_status)
+        common: dict[str, Any] = {
+            "message_id": control_id,
+            "study_instance_uid": study_uid,
+            "site": site.name,
+            "destination": destination,
+            "channel": channel,
+            "result_status": result_status,
+        }
+        if header is None:
+            rows.append(NewDelivery(**common, payload="", status="dead-letter", error=reason))
+        elif channel == "hl7":
+            payload = _oru(settings, site, header, result, result_status, control_id, when)
+            rows.append(NewDelivery(**common, payload=payload))
+        else:
+            resources = StudyResources(
+                study_uid=study_uid,
+                result=result,
+                header=header,
+                status=REPORT_STATUS[result_status],
+                issued=when,
+                site=site.name,
+                languages=settings.reports.languages,
+            )
+            rows.append(
+                NewDelivery(**common, payload=transaction_bundle(resources).model_dump_json())
+            )
+    return rows
+
+
+def _oru(
+    settings: Settings,
+    site: SiteConfig,
+    header: StudyHeader,
+    result: dict[str, Any],
+    result_status: str,
+    control_id: str,
+    when: dt.datetime,
+) -> str:
     hl7 = settings.delivery.hl7
-    payload = build_oru(
+    if site.hl7 is None:
+        raise ValueError(f"site {site.name!r} has no HIS")
+    return build_oru(
         header=header,
         result=result,
         result_status=result_status,
@@ -89,10 +143,9 @@ def messages_for(
         sending_facility=hl7.sending_facility or settings.reports.institution_name,
         receiving_application=site.hl7.receiving_application,
         receiving_facility=site.hl7.receiving_facility or site.name,
-        message_time=message_time or dt.datetime.now(dt.UTC),
+        message_time=when,
         languages=settings.reports.languages,
     )
-    return [NewDelivery(**common, payload=payload)]
 
 
 def queue_new_results(settings: Settings, store: DeliveryStore, limit: int = 100) -> int:

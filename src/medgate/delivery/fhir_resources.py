@@ -360,6 +360,21 @@ def searchset(resources: Iterable[Resource], base_url: str) -> Bundle:
     )
 
 
+def transaction_bundle(study: StudyResources) -> Bundle:
+    """The study's resources as a FHIR ``transaction`` that a site's FHIR server applies as a
+    whole; each entry is a PUT by id, so pushing the final result replaces the preliminary
+    one and pushing the same result twice changes nothing."""
+    entries = [
+        {
+            "fullUrl": f"urn:medgate:{r.get_resource_type()}:{r.id}",
+            "resource": r,
+            "request": {"method": "PUT", "url": f"{r.get_resource_type()}/{r.id}"},
+        }
+        for r in study.all()
+    ]
+    return Bundle.model_validate({"type": "transaction", "entry": entries})
+
+
 def operation_outcome(severity: str, code: str, text: str) -> OperationOutcome:
     return OperationOutcome.model_validate(
         {"issue": [{"severity": severity, "code": code, "diagnostics": text}]}

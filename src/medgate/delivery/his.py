@@ -1,18 +1,22 @@
-"""The delivery loop: built results become queued ORU^R01 messages, sent to each site's HIS.
+"""The delivery loop: built results become queued messages, sent to each site's HIS and FHIR server.
 
 Each pass (``run_once``) first queues the messages of newly built results
-(``enqueue.queue_new_results``), then sends every due message it can claim. Outcomes follow the
-PACS sender's rules (``delivery.pacs``), because the failures mean the same things:
+(``enqueue.queue_new_results``), then sends every due message it can claim: ORU^R01 over MLLP
+to the site's HIS (``mllp``), transaction Bundles over HTTP to its FHIR server (``fhir_push``).
+Outcomes follow the PACS sender's rules (``delivery.pacs``), because the failures mean the same
+things:
 
-* the HIS cannot be reached, drops the connection or does not ACK in time: nothing is wrong
-  with the message, so it is retried with exponential back-off for as long as it takes;
-* the HIS answers AE or AR (CE/CR): the message was refused, so it is retried up to
-  ``delivery.hl7.max_attempts`` times, then dead-lettered (``dead-letter``), never looped on;
-* AA (CA): delivered.
+* the destination cannot be reached, drops the connection or does not answer in time (for FHIR
+  also 408, 429 and 5xx): nothing is wrong with the message, so it is retried with exponential
+  back-off for as long as it takes;
+* the HIS answers AE or AR (CE/CR), the FHIR server a 4xx: the message was refused, so it is
+  retried up to ``delivery.hl7.max_attempts`` (``delivery.fhir.push_max_attempts``) times, then
+  dead-lettered (``dead-letter``), never looped on;
+* AA (CA), 2xx: delivered.
 
 State lives only in the database, so a ``kill -9`` loses nothing: a claimed message whose lease
 runs out is sent again, with the same bytes and the same message control ID (MSH-10), so the HIS
-can recognise it as the message it may already hold.
+can recognise it as the message it may already hold (a FHIR transaction of PUTs is idempotent).
 """
 
 from __future__ import annotations
@@ -23,9 +27,10 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.engine import Engine
 
-from medgate.core.config import Settings
+from medgate.core.config import Settings, SiteConfig
 from medgate.core.logs import phi_hash
 from medgate.delivery.enqueue import queue_new_results
+from medgate.delivery.fhir_push import FhirPushError, push_bundle
 from medgate.delivery.mllp import MllpError, send_message
 from medgate.delivery.sites import site_named
 from medgate.store.deliveries import Delivery, DeliveryStore
@@ -104,6 +109,9 @@ class HisSender:
 
     def _send(self, item: Delivery, summary: DeliverySummary) -> None:
         site = site_named(self.settings, item.site)
+        if item.channel == "fhir":
+            self._push(item, site, summary)
+            return
         if site is None or site.hl7 is None:
             self._dead(item, "the site or its HIS is no longer configured", None, summary)
             return
@@ -120,8 +128,38 @@ class HisSender:
         except MllpError as exc:
             self._retry(item, str(exc), summary, refused=False, ack_code=None)
             return
-        if ack.accepted:
-            self.store.delivered(item.id, ack.code)
+        self._answered(item, ack.accepted, ack.code, ack.text, hl7.max_attempts, summary)
+
+    def _push(self, item: Delivery, site: SiteConfig | None, summary: DeliverySummary) -> None:
+        if site is None or site.fhir is None:
+            self._dead(item, "the site or its FHIR server is no longer configured", None, summary)
+            return
+        fhir = self.settings.delivery.fhir
+        try:
+            answer = push_bundle(
+                site.fhir.base_url,
+                item.payload,
+                token=site.fhir.token,
+                timeout=fhir.push_timeout_s,
+            )
+        except FhirPushError as exc:
+            self._retry(item, str(exc), summary, refused=False, ack_code=None)
+            return
+        code = str(answer.status)
+        self._answered(item, answer.accepted, code, answer.text, fhir.push_max_attempts, summary)
+
+    def _answered(
+        self,
+        item: Delivery,
+        accepted: bool,
+        code: str,
+        text: str,
+        max_refusals: int,
+        summary: DeliverySummary,
+    ) -> None:
+        """The destination answered: delivered, or refused (bounded retries, dead letter)."""
+        if accepted:
+            self.store.delivered(item.id, code)
             summary.delivered += 1
             log.info(
                 "result %s (%s) delivered to %s",
@@ -137,16 +175,16 @@ class HisSender:
                     "channel": item.channel,
                     "message_id": item.message_id,
                     "result_status": item.result_status,
-                    "ack": ack.code,
+                    "ack": code,
                     "attempt": item.attempts + 1,
                 },
             )
             return
-        reason = f"HIS answered {ack.code}" + (f": {ack.text}" if ack.text else "")
-        if item.refusals + 1 >= hl7.max_attempts:
-            self._dead(item, reason, ack.code, summary)
+        reason = f"{item.destination} answered {code}" + (f": {text}" if text else "")
+        if item.refusals + 1 >= max_refusals:
+            self._dead(item, reason, code, summary)
         else:
-            self._retry(item, reason, summary, refused=True, ack_code=ack.code)
+            self._retry(item, reason, summary, refused=True, ack_code=code)
 
     # ------------------------------------------------------------------ outcomes
     def _retry(
