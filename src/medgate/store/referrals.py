@@ -19,8 +19,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
 import uuid
+import weakref
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -161,6 +164,23 @@ def notification_for(
     return Notification(side, channels, payload)
 
 
+_SQLITE_LOCKS: weakref.WeakKeyDictionary[Engine, threading.Lock] = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def _writer_lock(engine: Engine) -> AbstractContextManager[Any]:
+    """SQLite: one writer per engine in this process (a read-then-write transaction that loses
+    the race would otherwise fail with "database is locked" instead of waiting); PostgreSQL:
+    none, the guarded ``UPDATE`` decides."""
+    if engine.dialect.name != "sqlite":
+        return nullcontext()
+    with _LOCKS_GUARD:
+        lock = _SQLITE_LOCKS.get(engine)
+        if lock is None:
+            lock = _SQLITE_LOCKS[engine] = threading.Lock()
+    return lock
+
+
 class ReferralStore:
     """Reads and writes referrals and their history through one SQLAlchemy engine."""
 
@@ -171,9 +191,25 @@ class ReferralStore:
         """Store a referral in ``requested`` (its first event and notification with it).
 
         Returns (referral, created); a referral whose ``origin_ref`` is already stored (a CDS
-        suggestion accepted twice) is returned as it is, not made again."""
+        suggestion accepted twice) is returned as it is, not made again, also when two requests
+        race to make it (the unique ``origin_ref`` decides)."""
+        try:
+            return self._create(new, channels)
+        except sa.exc.IntegrityError:
+            if new.origin_ref is None:
+                raise
+            with self.engine.connect() as conn:
+                found = conn.execute(
+                    sa.select(referrals.c.id).where(referrals.c.origin_ref == new.origin_ref)
+                ).first()
+                existing = self._get(conn, found.id) if found is not None else None
+            if existing is None:
+                raise
+            return existing, False
+
+    def _create(self, new: NewReferral, channels: list[str]) -> tuple[Referral, bool]:
         now = utcnow()
-        with self.engine.begin() as conn:
+        with _writer_lock(self.engine), self.engine.begin() as conn:
             if new.origin_ref is not None:
                 found = conn.execute(
                     sa.select(referrals.c.id).where(referrals.c.origin_ref == new.origin_ref)
@@ -223,7 +259,7 @@ class ReferralStore:
     ) -> Referral:
         """Move a referral to ``status`` if its state machine allows it (KeyError: no such id)."""
         now = utcnow()
-        with self.engine.begin() as conn:
+        with _writer_lock(self.engine), self.engine.begin() as conn:
             current = self._get(conn, referral_id)
             if current is None:
                 raise KeyError(referral_id)
