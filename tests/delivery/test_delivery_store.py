@@ -49,7 +49,7 @@ def test_two_senders_on_one_database_send_each_message_once(
         thread.join(120)
     for engine in engines:
         engine.dispose()
-    rows = DeliveryStore(shared).list()
+    rows = DeliveryStore(shared).entries()
     assert len(rows) == 6 and {r["status"] for r in rows} == {"delivered"}
     assert all(r["attempts"] == 1 for r in rows)
     assert len(his_a.received) == 6 and len(his_a.unique()) == 6  # nothing sent twice
@@ -75,7 +75,7 @@ def test_final_waits_behind_its_preliminary_and_queueing_is_idempotent(
     his_a.state.mode = "AA"
     for _ in range(40):
         sender.run_once()
-        if len(store.list(status="delivered")) == 2:
+        if len(store.entries(status="delivered")) == 2:
             break
     assert [r.control_id for r in his_a.unique().values()][-1] == final_id
     sent_order = [r.control_id for r in his_a.received if r.control_id in his_a.unique()]

@@ -44,10 +44,10 @@ def push_settings(sites_settings: Settings, peer: tuple[PeerState, str]) -> Sett
 def _drain(sender: HisSender, store: DeliveryStore, until: Any) -> None:
     for _ in range(50):
         sender.run_once()
-        if until(store.list()):
+        if until(store.entries()):
             return
         time.sleep(0.06)
-    raise AssertionError(f"the queue did not get there: {store.list()}")
+    raise AssertionError(f"the queue did not get there: {store.entries()}")
 
 
 def test_result_pushed_preliminary_then_final_and_read_back(

@@ -232,21 +232,21 @@ def test_kill_9_mid_send_loses_nothing_and_files_each_message_once(
         if process.poll() is None:
             process.kill()
     in_flight = his_a.received[0]
-    rows = store.list()
+    rows = store.entries()
     assert len(rows) == 2 and {r["status"] for r in rows} == {"pending"}
     his_a.state.mode = "AA"
     his_a.state.release.set()
 
     process = _start_sender(config, tmp_path / "sender2.log")
     try:
-        _wait(lambda: {r["status"] for r in store.list()} == {"delivered"}, 60, "both delivered")
+        _wait(lambda: {r["status"] for r in store.entries()} == {"delivered"}, 60, "both delivered")
         ids = enqueue_final_result(settings, engine, first, verified_by="dr-wu")
-        _wait(lambda: len(store.list(status="delivered")) == 3, 60, "the final result")
+        _wait(lambda: len(store.entries(status="delivered")) == 3, 60, "the final result")
     finally:
         process.kill()
         process.wait(30)
 
-    rows = store.list()
+    rows = store.entries()
     expected = {r["message_id"] for r in rows}
     assert len(rows) == 3 and set(ids) <= expected
     filed = his_a.unique()  # what the HIS keeps: one message per control ID

@@ -295,6 +295,14 @@ class FhirDestination(BaseModel):
     token: str | None = Field(None, description="bearer token for the push; none = no header")
 
 
+class SitePacs(BaseModel):
+    """A site's own PACS, which gets the result objects as well as the regional PACS."""
+
+    ae_title: str = Field(min_length=1, max_length=16)
+    host: str
+    port: int = Field(ge=1, le=65535)
+
+
 class SiteConfig(BaseModel):
     """A primary-care site (``[[sites]]``): the AEs that send its studies, where its results go,
     and the bearer tokens that see only its studies, results and FHIR resources."""
@@ -307,6 +315,7 @@ class SiteConfig(BaseModel):
     fhir: FhirDestination | None = Field(
         None, description="its FHIR server: results pushed as transaction Bundles"
     )
+    pacs: SitePacs | None = Field(None, description="its own PACS: result objects by C-STORE")
     notify_channels: list[str] = Field(
         default_factory=list, description="names of [[notify.channels]] that serve this site"
     )

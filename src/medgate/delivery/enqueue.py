@@ -27,6 +27,7 @@ from medgate.core.logs import phi_hash
 from medgate.delivery.fhir_resources import StudyResources, transaction_bundle
 from medgate.delivery.hl7_oru import RESULT_STATUSES as REPORT_STATUS
 from medgate.delivery.hl7_oru import build_oru, message_control_id
+from medgate.delivery.site_pacs import files_payload
 from medgate.delivery.sites import site_for_aes
 from medgate.delivery.study_header import StudyHeader, read_study_header
 from medgate.store.deliveries import DeliveryStore, NewDelivery
@@ -69,6 +70,9 @@ def messages_for(
     site = study_site(settings, store, study_uid)
     if site is None:
         return []
+    rows: list[NewDelivery] = []
+    if site.pacs is not None:
+        rows.extend(_pacs_message(store, site, study_uid, result_status))
     channels = [
         (channel, destination)
         for channel, destination, wanted in (
@@ -78,7 +82,7 @@ def messages_for(
         if wanted
     ]
     if not channels:
-        return []
+        return rows
     when = message_time or dt.datetime.now(dt.UTC)
     path = store.first_instance_path(study_uid)
     header: StudyHeader | None = None
@@ -90,7 +94,6 @@ def messages_for(
     except (OSError, InvalidDicomError) as exc:
         reason = f"study header unreadable: {type(exc).__name__}"
         log.error("study %s: result messages not built: %s", phi_hash(study_uid), reason)
-    rows: list[NewDelivery] = []
     for channel, destination in channels:
         control_id = message_control_id(study_uid, destination, result_status)
         common: dict[str, Any] = {
@@ -120,6 +123,37 @@ def messages_for(
                 NewDelivery(**common, payload=transaction_bundle(resources).model_dump_json())
             )
     return rows
+
+
+def pacs_destination(site: SiteConfig) -> str:
+    """The destination name of a site's own PACS in the queue and the study JSON."""
+    return f"pacs:{site.name}"
+
+
+def _pacs_message(
+    store: DeliveryStore, site: SiteConfig, study_uid: str, result_status: str
+) -> list[NewDelivery]:
+    """The result objects for the site's PACS: with P every object in the outbox; with F the
+    objects added since (the review's verified SR), if any."""
+    destination = pacs_destination(site)
+    objects = store.result_files(study_uid)
+    if result_status == "F":
+        earlier = store.payload_of(message_control_id(study_uid, destination, "P"))
+        sent = {o["sop_instance_uid"] for o in json.loads(earlier)["objects"]} if earlier else set()
+        objects = [o for o in objects if o["sop_instance_uid"] not in sent]
+    if not objects:
+        return []
+    return [
+        NewDelivery(
+            message_id=message_control_id(study_uid, destination, result_status),
+            study_instance_uid=study_uid,
+            site=site.name,
+            destination=destination,
+            channel="dicom",
+            result_status=result_status,
+            payload=files_payload(objects),
+        )
+    ]
 
 
 def _oru(

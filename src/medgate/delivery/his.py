@@ -32,7 +32,9 @@ from medgate.core.logs import phi_hash
 from medgate.delivery.enqueue import queue_new_results
 from medgate.delivery.fhir_push import FhirPushError, push_bundle
 from medgate.delivery.mllp import MllpError, send_message
+from medgate.delivery.site_pacs import DicomStoreError, store_objects
 from medgate.delivery.sites import site_named
+from medgate.dicom.net import Peer
 from medgate.store.deliveries import Delivery, DeliveryStore
 from medgate.trust.audit import AuditLog
 
@@ -112,6 +114,9 @@ class HisSender:
         if item.channel == "fhir":
             self._push(item, site, summary)
             return
+        if item.channel == "dicom":
+            self._store(item, site, summary)
+            return
         if site is None or site.hl7 is None:
             self._dead(item, "the site or its HIS is no longer configured", None, summary)
             return
@@ -147,6 +152,19 @@ class HisSender:
             return
         code = str(answer.status)
         self._answered(item, answer.accepted, code, answer.text, fhir.push_max_attempts, summary)
+
+    def _store(self, item: Delivery, site: SiteConfig | None, summary: DeliverySummary) -> None:
+        if site is None or site.pacs is None:
+            self._dead(item, "the site or its PACS is no longer configured", None, summary)
+            return
+        peer = Peer(site.pacs.ae_title, site.pacs.host, site.pacs.port)
+        try:
+            answer = store_objects(self.settings, peer, item.payload)
+        except DicomStoreError as exc:
+            self._retry(item, str(exc), summary, refused=False, ack_code=None)
+            return
+        limit = self.settings.pacs.send_max_attempts
+        self._answered(item, answer.accepted, answer.code, answer.text, limit, summary)
 
     def _answered(
         self,

@@ -20,7 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from medgate.store.schema import deliveries, instances, result_reports, studies
+from medgate.store.schema import deliveries, instances, outbox, result_reports, studies
 
 
 def utcnow() -> dt.datetime:
@@ -350,9 +350,11 @@ class DeliveryStore:
     # ------------------------------------------------------------------ reading
     def for_study(self, study_uid: str) -> list[dict[str, Any]]:
         """The study's deliveries (without payloads), oldest first."""
-        return self.list(study_uid=study_uid)
+        return self.entries(study_uid=study_uid)
 
-    def list(self, study_uid: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
+    def entries(
+        self, study_uid: str | None = None, status: str | None = None
+    ) -> list[dict[str, Any]]:
         columns = [c for c in deliveries.c if c.name != "payload"]
         query = sa.select(*columns).order_by(deliveries.c.id)
         if study_uid is not None:
@@ -404,6 +406,27 @@ class DeliveryStore:
                 if ae:
                     result[uid].add(ae.strip())
         return result
+
+    def result_files(self, study_uid: str) -> list[dict[str, str]]:
+        """The study's result objects in the outbox (UID, kind, file), in the order queued."""
+        query = (
+            sa.select(outbox.c.sop_instance_uid, outbox.c.kind, outbox.c.path)
+            .where(outbox.c.study_instance_uid == study_uid)
+            .order_by(outbox.c.id)
+        )
+        with self.engine.connect() as conn:
+            return [
+                {"sop_instance_uid": r.sop_instance_uid, "kind": r.kind, "path": r.path}
+                for r in conn.execute(query)
+            ]
+
+    def payload_of(self, message_id: str) -> str | None:
+        """The queued text of one message (None when it was never queued)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(deliveries.c.payload).where(deliveries.c.message_id == message_id)
+            ).first()
+        return str(row.payload) if row is not None else None
 
     def first_instance_path(self, study_uid: str) -> str | None:
         """The file of the study's first received instance (its header names the patient)."""
