@@ -50,13 +50,14 @@ def test_referral_goes_up_is_accepted_and_comes_back_down_with_the_plan(
     assert made["history"][0]["channels"] == ["referral-desk"]
     sr, task = fhir_pair(client, made["id"])
     assert (sr.status, sr.priority, sr.intent) == ("active", "urgent", "order")
+    assert sr.reasonCode and sr.supportingInfo and sr.note and sr.subject and task.focus
     assert sr.reasonCode[0].text == UP["reason"]
     assert sr.supportingInfo[0].reference == "DiagnosticReport/1.2.826.0.1.3680043.8.498.1"
     assert {n.text for n in sr.note} == {
         "finding: Nodule = 9.5 mm",
         "score: China-PAR 10-year ASCVD risk = 12.4%",
     }
-    assert sr.subject.identifier.value == PATIENT
+    assert sr.subject.identifier and sr.subject.identifier.value == PATIENT
     assert task.status == "requested" and task.focus.reference == f"ServiceRequest/{made['id']}"
 
     accepted = client.patch(
@@ -81,7 +82,7 @@ def test_referral_goes_up_is_accepted_and_comes_back_down_with_the_plan(
     assert body["follow_up_plan"] == plan and body["history"][-1]["notified"] == "clinic"
     sr, task = fhir_pair(client, made["id"])
     assert (sr.status, task.status) == ("completed", "completed")
-    assert task.output[0].valueString == plan
+    assert task.output and task.output[0].valueString == plan
 
     # The site sees the plan; the audit trail has each change with the patient only hashed.
     seen = client.get(f"/api/v1/referrals/{made['id']}", headers=SITE_A).json()
@@ -108,7 +109,7 @@ def test_rejection_needs_a_reason_and_closes_the_referral(client: TestClient) ->
     assert rejected.status_code == 200
     sr, task = fhir_pair(client, made["id"])
     assert (sr.status, task.status) == ("revoked", "rejected")
-    assert task.statusReason.text == "no thoracic surgeon this month"
+    assert task.statusReason and task.statusReason.text == "no thoracic surgeon this month"
     again = client.patch(url, json={"status": "accepted"}, headers=HOSPITAL)
     assert again.status_code == 409
     assert "a rejected referral cannot become accepted" in again.json()["detail"]
