@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import sqlite3
 import threading
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -310,7 +311,7 @@ def test_index_instance_from_many_threads_at_once(database_url: str) -> None:
 
 # ---------------------------------------------------------------- the receiver's sqlite3 hot path
 @pytest.fixture
-def file_index(tmp_path: Path):  # type: ignore[no-untyped-def]
+def file_index(tmp_path: Path) -> Iterator[Index]:
     index = Index(f"sqlite:///{tmp_path / 'index.sqlite'}")
     yield index
     index.close()

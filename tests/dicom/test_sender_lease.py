@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from pydicom import dcmread
 from pydicom.uid import generate_uid
 from pynetdicom import AE, StoragePresentationContexts, evt
+from pynetdicom.dimse_primitives import C_STORE
 
 from medgate.cli.dicom_service import DicomService
 from medgate.core.ports import free_port
@@ -34,16 +35,20 @@ class SlowPacs:
         self.first_store = threading.Event()
         ae = AE("SLOWPACS")
         ae.supported_contexts = StoragePresentationContexts
-        self.server = ae.start_server(
+        server = ae.start_server(
             ("127.0.0.1", self.port),
             block=False,
             evt_handlers=[(evt.EVT_C_STORE, self._store)],
         )
+        assert server is not None  # non-blocking: the server object is returned
+        self.server = server
 
     def _store(self, event: evt.Event) -> int:
         self.first_store.set()
         time.sleep(STORE_S)
-        self.received.append(str(event.request.AffectedSOPInstanceUID))
+        request = event.request
+        assert isinstance(request, C_STORE)
+        self.received.append(str(request.AffectedSOPInstanceUID))
         return 0x0000
 
 
@@ -62,6 +67,7 @@ def sender_service(
         pacs={"ae_title": "SLOWPACS", "host": "127.0.0.1", "port": slow_pacs.port},
         serving={"job_lease_seconds": LEASE_S},
     )
+    assert service.sender is not None
     service.sender.stop()  # passes are driven by the test
     for n, path in enumerate(ct_series(tmp_path / "results", 4, rows=8, columns=8)):
         ds = dcmread(path)
@@ -74,6 +80,8 @@ def sender_service(
 def test_a_pass_longer_than_its_lease_keeps_its_claim(
     sender_service: DicomService, slow_pacs: SlowPacs
 ) -> None:
+    sender = sender_service.sender
+    assert sender is not None
     ids = [item.id for item in sender_service.index.outbox.due()]
     other = Index(sender_service.index.url, create=False)  # a second instance's sender
     refused: list[int] = []
@@ -88,7 +96,7 @@ def test_a_pass_longer_than_its_lease_keeps_its_claim(
     thread = threading.Thread(target=second_sender)
     thread.start()
     try:
-        summary = sender_service.sender.run_once()
+        summary = sender.run_once()
     finally:
         thread.join(30)
         other.close()
@@ -103,6 +111,8 @@ def test_a_pass_longer_than_its_lease_keeps_its_claim(
 def test_a_pass_whose_claim_was_taken_stops_sending(
     sender_service: DicomService, slow_pacs: SlowPacs
 ) -> None:
+    sender = sender_service.sender
+    assert sender is not None
     taken_until = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
 
     def take_over() -> None:  # as another sender would after a stall: new lease ends
@@ -116,7 +126,7 @@ def test_a_pass_whose_claim_was_taken_stops_sending(
 
     thread = threading.Thread(target=take_over)
     thread.start()
-    summary = sender_service.sender.run_once()
+    summary = sender.run_once()
     thread.join(30)
     assert 1 <= summary.sent < 4  # what was on the wire is recorded, the rest is not sent
     assert len(slow_pacs.received) == summary.sent
