@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 
 from medgate.api.pages.session import ReviewAccess, require_review
 from medgate.review.verdicts import ReviewInput, ReviewRejected, VerdictInput, submit_review
+from medgate.store.notifications import NotificationStore
 from medgate.store.reviews import ReviewStore
 from medgate.trust.audit import AuditLog, open_audit
 
@@ -104,8 +105,34 @@ def get_review(
     }
 
 
+@router.post("/notifications/{notification_id}/ack")
+def ack_notification(
+    notification_id: int, request: Request, access: ReviewAccess = Depends(require_review)
+) -> dict[str, Any]:
+    """Acknowledge a critical-result message: its study escalates no further."""
+    by = f"reviewer:{access.reviewer_id}" if access.reviewer_id else access.via
+    item = NotificationStore(request.app.state.index.engine).acknowledge(
+        item_id=notification_id, by=by
+    )
+    if item is None:
+        raise HTTPException(404, f"no notification {notification_id}")
+    audit_log(request).record(
+        "critical-acknowledged",
+        actor=by,
+        study_uid=item.study_instance_uid,
+        details={"notification": item.id, "channel": item.channel},
+    )
+    return {
+        "id": item.id,
+        "status": item.status,
+        "acknowledged_at": item.acknowledged_at.isoformat() if item.acknowledged_at else None,
+        "acknowledged_by": item.acknowledged_by,
+    }
+
+
 def include(app: FastAPI) -> None:
-    """Wire the review API, the /review pages and their static files into ``app``."""
+    """Wire the review API, the /review pages and their static files into ``app``; start the
+    critical-result notification loop with the app when channels are configured."""
     from fastapi.staticfiles import StaticFiles
 
     from medgate.api.pages.views import STATIC, pages
@@ -113,3 +140,17 @@ def include(app: FastAPI) -> None:
     app.include_router(router)
     app.mount("/review/static", StaticFiles(directory=str(STATIC)), name="review-static")
     app.include_router(pages)
+    settings = app.state.settings
+    if settings.notify.channels:
+        from medgate.review.notify import Notifier
+
+        def start() -> None:
+            app.state.notifier = Notifier(settings, app.state.index, open_audit(settings)).start()
+
+        def stop() -> None:
+            notifier = getattr(app.state, "notifier", None)
+            if notifier is not None:
+                notifier.stop()
+
+        app.router.on_startup.append(start)
+        app.router.on_shutdown.append(stop)

@@ -67,6 +67,9 @@ TEXT: dict[str, dict[str, str]] = {
         "minutes": "min",
         "hours": "h",
         "ai_disclaimer": "AI results are decision support; the radiologist's verdict is final.",
+        "ack_title": "Critical result",
+        "ack_button": "I have seen it: acknowledge",
+        "ack_done": "Acknowledged; no further escalation",
     },
     "zh": {
         "app": "medgate 阅片复核",
@@ -129,6 +132,9 @@ TEXT: dict[str, dict[str, str]] = {
         "minutes": "分钟",
         "hours": "小时",
         "ai_disclaimer": "AI 结果仅供辅助决策，以放射科医生的复核结论为准。",
+        "ack_title": "危急结果",
+        "ack_button": "已知悉：确认接收",
+        "ack_done": "已确认，不再升级通知",
     },
 }
 

@@ -30,6 +30,7 @@ from medgate.api.pages.session import (
     token_may_review,
 )
 from medgate.review.board import BoardFilters, board
+from medgate.store.notifications import NotificationStore
 from medgate.store.reviews import ReviewStore
 
 HERE = Path(__file__).parent
@@ -117,6 +118,39 @@ def logout(lang: str | None = None) -> Response:
     response = RedirectResponse(f"/review/login?lang={lang or ''}", status_code=303)
     response.delete_cookie(COOKIE, path="/")
     return response
+
+
+@pages.get("/ack/{token}", response_class=HTMLResponse)
+def ack_page(request: Request, token: str, lang: str | None = None) -> Response:
+    """The link in a critical-result message: one button that acknowledges it (the token in the
+    link is the credential; a GET never changes anything, so link previews cannot ack)."""
+    language = _lang(request, lang)
+    item = NotificationStore(request.app.state.index.engine).by_token(token)
+    if item is None:
+        raise HTTPException(404, "no such notification")
+    return templates.TemplateResponse(
+        request, "ack.html", _context(request, language, None, item=item, done=False)
+    )
+
+
+@pages.post("/ack/{token}", response_class=HTMLResponse)
+def ack(request: Request, token: str, lang: str = Form("zh")) -> Response:
+    language = _lang(request, lang)
+    store = NotificationStore(request.app.state.index.engine)
+    item = store.acknowledge(token=token, by="link")
+    if item is None:
+        raise HTTPException(404, "no such notification")
+    from medgate.api.routes_review import audit_log
+
+    audit_log(request).record(
+        "critical-acknowledged",
+        actor="ack-link",
+        study_uid=item.study_instance_uid,
+        details={"notification": item.id, "channel": item.channel},
+    )
+    return templates.TemplateResponse(
+        request, "ack.html", _context(request, language, None, item=item, done=True)
+    )
 
 
 @pages.get("", response_class=HTMLResponse)

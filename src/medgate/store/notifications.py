@@ -1,0 +1,307 @@
+"""The notifications table: critical-result messages, one row per study and channel.
+
+The row is the message's durable record: it is created before anything is sent (so a kill -9
+loses nothing: the loop finds it pending after a restart), claimed with a lease before sending (so
+two loops never send it at once), and marked ``sent`` right after the channel accepted it. The
+unique (study, channel) pair means a study is announced at most once per channel, however often
+the loop restarts. Escalation creates the next channel's row and clears ``escalate_at`` of the
+current one in one transaction; an acknowledgement marks every row of the study.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+
+from medgate.store.engine import aware, utcnow
+from medgate.store.schema import notifications, studies
+
+
+@dataclass(frozen=True)
+class Notification:
+    id: int
+    study_instance_uid: str
+    channel: str
+    step: int
+    token: str
+    payload: dict[str, Any]
+    status: str
+    attempts: int
+    next_attempt_at: dt.datetime
+    escalate_at: dt.datetime | None
+    created_at: dt.datetime
+    sent_at: dt.datetime | None
+    acknowledged_at: dt.datetime | None
+    acknowledged_by: str | None
+    last_error: str | None
+
+
+def _row(data: Any) -> Notification:
+    return Notification(
+        id=data["id"],
+        study_instance_uid=data["study_instance_uid"],
+        channel=data["channel"],
+        step=data["step"],
+        token=data["token"],
+        payload=json.loads(data["payload"]),
+        status=data["status"],
+        attempts=data["attempts"],
+        next_attempt_at=aware(data["next_attempt_at"]),  # type: ignore[arg-type]
+        escalate_at=aware(data["escalate_at"]),
+        created_at=aware(data["created_at"]),  # type: ignore[arg-type]
+        sent_at=aware(data["sent_at"]),
+        acknowledged_at=aware(data["acknowledged_at"]),
+        acknowledged_by=data["acknowledged_by"],
+        last_error=data["last_error"],
+    )
+
+
+class NotificationStore:
+    """Reads and moves notification rows; every method is one short transaction."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    # ------------------------------------------------------------------ creating
+    def create(
+        self,
+        study_uid: str,
+        channel: str,
+        step: int,
+        token: str,
+        payload: dict[str, Any],
+        now: dt.datetime | None = None,
+    ) -> bool:
+        """Queue a message unless the study already has one on ``channel``; True if added."""
+        now = now or utcnow()
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    notifications.insert().values(
+                        study_instance_uid=study_uid,
+                        channel=channel,
+                        step=step,
+                        token=token,
+                        payload=json.dumps(payload, ensure_ascii=False, sort_keys=True),
+                        status="pending",
+                        attempts=0,
+                        next_attempt_at=now,
+                        created_at=now,
+                    )
+                )
+        except IntegrityError:
+            return False
+        return True
+
+    def critical_without_notification(self, limit: int = 100) -> list[str]:
+        """Studies triaged ``critical`` whose results are built and that have no message yet."""
+        have = sa.select(notifications.c.study_instance_uid)
+        with self.engine.connect() as conn:
+            return list(
+                conn.execute(
+                    sa.select(studies.c.study_instance_uid)
+                    .where(
+                        studies.c.priority == "critical",
+                        studies.c.result_json.is_not(None),
+                        studies.c.study_instance_uid.not_in(have),
+                    )
+                    .order_by(studies.c.updated_at)
+                    .limit(limit)
+                ).scalars()
+            )
+
+    # ------------------------------------------------------------------ sending
+    def claim_due(self, lease_seconds: float, now: dt.datetime | None = None) -> list[Notification]:
+        """Pending messages that are due, each claimed by moving its ``next_attempt_at`` past a
+        lease (a row another loop moved first is not returned)."""
+        now = now or utcnow()
+        claimed: list[Notification] = []
+        with self.engine.connect() as conn:
+            due = (
+                conn.execute(
+                    sa.select(notifications)
+                    .where(
+                        notifications.c.status == "pending", notifications.c.next_attempt_at <= now
+                    )
+                    .order_by(notifications.c.id)
+                )
+                .mappings()
+                .all()
+            )
+        lease = now + dt.timedelta(seconds=lease_seconds)
+        for data in due:
+            with self.engine.begin() as conn:
+                moved = conn.execute(
+                    notifications.update()
+                    .where(
+                        notifications.c.id == data["id"],
+                        notifications.c.status == "pending",
+                        notifications.c.next_attempt_at == data["next_attempt_at"],
+                    )
+                    .values(next_attempt_at=lease)
+                ).rowcount
+            if moved == 1:
+                claimed.append(_row(data))
+        return claimed
+
+    def sent(
+        self, item_id: int, escalate_at: dt.datetime | None, now: dt.datetime | None = None
+    ) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                notifications.update()
+                .where(notifications.c.id == item_id, notifications.c.status == "pending")
+                .values(
+                    status="sent",
+                    sent_at=now or utcnow(),
+                    attempts=notifications.c.attempts + 1,
+                    escalate_at=escalate_at,
+                    last_error=None,
+                )
+            )
+
+    def failed(
+        self, item_id: int, error: str, retry_at: dt.datetime | None, now: dt.datetime | None = None
+    ) -> None:
+        """A failed send: retried at ``retry_at``, or dead (escalated at once) when None."""
+        values: dict[str, Any] = {
+            "attempts": notifications.c.attempts + 1,
+            "last_error": error[:500],
+        }
+        if retry_at is None:
+            values.update(status="dead", escalate_at=now or utcnow())
+        else:
+            values.update(next_attempt_at=retry_at)
+        with self.engine.begin() as conn:
+            conn.execute(
+                notifications.update()
+                .where(notifications.c.id == item_id, notifications.c.status == "pending")
+                .values(**values)
+            )
+
+    # ------------------------------------------------------------------ escalation and ack
+    def escalations_due(self, now: dt.datetime | None = None) -> list[Notification]:
+        """Sent (or dead) messages past their ``escalate_at`` whose study nobody acknowledged."""
+        now = now or utcnow()
+        acked = sa.select(notifications.c.study_instance_uid).where(
+            notifications.c.acknowledged_at.is_not(None)
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(notifications)
+                .where(
+                    notifications.c.status.in_(("sent", "dead")),
+                    notifications.c.escalate_at.is_not(None),
+                    notifications.c.escalate_at <= now,
+                    notifications.c.study_instance_uid.not_in(acked),
+                )
+                .order_by(notifications.c.id)
+            ).mappings()
+            return [_row(r) for r in rows]
+
+    def escalate(
+        self,
+        current: Notification,
+        channel: str | None,
+        token: str,
+        payload: dict[str, Any],
+        now: dt.datetime | None = None,
+    ) -> bool:
+        """Stop ``current`` escalating and, when ``channel`` is given, queue the message there;
+        one transaction, so a crash neither loses nor doubles the escalation."""
+        now = now or utcnow()
+        with self.engine.begin() as conn:
+            cleared = conn.execute(
+                notifications.update()
+                .where(notifications.c.id == current.id, notifications.c.escalate_at.is_not(None))
+                .values(escalate_at=None)
+            ).rowcount
+            if cleared != 1 or channel is None:
+                return False
+            exists = conn.execute(
+                sa.select(notifications.c.id).where(
+                    notifications.c.study_instance_uid == current.study_instance_uid,
+                    notifications.c.channel == channel,
+                )
+            ).first()
+            if exists is not None:
+                return False
+            conn.execute(
+                notifications.insert().values(
+                    study_instance_uid=current.study_instance_uid,
+                    channel=channel,
+                    step=current.step + 1,
+                    token=token,
+                    payload=json.dumps(payload, ensure_ascii=False, sort_keys=True),
+                    status="pending",
+                    attempts=0,
+                    next_attempt_at=now,
+                    created_at=now,
+                )
+            )
+        return True
+
+    def acknowledge(
+        self,
+        *,
+        item_id: int | None = None,
+        token: str | None = None,
+        by: str,
+        now: dt.datetime | None = None,
+    ) -> Notification | None:
+        """Acknowledge the study of one message (by id or by its link's token): every message of
+        that study stops escalating. None when no message matches."""
+        condition = (
+            notifications.c.id == item_id if item_id is not None else notifications.c.token == token
+        )
+        now = now or utcnow()
+        with self.engine.begin() as conn:
+            data = conn.execute(sa.select(notifications).where(condition)).mappings().first()
+            if data is None:
+                return None
+            conn.execute(
+                notifications.update()
+                .where(
+                    notifications.c.study_instance_uid == data["study_instance_uid"],
+                    notifications.c.acknowledged_at.is_(None),
+                )
+                .values(acknowledged_at=now, acknowledged_by=by[:128], escalate_at=None)
+            )
+            conn.execute(
+                notifications.update()
+                .where(
+                    notifications.c.study_instance_uid == data["study_instance_uid"],
+                    notifications.c.status.in_(("sent", "pending")),
+                )
+                .values(status="acknowledged")  # an unsent one is no longer needed
+            )
+            fresh = (
+                conn.execute(sa.select(notifications).where(notifications.c.id == data["id"]))
+                .mappings()
+                .first()
+            )
+        return _row(fresh)
+
+    def by_token(self, token: str) -> Notification | None:
+        with self.engine.connect() as conn:
+            data = (
+                conn.execute(sa.select(notifications).where(notifications.c.token == token))
+                .mappings()
+                .first()
+            )
+        return _row(data) if data is not None else None
+
+    def of_study(self, study_uid: str) -> list[Notification]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(notifications)
+                .where(notifications.c.study_instance_uid == study_uid)
+                .order_by(notifications.c.step)
+            ).mappings()
+            return [_row(r) for r in rows]
