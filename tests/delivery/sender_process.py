@@ -1,6 +1,6 @@
 """The HIS delivery loop alone, as a process a test can kill -9 (``sender_process.py CONFIG``).
 
-It opens the store named by the config, starts ``HisSender`` and runs until killed; "ready" on
+It opens the store named by the config, starts ``SiteDelivery`` and runs until killed; "ready" on
 stdout says the loop is running.
 """
 
@@ -12,7 +12,7 @@ import time
 import sqlalchemy as sa
 
 from medgate.core.config import load_settings
-from medgate.delivery.his import HisSender
+from medgate.delivery.site_delivery import SiteDelivery
 from medgate.trust.audit import AuditLog
 
 
@@ -20,7 +20,7 @@ def main() -> None:
     settings = load_settings(sys.argv[1])
     engine = sa.create_engine(settings.storage.resolved_database_url())
     audit = AuditLog(settings.audit_path, settings.audit.hash_key)
-    HisSender(settings, engine, audit).start()
+    SiteDelivery(settings, engine, audit).start()
     print("ready", flush=True)
     while True:
         time.sleep(1)

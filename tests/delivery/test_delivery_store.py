@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from medgate.core.config import Settings
 from medgate.delivery.enqueue import enqueue_final_result, queue_new_results
-from medgate.delivery.his import HisSender
+from medgate.delivery.site_delivery import SiteDelivery
 from medgate.store.deliveries import DeliveryStore
 from medgate.store.migrations import upgrade
 from medgate.trust.audit import AuditLog
@@ -34,10 +34,10 @@ def test_two_senders_on_one_database_send_each_message_once(
     uids = [add_study(shared, sites_settings, calling_ae="CLINIC_A_CT") for _ in range(6)]
     assert queue_new_results(sites_settings, DeliveryStore(shared)) == 6
     engines = [sa.create_engine(shared.url) for _ in range(2)]
-    senders = [HisSender(sites_settings, e, audit, batch=2) for e in engines]
+    senders = [SiteDelivery(sites_settings, e, audit, batch=2) for e in engines]
     start = threading.Barrier(2)
 
-    def drain(sender: HisSender) -> None:
+    def drain(sender: SiteDelivery) -> None:
         start.wait()
         for _ in range(10):
             sender.run_once()
@@ -64,7 +64,7 @@ def test_final_waits_behind_its_preliminary_and_queueing_is_idempotent(
     assert queue_new_results(sites_settings, store) == 1
     assert queue_new_results(sites_settings, store) == 0
     his_a.state.mode = "die"  # the preliminary cannot get through for now
-    sender = HisSender(sites_settings, shared, audit)
+    sender = SiteDelivery(sites_settings, shared, audit)
     sender.run_once()
     [final_id] = enqueue_final_result(sites_settings, shared, uid, verified_by="dr-li")
     assert enqueue_final_result(sites_settings, shared, uid) == []

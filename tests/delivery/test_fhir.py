@@ -17,7 +17,7 @@ from fhirclient.models.observation import Observation
 from medgate.api.app import create_app
 from medgate.core.config import Settings
 from medgate.delivery.enqueue import enqueue_final_result
-from medgate.delivery.his import HisSender
+from medgate.delivery.site_delivery import SiteDelivery
 from medgate.trust.audit import AuditLog
 
 from .delivery_support import ADMIN, RESULTS_ONLY, TOKEN_A, TOKEN_B, add_study
@@ -56,7 +56,7 @@ def two_sites(
     uid_b = add_study(
         engine, sites_settings, calling_ae="CLINIC_B_DX", patient_id="PID-B", name="Li^Lei=李^雷"
     )
-    HisSender(sites_settings, engine, audit).run_once()
+    SiteDelivery(sites_settings, engine, audit).run_once()
     return uid_a, uid_b
 
 

@@ -15,7 +15,7 @@ from fhirclient.models.observation import Observation
 
 from medgate.core.config import FhirDestination, Settings
 from medgate.delivery.enqueue import enqueue_final_result
-from medgate.delivery.his import HisSender
+from medgate.delivery.site_delivery import SiteDelivery
 from medgate.store.deliveries import DeliveryStore
 from medgate.trust.audit import AuditLog
 
@@ -41,7 +41,7 @@ def push_settings(sites_settings: Settings, peer: tuple[PeerState, str]) -> Sett
     return sites_settings.model_copy(update={"sites": [site, sites_settings.sites[1]]})
 
 
-def _drain(sender: HisSender, store: DeliveryStore, until: Any) -> None:
+def _drain(sender: SiteDelivery, store: DeliveryStore, until: Any) -> None:
     for _ in range(50):
         sender.run_once()
         if until(store.entries()):
@@ -59,7 +59,7 @@ def test_result_pushed_preliminary_then_final_and_read_back(
     state, base = peer
     uid = add_study(engine, push_settings, calling_ae="CLINIC_A_CT")
     other = add_study(engine, push_settings, calling_ae="CLINIC_B_DX")  # B: HL7 only, no FHIR
-    sender = HisSender(push_settings, engine, audit)
+    sender = SiteDelivery(push_settings, engine, audit)
     store = DeliveryStore(engine)
     _drain(sender, store, lambda rows: {r["status"] for r in rows} == {"delivered"})
     assert [r["destination"] for r in store.for_study(other)] == ["hl7:clinic-b"]
@@ -100,7 +100,7 @@ def test_refused_push_is_dead_lettered_and_outage_waited_for(
         }
     )
     store = DeliveryStore(engine)
-    sender = HisSender(settings, engine, audit)
+    sender = SiteDelivery(settings, engine, audit)
     state.mode = "down"
     uid = add_study(engine, settings, calling_ae="CLINIC_A_CT")
     for _ in range(4):

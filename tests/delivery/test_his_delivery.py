@@ -18,7 +18,7 @@ from tests.support.configs import settings_to_toml
 from medgate.core.config import Settings
 from medgate.core.ports import free_port
 from medgate.delivery.enqueue import enqueue_final_result
-from medgate.delivery.his import HisSender
+from medgate.delivery.site_delivery import SiteDelivery
 from medgate.store.deliveries import DeliveryStore
 from medgate.trust.audit import AuditLog
 
@@ -37,7 +37,7 @@ def _study_of(message: Any) -> str:
     return str(obr.obr_3.to_er7()).split("^")[0]
 
 
-def _passes(sender: HisSender, until: Any, limit: int = 50) -> None:
+def _passes(sender: SiteDelivery, until: Any, limit: int = 50) -> None:
     for _ in range(limit):
         sender.run_once()
         if until():
@@ -54,7 +54,7 @@ def test_site_a_study_reaches_a_his_only_preliminary_then_final(
     his_b: MllpHis,
 ) -> None:
     uid = add_study(engine, sites_settings, calling_ae="CLINIC_A_CT")
-    sender = HisSender(sites_settings, engine, audit)
+    sender = SiteDelivery(sites_settings, engine, audit)
     summary = sender.run_once()
     assert summary.queued_studies == 1 and summary.delivered == 1
     assert his_b.received == []
@@ -95,11 +95,11 @@ def test_study_of_no_site_or_without_sites_sends_nothing(
     his_b: MllpHis,
 ) -> None:
     uid = add_study(engine, sites_settings, calling_ae="SOMEONE_ELSE")
-    sender = HisSender(sites_settings, engine, audit)
+    sender = SiteDelivery(sites_settings, engine, audit)
     assert sender.run_once().queued_studies == 1
     unscoped = sites_settings.model_copy(update={"sites": []})
     other = add_study(engine, unscoped, calling_ae="CLINIC_A_CT")
-    assert HisSender(unscoped, engine, audit).run_once().queued_studies == 1
+    assert SiteDelivery(unscoped, engine, audit).run_once().queued_studies == 1
     assert his_a.received == [] and his_b.received == []
     store = DeliveryStore(engine)
     assert store.for_study(uid) == [] and store.for_study(other) == []
@@ -114,7 +114,7 @@ def test_refusal_is_retried_then_dead_lettered(
 ) -> None:
     his_a.state.mode = "AR"
     uid = add_study(engine, sites_settings, calling_ae="CLINIC_A_CT")
-    sender = HisSender(sites_settings, engine, audit)
+    sender = SiteDelivery(sites_settings, engine, audit)
     store = DeliveryStore(engine)
     _passes(sender, lambda: store.for_study(uid)[0]["status"] == "dead-letter")
     [row] = store.for_study(uid)
@@ -134,7 +134,7 @@ def test_application_error_is_retried_and_then_accepted(
 ) -> None:
     his_a.state.mode = "AE"
     uid = add_study(engine, sites_settings, calling_ae="CLINIC_A_CT")
-    sender = HisSender(sites_settings, engine, audit)
+    sender = SiteDelivery(sites_settings, engine, audit)
     sender.run_once()
     store = DeliveryStore(engine)
     [row] = store.for_study(uid)
@@ -158,7 +158,7 @@ def test_unreachable_or_dying_his_is_waited_for_not_dead_lettered(
         }
     )
     uid = add_study(engine, away, calling_ae="CLINIC_A_CT")
-    sender = HisSender(away, engine, audit)
+    sender = SiteDelivery(away, engine, audit)
     store = DeliveryStore(engine)
     for _ in range(away.delivery.hl7.max_attempts + 2):
         sender.run_once()
@@ -169,7 +169,7 @@ def test_unreachable_or_dying_his_is_waited_for_not_dead_lettered(
     assert "cannot be reached" in row["last_error"]
 
     his_a.state.mode = "die"  # the HIS takes the message and drops the connection
-    sender = HisSender(sites_settings, engine, audit)
+    sender = SiteDelivery(sites_settings, engine, audit)
     for _ in range(away.delivery.hl7.max_attempts + 1):
         sender.run_once()
         time.sleep(0.06)

@@ -16,7 +16,7 @@ from tests.support.tools import require_tool
 from medgate.cli.dicom_service import DicomService
 from medgate.core.config import Settings, load_settings
 from medgate.core.ports import free_port
-from medgate.delivery.his import HisSender
+from medgate.delivery.site_delivery import SiteDelivery
 from medgate.models.registry import discover_bundles
 from medgate.pipeline.worker import Worker
 from medgate.serving.deployments import LocalModelClient
@@ -70,7 +70,7 @@ def running(pipeline_settings: Settings) -> Iterator[Index]:
     dicom = DicomService(settings, index=index, audit=audit).start()
     worker = Worker(settings, index, model, store=dicom.store, audit=audit, bundles=by_name)
     worker.start()
-    his = HisSender(settings, index.engine, audit).start()
+    his = SiteDelivery(settings, index.engine, audit).start()
     try:
         yield index
     finally:

@@ -16,7 +16,7 @@ from pydicom.uid import generate_uid
 from medgate.core.config import Settings, SitePacs
 from medgate.core.ports import free_port
 from medgate.delivery.enqueue import enqueue_final_result
-from medgate.delivery.his import HisSender
+from medgate.delivery.site_delivery import SiteDelivery
 from medgate.dicom.orthanc import OrthancServer
 from medgate.store.deliveries import DeliveryStore
 from medgate.store.schema import outbox
@@ -74,7 +74,7 @@ def test_site_pacs_gets_results_then_the_reviewed_objects(
     settings = _with_pacs(sites_settings, orthanc.dicom_port, orthanc.ae_title)
     uid = add_study(engine, settings, calling_ae="CLINIC_A_CT")
     first = [_result_object(engine, tmp_path, uid, kind) for kind in ("sr", "seg")]
-    sender = HisSender(settings, engine, audit)
+    sender = SiteDelivery(settings, engine, audit)
     store = DeliveryStore(engine)
     sender.run_once()
     [row] = store.for_study(uid)
@@ -108,7 +108,7 @@ def test_site_pacs_refusal_is_dead_lettered_and_outage_waited_for(
     uid = add_study(engine, down, calling_ae="CLINIC_A_CT")
     _result_object(engine, tmp_path, uid, "sr")
     store = DeliveryStore(engine)
-    sender = HisSender(down, engine, audit)
+    sender = SiteDelivery(down, engine, audit)
     for _ in range(3):
         sender.run_once()
         time.sleep(0.06)
@@ -121,7 +121,7 @@ def test_site_pacs_refusal_is_dead_lettered_and_outage_waited_for(
     settings = settings.model_copy(
         update={"pacs": settings.pacs.model_copy(update={"send_max_attempts": 2})}
     )
-    sender = HisSender(settings, engine, audit)
+    sender = SiteDelivery(settings, engine, audit)
     for _ in range(40):
         sender.run_once()
         if store.for_study(uid)[0]["status"] == "dead-letter":

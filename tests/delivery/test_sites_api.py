@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from medgate.api.app import create_app
 from medgate.core.config import ConfigError, Settings, load_settings
-from medgate.delivery.his import HisSender
+from medgate.delivery.site_delivery import SiteDelivery
 from medgate.delivery.sites import site_for_aes, site_tokens, visible_to
 from medgate.trust.audit import AuditLog
 
@@ -55,7 +55,7 @@ def test_study_json_shows_his_delivery_state(
     uid_a = add_study(engine, sites_settings, calling_ae="CLINIC_A_CT")
     uid_b = add_study(engine, sites_settings, calling_ae="CLINIC_B_DX")
     his_b.state.mode = "AR"
-    sender = HisSender(sites_settings, engine, audit)
+    sender = SiteDelivery(sites_settings, engine, audit)
     with served(create_app(sites_settings)) as base:
 
         def delivery(uid: str) -> dict[str, dict[str, Any]]:

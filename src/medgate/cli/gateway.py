@@ -36,7 +36,7 @@ class Gateway:
         self.index: Index | None = None
         self.audit = AuditLog(settings.audit_path, settings.audit.hash_key)
         self.dicom: Any | None = None
-        self.his: Any | None = None
+        self.site_delivery: Any | None = None
         self.worker: Any | None = None
         self.client: Any | None = None
         self.bundles: dict[str, Any] = {}
@@ -99,9 +99,9 @@ class Gateway:
             self.dicom = DicomService(self.settings, index=self.index, audit=self.audit)
             self.dicom.start()
             # beside the DICOM sender: results to the sites' HIS (HL7 v2 ORU^R01 over MLLP)
-            from medgate.delivery.his import HisSender
+            from medgate.delivery.site_delivery import SiteDelivery
 
-            self.his = HisSender(self.settings, self.index.engine, self.audit).start()
+            self.site_delivery = SiteDelivery(self.settings, self.index.engine, self.audit).start()
             self.start_ray()
             metrics = ensure_metrics_actor()
             if self.settings.serving.deploy_app:
@@ -141,9 +141,9 @@ class Gateway:
         if self.worker is not None:
             _quietly(self.worker.stop)
             self.worker = None
-        if self.his is not None:
-            _quietly(self.his.stop)
-            self.his = None
+        if self.site_delivery is not None:
+            _quietly(self.site_delivery.stop)
+            self.site_delivery = None
         if self.dicom is not None:
             _quietly(self.dicom.stop)
             self.dicom = None

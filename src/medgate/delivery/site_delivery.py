@@ -56,7 +56,7 @@ def backoff_seconds(settings: Settings, attempts: int) -> float:
     return float(min(hl7.backoff_seconds * 2 ** max(attempts - 1, 0), hl7.backoff_max_seconds))
 
 
-class HisSender:
+class SiteDelivery:
     """Queues and sends result messages; ``run_once()`` for one pass, ``start()``/``stop()``."""
 
     def __init__(
@@ -71,10 +71,12 @@ class HisSender:
         self._thread: threading.Thread | None = None
 
     # ------------------------------------------------------------------ loop
-    def start(self) -> HisSender:
+    def start(self) -> SiteDelivery:
         if self._thread is None or not self._thread.is_alive():
             self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name="medgate-his", daemon=True)
+            self._thread = threading.Thread(
+                target=self._run, name="medgate-site-delivery", daemon=True
+            )
             self._thread.start()
         return self
 
