@@ -8,7 +8,8 @@ reason or plan 422, each with a message that says what is allowed.
 Access: the ``results`` scope. A site-scoped token (``[[sites]].tokens``) sees and creates only
 its own site's referrals (403 on another site's) and may only withdraw; the hospital's answers
 come from a token that is not scoped to a site. Every change is audited (patient as a keyed
-hash) and its notification to the other side is stored with it (``store.referrals``).
+hash) and its notification to the other side is queued with it (``store.referrals``) and sent
+in the background (``delivery.referral_notify``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pydantic import BaseModel, Field
 from medgate.api.security import require_scope
 from medgate.core.config import Settings
 from medgate.core.logs import phi_hash
+from medgate.delivery.referral_notify import ReferralNotifier
 from medgate.store.referrals import (
     MADE_BY,
     Evidence,
@@ -207,6 +209,16 @@ def audit_change(request: Request, event: str, referral: Referral) -> None:
     )
 
 
+def notifier(request: Request) -> ReferralNotifier:
+    """The app's sender of referral messages (one per app, made on first use)."""
+    state = request.app.state
+    made = getattr(state, "referral_notifier", None)
+    if made is None:
+        made = ReferralNotifier(state.settings, state.index.engine, _audit(request))
+        state.referral_notifier = made
+    return made
+
+
 def open_referral(request: Request, new: NewReferral) -> tuple[Referral, bool]:
     """Store a new referral, notify the hospital's side and audit it (returns (ref, created))."""
     settings = request.app.state.settings
@@ -215,6 +227,7 @@ def open_referral(request: Request, new: NewReferral) -> tuple[Referral, bool]:
     )
     if created:
         audit_change(request, "referral-created", referral)
+        notifier(request).kick()
     return referral, created
 
 
@@ -317,6 +330,7 @@ def change_referral(request: Request, referral_id: str, body: ReferralPatch) -> 
     except KeyError as exc:
         raise HTTPException(404, f"no referral {referral_id}") from exc
     audit_change(request, "referral-updated", updated)
+    notifier(request).kick()
     return updated
 
 

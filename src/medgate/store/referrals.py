@@ -10,7 +10,8 @@ change. Its status moves as a state machine::
 
 Every change writes its event in the same transaction as the status, with the notification the
 change sends to the other side (which side, which ``[[notify.channels]]``, and a payload that
-holds no patient identifier), so the history and what was announced can never disagree. A
+holds no patient identifier) queued once per channel (``referral_notifications``, sent by
+``delivery.referral_notify``), so the history and what is announced can never disagree. A
 change is checked against the row's ``version`` so two people updating one referral at once
 cannot overwrite each other: the second gets ``StaleReferral``.
 """
@@ -31,7 +32,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from medgate.store.engine import aware, utcnow
-from medgate.store.schema import referral_events, referrals
+from medgate.store.schema import referral_events, referral_notifications, referrals
 
 Status = Literal["requested", "accepted", "completed", "rejected", "cancelled"]
 Urgency = Literal["routine", "urgent", "asap", "stat"]
@@ -181,6 +182,18 @@ def _writer_lock(engine: Engine) -> AbstractContextManager[Any]:
     return lock
 
 
+@dataclass(frozen=True)
+class QueuedNotification:
+    """One claimed message of one referral change to one channel."""
+
+    id: int
+    referral_id: str
+    seq: int
+    channel: str
+    payload: dict[str, Any]
+    attempts: int
+
+
 class ReferralStore:
     """Reads and writes referrals and their history through one SQLAlchemy engine."""
 
@@ -328,6 +341,94 @@ class ReferralStore:
         return [r for r in found if r is not None]
 
     # ------------------------------------------------------------------ rows
+    # ------------------------------------------------------------------ notification queue
+    def claim_notifications(
+        self, lease_seconds: float, now: dt.datetime | None = None, limit: int = 50
+    ) -> list[QueuedNotification]:
+        """Due messages, each claimed for ``lease_seconds`` by a guarded update (one sender)."""
+        now = now or utcnow()
+        claimed: list[QueuedNotification] = []
+        with self.engine.connect() as conn:
+            rows = list(
+                conn.execute(
+                    sa.select(referral_notifications)
+                    .where(
+                        referral_notifications.c.status == "pending",
+                        referral_notifications.c.next_attempt_at <= now,
+                    )
+                    .order_by(referral_notifications.c.id)
+                    .limit(limit)
+                )
+            )
+        lease_end = now + dt.timedelta(seconds=lease_seconds)
+        for row in rows:
+            with _writer_lock(self.engine), self.engine.begin() as conn:
+                won = conn.execute(
+                    referral_notifications.update()
+                    .where(
+                        referral_notifications.c.id == row.id,
+                        referral_notifications.c.status == "pending",
+                        referral_notifications.c.next_attempt_at == row.next_attempt_at,
+                    )
+                    .values(next_attempt_at=lease_end)
+                ).rowcount
+            if won == 1:
+                claimed.append(
+                    QueuedNotification(
+                        id=row.id,
+                        referral_id=row.referral_id,
+                        seq=row.seq,
+                        channel=row.channel,
+                        payload=json.loads(row.payload),
+                        attempts=row.attempts,
+                    )
+                )
+        return claimed
+
+    def notification_sent(self, notification_id: int, now: dt.datetime | None = None) -> None:
+        with _writer_lock(self.engine), self.engine.begin() as conn:
+            conn.execute(
+                referral_notifications.update()
+                .where(referral_notifications.c.id == notification_id)
+                .values(
+                    status="sent",
+                    attempts=referral_notifications.c.attempts + 1,
+                    sent_at=now or utcnow(),
+                    last_error=None,
+                )
+            )
+
+    def notification_failed(
+        self, notification_id: int, error: str, retry_at: dt.datetime | None
+    ) -> None:
+        """A failed send: tried again at ``retry_at``, or ``dead`` when None."""
+        values: dict[str, Any] = {
+            "attempts": referral_notifications.c.attempts + 1,
+            "last_error": error[:500],
+        }
+        if retry_at is None:
+            values["status"] = "dead"
+        else:
+            values["next_attempt_at"] = retry_at
+        with _writer_lock(self.engine), self.engine.begin() as conn:
+            conn.execute(
+                referral_notifications.update()
+                .where(referral_notifications.c.id == notification_id)
+                .values(**values)
+            )
+
+    def notifications_of(self, referral_id: str) -> list[dict[str, Any]]:
+        """Every message of one referral with its state (status, attempts, sent_at, error)."""
+        with self.engine.connect() as conn:
+            return [
+                {**row, "payload": json.loads(row["payload"])}
+                for row in conn.execute(
+                    sa.select(referral_notifications)
+                    .where(referral_notifications.c.referral_id == referral_id)
+                    .order_by(referral_notifications.c.seq, referral_notifications.c.channel)
+                ).mappings()
+            ]
+
     @staticmethod
     def _event(
         conn: Connection,
@@ -339,6 +440,18 @@ class ReferralStore:
         notification: Notification,
         now: dt.datetime,
     ) -> None:
+        for channel in notification.channels:
+            conn.execute(
+                referral_notifications.insert().values(
+                    referral_id=referral_id,
+                    seq=seq,
+                    channel=channel,
+                    payload=json.dumps(notification.payload, sort_keys=True),
+                    status="pending",
+                    attempts=0,
+                    next_attempt_at=now,
+                )
+            )
         conn.execute(
             referral_events.insert().values(
                 referral_id=referral_id,

@@ -207,6 +207,22 @@ referral_events = sa.Table(
     sa.UniqueConstraint("referral_id", "seq", name="uq_referral_events_referral_seq"),
 )
 
+referral_notifications = sa.Table(
+    "referral_notifications",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("referral_id", sa.String(32), nullable=False, index=True),
+    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("channel", sa.String(64), nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False, index=True),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("sent_at", sa.DateTime(timezone=True)),
+    sa.Column("last_error", sa.Text),
+    sa.UniqueConstraint("referral_id", "seq", "channel", name="uq_referral_notifications"),
+)
+
 cds_answers = sa.Table(
     "cds_answers",
     metadata,

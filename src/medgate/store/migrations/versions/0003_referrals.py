@@ -2,7 +2,8 @@
 
 ``referrals``: one row per referral (ServiceRequest + Task), its status and the specialist's
 follow-up plan; ``referral_events``: its history, one row per change, with the notification that
-change sends to the other side. ``cds_answers`` / ``cds_cards`` / ``cds_feedback``: every decision
+change sends to the other side; ``referral_notifications``: that message per channel, queued in
+the same transaction and sent (with retries) by ``delivery.referral_notify``. ``cds_answers`` / ``cds_cards`` / ``cds_feedback``: every decision
 support answer (pseudonymous patient key, inputs' provenance, calculator versions), the cards it
 gave, and what the doctor did with them.
 
@@ -60,6 +61,20 @@ def upgrade() -> None:
         sa.UniqueConstraint("referral_id", "seq", name="uq_referral_events_referral_seq"),
     )
     op.create_table(
+        "referral_notifications",
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("referral_id", sa.String(32), nullable=False, index=True),
+        sa.Column("seq", sa.Integer, nullable=False),
+        sa.Column("channel", sa.String(64), nullable=False),
+        sa.Column("payload", sa.Text, nullable=False),
+        sa.Column("status", sa.String(16), nullable=False, index=True),
+        sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("next_attempt_at", TS, nullable=False),
+        sa.Column("sent_at", TS),
+        sa.Column("last_error", sa.Text),
+        sa.UniqueConstraint("referral_id", "seq", "channel", name="uq_referral_notifications"),
+    )
+    op.create_table(
         "cds_answers",
         sa.Column("id", sa.String(32), primary_key=True),
         sa.Column("patient_key", sa.String(32), nullable=False, index=True),
@@ -94,5 +109,12 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for table in ("cds_feedback", "cds_cards", "cds_answers", "referral_events", "referrals"):
+    for table in (
+        "cds_feedback",
+        "cds_cards",
+        "cds_answers",
+        "referral_notifications",
+        "referral_events",
+        "referrals",
+    ):
         op.drop_table(table)
