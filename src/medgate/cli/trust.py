@@ -97,9 +97,17 @@ def audit_trace(
 
 def export(
     deidentify: Annotated[
-        Path,
-        typer.Option("--deidentify", help="output folder for de-identified copies (required)"),
-    ],
+        Path | None,
+        typer.Option("--deidentify", help="output folder for de-identified copies"),
+    ] = None,
+    labels: Annotated[
+        Path | None,
+        typer.Option(
+            "--labels",
+            help="output folder: reviewed studies, de-identified, with the radiologist's labels "
+            "(labels.csv, the folder format medgate train reads)",
+        ),
+    ] = None,
     study: Annotated[
         list[str] | None,
         typer.Option("--study", help="StudyInstanceUID to export (repeat); default: all"),
@@ -107,11 +115,29 @@ def export(
     config: ConfigOption = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
 ) -> None:
-    """Export de-identified copies of stored studies (PS3.15 Annex E Basic Profile + options)."""
+    """Export de-identified copies of stored studies (PS3.15 Annex E Basic Profile + options),
+    or (--labels) the reviewed studies with the radiologist's labels for training."""
     from medgate.trust.audit import open_audit
     from medgate.trust.export import ExportError, export_deidentified
 
+    if (deidentify is None) == (labels is None):
+        fail("give one of --deidentify DIR or --labels DIR")
     settings = settings_or_exit(config)
+    if labels is not None:
+        from medgate.review.labels import export_labels
+
+        try:
+            done = export_labels(settings, labels, audit=open_audit(settings))
+        except (ExportError, ValueError) as exc:
+            fail(str(exc))
+        skipped = ", ".join(f"{v} {k}" for k, v in done.skipped.items()) or "none"
+        typer.echo(
+            f"exported {done.studies} reviewed studies ({done.images} images) with labels to "
+            f"{done.out}; skipped: {skipped}"
+        )
+        typer.echo(f"labels: {done.labels}")
+        return
+    assert deidentify is not None
     if settings.deid.key is None and settings.audit.hash_key == DEFAULT_HASH_KEY:
         typer.echo(
             "warning: deid.key and audit.hash_key are the default; set one so UIDs and "
