@@ -398,6 +398,13 @@ class ReviewConfig(BaseModel):
         "", description="public URL of the API, for links in notifications; empty = api.host"
     )
     session_hours: float = Field(12.0, gt=0, description="a review session cookie's lifetime")
+    drift_window: int = Field(
+        50, ge=1, description="drift alarm: the last N AI-positive findings a radiologist judged"
+    )
+    drift_margin: float = Field(
+        0.15, ge=0, le=1, description="alarm when their confirmed rate < validation PPV - margin"
+    )
+    drift_min_reviews: int = Field(10, ge=1, description="no alarm on fewer judged findings")
 
 
 class Settings(BaseSettings):
