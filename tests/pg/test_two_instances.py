@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -41,9 +42,22 @@ from medgate.core.ports import free_port
 from medgate.dicom.orthanc import OrthancServer
 from medgate.store.db import Index
 from medgate.store.schema import jobs as jobs_table
+from medgate.store.studies import StudyRow
 
 STUDIES = 50
 TAKEOVER_LIMIT_S = 60.0  # issue 24: a dead node delays no study by more than a minute
+
+
+def _study(index: Index, uid: str) -> StudyRow:
+    row = index.studies.get(uid)
+    assert row is not None, uid
+    return row
+
+
+def _results(index: Index, uid: str) -> dict[str, Any]:
+    result = _study(index, uid).result
+    assert result is not None, uid
+    return result
 
 
 @pytest.fixture
@@ -271,7 +285,7 @@ def test_two_instances_share_the_work_and_survive_a_kill_9(
         # one set of results per study, delivered once, no duplicate SOP Instance UIDs
         expected: set[str] = set()
         for uid in uids:
-            objects = index.studies.get(uid).result["result_objects"]
+            objects = _results(index, uid)["result_objects"]
             assert objects
             assert sum(o.get("kind") == "sr" for o in objects) == 1, objects
             expected |= {o["sop_instance_uid"] for o in objects}
@@ -288,7 +302,7 @@ def test_two_instances_share_the_work_and_survive_a_kill_9(
         assert len(in_orthanc) == len(expected), (len(in_orthanc), len(expected))
         for uid in uids:
             study = orthanc.study_instances(uid)
-            assert len(study) == len(index.studies.get(uid).result["result_objects"])
+            assert len(study) == len(_results(index, uid)["result_objects"])
         sent = [
             e["instance"]  # keyed hash of the SOP Instance UID
             for n in names

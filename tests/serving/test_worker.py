@@ -22,7 +22,20 @@ from medgate.pipeline.worker import Worker
 from medgate.serving.deployments import APP_NAME, run_application
 from medgate.store.db import Index
 from medgate.store.files import InstanceStore
+from medgate.store.studies import StudyRow
 from medgate.trust.audit import AuditLog
+
+
+def _study(index: Index, uid: str) -> StudyRow:
+    row = index.studies.get(uid)
+    assert row is not None, uid
+    return row
+
+
+def _results(index: Index, uid: str) -> dict[str, Any]:
+    result = _study(index, uid).result
+    assert result is not None, uid
+    return result
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +67,7 @@ def pipeline(
 def _run(worker: Worker, index: Index, uid: str) -> str:
     index.jobs.enqueue(uid)
     assert worker.run_once()
-    return str(index.studies.get(uid).status)
+    return str(_study(index, uid).status)
 
 
 def test_done_study_has_findings_and_one_set_of_results(pipeline: dict[str, Any]) -> None:
@@ -76,7 +89,7 @@ def test_done_study_has_findings_and_one_set_of_results(pipeline: dict[str, Any]
     # processing again (e.g. after a crash) yields the same UIDs and queues nothing new
     first = [o["sop_instance_uid"] for o in result["result_objects"]]
     assert _run(worker, index, uid) == "done"
-    again = [o["sop_instance_uid"] for o in index.studies.get(uid).result["result_objects"]]
+    again = [o["sop_instance_uid"] for o in _results(index, uid)["result_objects"]]
     assert again == first and len(index.outbox.list(study_uid=uid)) == len(first)
     events = [e["event"] for e in pipeline["audit"].trace(uid)]
     assert "model-run" in events and "result-created" in events
@@ -86,7 +99,7 @@ def test_non_matching_study_is_not_processed(pipeline: dict[str, Any]) -> None:
     index, store, worker = pipeline["index"], pipeline["store"], pipeline["worker"]
     uid = ingest(store, phantom_bytes(32, BodyPartExamined="HAND"))
     assert _run(worker, index, uid) == "not-processed"
-    assert "DX/HAND" in index.studies.get(uid).reason
+    assert "DX/HAND" in str(_study(index, uid).reason)
     assert index.outbox.list(study_uid=uid) == []
 
 
@@ -97,8 +110,8 @@ def test_broken_model_fails_study_after_retries_and_service_continues(
     bad = ingest(store, phantom_bytes(33, SeriesDescription="BROKEN PA"))
     index.jobs.enqueue(bad)
     assert worker.run_once()
-    assert index.studies.get(bad).status == "queued"  # attempt 1 of 2: retried ...
-    assert "will retry in" in index.studies.get(bad).reason
+    assert _study(index, bad).status == "queued"  # attempt 1 of 2: retried ...
+    assert "will retry in" in str(_study(index, bad).reason)
     assert not worker.run_once()  # ... after its back-off (0.5 s here), not at once
     wait_for(worker.run_once, 30, 0.1, "the retry after the back-off")
     row = index.studies.get(bad)
@@ -113,10 +126,10 @@ def test_restart_requeues_jobs_left_processing(pipeline: dict[str, Any]) -> None
     uid = ingest(store, phantom_bytes(35))
     index.jobs.enqueue(uid)
     assert index.jobs.claim("a-worker-that-died") is not None
-    assert index.studies.get(uid).status == "processing"
+    assert _study(index, uid).status == "processing"
     assert worker.recover() == 1
     assert worker.run_once()
-    assert index.studies.get(uid).status == "done"
+    assert _study(index, uid).status == "done"
     assert Path(index.outbox.list(study_uid=uid)[0].path).exists()
 
 
@@ -154,14 +167,14 @@ def test_a_study_longer_than_its_lease_keeps_its_claim(pipeline: dict[str, Any])
     thread = threading.Thread(target=slow.run_once)
     thread.start()
     try:
-        wait_for(lambda: index.studies.get(uid).status == "processing", 10, 0.05, "the claim")
+        wait_for(lambda: _study(index, uid).status == "processing", 10, 0.05, "the claim")
         deadline = time.monotonic() + 2.5
         while time.monotonic() < deadline:  # well past the 1 s lease
             assert index.jobs.claim("would-be-taker", lease_seconds=60) is None
             time.sleep(0.2)
     finally:
         thread.join(60)
-    assert index.studies.get(uid).status == "done"
+    assert _study(index, uid).status == "done"
     assert [job.attempts for job in index.jobs.of_study(uid)] == [1]
 
 
@@ -182,7 +195,7 @@ def test_a_worker_whose_job_was_taken_over_writes_no_results(pipeline: dict[str,
 
 
 def row_objects(index: Index, uid: str) -> list[dict[str, Any]]:
-    return list(index.studies.get(uid).result["result_objects"])
+    return list(_results(index, uid)["result_objects"])
 
 
 def test_the_study_json_says_when_results_were_built_and_confirmed(
