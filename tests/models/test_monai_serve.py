@@ -125,6 +125,15 @@ def _seg_mask(orthanc: OrthancServer, study_uid: str, source_uids: list[str]) ->
     raise AssertionError("no SEG in Orthanc")
 
 
+def _result_series(orthanc: OrthancServer, study_uid: str) -> set[tuple[str, str]]:
+    """(Modality, SeriesDescription) of every instance Orthanc holds for the study."""
+    described = set()
+    for item in orthanc.study_instances(study_uid):
+        tags = orthanc.get(f"/instances/{item['ID']}/simplified-tags")
+        described.add((str(tags.get("Modality")), str(tags.get("SeriesDescription", ""))))
+    return described
+
+
 def dice(a: np.ndarray, b: np.ndarray) -> float:
     a, b = a > 0, b > 0
     return float(2 * (a & b).sum() / max(1, a.sum() + b.sum()))
@@ -196,6 +205,9 @@ def test_zoo_bundles_through_medgate_serve(
             0.5,
             "the results in Orthanc",
         )
+        described = _result_series(orthanc, study_uid)
+        assert {"SEG", "SR"} <= {modality for modality, _ in described}
+        assert ("OT", "AI overlay - not for diagnosis") in described
         mask = _seg_mask(orthanc, study_uid, source_uids)
         assert mask.shape == reference_mask.shape
         assert reference_mask.sum() > 10_000
