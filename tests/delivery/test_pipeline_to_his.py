@@ -124,3 +124,51 @@ def test_radiograph_from_site_a_ends_as_preliminary_oru_at_a_only(
     ]
     assert coded == [f["finding_type"]["value"] for f in row.result["findings"]]
     assert his_b.received == []
+
+
+def test_review_saved_through_the_review_module_sends_the_verified_final_oru(
+    pipeline_settings: Settings,
+    running: Index,
+    his_a: MllpHis,
+    tmp_path: Path,
+) -> None:
+    from medgate.review.verdicts import ReviewInput, VerdictInput, submit_review
+
+    data = phantom_bytes(78, PatientID="CLINIC-A-0043")
+    path = tmp_path / "radiograph.dcm"
+    path.write_bytes(data)
+    uid = study_uid_of(data)
+    storescu = require_tool("storescu")
+    port = str(pipeline_settings.dicom.port)
+    sent = subprocess.run(
+        [storescu, "-aet", "CLINIC_A_CT", "-aec", "MEDGATE", "127.0.0.1", port, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert sent.returncode == 0, sent.stderr
+    wait_for(lambda: len(his_a.received) == 1, 120, what="the preliminary ORU")
+    row = running.studies.get(uid)
+    assert row is not None and row.result is not None
+    first = row.result["findings"][0]
+    audit = AuditLog(pipeline_settings.audit_path, pipeline_settings.audit.hash_key)
+    review = ReviewInput(
+        reviewer_name="Li^Na",
+        reviewer_id="rad-007",
+        verdicts=(VerdictInput(finding=first["label"], verdict="rejected"),),
+    )
+    submit_review(running, pipeline_settings, audit, uid, review, actor="rad-007")
+
+    wait_for(lambda: len(his_a.received) == 2, 60, what="the final ORU after the review")
+    final = his_a.received[1].message
+    order = final.oru_r01_patient_result.oru_r01_order_observation
+    assert order.obr.obr_25.to_er7() == "F"
+    code = first["finding_type"]["value"]
+    [obx] = [
+        g.obx
+        for g in order.oru_r01_observation
+        if g.obx.obx_3.to_er7().startswith(f"{code}^") and g.obx.obx_2.to_er7() == "CE"
+    ]
+    # the radiologist rejected the AI's call: the clinic gets the opposite, as verified
+    expected = "272519000^Absent^SCT" if first["present"] else "52101004^Present^SCT"
+    assert obx.obx_5.to_er7() == expected and obx.obx_11.to_er7() == "F"

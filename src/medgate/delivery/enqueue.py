@@ -5,8 +5,10 @@ Two entry points:
 * ``queue_new_results`` (called by the delivery loop): every ``done`` study with a result and no
   report status yet gets one — ``preliminary`` — and its site's messages: a result-status-P
   ORU^R01 for its HIS, a transaction Bundle (DiagnosticReport ``preliminary``) for its FHIR server;
-* ``enqueue_final_result`` (called when a radiologist's review is saved): the report becomes
-  ``final`` and the status-F ORU^R01 and ``final`` Bundle are queued.
+* ``enqueue_final_result`` (the entry point for a saved review; ``queue_reviewed_results``, run
+  by the delivery loop, calls it for every stored review whose report is not final yet, with the
+  verdicts applied): the report becomes ``final`` and the status-F ORU^R01 and ``final`` Bundle
+  are queued.
 
 Both are idempotent: message ids are derived from (study, destination, status) and the payload is
 built once, when queued, so repeating a call (or a restart between two calls) adds nothing.
@@ -30,6 +32,7 @@ from medgate.delivery.hl7_oru import build_oru, message_control_id
 from medgate.delivery.site_pacs import files_payload
 from medgate.delivery.sites import site_for_aes
 from medgate.delivery.study_header import StudyHeader, read_study_header
+from medgate.delivery.verified_result import apply_verdicts
 from medgate.store.deliveries import DeliveryStore, NewDelivery
 from medgate.store.schema import studies
 
@@ -196,6 +199,23 @@ def queue_new_results(settings: Settings, store: DeliveryStore, limit: int = 100
         if rows:
             log.info("study %s: preliminary result queued for %s", phi_hash(uid), rows[0].site)
     return taken
+
+
+def queue_reviewed_results(settings: Settings, store: DeliveryStore, limit: int = 100) -> int:
+    """Finalise every study whose review is stored but whose report is still preliminary: the
+    verified result (verdicts applied) goes out as the final messages. Returns how many."""
+    done = 0
+    for row in store.reviewed_not_final(limit=limit):
+        uid = row["study_instance_uid"]
+        built = store.built_results(uid)
+        if not built:
+            continue
+        verified = apply_verdicts(built[0]["result"], row["verdicts"])
+        enqueue_final_result(
+            settings, store.engine, uid, verified_by=row["reviewer_id"], result=verified
+        )
+        done += 1
+    return done
 
 
 def enqueue_final_result(

@@ -1,8 +1,10 @@
-"""The delivery loop: built results become queued messages, sent to each site's HIS and FHIR server.
+"""The delivery loop: results become queued messages for each site's PACS, HIS and FHIR server.
 
 Each pass (``run_once``) first queues the messages of newly built results
-(``enqueue.queue_new_results``), then sends every due message it can claim: ORU^R01 over MLLP
-to the site's HIS (``mllp``), transaction Bundles over HTTP to its FHIR server (``fhir_push``).
+(``enqueue.queue_new_results``) and of newly reviewed ones (``enqueue.queue_reviewed_results``:
+the verdicts applied, result status final), then sends every due message it can claim: result
+objects by C-STORE to the site's PACS (``site_pacs``), ORU^R01 over MLLP to its HIS (``mllp``),
+transaction Bundles over HTTP to its FHIR server (``fhir_push``).
 Outcomes follow the PACS sender's rules (``delivery.pacs``), because the failures mean the same
 things:
 
@@ -29,7 +31,7 @@ from sqlalchemy.engine import Engine
 
 from medgate.core.config import Settings, SiteConfig
 from medgate.core.logs import phi_hash
-from medgate.delivery.enqueue import queue_new_results
+from medgate.delivery.enqueue import queue_new_results, queue_reviewed_results
 from medgate.delivery.fhir_push import FhirPushError, push_bundle
 from medgate.delivery.mllp import MllpError, send_message
 from medgate.delivery.site_pacs import DicomStoreError, store_objects
@@ -44,6 +46,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class DeliverySummary:
     queued_studies: int = 0
+    finalised: int = 0
     delivered: int = 0
     retried: int = 0
     dead: int = 0
@@ -104,6 +107,7 @@ class SiteDelivery:
     def run_once(self) -> DeliverySummary:
         summary = DeliverySummary()
         summary.queued_studies = queue_new_results(self.settings, self.store)
+        summary.finalised = queue_reviewed_results(self.settings, self.store)
         hl7 = self.settings.delivery.hl7
         for item in self.store.claim_due(limit=self.batch, lease_seconds=hl7.lease_seconds):
             if self._stop.is_set():

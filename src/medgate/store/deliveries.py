@@ -20,7 +20,14 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from medgate.store.schema import deliveries, instances, outbox, result_reports, studies
+from medgate.store.schema import (
+    deliveries,
+    instances,
+    outbox,
+    result_reports,
+    reviews,
+    studies,
+)
 
 
 def utcnow() -> dt.datetime:
@@ -129,6 +136,44 @@ class DeliveryStore:
                     "study_instance_uid": r.study_instance_uid,
                     "result": json.loads(r.result_json),
                     "updated_at": _aware(r.updated_at),
+                }
+                for r in conn.execute(query)
+            ]
+
+    def reviewed_not_final(self, limit: int = 100) -> list[dict[str, Any]]:
+        """Studies whose latest review (``reviews``) is stored but whose report is not final
+        yet: (uid, reviewer_id, verdicts), oldest review first."""
+        latest = (
+            sa.select(
+                reviews.c.study_instance_uid.label("uid"),
+                sa.func.max(reviews.c.revision).label("revision"),
+            )
+            .group_by(reviews.c.study_instance_uid)
+            .subquery()
+        )
+        query = (
+            sa.select(reviews.c.study_instance_uid, reviews.c.reviewer_id, reviews.c.verdicts_json)
+            .join(
+                latest,
+                sa.and_(
+                    latest.c.uid == reviews.c.study_instance_uid,
+                    latest.c.revision == reviews.c.revision,
+                ),
+            )
+            .outerjoin(
+                result_reports,
+                result_reports.c.study_instance_uid == reviews.c.study_instance_uid,
+            )
+            .where(sa.or_(result_reports.c.status.is_(None), result_reports.c.status != "final"))
+            .order_by(reviews.c.created_at)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [
+                {
+                    "study_instance_uid": r.study_instance_uid,
+                    "reviewer_id": r.reviewer_id,
+                    "verdicts": json.loads(r.verdicts_json),
                 }
                 for r in conn.execute(query)
             ]
