@@ -133,3 +133,22 @@ def test_smart_link_from_a_card_lands_on_the_patient_page(
         follow_redirects=False,
     )
     assert launched.headers["location"].startswith(f"/clinic/patients/{data.urgent_key}")
+
+
+def test_the_hospitals_plan_comes_back_into_the_ehr_as_a_card(
+    client: TestClient, data: ClinicData
+) -> None:
+    """The clinic's EHR asks again after the referral came back down: a card shows the plan."""
+    from tests.referrals.hooks import hook
+
+    body = hook("after-referral")
+    body["context"]["patientId"] = URGENT_PATIENT
+    cards = client.post("/cds-services/medgate-primary-care", json=body, headers=SITE_A).json()[
+        "cards"
+    ]
+    plan_cards = [c for c in cards if c["summary"].startswith("转诊已完成")]
+    assert len(plan_cards) == 1
+    assert "3个月、12个月复查胸部CT" in plan_cards[0]["detail"]
+    assert plan_cards[0]["links"][0]["type"] == "smart"
+    other_site = client.post("/cds-services/medgate-primary-care", json=body, headers=SITE_B)
+    assert not [c for c in other_site.json()["cards"] if c["summary"].startswith("转诊")]

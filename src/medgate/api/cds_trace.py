@@ -6,13 +6,16 @@ a keyed hash, the ``hookInstance``, which Observation gave each input and when i
 the calculator and rule versions, the scores and the cards as sent; and writes a ``cds-answer``
 audit entry. ``complete_cards`` adds what CDS Hooks 2.0 cards may carry and medgate's lacked:
 ``overrideReasons`` (so the EHR can say why a card was not followed) and a SMART app link to
-the doctor's page (``/clinic``). ``record_feedback`` stores each outcome against the card it
-answers; accepting a referral suggestion creates the referral (``store.referrals``), once.
+the doctor's page (``/clinic``), and adds a card with the patient's latest referral from this
+site (its status, and the hospital's follow-up plan once it came back down).
+``record_feedback`` stores each outcome against the card it answers; accepting a referral
+suggestion creates the referral (``store.referrals``), once.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -23,7 +26,7 @@ from medgate import __version__
 from medgate.api.cds_fhir import BP_PANEL, CODES, LOINC
 from medgate.api.routes_referrals import actor_of, open_referral, patient_key, token_site
 from medgate.store.cds_answers import CdsAnswerStore, NewAnswer
-from medgate.store.referrals import Evidence, NewReferral
+from medgate.store.referrals import Evidence, NewReferral, ReferralStore
 from medgate.trust.audit import AuditLog
 
 OVERRIDE_SYSTEM = "urn:medgate:cds:override-reason"
@@ -64,10 +67,66 @@ def complete_cards(
         {"system": OVERRIDE_SYSTEM, "code": code, "display": zh if lang == "zh" else en}
         for code, (zh, en) in OVERRIDE_REASONS.items()
     ]
+    referral_card = _referral_card(request, patient_id, lang)
+    if referral_card is not None:
+        cards.append(referral_card)
     for card in cards:
         card.setdefault("overrideReasons", reasons)
         card.setdefault("links", [link])
     return cards
+
+
+REFERRAL_CARD: dict[str, dict[str, str]] = {
+    "zh": {
+        "requested": "转诊已申请，等待上级医院接收",
+        "accepted": "上级医院已接收转诊",
+        "completed": "转诊已完成：上级医院随访方案",
+        "rejected": "上级医院未接收转诊",
+        "cancelled": "转诊已撤回",
+        "plan": "随访方案",
+        "reason": "说明",
+        "disclaimer": "以上为转诊记录，供医生参考。",
+    },
+    "en": {
+        "requested": "Referral requested, waiting for the hospital",
+        "accepted": "The hospital accepted the referral",
+        "completed": "Referral completed: the hospital's follow-up plan",
+        "rejected": "The hospital did not accept the referral",
+        "cancelled": "Referral withdrawn",
+        "plan": "Follow-up plan",
+        "reason": "Note",
+        "disclaimer": "Referral record, for the doctor's information.",
+    },
+}
+
+
+def _referral_card(request: Request, patient_id: str, lang: str) -> dict[str, Any] | None:
+    """The patient's latest referral of this site as an info card: where it stands, and the
+    hospital's follow-up plan once it came back down (下转) — in the doctor's own EHR."""
+    settings = request.app.state.settings
+    site = token_site(request)
+    if site is None:
+        return None  # a caller with no site: whose referrals to show is not known
+    found = ReferralStore(request.app.state.index.engine).find(
+        site=site, patient_key=patient_key(settings, patient_id)
+    )
+    if not found:
+        return None
+    latest = found[0]
+    text = REFERRAL_CARD["zh" if lang == "zh" else "en"]
+    lines = [f"{latest.reason}"]
+    if latest.follow_up_plan:
+        lines.append(f"**{text['plan']}:** {latest.follow_up_plan}")
+    if latest.status_reason:
+        lines.append(f"**{text['reason']}:** {latest.status_reason}")
+    lines.append(f"*{text['disclaimer']}*")
+    return {
+        "uuid": str(uuid.uuid4()),
+        "summary": text[latest.status][:140],
+        "indicator": "info",
+        "detail": "\n\n".join(lines),
+        "source": {"label": "medgate referrals (双向转诊)", "topic": {"code": "referral"}},
+    }
 
 
 # ---------------------------------------------------------------- answer
