@@ -58,7 +58,10 @@ async def metrics(request: Request) -> Response:
     except Exception as exc:
         log.warning("metrics snapshot unavailable: %s", exc)
         snapshot = {}
+    from medgate.api.routes_review import review_metrics_text  # per-model figures from verdicts
+
+    review = await asyncio.to_thread(review_metrics_text, state)
     return Response(
-        pipeline_metrics.render(snapshot, values),
+        pipeline_metrics.render(snapshot, values) + review,
         media_type="text/plain; version=0.0.4; charset=utf-8",
     )

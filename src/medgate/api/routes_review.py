@@ -14,6 +14,12 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Respons
 from pydantic import BaseModel, Field
 
 from medgate.api.pages.session import ReviewAccess, require_review
+from medgate.review.monitoring import (
+    ModelFigures,
+    model_figures,
+    prometheus_text,
+    validation_ppv,
+)
 from medgate.review.verdicts import ReviewInput, ReviewRejected, VerdictInput, submit_review
 from medgate.store.notifications import NotificationStore
 from medgate.store.reviews import ReviewStore
@@ -128,6 +134,23 @@ def ack_notification(
         "acknowledged_at": item.acknowledged_at.isoformat() if item.acknowledged_at else None,
         "acknowledged_by": item.acknowledged_by,
     }
+
+
+def review_figures(state: Any) -> list[ModelFigures]:
+    """Per-model figures from the verdicts, with each bundle's validation PPV (its metadata)."""
+    bundles = getattr(state, "bundles", None)
+    if bundles is None:
+        from medgate.models.registry import discover_bundles
+
+        found, _ = discover_bundles(state.settings.models.path)
+        bundles = {b.name: b for b in found}
+    validation = {(b.name, b.version): validation_ppv(b.spec.metrics) for b in bundles.values()}
+    return model_figures(state.index, state.settings, validation)
+
+
+def review_metrics_text(state: Any) -> bytes:
+    """The per-model review gauges for ``/metrics``."""
+    return prometheus_text(review_figures(state))
 
 
 def include(app: FastAPI) -> None:

@@ -235,6 +235,42 @@ def _png(path: str) -> bytes:
     return buffer.getvalue()
 
 
+def _plot_points(values: list[float], width: int = 360, height: int = 120) -> str:
+    """SVG polyline points for rates in [0, 1] (the stats page's small plots)."""
+    if not values:
+        return ""
+    step = width / max(len(values) - 1, 1)
+    return " ".join(f"{i * step:.1f},{height - v * height:.1f}" for i, v in enumerate(values))
+
+
+@pages.get("/stats", response_class=HTMLResponse)
+def stats_page(request: Request, lang: str | None = None) -> Response:
+    """Per model version: sensitivity, PPV, time to review, and the confirmed rate over time
+    against the validation PPV (the drift alarm)."""
+    from medgate.api.routes_review import review_figures
+
+    language = _lang(request, lang)
+    access = review_access(request)
+    if access is None:
+        return _login_redirect(request, language)
+    settings = request.app.state.settings
+    figures = review_figures(request.app.state)
+    plots = {
+        (f.bundle, f.version): _plot_points(f.rolling_confirmed_rate(settings.review.drift_window))
+        for f in figures
+    }
+    context = _context(
+        request,
+        language,
+        access,
+        figures=figures,
+        plots=plots,
+        window=settings.review.drift_window,
+        margin=settings.review.drift_margin,
+    )
+    return templates.TemplateResponse(request, "stats.html", context)
+
+
 @pages.get("/{study_instance_uid}", response_class=HTMLResponse)
 def study_page(request: Request, study_instance_uid: str, lang: str | None = None) -> Response:
     """One study: overlay images, each finding with its verdict controls, the report text."""
