@@ -5,7 +5,11 @@ a referral sent from the page."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from pathlib import Path
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from fastapi.testclient import TestClient
 from tests.clinic.conftest import (
     B_PATIENT,
@@ -16,6 +20,7 @@ from tests.clinic.conftest import (
 )
 from tests.referrals.conftest import HOSPITAL, SITE_A, SITE_B
 
+from medgate.api.app import create_app
 from medgate.core.config import Settings
 
 
@@ -152,3 +157,23 @@ def test_the_hospitals_plan_comes_back_into_the_ehr_as_a_card(
     assert plan_cards[0]["links"][0]["type"] == "smart"
     other_site = client.post("/cds-services/medgate-primary-care", json=body, headers=SITE_B)
     assert not [c for c in other_site.json()["cards"] if c["summary"].startswith("转诊")]
+
+
+def test_pages_are_open_only_where_the_api_is(
+    settings_factory: Callable[..., Settings], tmp_path: Path
+) -> None:
+    """No tokens and no JWT issuers: open like the API; JWT issuers alone: closed."""
+    open_settings = settings_factory()
+    with TestClient(create_app(open_settings)) as client:
+        assert client.get("/clinic").status_code == 200
+    key = tmp_path / "ehr.pem"
+    private = ec.generate_private_key(ec.SECP384R1())
+    key.write_bytes(
+        private.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    closed = settings_factory(api={"cds_jwt_issuers": {"https://ehr.example": str(key)}})
+    with TestClient(create_app(closed)) as client:
+        response = client.get("/clinic", follow_redirects=False)
+        assert response.status_code == 303 and "/clinic/login" in response.headers["location"]

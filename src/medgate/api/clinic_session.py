@@ -5,8 +5,9 @@ cookie that names the token only by its keyed hash, with an expiry, under an HMA
 ``audit.hash_key``; each request finds the token again by that hash, so the page follows the
 same rules as the API: the ``results`` (or ``admin``) scope is needed, a site-scoped token sees
 only its own site, and removing a token from the config ends its sessions at once. A bearer
-header works too. With no tokens configured (the embedded demo on loopback) the pages are open,
-as the API is.
+header works too. With no tokens and no CDS JWT issuers configured (the embedded demo on
+loopback) the pages are open, as the API is; a CDS client's JWT never opens them (it grants
+``cds`` only).
 """
 
 from __future__ import annotations
@@ -78,8 +79,8 @@ def session_cookie(request: Request, token: str) -> tuple[str, int]:
 
 def clinic_access(request: Request) -> ClinicAccess:
     """The viewer of this request (raises NotSignedIn / NotAllowed)."""
-    if not _tokens(request):
-        return ClinicAccess(site=None, actor="anonymous")
+    if not _tokens(request) and not request.app.state.settings.api.cds_jwt_issuers:
+        return ClinicAccess(site=None, actor="anonymous")  # the API is open: so are the pages
     kind, _, presented = request.headers.get("authorization", "").partition(" ")
     if kind.lower() == "bearer" and presented.strip():
         access = check_token(request, presented.strip())
