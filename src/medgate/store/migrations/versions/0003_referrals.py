@@ -3,9 +3,9 @@
 ``referrals``: one row per referral (ServiceRequest + Task), its status and the specialist's
 follow-up plan; ``referral_events``: its history, one row per change, with the notification that
 change sends to the other side; ``referral_notifications``: that message per channel, queued in
-the same transaction and sent (with retries) by ``delivery.referral_notify``. ``cds_answers`` / ``cds_cards`` / ``cds_feedback``: every decision
-support answer (pseudonymous patient key, inputs' provenance, calculator versions), the cards it
-gave, and what the doctor did with them.
+the same transaction and sent (with retries) by ``delivery.referral_notify``. ``cds_answers`` /
+``cds_cards`` / ``cds_feedback``: every decision support answer (pseudonymous patient key,
+inputs' provenance, calculator versions), the cards it gave, and what the doctor did with them.
 
 Revision ID: 0003_referrals
 Revises: 0002
