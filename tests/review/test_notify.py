@@ -220,3 +220,17 @@ def test_kill_9_between_notify_and_ack_loses_and_doubles_nothing(
     finally:
         loop.send_signal(signal.SIGTERM)
         loop.wait(timeout=10)
+
+
+def test_a_study_reviewed_before_the_loop_saw_it_is_not_announced(
+    notified: Gateway, peers: tuple[Webhook, Mailbox, int]
+) -> None:
+    hook = peers[0]
+    uid = notified.process(75)
+    body = {
+        "reviewer": {"name": "Wang^Li", "id": "rad-007"},
+        "verdicts": [{"finding": "pneumothorax", "verdict": "confirmed"}],
+    }
+    assert notified.client.post(f"/api/v1/studies/{uid}/review", json=body, headers=AUTH).is_success
+    assert Notifier(notified.settings, notified.index, notified.audit).run_once() == 0
+    assert hook.received == [] and NotificationStore(notified.index.engine).of_study(uid) == []

@@ -147,7 +147,10 @@ class Notifier:
         return payload
 
     def _notice(self, now: dt.datetime) -> None:
-        for study_uid in self.store.critical_without_notification():
+        # a study older than a day when the loop first sees it (channels just configured, a
+        # long outage) is no longer a "within seconds" alert: it waits on the worklist instead
+        since = now - dt.timedelta(days=1)
+        for study_uid in self.store.critical_without_notification(since):
             site = self._site(study_uid)
             channels = channels_for(self.settings, site)
             if not channels:

@@ -20,7 +20,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from medgate.store.engine import aware, utcnow
-from medgate.store.schema import notifications, studies
+from medgate.store.schema import notifications, reviews, studies
 
 
 @dataclass(frozen=True)
@@ -99,18 +99,26 @@ class NotificationStore:
             return False
         return True
 
-    def critical_without_notification(self, limit: int = 100) -> list[str]:
-        """Studies triaged ``critical`` whose results are built and that have no message yet."""
+    def critical_without_notification(
+        self, since: dt.datetime | None = None, limit: int = 100
+    ) -> list[str]:
+        """Studies triaged ``critical`` whose results are built (since ``since``), that have no
+        message yet and that no radiologist has reviewed already."""
         have = sa.select(notifications.c.study_instance_uid)
+        reviewed = sa.select(reviews.c.study_instance_uid)
+        conditions = [
+            studies.c.priority == "critical",
+            studies.c.result_json.is_not(None),
+            studies.c.study_instance_uid.not_in(have),
+            studies.c.study_instance_uid.not_in(reviewed),
+        ]
+        if since is not None:
+            conditions.append(studies.c.updated_at >= since)
         with self.engine.connect() as conn:
             return list(
                 conn.execute(
                     sa.select(studies.c.study_instance_uid)
-                    .where(
-                        studies.c.priority == "critical",
-                        studies.c.result_json.is_not(None),
-                        studies.c.study_instance_uid.not_in(have),
-                    )
+                    .where(*conditions)
                     .order_by(studies.c.updated_at)
                     .limit(limit)
                 ).scalars()
