@@ -9,6 +9,8 @@ ServiceRequest and Task are the tracked referrals (``api.fhir_referrals``).
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -25,16 +27,19 @@ from medgate.api.fhir_referrals import (
     update_task,
 )
 from medgate.api.security import require_scope
+from medgate.core.config import SiteConfig
 from medgate.delivery.fhir_resources import (
     StudyResources,
     capability_statement,
     observation_prefix,
     operation_outcome,
+    patient_id,
+    patient_identifier_system,
     risk_id,
     searchset,
 )
 from medgate.delivery.sites import site_for_aes, visible_to
-from medgate.delivery.study_header import read_study_header
+from medgate.delivery.study_header import StudyHeader, read_study_header
 from medgate.store.deliveries import DeliveryStore
 
 FHIR_JSON = "application/fhir+json"
@@ -76,43 +81,76 @@ def _token_site(request: Request) -> str | None:
     return getattr(request.state, "token_site", None)
 
 
-def _studies(request: Request, only_uid: str | None = None) -> list[tuple[StudyResources, bool]]:
-    """(resources, visible to this token) for every study with a built result."""
+@dataclass
+class StudyEntry:
+    """One study with a built result, as a search sees it: header and resources are made only
+    for the studies that pass the cheaper checks (site, id, status) first."""
+
+    uid: str
+    row: dict[str, Any]
+    report: dict[str, Any] | None
+    site: SiteConfig | None
+    visible: bool
+    path: str | None
+    languages: list[str]
+
+    @property
+    def status(self) -> str:
+        return str(self.report["status"]) if self.report else "preliminary"
+
+    @cached_property
+    def header(self) -> StudyHeader | None:
+        if self.path is None:
+            return None
+        try:
+            return read_study_header(self.path)
+        except (OSError, InvalidDicomError):
+            return None
+
+    @cached_property
+    def resources(self) -> StudyResources:
+        if self.header is None:
+            raise ValueError(f"study {self.uid} has no readable header")
+        report = self.report or {}
+        return StudyResources(
+            study_uid=self.uid,
+            result=report.get("final_result") or self.row["result"],
+            header=self.header,
+            status=self.status,
+            issued=report.get("final_at") or report.get("issued_at") or self.row["updated_at"],
+            site=self.site.name if self.site else None,
+            languages=self.languages,
+        )
+
+
+def _studies(request: Request, only_uid: str | None = None) -> list[StudyEntry]:
+    """Every study with a built result, oldest first."""
     settings = request.app.state.settings
     store = DeliveryStore(request.app.state.index.engine)
     reports = store.reports()
     rows = store.built_results(only_uid)
     uids = [r["study_instance_uid"] for r in rows]
     aes = store.calling_aes(uids) if settings.sites and uids else {}
+    paths = store.first_instance_paths(uids) if uids else {}
     token_site = _token_site(request)
-    made: list[tuple[StudyResources, bool]] = []
+    entries: list[StudyEntry] = []
     for row in rows:
         uid = row["study_instance_uid"]
         if not row.get("result"):
             continue
         site = site_for_aes(settings, aes.get(uid, set())) if settings.sites else None
-        path = store.first_instance_path(uid)
-        if path is None:
-            continue
-        try:
-            header = read_study_header(path)
-        except (OSError, InvalidDicomError):
-            continue
-        report = reports.get(uid)
-        status = report["status"] if report else "preliminary"
-        result = (report or {}).get("final_result") or row["result"]
-        issued = (report or {}).get("final_at") or (report or {}).get("issued_at")
-        resources = StudyResources(
-            study_uid=uid,
-            result=result,
-            header=header,
-            status=status,
-            issued=issued or row["updated_at"],
-            site=site.name if site else None,
-            languages=settings.reports.languages,
+        entries.append(
+            StudyEntry(
+                uid=uid,
+                row=row,
+                report=reports.get(uid),
+                site=site,
+                visible=visible_to(token_site, site),
+                path=paths.get(uid),
+                languages=list(settings.reports.languages),
+            )
         )
-        made.append((resources, visible_to(token_site, site)))
-    return made
+    return entries
 
 
 def _check_params(kind: str, request: Request) -> None:
@@ -126,17 +164,18 @@ def _check_params(kind: str, request: Request) -> None:
         )
 
 
-def _matches_patient(study: StudyResources, request: Request) -> bool:
+def _matches_patient(header: StudyHeader, site: str | None, request: Request) -> bool:
     params = request.query_params
     for name in ("patient", "subject"):
         for value in params.getlist(name):
             wanted = value.split("/", 1)[1] if value.startswith("Patient/") else value
-            if wanted != study.patient_id:
+            if wanted != patient_id(header, site):
                 return False
     for value in params.getlist("subject:identifier"):
         system, bar, code = value.rpartition("|")
-        identifier = study.subject["identifier"]
-        if code != identifier["value"] or (bar and system and system != identifier["system"]):
+        if code != (header.patient_id or "unknown") or (
+            bar and system and system != patient_identifier_system(header, site)
+        ):
             return False
     return True
 
@@ -186,18 +225,23 @@ def _search(kind: str, request: Request) -> JSONResponse:
         found: list[Any] = []
         if kind in ("ServiceRequest", "Task"):
             return _json(searchset(search_referrals(kind, request), _base_url(request)))
-        for study, visible in _studies(request):
-            if not visible or not _matches_patient(study, request):
+        for entry in _studies(request):
+            if not entry.visible or not _matches_status(entry.status, request):
                 continue
-            if not _matches_date(study.effective, request):
+            header = entry.header
+            site = entry.site.name if entry.site else None
+            if header is None or not _matches_patient(header, site, request):
                 continue
+            day = header.study_datetime
+            if not _matches_date(day.date().isoformat() if day else None, request):
+                continue
+            study = entry.resources
             if kind == "DiagnosticReport":
-                candidates: list[Any] = [study.report]
+                found.append(study.report)
             elif kind == "Observation":
-                candidates = list(study.observations)
-            else:
-                candidates = [study.risk] if study.risk is not None else []
-            found.extend(c for c in candidates if _matches_status(str(c.status), request))
+                found.extend(study.observations)
+            elif study.risk is not None:
+                found.append(study.risk)
         return _json(searchset(found, _base_url(request)))
     except FhirError as exc:
         return _error(exc)
@@ -217,22 +261,23 @@ def _read(kind: str, resource_id: str, request: Request) -> JSONResponse:
             studies = _studies(request, only_uid=resource_id)
         else:
             studies = _studies(request)
-        for study, visible in studies:
-            if kind == "DiagnosticReport":
-                candidates: list[Any] = [study.report]
-            elif kind == "Observation":
-                if not resource_id.startswith(observation_prefix(study.study_uid)):
-                    continue
-                candidates = list(study.observations)
-            elif kind == "RiskAssessment":
-                if resource_id != risk_id(study.study_uid):
-                    continue
-                candidates = [study.risk]
-            else:
-                candidates = []
+        for entry in studies:
+            if kind == "Observation" and not resource_id.startswith(observation_prefix(entry.uid)):
+                continue
+            if kind == "RiskAssessment" and resource_id != risk_id(entry.uid):
+                continue
+            if entry.header is None:
+                continue
+            study = entry.resources
+            by_kind: dict[str, list[Any]] = {
+                "DiagnosticReport": [study.report],
+                "Observation": list(study.observations),
+                "RiskAssessment": [study.risk],
+            }
+            candidates = by_kind.get(kind, [])
             for candidate in candidates:
                 if candidate is not None and candidate.id == resource_id:
-                    if not visible:
+                    if not entry.visible:
                         raise FhirError(403, "forbidden", "this token's site does not hold it")
                     return _json(candidate)
         raise FhirError(404, "not-found", f"no {kind} with id {resource_id}")

@@ -473,6 +473,26 @@ class DeliveryStore:
             ).first()
         return str(row.payload) if row is not None else None
 
+    def first_instance_paths(self, study_uids: Iterable[str]) -> dict[str, str]:
+        """The first received instance's file of each study (one query)."""
+        first = (
+            sa.select(
+                instances.c.study_instance_uid,
+                instances.c.path,
+                sa.func.row_number()
+                .over(
+                    partition_by=instances.c.study_instance_uid,
+                    order_by=(instances.c.received_at, instances.c.sop_instance_uid),
+                )
+                .label("n"),
+            )
+            .where(instances.c.study_instance_uid.in_(list(study_uids)))
+            .subquery()
+        )
+        query = sa.select(first.c.study_instance_uid, first.c.path).where(first.c.n == 1)
+        with self.engine.connect() as conn:
+            return {str(uid): str(path) for uid, path in conn.execute(query)}
+
     def first_instance_path(self, study_uid: str) -> str | None:
         """The file of the study's first received instance (its header names the patient)."""
         with self.engine.connect() as conn:
