@@ -31,13 +31,14 @@ class Received:
 @dataclass
 class HisState:
     mode: str = "AA"
+    nak_text: str = "refused by the test HIS"
     received: list[Received] = field(default_factory=list)
     answered: list[str] = field(default_factory=list)
     release: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-def build_ack(message: Any, code: str) -> str:
+def build_ack(message: Any, code: str, text: str = "refused by the test HIS") -> str:
     """An ACK^R01 for ``message`` built with hl7apy, MLLP framed."""
     ack = Message("ACK", version="2.5.1", validation_level=VALIDATION_LEVEL.TOLERANT)
     ack.msh.msh_3 = message.msh.msh_5.to_er7() or "HIS"
@@ -53,7 +54,7 @@ def build_ack(message: Any, code: str) -> str:
     ack.msa.msa_1 = code
     ack.msa.msa_2 = message.msh.msh_10.to_er7()
     if code != "AA":
-        ack.msa.msa_3 = "refused by the test HIS"
+        ack.msa.msa_3 = text
     return "\x0b" + ack.to_er7() + "\x1c\x0d"
 
 
@@ -78,7 +79,7 @@ class OruHandler(AbstractHandler):
             mode = "AA"
         with self.state.lock:
             self.state.answered.append(control_id)
-        return build_ack(parsed, mode)
+        return build_ack(parsed, mode, self.state.nak_text)
 
 
 class MllpHis:

@@ -4,6 +4,7 @@ dead-lettered, an unreachable HIS waited for, and a kill -9 mid-send losing and 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -12,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from tests.support.configs import settings_to_toml
 
@@ -258,3 +260,26 @@ def test_kill_9_mid_send_loses_nothing_and_files_each_message_once(
     repeats = [r for r in his_a.received if r.control_id == in_flight.control_id]
     assert len(repeats) == 2 and repeats[0].er7 == repeats[1].er7
     assert len(his_a.received) == len(expected) + 1
+
+
+def test_no_patient_identifier_in_logs_or_audit(
+    sites_settings: Settings,
+    engine: sa.engine.Engine,
+    audit: AuditLog,
+    his_a: MllpHis,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    his_a.state.mode = "AR"
+    his_a.state.nak_text = "unknown patient PID-0001 Wang Fang"  # the HIS names the patient
+    caplog.set_level(logging.DEBUG, logger="medgate")
+    uid = add_study(engine, sites_settings, calling_ae="CLINIC_A_CT")
+    sender = SiteDelivery(sites_settings, engine, audit)
+    store = DeliveryStore(engine)
+    _passes(sender, lambda: store.for_study(uid)[0]["status"] == "dead-letter")
+    enqueue_final_result(sites_settings, engine, uid)
+    [row, _] = store.for_study(uid)
+    assert "PID-0001" in row["last_error"]  # kept for the operator, in the database
+    logged = caplog.text + Path(sites_settings.audit_path).read_text()
+    assert "dead-lettered" in caplog.text
+    for identifier in ("PID-0001", "Wang", "王", "ACC-7", uid):
+        assert identifier not in logged, identifier

@@ -204,11 +204,12 @@ class SiteDelivery:
                 },
             )
             return
-        reason = f"{item.destination} answered {code}" + (f": {text}" if text else "")
+        # the peer's own words (MSA-3, OperationOutcome) may name the patient: stored, not logged
+        reason = f"{item.destination} answered {code}"
         if item.refusals + 1 >= max_refusals:
-            self._dead(item, reason, code, summary)
+            self._dead(item, reason, code, summary, detail=text)
         else:
-            self._retry(item, reason, summary, refused=True, ack_code=code)
+            self._retry(item, reason, summary, refused=True, ack_code=code, detail=text)
 
     # ------------------------------------------------------------------ outcomes
     def _retry(
@@ -219,9 +220,11 @@ class SiteDelivery:
         *,
         refused: bool,
         ack_code: str | None,
+        detail: str = "",
     ) -> None:
         delay = backoff_seconds(self.settings, item.attempts + 1)
-        self.store.retry(item.id, delay, reason, refused=refused, ack_code=ack_code)
+        stored = f"{reason}: {detail}" if detail else reason
+        self.store.retry(item.id, delay, stored, refused=refused, ack_code=ack_code)
         summary.retried += 1
         summary.errors.append(reason)
         log.info(
@@ -233,9 +236,15 @@ class SiteDelivery:
         )
 
     def _dead(
-        self, item: Delivery, reason: str, ack_code: str | None, summary: DeliverySummary
+        self,
+        item: Delivery,
+        reason: str,
+        ack_code: str | None,
+        summary: DeliverySummary,
+        *,
+        detail: str = "",
     ) -> None:
-        self.store.dead(item.id, reason, ack_code)
+        self.store.dead(item.id, f"{reason}: {detail}" if detail else reason, ack_code)
         summary.dead += 1
         summary.errors.append(reason)
         log.error(
