@@ -174,7 +174,14 @@ def test_radiologist_verifies_a_pneumothorax_in_chromium(
     assert "Radiologist verdict: pneumothorax confirmed: visible apical rim" in texts
     assert "Right apical pneumothorax. Heart normal." in texts
 
+    # the stats page counts the review (one study, two findings judged)
+    browser.get(f"{served}/review/stats?lang=en")
+    card = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, ".model-card")))
+    assert card.find_element(By.CSS_SELECTOR, ".n-studies").text == "1"
+    stats_png = _screenshot(browser, "review_stats.png")
+
     # the pictures for docs/review.md
     DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(worklist_png, DOCS_IMAGES / "review_worklist.png")
     shutil.copyfile(study_png, DOCS_IMAGES / "review_study.png")
+    shutil.copyfile(stats_png, DOCS_IMAGES / "review_stats.png")
