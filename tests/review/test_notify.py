@@ -234,3 +234,26 @@ def test_a_study_reviewed_before_the_loop_saw_it_is_not_announced(
     assert notified.client.post(f"/api/v1/studies/{uid}/review", json=body, headers=AUTH).is_success
     assert Notifier(notified.settings, notified.index, notified.audit).run_once() == 0
     assert hook.received == [] and NotificationStore(notified.index.engine).of_study(uid) == []
+
+
+def test_the_api_starts_the_loop_when_channels_are_configured(
+    notified: Gateway, peers: tuple[Webhook, Mailbox, int]
+) -> None:
+    """Served by a real ASGI server (uvicorn, lifespan on), the app runs the notifier itself."""
+    import uvicorn
+
+    hook = peers[0]
+    server = uvicorn.Server(
+        uvicorn.Config(notified.client.app, host="127.0.0.1", port=free_port(), log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: server.started, 20, what="uvicorn to start")
+        uid = notified.process(76)
+        wait_for(lambda: hook.received, 10, what="the webhook message from the app's loop")
+        assert hook.received[0][0]["study_instance_uid"] == uid
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+    assert getattr(notified.client.app.state, "notifier", None) is not None
