@@ -3,6 +3,8 @@ message once; a final result waits behind its preliminary; queueing twice adds n
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import threading
 from collections.abc import Iterator
 
@@ -10,10 +12,15 @@ import pytest
 import sqlalchemy as sa
 
 from medgate.core.config import Settings
-from medgate.delivery.enqueue import enqueue_final_result, queue_new_results
+from medgate.delivery.enqueue import (
+    enqueue_final_result,
+    queue_new_results,
+    queue_reviewed_results,
+)
 from medgate.delivery.site_delivery import SiteDelivery
 from medgate.store.deliveries import DeliveryStore
 from medgate.store.migrations import upgrade
+from medgate.store.schema import reviews
 from medgate.trust.audit import AuditLog
 
 from .delivery_support import add_study
@@ -82,3 +89,45 @@ def test_final_waits_behind_its_preliminary_and_queueing_is_idempotent(
     assert sent_order.index(final_id) == len(sent_order) - 1
     with pytest.raises(LookupError):
         enqueue_final_result(sites_settings, shared, "1.2.3.999")
+
+
+def test_reviewed_study_is_finalised_with_its_verdicts(
+    sites_settings: Settings, shared: sa.engine.Engine
+) -> None:
+    uid = add_study(shared, sites_settings, calling_ae="CLINIC_A_CT")
+    other = add_study(shared, sites_settings, calling_ae="CLINIC_A_CT")
+    store = DeliveryStore(shared)
+    queue_new_results(sites_settings, store)
+    now = dt.datetime.now(dt.UTC)
+    with shared.begin() as conn:
+        for revision, verdict in ((1, "confirmed"), (2, "rejected")):  # an amended review
+            conn.execute(
+                reviews.insert().values(
+                    study_instance_uid=uid,
+                    revision=revision,
+                    reviewer_id="rad-1",
+                    reviewer_name="Li^Na",
+                    verdicts_json=json.dumps([{"finding": "nodule", "verdict": verdict}]),
+                    request_sha256=f"{revision:064d}",
+                    sr_sop_instance_uid=f"1.2.3.{revision}",
+                    predecessor_sop_instance_uid="1.2.3",
+                    bundle_versions="{}",
+                    created_at=now,
+                )
+            )
+    assert [r["study_instance_uid"] for r in store.reviewed_not_final()] == [uid]
+    assert queue_reviewed_results(sites_settings, store) == 1
+    assert store.reviewed_not_final() == [] and queue_reviewed_results(sites_settings, store) == 0
+    report = store.report(uid)
+    assert report is not None and report["status"] == "final"
+    assert report["verified_by"] == "rad-1"
+    nodule = report["final_result"]["findings"][0]
+    assert nodule["verdict"] == "rejected" and nodule["present"] is False  # the latest revision
+    assert store.report(other)["status"] == "preliminary"  # type: ignore[index]
+    assert [(r["result_status"], r["status"]) for r in store.for_study(uid)] == [
+        ("P", "pending"),
+        ("F", "pending"),
+    ]
+    assert store.destination_states(uid)["hl7:clinic-a"]["state"] == "pending"
+    paths = store.first_instance_paths([uid, other])
+    assert set(paths) == {uid, other} and all(p.endswith(".dcm") for p in paths.values())
