@@ -22,6 +22,9 @@ from medgate.pipeline.worker import Worker
 from medgate.serving.deployments import APP_NAME, run_application
 from medgate.store.db import Index
 from medgate.store.files import InstanceStore
+from medgate.store.jobs import Job
+from medgate.store.schema import jobs
+from medgate.store.status import JobStatus
 from medgate.store.studies import StudyRow
 from medgate.trust.audit import AuditLog
 
@@ -176,6 +179,49 @@ def test_a_study_longer_than_its_lease_keeps_its_claim(pipeline: dict[str, Any])
         thread.join(60)
     assert _study(index, uid).status == "done"
     assert [job.attempts for job in index.jobs.of_study(uid)] == [1]
+
+
+def test_a_renewal_that_finds_the_claim_taken_stops_the_attempt(
+    pipeline: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The worker stalls past its lease and another instance takes the job while the model
+    runs: the next heartbeat finds the claim gone and the attempt stops before its results."""
+    index, store = pipeline["index"], pipeline["store"]
+    settings = pipeline["settings"]
+    short = settings.model_copy(
+        update={"serving": settings.serving.model_copy(update={"job_lease_seconds": 1.0})}
+    )
+    slow = Worker(
+        short,
+        index,
+        _SlowClient(pipeline["worker"].client, 2.0),
+        store=store,
+        audit=pipeline["audit"],
+        worker_id="stalled",
+    )
+    uid = ingest(store, phantom_bytes(39))
+    index.jobs.enqueue(uid)
+    thread = threading.Thread(target=slow.run_once)
+    thread.start()
+    try:
+        wait_for(lambda: _study(index, uid).status == "processing", 10, 0.05, "the claim")
+        with index.engine.begin() as conn:  # another instance's takeover, as after a stall
+            conn.execute(
+                jobs.update()
+                .where(jobs.c.study_instance_uid == uid)
+                .values(claimed_by="the-other-instance", attempts=jobs.c.attempts + 1)
+            )
+    finally:
+        thread.join(60)
+    stops = [r.getMessage() for r in caplog.records if "no longer held" in r.getMessage()]
+    assert any("lease lost before stage" in m for m in stops), stops  # the heartbeat saw it
+    assert index.outbox.list(study_uid=uid) == []
+    row = _study(index, uid)
+    assert row.status == "processing" and row.result is None  # the other one's to finish
+    (job,) = index.jobs.of_study(uid)
+    assert job.claimed_by == "the-other-instance" and job.finished_at is None
+    holder = Job(job.id, uid, job.attempts, "the-other-instance")  # its holder can end it
+    assert index.jobs.finish(holder, JobStatus.NOT_PROCESSED, error="ended by the test")
 
 
 def test_a_worker_whose_job_was_taken_over_writes_no_results(pipeline: dict[str, Any]) -> None:
