@@ -2,15 +2,14 @@
 
 Every table of the store is declared here, so that ``medgate.store.migrations`` (Alembic) and the
 test that compares the migrated database with this module see one complete picture. The modules
-beside this one (``db`` and its successors) read and write these tables.
+beside this one (``instances``, ``studies``, ``jobs``, ``outbox`` and the features' own stores)
+read and write these tables; the statuses of the first four are the ``StrEnum`` values in
+``medgate.store.status``.
 """
 
 from __future__ import annotations
 
 import sqlalchemy as sa
-
-STUDY_STATUSES = ("receiving", "queued", "processing", "done", "failed", "not-processed")
-OUTBOX_STATUSES = ("pending", "sent", "dead")
 
 metadata = sa.MetaData()
 
