@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -131,3 +132,53 @@ def test_reviewed_study_is_finalised_with_its_verdicts(
     assert store.destination_states(uid)["hl7:clinic-a"]["state"] == "pending"
     paths = store.first_instance_paths([uid, other])
     assert set(paths) == {uid, other} and all(p.endswith(".dcm") for p in paths.values())
+
+
+def test_review_amended_after_final_sends_a_correction(
+    sites_settings: Settings, shared: sa.engine.Engine, audit: AuditLog, his_a: MllpHis
+) -> None:
+    uid = add_study(shared, sites_settings, calling_ae="CLINIC_A_CT")
+    store = DeliveryStore(shared)
+    sender = SiteDelivery(sites_settings, shared, audit)
+
+    def review(revision: int, verdict: str) -> None:
+        with shared.begin() as conn:
+            conn.execute(
+                reviews.insert().values(
+                    study_instance_uid=uid,
+                    revision=revision,
+                    reviewer_id=f"rad-{revision}",
+                    reviewer_name="Li^Na",
+                    verdicts_json=json.dumps([{"finding": "nodule", "verdict": verdict}]),
+                    request_sha256=f"{revision:064d}",
+                    sr_sop_instance_uid=f"1.2.3.{revision}",
+                    predecessor_sop_instance_uid="1.2.3",
+                    bundle_versions="{}",
+                    created_at=dt.datetime.now(dt.UTC),
+                )
+            )
+
+    sender.run_once()  # preliminary
+    review(1, "confirmed")
+    assert sender.run_once().finalised == 1
+    assert sender.run_once().amended == 0  # nothing amended yet
+    time.sleep(0.01)
+    review(2, "rejected")
+    summary = sender.run_once()
+    assert summary.amended == 1 and summary.delivered == 1
+    assert sender.run_once().amended == 0
+    report = store.report(uid)
+    assert report is not None and report["status"] == "amended"
+    assert report["verified_by"] == "rad-2"
+    assert report["final_result"]["findings"][0]["present"] is False
+    statuses = [
+        m.message.oru_r01_patient_result.oru_r01_order_observation.obr.obr_25.to_er7()
+        for m in his_a.received
+    ]
+    assert statuses == ["P", "F", "C"]
+    assert len(his_a.unique()) == 3
+    correction = his_a.received[2].message.oru_r01_patient_result.oru_r01_order_observation
+    nodule = next(
+        g.obx for g in correction.oru_r01_observation if g.obx.obx_3.to_er7().startswith("27925004")
+    )
+    assert nodule.obx_5.to_er7() == "272519000^Absent^SCT" and nodule.obx_11.to_er7() == "C"

@@ -64,9 +64,12 @@ def messages_for(
     result_status: str,
     *,
     message_time: dt.datetime | None = None,
+    revision: int | None = None,
 ) -> list[NewDelivery]:
-    """The messages one result makes for its site's destinations: an ORU^R01 for its HIS, a
-    transaction Bundle for its FHIR server (none without a site or destinations).
+    """The messages one result makes for its site's destinations: its result objects for its
+    PACS, an ORU^R01 for its HIS, a transaction Bundle for its FHIR server (none without a site
+    or destinations). ``result_status`` is P, F or C (a correction: an amended review, whose
+    ``revision`` makes each correction a message of its own).
 
     A message that cannot be built (the study's files are gone) is queued as ``dead-letter``
     with the reason, so it shows in the study JSON instead of being retried forever."""
@@ -75,7 +78,7 @@ def messages_for(
         return []
     rows: list[NewDelivery] = []
     if site.pacs is not None:
-        rows.extend(_pacs_message(store, site, study_uid, result_status))
+        rows.extend(_pacs_message(store, site, study_uid, result_status, revision))
     channels = [
         (channel, destination)
         for channel, destination, wanted in (
@@ -98,7 +101,7 @@ def messages_for(
         reason = f"study header unreadable: {type(exc).__name__}"
         log.error("study %s: result messages not built: %s", phi_hash(study_uid), reason)
     for channel, destination in channels:
-        control_id = message_control_id(study_uid, destination, result_status)
+        control_id = message_control_id(study_uid, destination, _key(result_status, revision))
         common: dict[str, Any] = {
             "message_id": control_id,
             "study_instance_uid": study_uid,
@@ -133,22 +136,31 @@ def pacs_destination(site: SiteConfig) -> str:
     return f"pacs:{site.name}"
 
 
+def _key(result_status: str, revision: int | None) -> str:
+    """What makes a message of a study to a destination unique: P, F, or C<revision>."""
+    return f"C{revision or 0}" if result_status == "C" else result_status
+
+
 def _pacs_message(
-    store: DeliveryStore, site: SiteConfig, study_uid: str, result_status: str
+    store: DeliveryStore,
+    site: SiteConfig,
+    study_uid: str,
+    result_status: str,
+    revision: int | None,
 ) -> list[NewDelivery]:
-    """The result objects for the site's PACS: with P every object in the outbox; with F the
-    objects added since (the review's verified SR), if any."""
+    """The result objects for the site's PACS: with P every object in the outbox; later (F, C)
+    the objects added since the earlier messages (the review's verified SRs), if any."""
     destination = pacs_destination(site)
-    objects = store.result_files(study_uid)
-    if result_status == "F":
-        earlier = store.payload_of(message_control_id(study_uid, destination, "P"))
-        sent = {o["sop_instance_uid"] for o in json.loads(earlier)["objects"]} if earlier else set()
-        objects = [o for o in objects if o["sop_instance_uid"] not in sent]
+    sent: set[str] = set()
+    for earlier in store.payloads(study_uid, destination):
+        if earlier:
+            sent.update(o["sop_instance_uid"] for o in json.loads(earlier)["objects"])
+    objects = [o for o in store.result_files(study_uid) if o["sop_instance_uid"] not in sent]
     if not objects:
         return []
     return [
         NewDelivery(
-            message_id=message_control_id(study_uid, destination, result_status),
+            message_id=message_control_id(study_uid, destination, _key(result_status, revision)),
             study_instance_uid=study_uid,
             site=site.name,
             destination=destination,
@@ -214,6 +226,24 @@ def queue_reviewed_results(settings: Settings, store: DeliveryStore, limit: int 
         enqueue_final_result(
             settings, store.engine, uid, verified_by=row["reviewer_id"], result=verified
         )
+        done += 1
+    return done
+
+
+def queue_amended_results(settings: Settings, store: DeliveryStore, limit: int = 100) -> int:
+    """Correct every final result whose review was amended afterwards: the report becomes
+    ``amended`` and the correction (ORU^R01 result status C, FHIR ``amended``, the new verified
+    SR for the site PACS) is queued. Returns how many studies."""
+    done = 0
+    for row in store.reviewed_since_final(limit=limit):
+        uid = row["study_instance_uid"]
+        built = store.built_results(uid)
+        if not built:
+            continue
+        verified = apply_verdicts(built[0]["result"], row["verdicts"])
+        rows = messages_for(settings, store, uid, verified, "C", revision=row["revision"])
+        store.record_amended(uid, rows, verified_by=row["reviewer_id"], amended_result=verified)
+        log.info("study %s: amended review %d queued", phi_hash(uid), row["revision"])
         done += 1
     return done
 

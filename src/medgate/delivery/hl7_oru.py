@@ -2,7 +2,7 @@
 
 One message per (study, destination, result status): MSH (UTF-8, MSH-18 ``UNICODE UTF-8``), PID
 (patient identifier and name from the study's header), OBR (accession number, study UID,
-priority, result status P or F), then OBX segments: one coded OBX per finding (SNOMED CT from the
+priority, result status P, F or C), then OBX segments: one coded OBX per finding (SNOMED CT from the
 bundle), one NM OBX per measurement with its UCUM unit, one TX OBX per guidance language, and an
 RP OBX pointing at the DICOM SR. Every free-text value goes through hl7apy's escaping of the
 delimiters (``|^~\\&``); Chinese text is carried as UTF-8, unescaped, as MSH-18 announces.
@@ -28,7 +28,8 @@ from medgate.delivery.study_header import StudyHeader
 
 HL7_VERSION = "2.5.1"
 CHARSET = "UNICODE UTF-8"
-RESULT_STATUSES = {"P": "preliminary", "F": "final"}
+#: OBR-25 / OBX-11 result status (HL7 table 0123 / 0085) -> the FHIR report status.
+RESULT_STATUSES = {"P": "preliminary", "F": "final", "C": "amended"}
 #: OBR-27.6 / TQ priority (HL7 table 0027): S stat, A as soon as possible, R routine.
 PRIORITY_CODES = {"critical": "S", "urgent": "A", "routine": "R"}
 #: The ordered service: LOINC 18748-4 "Diagnostic imaging study".
@@ -155,7 +156,7 @@ def build_oru(
 ) -> str:
     """The ORU^R01 as ER7 text (segments separated by CR)."""
     if result_status not in RESULT_STATUSES:
-        raise ValueError(f"result status must be P or F, not {result_status!r}")
+        raise ValueError(f"result status must be P, F or C, not {result_status!r}")
     msg = Message("ORU_R01", version=HL7_VERSION, validation_level=VALIDATION_LEVEL.TOLERANT)
     msh = msg.msh
     msh.msh_3 = _components(sending_application)

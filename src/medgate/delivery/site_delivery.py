@@ -31,7 +31,11 @@ from sqlalchemy.engine import Engine
 
 from medgate.core.config import Settings, SiteConfig
 from medgate.core.logs import phi_hash
-from medgate.delivery.enqueue import queue_new_results, queue_reviewed_results
+from medgate.delivery.enqueue import (
+    queue_amended_results,
+    queue_new_results,
+    queue_reviewed_results,
+)
 from medgate.delivery.fhir_push import FhirPushError, push_bundle
 from medgate.delivery.mllp import MllpError, send_message
 from medgate.delivery.site_pacs import DicomStoreError, store_objects
@@ -47,6 +51,7 @@ log = logging.getLogger(__name__)
 class DeliverySummary:
     queued_studies: int = 0
     finalised: int = 0
+    amended: int = 0
     delivered: int = 0
     retried: int = 0
     dead: int = 0
@@ -108,6 +113,7 @@ class SiteDelivery:
         summary = DeliverySummary()
         summary.queued_studies = queue_new_results(self.settings, self.store)
         summary.finalised = queue_reviewed_results(self.settings, self.store)
+        summary.amended = queue_amended_results(self.settings, self.store)
         hl7 = self.settings.delivery.hl7
         for item in self.store.claim_due(limit=self.batch, lease_seconds=hl7.lease_seconds):
             if self._stop.is_set():

@@ -142,7 +142,24 @@ class DeliveryStore:
 
     def reviewed_not_final(self, limit: int = 100) -> list[dict[str, Any]]:
         """Studies whose latest review (``reviews``) is stored but whose report is not final
-        yet: (uid, reviewer_id, verdicts), oldest review first."""
+        yet: (uid, reviewer_id, verdicts, revision), oldest review first."""
+        return self._latest_reviews(
+            sa.or_(result_reports.c.status.is_(None), result_reports.c.status == "preliminary"),
+            limit,
+        )
+
+    def reviewed_since_final(self, limit: int = 100) -> list[dict[str, Any]]:
+        """Studies whose latest review was stored after their result was made final (an
+        amended review): (uid, reviewer_id, verdicts, revision)."""
+        return self._latest_reviews(
+            sa.and_(
+                result_reports.c.status.in_(("final", "amended")),
+                reviews.c.created_at > result_reports.c.final_at,
+            ),
+            limit,
+        )
+
+    def _latest_reviews(self, condition: Any, limit: int) -> list[dict[str, Any]]:
         latest = (
             sa.select(
                 reviews.c.study_instance_uid.label("uid"),
@@ -152,7 +169,12 @@ class DeliveryStore:
             .subquery()
         )
         query = (
-            sa.select(reviews.c.study_instance_uid, reviews.c.reviewer_id, reviews.c.verdicts_json)
+            sa.select(
+                reviews.c.study_instance_uid,
+                reviews.c.reviewer_id,
+                reviews.c.verdicts_json,
+                reviews.c.revision,
+            )
             .join(
                 latest,
                 sa.and_(
@@ -164,7 +186,7 @@ class DeliveryStore:
                 result_reports,
                 result_reports.c.study_instance_uid == reviews.c.study_instance_uid,
             )
-            .where(sa.or_(result_reports.c.status.is_(None), result_reports.c.status != "final"))
+            .where(condition)
             .order_by(reviews.c.created_at)
             .limit(limit)
         )
@@ -174,6 +196,7 @@ class DeliveryStore:
                     "study_instance_uid": r.study_instance_uid,
                     "reviewer_id": r.reviewer_id,
                     "verdicts": json.loads(r.verdicts_json),
+                    "revision": int(r.revision),
                 }
                 for r in conn.execute(query)
             ]
@@ -257,6 +280,29 @@ class DeliveryStore:
                         final_result_json=payload,
                     )
                 )
+            return self.enqueue(rows, conn)
+
+    def record_amended(
+        self,
+        study_uid: str,
+        rows: Sequence[NewDelivery],
+        *,
+        verified_by: str | None,
+        amended_result: dict[str, Any],
+    ) -> int:
+        """A review amended after the final result: the report becomes ``amended`` with the new
+        verified result, and the correction messages are queued, in one transaction."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                result_reports.update()
+                .where(result_reports.c.study_instance_uid == study_uid)
+                .values(
+                    status="amended",
+                    final_at=utcnow(),
+                    verified_by=verified_by,
+                    final_result_json=json.dumps(amended_result),
+                )
+            )
             return self.enqueue(rows, conn)
 
     def report(self, study_uid: str) -> dict[str, Any] | None:
@@ -465,13 +511,18 @@ class DeliveryStore:
                 for r in conn.execute(query)
             ]
 
-    def payload_of(self, message_id: str) -> str | None:
-        """The queued text of one message (None when it was never queued)."""
+    def payloads(self, study_uid: str, destination: str) -> list[str]:
+        """The queued texts of every message of a study to one destination, oldest first."""
+        query = (
+            sa.select(deliveries.c.payload)
+            .where(
+                deliveries.c.study_instance_uid == study_uid,
+                deliveries.c.destination == destination,
+            )
+            .order_by(deliveries.c.id)
+        )
         with self.engine.connect() as conn:
-            row = conn.execute(
-                sa.select(deliveries.c.payload).where(deliveries.c.message_id == message_id)
-            ).first()
-        return str(row.payload) if row is not None else None
+            return [str(payload) for (payload,) in conn.execute(query)]
 
     def first_instance_paths(self, study_uids: Iterable[str]) -> dict[str, str]:
         """The first received instance's file of each study (one query)."""

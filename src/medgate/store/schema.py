@@ -81,7 +81,7 @@ outbox = sa.Table(
 # Delivery to the sites' own systems (medgate.delivery, store.deliveries; revision 0003_deliveries)
 
 DELIVERY_STATUSES = ("pending", "delivered", "dead-letter")
-REPORT_STATUSES = ("preliminary", "final")
+REPORT_STATUSES = ("preliminary", "final", "amended")
 
 deliveries = sa.Table(
     "deliveries",
