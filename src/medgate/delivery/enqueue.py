@@ -1,17 +1,17 @@
 """Turn built and reviewed results into queued messages for the study's site.
 
-Two entry points:
-
-* ``queue_new_results`` (called by the delivery loop): every ``done`` study with a result and no
-  report status yet gets one — ``preliminary`` — and its site's messages: a result-status-P
-  ORU^R01 for its HIS, a transaction Bundle (DiagnosticReport ``preliminary``) for its FHIR server;
+* ``queue_new_results`` (run by the delivery loop): every ``done`` study with a result and no
+  report status yet becomes ``preliminary`` and gets its site's messages: the result objects for
+  its PACS, a result-status-P ORU^R01 for its HIS, a transaction Bundle for its FHIR server;
 * ``enqueue_final_result`` (the entry point for a saved review; ``queue_reviewed_results``, run
-  by the delivery loop, calls it for every stored review whose report is not final yet, with the
-  verdicts applied): the report becomes ``final`` and the status-F ORU^R01 and ``final`` Bundle
-  are queued.
+  by the loop, calls it for every stored review whose report is still preliminary, with the
+  verdicts applied): the report becomes ``final`` and the status-F messages are queued;
+* ``queue_amended_results`` (run by the loop): a review stored after the final result makes the
+  report ``amended`` and queues the corrections (status C, one set per review revision).
 
-Both are idempotent: message ids are derived from (study, destination, status) and the payload is
-built once, when queued, so repeating a call (or a restart between two calls) adds nothing.
+All are idempotent: message ids are derived from (study, destination, status[, revision]) and
+the payload is built once, when queued, so repeating a call (or a restart between two calls)
+adds nothing.
 """
 
 from __future__ import annotations
