@@ -146,3 +146,32 @@ def test_dynamic_batching_forms_batches_seen_in_metrics(deployed: str) -> None:
     singles = after["1"] - before.get("1", 0.0)
     assert 0 < total < calls, f"{calls} calls should form fewer batches, got {total}"
     assert singles < total, "at least one batch must hold more than one study"
+
+
+def test_a_replica_ray_cannot_schedule_is_reported_not_waited_for(
+    ray_serve: int, serving_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The safety net behind the placement: Ray's total can hold a request that no node can
+    (a cluster of two 2-CPU nodes reports 4 CPUs; a 3-CPU replica fits on neither). The
+    cluster is stood in for by the figure ``ray_resources`` reports: the real 2-CPU Ray then
+    cannot schedule the replica, Serve says so after 30 s, and ``run_application`` returns
+    without it, reporting why, while the other bundle is served."""
+    import medgate.serving.deployments as deployments
+
+    monkeypatch.setattr(deployments, "ray_resources", lambda: (4.0, 0.0))
+    settings = serving_settings(models={"bundles": {"tiny_cxr": {"num_cpus": 3.0}}})
+    started = time.monotonic()
+    try:
+        client = run_application(settings)
+        took = time.monotonic() - started
+        assert took < 120, took
+        assert client.names() == ["broken_model"]
+        assert "Ray cannot place its replica" in client.unserved["tiny_cxr"]
+        ready = httpx.get(f"http://127.0.0.1:{ray_serve}/readyz", timeout=30).json()
+        assert ready["models"]["tiny_cxr"] is False
+        assert "not served: Ray cannot place" in ready["model_errors"]["tiny_cxr"]
+        left = serve.status().applications.get(model_app_name("tiny_cxr"))
+        assert left is None or left.status == "DELETING"  # deleted, not left pending
+    finally:
+        monkeypatch.undo()
+        run_application(serving_settings())  # the open settings for the other tests

@@ -203,6 +203,12 @@ class ServeModelClient:
     def names(self) -> list[str]:
         return list(self._names)
 
+    def update(self, names: Sequence[str], unserved: dict[str, str]) -> None:
+        """Serve ``names`` from now on; ``unserved`` are reported as not served."""
+        self._names = sorted(names)
+        self.unserved = dict(unserved)
+        self._handles = {n: h for n, h in self._handles.items() if n in self._names}
+
     def _handle(self, bundle: str) -> DeploymentHandle:
         if bundle not in self._names:
             raise KeyError(f"no model deployment for bundle {bundle!r}")
@@ -271,29 +277,31 @@ class LocalModelClient:
 
 @serve.ingress()
 class Ingress:
-    """The HTTP API replica; the FastAPI app is built here so nothing FastAPI is pickled."""
+    """The HTTP API replica; the FastAPI app is built here so nothing FastAPI is pickled.
 
-    def __init__(
-        self,
-        settings: Settings,
-        model_names: Sequence[str],
-        unserved: dict[str, str] | None = None,
-    ) -> None:
+    Which models are served (and which not, and why) comes as the deployment's
+    ``user_config``: a model left out after the API started updates the running replica
+    in place (``reconfigure``), with no second replica to schedule."""
+
+    def __init__(self, settings: Settings) -> None:
         from medgate.core.logs import configure_logging, set_hash_key
 
         set_hash_key(settings.audit.hash_key)
         configure_logging("WARNING")
         self.settings = settings
-        self.model_names = list(model_names)
-        self.unserved = dict(unserved or {})
+        self.client = ServeModelClient([], settings.serving.request_timeout_s)
+
+    def reconfigure(self, config: dict[str, Any]) -> None:
+        self.client.update(config.get("served", []), config.get("unserved", {}))
+
+    async def served(self) -> dict[str, Any]:
+        """The models this replica serves and those it reports as not served."""
+        return {"served": self.client.names(), "unserved": dict(self.client.unserved)}
 
     def __serve_build_asgi_app__(self) -> Any:
         from medgate.api.app import create_app
 
-        client = ServeModelClient(
-            self.model_names, self.settings.serving.request_timeout_s, self.unserved
-        )
-        return create_app(self.settings, model_client=client, metrics=metrics_sink())
+        return create_app(self.settings, model_client=self.client, metrics=metrics_sink())
 
 
 def image_bundles(settings: Settings, bundles: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -349,9 +357,12 @@ def build_api_application(
     which are not (``unserved``: name -> reason, shown by ``/readyz``)."""
     declare: Any = serve.deployment  # typed stubs know only its decorator form
     ingress = declare(Ingress).options(
-        name=INGRESS_NAME, ray_actor_options={"num_cpus": INGRESS_CPUS}, max_ongoing_requests=200
+        name=INGRESS_NAME,
+        ray_actor_options={"num_cpus": INGRESS_CPUS},
+        max_ongoing_requests=200,
+        user_config={"served": sorted(model_names), "unserved": dict(unserved or {})},
     )
-    return ingress.bind(settings, sorted(model_names), dict(unserved or {}))
+    return ingress.bind(settings)
 
 
 def build_applications(
@@ -423,20 +434,27 @@ def run_application(
             log.warning("bundle %s is not served: %s", name, reason)
             serve.delete(app, _blocking=False)
             not_served[name] = reason
-        if len(not_served) > len(unserved or {}) + len(placement.unplaced):
-            # the API must not list models that were taken away again
-            served = [n for n in placement.options if n not in not_served]
-            serve.run_many(
-                [
-                    serve.RunTarget(
-                        build_api_application(settings, served, not_served), name=APP_NAME
-                    )
-                ],
-                wait_for_applications_running=False,
-            )
-            wait_for_applications([APP_NAME], ready_timeout_s)
     served = [n for n in placement.options if n not in not_served]
+    if len(not_served) > len(unserved or {}) + len(placement.unplaced):
+        # the API must not offer models that were taken away again: updated in place
+        api = serve.RunTarget(build_api_application(settings, served, not_served), name=APP_NAME)
+        serve.run_many([api], wait_for_applications_running=False)
+        wait_for_ingress_config(served, not_served, ready_timeout_s)
     return ServeModelClient.connect(served, settings.serving.request_timeout_s, not_served)
+
+
+def wait_for_ingress_config(
+    served: Sequence[str], unserved: dict[str, str], timeout_s: float
+) -> None:
+    """Wait until the API replica reports ``served`` / ``unserved`` (its ``reconfigure`` ran)."""
+    handle = serve.get_deployment_handle(INGRESS_NAME, app_name=APP_NAME)
+    wanted = {"served": sorted(served), "unserved": dict(unserved)}
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if handle.served.remote().result(timeout_s=timeout_s) == wanted:
+            return
+        time.sleep(0.2)
+    log.warning("the API did not take the new model list within %.0f s", timeout_s)
 
 
 def wait_for_applications(names: Sequence[str], timeout_s: float) -> dict[str, str]:
