@@ -381,7 +381,9 @@ def test_verified_sr_passes_both_validators_and_reads_back(
     assert sr.VerifyingObserverSequence[0].VerificationDateTime == "20261206010203+0000"
     ref = sr.PredecessorDocumentsSequence[0].ReferencedSeriesSequence[0].ReferencedSOPSequence[0]
     assert ref.ReferencedSOPInstanceUID == ai.SOPInstanceUID
-    groups = {g.tracking_identifier: g for g in _groups(sr.content)}
+    report = sr.content
+    assert isinstance(report, hd.sr.MeasurementReport)
+    groups = {g.tracking_identifier: g for g in _groups(report)}
     value = {
         k: g.get_qualitative_evaluations()[0].value.value
         for k, g in groups.items()
@@ -394,7 +396,7 @@ def test_verified_sr_passes_both_validators_and_reads_back(
         "cxr_classifier cardiomegaly": "272519000",
         "cxr_classifier pneumothorax": "272519000",
     }
-    persons = [c for c in sr.content.get_observer_contexts() if c.observer_type.value == "121006"]
+    persons = [c for c in report.get_observer_contexts() if c.observer_type.value == "121006"]
     assert len(persons) == 1
     texts = [i.TextValue for i in sr.ContentSequence[-1].ContentSequence if i.ValueType == "TEXT"]
     assert "Radiologist verdict: effusion confirmed: meniscus" in texts

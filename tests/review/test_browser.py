@@ -108,7 +108,7 @@ def test_radiologist_verifies_a_pneumothorax_in_chromium(
     orthanc.upload(source)  # the study is in the PACS, as at a clinic
     ptx = gateway.process(62)
     study = gateway.index.studies.get(ptx)
-    assert study is not None and study.priority == "critical"
+    assert study is not None and study.priority == "critical" and study.result is not None
     ai_sr = next(o["sop_instance_uid"] for o in study.result["result_objects"] if o["kind"] == "sr")
     wait = WebDriverWait(browser, 30)
 
@@ -166,7 +166,7 @@ def test_radiologist_verifies_a_pneumothorax_in_chromium(
     assert predecessor.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == ai_sr
     calls = {
         g.tracking_identifier: g.get_qualitative_evaluations()[0].value.meaning
-        for g in sr.content.get_image_measurement_groups()
+        for g in sr.content.get_image_measurement_groups()  # type: ignore[attr-defined]
     }
     assert calls["tiny_cxr pneumothorax"] == "Present"  # AI said present, confirmed
     assert calls["tiny_cxr cardiomegaly"] == "Absent"  # AI said present, rejected

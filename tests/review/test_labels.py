@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
+from typing import Any
 
 import pydicom
 from tests.support.configs import settings_to_toml
@@ -19,6 +20,12 @@ from .conftest import REVIEW_TOKEN, Gateway
 AUTH = {"Authorization": f"Bearer {REVIEW_TOKEN}"}
 
 
+def _findings(gateway: Gateway, uid: str) -> list[dict[str, Any]]:
+    study = gateway.index.studies.get(uid)
+    assert study is not None and study.result is not None
+    return list(study.result["findings"])
+
+
 def _review(gateway: Gateway, uid: str, verdicts: list[dict[str, object]]) -> None:
     body = {"reviewer": {"name": "Wang^Li", "id": "rad-007"}, "verdicts": verdicts}
     answer = gateway.client.post(f"/api/v1/studies/{uid}/review", json=body, headers=AUTH)
@@ -29,12 +36,7 @@ def test_export_labels_writes_a_training_folder_that_trains(
     gateway: Gateway, tmp_path: Path
 ) -> None:
     uids = [gateway.process(seed) for seed in (81, 82, 83, 84, 85)]
-    ai = {
-        uid: {
-            f["label"]: int(f["present"]) for f in gateway.index.studies.get(uid).result["findings"]
-        }
-        for uid in uids
-    }
+    ai = {uid: {f["label"]: int(f["present"]) for f in _findings(gateway, uid)} for uid in uids}
     # four reviewed (one left unreviewed: not exported)
     _review(gateway, uids[0], [{"finding": "pneumothorax", "verdict": "confirmed"}])
     _review(gateway, uids[1], [{"finding": "pneumothorax", "verdict": "rejected"}])

@@ -34,9 +34,9 @@ def _review(gateway: Gateway, uid: str, minutes: float, verdicts: list[tuple[str
 def reviewed(gateway: Gateway) -> Gateway:
     a, b, c = (gateway.process(seed) for seed in (91, 92, 93))
     for uid in (a, b, c):  # the tiny model: pneumothorax and cardiomegaly present, effusion absent
-        calls = {
-            f["label"]: f["present"] for f in gateway.index.studies.get(uid).result["findings"]
-        }
+        study = gateway.index.studies.get(uid)
+        assert study is not None and study.result is not None
+        calls = {f["label"]: f["present"] for f in study.result["findings"]}
         assert calls["pneumothorax"] and calls["cardiomegaly"] and not calls["effusion"]
     _review(
         gateway,

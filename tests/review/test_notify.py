@@ -256,4 +256,5 @@ def test_the_api_starts_the_loop_when_channels_are_configured(
     finally:
         server.should_exit = True
         thread.join(timeout=15)
-    assert getattr(notified.client.app.state, "notifier", None) is not None
+    app: Any = notified.client.app
+    assert getattr(app.state, "notifier", None) is not None

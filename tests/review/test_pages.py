@@ -47,7 +47,8 @@ def test_worklist_orders_by_priority_and_filters(gateway: Gateway) -> None:
     other = gateway.process(51, Modality="CT", BodyPartExamined="HEAD")
     # ... then a pneumothorax radiograph (the tiny model calls it critical)
     critical = gateway.process(52)
-    assert gateway.index.studies.get(critical).priority == "critical"
+    row = gateway.index.studies.get(critical)
+    assert row is not None and row.priority == "critical"
     _login(gateway)
     page = gateway.client.get("/review?lang=en")
     assert page.status_code == 200

@@ -33,7 +33,7 @@ def _evaluations(sr: pydicom.Dataset) -> dict[str, str]:
     report = hd.sr.srread(io.BytesIO(_bytes(sr))).content
     return {
         g.tracking_identifier: g.get_qualitative_evaluations()[0].value.meaning
-        for g in report.get_image_measurement_groups()
+        for g in report.get_image_measurement_groups()  # type: ignore[attr-defined]
         if g.get_qualitative_evaluations()
     }
 

@@ -359,6 +359,13 @@ class DeliveryConfig(BaseModel):
 # Radiologist review and critical-result notification (medgate.review; docs/review.md)
 
 
+NotifyField = Literal["priority", "findings", "modality", "site", "received_at"]
+
+
+def _default_notify_fields() -> list[NotifyField]:
+    return ["priority", "findings"]
+
+
 class NotifyChannelConfig(BaseModel):
     """One ``[[notify.channels]]`` entry: where a critical result is announced, to whom, and how
     long to wait for an acknowledgement before the next channel of the same site is tried."""
@@ -375,8 +382,8 @@ class NotifyChannelConfig(BaseModel):
     smtp_port: int = Field(25, ge=1, le=65535)
     mail_from: str = Field("medgate@localhost")
     mail_to: list[str] = Field(default_factory=list)
-    fields: list[Literal["priority", "findings", "modality", "site", "received_at"]] = Field(
-        default_factory=lambda: ["priority", "findings"],
+    fields: list[NotifyField] = Field(
+        default_factory=_default_notify_fields,
         description="what the message may carry besides the link (never a patient name)",
     )
 
