@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from tests.support.serving import ingest, phantom_bytes, serving_overrides, write_bundle
 
 from medgate.api.app import create_app
+from medgate.cli.dicom_service import DicomService
 from medgate.core.config import Settings, load_settings
 from medgate.core.ports import free_port
 from medgate.models.registry import discover_bundles
@@ -42,6 +43,7 @@ class Gateway:
     worker: Worker
     audit: AuditLog
     client: TestClient
+    service: DicomService | None = None
 
     def process(self, seed: int, **changes: str) -> str:
         """Receive one phantom radiograph and run the pipeline on it; its StudyInstanceUID."""
@@ -68,25 +70,33 @@ def make_settings(storage: Path, bundles: Path, **sections: dict[str, Any]) -> S
 def gateway_factory(tmp_path: Path, review_bundles: Path) -> Iterator[Callable[..., Gateway]]:
     made: list[Gateway] = []
 
-    def make(**sections: dict[str, Any]) -> Gateway:
+    def make(*, with_dicom: bool = False, **sections: dict[str, Any]) -> Gateway:
+        """A gateway; ``with_dicom=True`` also runs medgate's DICOM side (receiver, study assembler,
+        outbox sender to ``pacs``) and the worker loop, as ``medgate serve`` does."""
         settings = make_settings(tmp_path / f"store{len(made)}", review_bundles, **sections)
         settings.storage.path.mkdir(parents=True, exist_ok=True)
         index = Index(settings.storage.resolved_database_url())
-        store = InstanceStore(settings, index)
         audit = AuditLog(settings.audit_path, settings.audit.hash_key)
+        service = DicomService(settings, index, audit).start() if with_dicom else None
+        store = service.store if service is not None else InstanceStore(settings, index)
         bundles, _ = discover_bundles(settings.models.path)
         by_name = {b.name: b for b in bundles}
         model = LocalModelClient({"tiny_cxr": load_predictor(by_name["tiny_cxr"], "cpu")})
         worker = Worker(settings, index, model, store=store, audit=audit, bundles=by_name)
         app = create_app(settings, index, model_client=model, bundles=by_name)
-        gateway = Gateway(settings, index, store, worker, audit, TestClient(app))
+        gateway = Gateway(settings, index, store, worker, audit, TestClient(app), service)
+        if service is not None:
+            worker.start()
         made.append(gateway)
         return gateway
 
     yield make
     for gateway in made:
         gateway.worker.stop()
-        gateway.store.close()
+        if gateway.service is not None:
+            gateway.service.stop()  # closes the store
+        else:
+            gateway.store.close()
         gateway.index.close()
 
 

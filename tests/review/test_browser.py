@@ -1,11 +1,13 @@
 """The radiologist's loop in a real browser: Debian's chromium (headless, through selenium and
 chromedriver) on the gateway's HTTP API served by uvicorn, verified SR delivered to a real Orthanc.
 
-A pneumothorax radiograph (the tiny model calls it critical) arrives after a study no rule
-matches; it is first on /review. The test opens it, confirms the pneumothorax (click), rejects
-the cardiomegaly (keyboard shortcut), writes a report, sends; the outbox sender delivers the
-verified SR to Orthanc, which holds it in the study: dciodvfy clean, highdicom reads the verdicts
-and the predecessor is the AI SR. Screenshots of both pages are kept in tests/artifacts/.
+Orthanc sends (C-STORE) a study no rule matches, then a pneumothorax radiograph (the tiny model
+calls it critical) to medgate's running DICOM receiver; the worker processes them; the
+pneumothorax study is first on /review. The test opens it, confirms the pneumothorax (click),
+rejects the cardiomegaly (keyboard shortcut), writes a report, sends; medgate's running outbox
+sender delivers the verified SR to Orthanc, which holds it in the study: dciodvfy clean,
+highdicom reads the verdicts and the predecessor is the AI SR. Screenshots of the pages are kept
+in tests/artifacts/.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ from __future__ import annotations
 import io
 import shutil
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -26,10 +27,9 @@ from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
-from tests.support.serving import phantom_bytes, wait_for
+from tests.support.serving import phantom_bytes, study_uid_of, wait_for
 
 from medgate.core.ports import free_port
-from medgate.delivery.pacs import ResultSender
 from medgate.dicom.orthanc import OrthancServer
 from medgate.reports.validate import dciodvfy
 
@@ -84,12 +84,31 @@ def served(gateway: Gateway) -> Iterator[str]:
 def gateway(
     gateway_factory: Callable[..., Gateway], orthanc_factory: Callable[..., OrthancServer]
 ) -> Gateway:
-    orthanc = orthanc_factory()
+    """medgate with its DICOM side and worker running; Orthanc knows it as a modality (to send
+    studies to it) and is its PACS (to receive the results)."""
+    port = free_port()
+    orthanc = orthanc_factory(modalities={"MEDGATE": ("MEDGATE", "127.0.0.1", port)})
     made = gateway_factory(
-        pacs={"ae_title": orthanc.ae_title, "host": "127.0.0.1", "port": orthanc.dicom_port}
+        with_dicom=True,
+        dicom={"host": "127.0.0.1", "port": port, "study_idle_seconds": 1.0},
+        pacs={"ae_title": orthanc.ae_title, "host": "127.0.0.1", "port": orthanc.dicom_port},
     )
     made.orthanc = orthanc  # type: ignore[attr-defined]
     return made
+
+
+def _send_to_medgate(orthanc: OrthancServer, data: bytes) -> str:
+    """Upload a study to Orthanc and have Orthanc C-STORE it to medgate; its StudyInstanceUID."""
+    answer = orthanc.upload(data)
+    orthanc.post(
+        "/modalities/MEDGATE/store", json={"Resources": [answer["ID"]], "Synchronous": True}
+    )
+    return study_uid_of(data)
+
+
+def _done(gateway: Gateway, uid: str) -> bool:
+    row = gateway.index.studies.get(uid)
+    return row is not None and str(row.status) in ("done", "not-processed", "failed")
 
 
 def _screenshot(driver: webdriver.Chrome, name: str) -> Path:
@@ -103,10 +122,11 @@ def test_radiologist_verifies_a_pneumothorax_in_chromium(
     gateway: Gateway, served: str, browser: webdriver.Chrome
 ) -> None:
     orthanc: OrthancServer = gateway.orthanc  # type: ignore[attr-defined]
-    other = gateway.process(61, Modality="CT", BodyPartExamined="HEAD")
-    source = phantom_bytes(62)
-    orthanc.upload(source)  # the study is in the PACS, as at a clinic
-    ptx = gateway.process(62)
+    # a study no rule matches arrives first, then the pneumothorax radiograph; both by C-STORE
+    other = _send_to_medgate(orthanc, phantom_bytes(61, Modality="CT", BodyPartExamined="HEAD"))
+    wait_for(lambda: _done(gateway, other), 60, what="the first study to be handled")
+    ptx = _send_to_medgate(orthanc, phantom_bytes(62))
+    wait_for(lambda: _done(gateway, ptx), 60, what="the pneumothorax study's results")
     study = gateway.index.studies.get(ptx)
     assert study is not None and study.priority == "critical" and study.result is not None
     ai_sr = next(o["sop_instance_uid"] for o in study.result["result_objects"] if o["kind"] == "sr")
@@ -148,14 +168,11 @@ def test_radiologist_verifies_a_pneumothorax_in_chromium(
     assert "queued for the PACS" in browser.find_element(By.ID, "message").text
     _screenshot(browser, "review_study_sent.png")
 
-    # the outbox sender delivers the verified SR to the PACS, into the study
-    sender = ResultSender(gateway.settings, gateway.index, gateway.audit)
-    deadline = time.monotonic() + 60
-    while orthanc.find_instance(str(verified_uid)) is None and time.monotonic() < deadline:
-        sender.run_once()
-        time.sleep(0.5)
-    orthanc_id = orthanc.find_instance(str(verified_uid))
-    assert orthanc_id is not None, "the verified SR did not reach Orthanc"
+    # medgate's outbox sender (running) delivers the verified SR to the PACS, into the study
+    orthanc_id = wait_for(
+        lambda: orthanc.find_instance(str(verified_uid)), 60, what="the verified SR in Orthanc"
+    )
+    assert isinstance(orthanc_id, str)
     data = orthanc.instance_file(orthanc_id)
     checked = dciodvfy(data)
     assert checked.errors == [] and checked.warnings == [], checked.output
