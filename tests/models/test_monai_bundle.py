@@ -167,3 +167,13 @@ def test_runner_uses_onnx_export_when_present(zoo: dict[str, Path], tmp_path: Pa
     assert (onnx_runner.backend, torch_runner.backend) == ("onnx", "torch")
     image, _ = series_metatensor(series_datasets(zoo["series"]))
     assert dice(onnx_runner.run_image(image), torch_runner.run_image(image)) >= 0.999
+
+
+def test_a_config_without_preprocessing_is_a_clear_error(tmp_path: Path) -> None:
+    folder = write_segmentation_bundle(tmp_path)
+    config_path = folder / "configs" / "inference.json"
+    config = json.loads(config_path.read_text())
+    del config["preprocessing"]
+    config_path.write_text(json.dumps(config))
+    with pytest.raises(BundleError, match="has no preprocessing"):
+        MonaiBundleRunner(folder)

@@ -45,7 +45,7 @@ PRED_KEY = "pred"  # where MONAI's evaluators put the network output for postpro
 
 def _config_id(parser: Any, *names: str) -> str | None:
     for name in names:
-        if name in parser.config:
+        if parser.get(name) is not None:
             return name
     return None
 
@@ -115,8 +115,11 @@ class MonaiBundleRunner:
         parser["bundle_root"] = str(path)
         parser["device"] = f"$torch.device('{self.device.type}')"
         self.parser = parser
+        missing = [key for key in ("preprocessing", "inferer") if parser.get(key) is None]
+        if missing:
+            raise BundleError(f"{path.name}: the inference config has no {', '.join(missing)}")
         try:
-            preprocessing = parser.get_parsed_content(_config_id(parser, "preprocessing") or "")
+            preprocessing = parser.get_parsed_content("preprocessing")
             self.inferer = parser.get_parsed_content("inferer")
             postprocessing_id = _config_id(parser, "postprocessing")
             postprocessing = (
