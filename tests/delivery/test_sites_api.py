@@ -133,3 +133,9 @@ max_attempts = 3
     config.write_text('[[sites]]\nname = "x"\n[[sites]]\nname = "x"\n', encoding="utf-8")
     with pytest.raises(ConfigError, match="same name"):
         load_settings(config)
+    config.write_text(
+        '[api]\ntokens = { "t" = ["admin"] }\n[[sites]]\nname = "x"\ntokens = { "t" = ["fhir"] }\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError, match="also listed in api"):
+        load_settings(config)

@@ -13,7 +13,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 ENV_PREFIX = "MEDGATE_"
@@ -467,6 +467,14 @@ class Settings(BaseSettings):
         if len(set(tokens)) != len(tokens):
             raise ValueError("a token is listed under two [[sites]]")
         return sites
+
+    @model_validator(mode="after")
+    def _site_tokens_apart(self) -> Settings:
+        """A site token sees one site; the same token in api.tokens would see them all."""
+        shared = {t for site in self.sites for t in site.tokens} & set(self.api.tokens)
+        if shared:
+            raise ValueError("a [[sites]] token is also listed in api.tokens")
+        return self
 
 
 def _format_error(error: ValidationError, source: str) -> str:
