@@ -63,8 +63,9 @@ def list_models(
         return
     console = Console()
     table = Table(title=f"bundles in {root}")
-    for column in ("name", "version", "task", "outputs", "backends", "serving", "note"):
-        table.add_column(column)
+    columns = ("name", "version", "task", "outputs", "backends", "device UID", "serving", "note")
+    for column in columns:
+        table.add_column(column, no_wrap=column == "name")  # a name is what one copies
     for bundle in bundles:
         outputs = [lab.name for lab in bundle.spec.labels] + [
             f"{m.name} [{m.unit.value}]" for m in bundle.spec.measurements
@@ -78,6 +79,7 @@ def list_models(
             bundle.task,
             ", ".join(outputs),
             ", ".join(bundle.model_files),
+            bundle.device_uid,
             placement.note(bundle.name),
             "; ".join(notes),
         )
