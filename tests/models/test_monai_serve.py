@@ -91,7 +91,7 @@ ray_num_cpus = 2
 
 [[routing.rules]]
 name = "chest-ct"
-bundles = ["zoo_ct_seg"]
+bundles = ["zoo_ct_seg", "zoo_ct_cls"]
 modalities = ["CT"]
 min_slices = 8
 
@@ -199,6 +199,9 @@ def test_zoo_bundles_through_medgate_serve(
 
         detail = wait_for(finished, 300, 1.0, "the CT study to be processed")
         assert detail["status"] == "done", detail
+        ran = {m["name"]: m["task"] for m in detail["result"]["models"]}
+        assert ran == {"zoo_ct_seg": "segmentation", "zoo_ct_cls": "classification"}
+        assert detail["findings"] == []  # scores without thresholds: no present/absent call
         wait_for(
             lambda: all(orthanc.find_instance(u) for u in detail["result_uids"]),
             120,
