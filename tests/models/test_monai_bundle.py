@@ -177,3 +177,18 @@ def test_a_config_without_preprocessing_is_a_clear_error(tmp_path: Path) -> None
     config_path.write_text(json.dumps(config))
     with pytest.raises(BundleError, match="has no preprocessing"):
         MonaiBundleRunner(folder)
+
+
+def test_yaml_inference_config_runs_like_json(zoo: dict[str, Path], tmp_path: Path) -> None:
+    import yaml
+
+    folder = shutil.copytree(zoo["cls"], tmp_path / "zoo_ct_cls")
+    config = folder / "configs" / "inference.json"
+    (folder / "configs" / "inference.yaml").write_text(
+        yaml.safe_dump(json.loads(config.read_text()))
+    )
+    config.unlink()
+    datasets = series_datasets(zoo["series"])
+    from_yaml = open_predictor(approved(folder)).predict(datasets)
+    from_json = open_predictor(approved(zoo["cls"])).predict(datasets)
+    assert from_yaml.scores == pytest.approx(from_json.scores, abs=1e-6)
