@@ -41,6 +41,9 @@ class DicomConfig(BaseModel):
     poll_seconds: float = Field(0.0, ge=0, description="0 disables the PACS poll mode")
     poll_modalities: list[str] = Field(default_factory=list)
     retrieve_method: Literal["move", "get"] = "move"
+    receiver_processes: int | None = Field(
+        None, ge=1, le=256, description="listener processes; none = one per CPU core, 1 = in-process"
+    )
 
     @field_validator("ae_title")
     @classmethod

@@ -14,8 +14,10 @@ same path for pynetdicom associations medgate opens itself (C-GET sub-operations
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import struct
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydicom.dataset import Dataset
 from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION, evt
@@ -35,6 +37,9 @@ from medgate.store.files import InstanceStore, StoreError
 from medgate.store.instances import InstanceRecord
 from medgate.trust.audit import AuditLog
 from medgate.trust.audit_queue import AuditQueue
+
+if TYPE_CHECKING:
+    from medgate.dicom.receiver_pool import ReceiverPool
 
 log = logging.getLogger(__name__)
 
@@ -114,17 +119,44 @@ class StorageReceiver:
         self.audit_queue: AuditQueue | None = None
         self.store = store or InstanceStore(settings, index)
         self.server: AssociationServer | None = None
+        self.pool: ReceiverPool | None = None
         self.received = 0
         self.rejected = 0
 
     # ------------------------------------------------------------------ lifecycle
     @property
     def port(self) -> int:
+        if self.pool is not None:
+            return self.pool.port
         if self.server is None:
             return self.settings.dicom.port
         return self.server.server_address[1]
 
     def start(self) -> None:
+        """Listen on the DICOM port: in this process, or in ``dicom.receiver_processes``
+        child processes (``medgate.dicom.receiver_pool``) when that is more than one."""
+        from medgate.dicom.receiver_pool import PoolAuditQueue, ReceiverPool, receiver_process_count
+
+        processes = receiver_process_count(self.settings)
+        if processes <= 1:
+            self.start_serving(None)
+            return
+        pool = ReceiverPool(self.settings, processes)
+        # this process still stores what its own SCU associations bring (C-GET sub-operations)
+        self.audit_queue = PoolAuditQueue(self.audit, pool)
+        try:
+            pool.start()
+        except BaseException:
+            self.audit_queue.close()
+            self.audit_queue = None
+            raise
+        self.pool = pool
+
+    def start_serving(self, listener: socket.socket | None) -> None:
+        """Accept associations in this process: on ``listener`` (a socket inherited from a
+        receiver pool's parent) or on a port bound here."""
+        from medgate.dicom.receiver_pool import InheritedSocketServer
+
         self.audit_queue = AuditQueue(self.audit)
         tls = getattr(self.settings, "tls", None)
         ssl_context = None
@@ -132,17 +164,27 @@ class StorageReceiver:
             from medgate.dicom.tls import server_context
 
             ssl_context = server_context(tls)
-        server = AssociationServer(acceptor_config(self.settings), self, ssl_context)
-        server.start(self.settings.dicom.host, self.settings.dicom.port)
+        config = acceptor_config(self.settings)
+        if listener is None:
+            server = AssociationServer(config, self, ssl_context)
+            server.start(self.settings.dicom.host, self.settings.dicom.port)
+        else:
+            inherited = InheritedSocketServer(config, self, ssl_context)
+            inherited.start_on(listener)
+            server = inherited
         self.server = server
         log.info(
-            "DICOM receiver %s listening on %s:%d",
+            "DICOM receiver %s listening on %s:%d (pid %d)",
             self.settings.dicom.ae_title,
             self.settings.dicom.host,
             self.port,
+            os.getpid(),
         )
 
     def stop(self) -> None:
+        if self.pool is not None:
+            self.pool.stop()
+            self.pool = None
         if self.server is not None:
             self.server.stop()
             self.server = None

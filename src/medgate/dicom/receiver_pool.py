@@ -1,0 +1,333 @@
+"""Receiving in several processes: one listening socket, N child processes accepting on it.
+
+Why: the receive path is Python work, and one process runs it under one GIL; with several
+associations at once a single receiver reached a third of DCMTK ``storescp --fork``. The parent
+binds the DICOM port once (so ``dicom.port = 0`` still works and the port is known before any child
+runs) and starts ``dicom.receiver_processes`` children (``python -m medgate.dicom.receiver_pool``)
+that inherit the socket. Each child is a complete ``StorageReceiver`` of its own: its own index
+connection, its own instance file pool (``store.filepool`` is per process, under flock), its own
+audit queue (the audit trail is appended under flock), the same AE checks and TLS. The durability
+rule is unchanged: a child answers success only after the file and its row are durable.
+
+The parent talks to each child over the child's stdin/stdout: it writes the settings (one JSON
+line), the child answers ``ready``; ``flush`` asks the child to write its queued audit entries
+(answered ``flushed``). The same pipe is the watchdog: when the parent dies, even by ``kill -9``,
+the kernel closes its end, the child reads end-of-file and stops. ``PR_SET_PDEATHSIG`` (Linux)
+adds a SIGTERM at the parent's death; it is set only when the child is started from the main
+thread, since Linux sends it when the *thread* that forked exits. SIGTERM stops a child cleanly
+(live associations cut, the instance being stored finished, the audit queue drained).
+
+The kernel hands each incoming connection to one child blocked in ``accept``; a child already
+serving associations waits a moment before accepting another, so an idle child takes it first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import logging
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from typing import IO, Any
+
+from medgate.core.config import Settings
+from medgate.dicom.acceptor import AssociationServer
+from medgate.trust.audit import AuditLog
+from medgate.trust.audit_queue import AuditQueue
+
+log = logging.getLogger(__name__)
+
+READY_TIMEOUT_S = 120.0
+"""A child imports medgate, opens the index and its file pool; on a loaded 2-core host ~2-5 s."""
+STOP_TIMEOUT_S = 20.0
+BUSY_ACCEPT_DELAY_S = 0.002
+"""Per live association, how long a child lets idle siblings take a new connection first."""
+_PR_SET_PDEATHSIG = 1
+
+
+def receiver_process_count(settings: Settings) -> int:
+    """``dicom.receiver_processes``, or one per CPU core this process may run on (at least 1)."""
+    configured = settings.dicom.receiver_processes
+    if configured is not None:
+        return configured
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores)
+
+
+def bind_listener(host: str, port: int) -> socket.socket:
+    """The DICOM port, bound once; every child accepts on this socket."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((host, port))
+    listener.listen(128)
+    return listener
+
+
+class InheritedSocketServer(AssociationServer):
+    """An ``AssociationServer`` accepting on a socket it was given instead of binding one."""
+
+    def start_on(self, listener: socket.socket) -> None:
+        listener.settimeout(0.2)  # accept() wakes up to notice stop()
+        self._listener = listener
+        self._stopping.clear()
+        self._accept_thread = threading.Thread(
+            target=self._accept_loop, name="medgate-dicom-accept", daemon=True
+        )
+        self._accept_thread.start()
+
+    def _accept_loop(self) -> None:
+        assert self._listener is not None
+        listener = self._listener
+        while not self._stopping.is_set():
+            with self._lock:
+                live = len(self._active)
+            if live:  # let an idle sibling take the next association
+                self._stopping.wait(BUSY_ACCEPT_DELAY_S * min(live, 8))
+            try:
+                sock, address = listener.accept()
+            except TimeoutError:
+                continue
+            except BlockingIOError:  # a sibling took it
+                continue
+            except OSError:
+                if self._stopping.is_set():
+                    return
+                log.exception("accept() failed on the DICOM port")
+                continue
+            with self._lock:
+                self._serial += 1
+                serial = self._serial
+                thread = threading.Thread(
+                    target=self._serve,
+                    args=(serial, sock, address),
+                    name=f"medgate-assoc-{serial}",
+                    daemon=True,
+                )
+                self._active[serial] = (sock, thread)
+            thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """As ``AssociationServer.stop``, but the inherited socket stays open for its owner."""
+        listener, self._listener = self._listener, None
+        self._stopping.set()
+        if self._accept_thread is not None:
+            self._accept_thread.join(timeout)
+            self._accept_thread = None
+        super().stop(timeout)
+        if listener is not None:
+            listener.close()  # this process's descriptor; the parent's and siblings' stay
+
+
+class _Child:
+    """One receiver child as the parent sees it: the process and its control pipe."""
+
+    def __init__(self, process: subprocess.Popen[bytes]) -> None:
+        self.process = process
+        self.lock = threading.Lock()
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def send(self, line: str) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(line.encode() + b"\n")
+        self.process.stdin.flush()
+
+    def expect(self, answer: str, timeout: float) -> None:
+        stdout = self.process.stdout
+        assert stdout is not None
+        ready, _, _ = select.select([stdout], [], [], timeout)
+        line = stdout.readline().decode(errors="replace").strip() if ready else ""
+        if line != answer:
+            code = self.process.poll()
+            raise RuntimeError(
+                f"receiver process {self.pid} answered {line!r}, not {answer!r}"
+                + (f" (exited with {code})" if code is not None else "")
+            )
+
+
+class ReceiverPool:
+    """The parent's side: bind the port, start the children, flush their audit, stop them."""
+
+    def __init__(self, settings: Settings, processes: int) -> None:
+        self.settings = settings
+        self.processes = processes
+        self.listener: socket.socket | None = None
+        self.children: list[_Child] = []
+
+    @property
+    def port(self) -> int:
+        if self.listener is None:
+            return self.settings.dicom.port
+        return int(self.listener.getsockname()[1])
+
+    @property
+    def pids(self) -> list[int]:
+        return [child.pid for child in self.children]
+
+    def start(self) -> ReceiverPool:
+        dicom = self.settings.dicom
+        self.listener = bind_listener(dicom.host, dicom.port)
+        fd = self.listener.fileno()
+        main_thread = threading.current_thread() is threading.main_thread()
+        config = self.settings.model_dump_json()
+        try:
+            for _ in range(self.processes):
+                process = subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "medgate.dicom.receiver_pool",
+                        str(fd),
+                        str(os.getpid()),
+                        "1" if main_thread else "0",
+                        str(logging.getLogger().getEffectiveLevel()),
+                    ],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    pass_fds=(fd,),
+                )
+                child = _Child(process)
+                self.children.append(child)
+                child.send(config)
+            for child in self.children:
+                child.expect("ready", READY_TIMEOUT_S)
+        except Exception:
+            self.stop()
+            raise
+        log.info(
+            "DICOM receiver %s listening on %s:%d in %d processes",
+            dicom.ae_title,
+            dicom.host,
+            self.port,
+            self.processes,
+        )
+        return self
+
+    def flush_audit(self, timeout: float = 30.0) -> None:
+        """Wait until every child has written the audit entries it has queued so far."""
+        for child in self.children:
+            with child.lock:
+                child.send("flush")
+                child.expect("flushed", timeout)
+
+    def stop(self) -> None:
+        """SIGTERM every child (a clean stop in each), wait, and close the port."""
+        for child in self.children:
+            if child.process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    child.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        for child in self.children:
+            try:
+                child.process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("receiver process %d did not stop; killing it", child.pid)
+                child.process.kill()
+                child.process.wait()
+            for pipe in (child.process.stdin, child.process.stdout):
+                if pipe is not None:
+                    with contextlib.suppress(OSError):
+                        pipe.close()
+        self.children = []
+        if self.listener is not None:
+            self.listener.close()
+            self.listener = None
+
+
+class PoolAuditQueue(AuditQueue):
+    """The parent's audit queue; ``flush()`` also waits for the children's queued entries."""
+
+    def __init__(self, audit: AuditLog, pool: ReceiverPool) -> None:
+        super().__init__(audit)
+        self.pool = pool
+
+    def flush(self) -> None:
+        super().flush()
+        self.pool.flush_audit()
+
+
+# ---------------------------------------------------------------------- the child process
+class _Stop(Exception):
+    """SIGTERM in a child: leave the control loop and stop cleanly."""
+
+
+def _raise_stop(_signum: int, _frame: Any) -> None:
+    raise _Stop
+
+
+def _die_with_parent(parent: int) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        raise _Stop
+
+
+def _control_loop(control_in: IO[bytes], control_out: IO[bytes], flush: Any) -> None:
+    """Answer the parent's requests until it closes the pipe (or dies) or SIGTERM comes."""
+    while True:
+        line = control_in.readline()
+        if not line:
+            return  # the parent is gone
+        if line.strip() == b"flush":
+            flush()
+            control_out.write(b"flushed\n")
+            control_out.flush()
+
+
+def child_main(argv: list[str]) -> int:
+    """``python -m medgate.dicom.receiver_pool FD PARENT_PID DEATHSIG LOG_LEVEL``: one receiver
+    process."""
+    from medgate.core.logs import configure_logging, set_hash_key
+    from medgate.dicom.receiver import StorageReceiver
+    from medgate.store.db import Index
+
+    fd, parent, deathsig, level = int(argv[0]), int(argv[1]), argv[2] == "1", int(argv[3])
+    signal.signal(signal.SIGTERM, _raise_stop)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops us
+    control_out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # anything printed goes to stderr, never into the control pipe
+    control_in = sys.stdin.buffer
+    receiver: StorageReceiver | None = None
+    index: Index | None = None
+    try:
+        if deathsig:
+            _die_with_parent(parent)
+        settings = Settings(**json.loads(control_in.readline() or b"{}"))
+        configure_logging(level)
+        set_hash_key(settings.audit.hash_key)
+        listener = socket.socket(fileno=fd)
+        index = Index(settings.storage.resolved_database_url())
+        audit = AuditLog(settings.audit_path, settings.audit.hash_key)
+        receiver = StorageReceiver(settings, index, audit)
+        receiver.start_serving(listener)
+        control_out.write(b"ready\n")
+        control_out.flush()
+        assert receiver.audit_queue is not None
+        _control_loop(control_in, control_out, receiver.audit_queue.flush)
+    except _Stop:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the clean stop is not interrupted
+        if receiver is not None:
+            receiver.stop()
+            receiver.store.close()
+        if index is not None:
+            index.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(child_main(sys.argv[1:]))
