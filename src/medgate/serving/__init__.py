@@ -1,1 +1,3 @@
-"""medgate.serving."""
+"""Ray Serve: one application per model bundle (dynamic batching, replicas sized to the machine),
+the API ingress that hosts ``medgate.api``, the HTTP front (HAProxy) and cross-process metrics.
+"""

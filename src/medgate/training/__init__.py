@@ -1,1 +1,3 @@
-"""medgate.training."""
+"""Training, evaluation, export of bundles and model cards; ``make models`` rebuilds every demo
+bundle from scratch.
+"""
