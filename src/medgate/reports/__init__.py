@@ -1,4 +1,4 @@
-"""medgate.reports: the result objects written back to the PACS, and the guidance text.
+"""The result objects written back to the PACS: pure functions of the findings (highdicom).
 
 ``build_result_objects`` turns one study's ``StudyResult`` and its source instances into DICOM
 objects a radiologist's viewer shows: a TID 1500 SR, SEGs, overlay secondary captures and a
