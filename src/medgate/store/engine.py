@@ -2,7 +2,8 @@
 
 SQLite runs in WAL mode with ``synchronous=FULL`` so that a commit survives ``kill -9``; it has
 one writer, so writers in one process take a lock instead of retrying on "database is locked".
-PostgreSQL needs neither: its writers run concurrently and claims use ``FOR UPDATE SKIP LOCKED``.
+PostgreSQL needs neither: its writers run concurrently and claims use ``FOR UPDATE SKIP LOCKED``;
+its connections are checked before use and bounded in time (``postgres_options``).
 """
 
 from __future__ import annotations
@@ -38,6 +39,25 @@ def sqlite_pragmas(dbapi_conn: Any, _record: Any = None) -> None:
     cursor.close()
 
 
+PG_CONNECT_TIMEOUT_S = 10
+PG_LOCK_TIMEOUT_MS = 20_000
+
+
+def postgres_options(url: str) -> dict[str, Any]:
+    """Engine options that let a PostgreSQL index survive a restart, a killed backend or a lock.
+
+    ``pool_pre_ping`` tests a pooled connection before use, so one whose backend was terminated
+    or whose server restarted is replaced instead of failing the next write; a connect timeout
+    bounds the wait on an unreachable server; ``lock_timeout`` turns a lock held elsewhere into
+    an error after 20 s (a C-STORE then gets a failure status the peer retries on) instead of a
+    wait without end. A URL that sets its own ``options`` keeps them.
+    """
+    connect_args: dict[str, Any] = {"connect_timeout": PG_CONNECT_TIMEOUT_S}
+    if "options=" not in url:
+        connect_args["options"] = f"-c lock_timeout={PG_LOCK_TIMEOUT_MS}"
+    return {"pool_pre_ping": True, "connect_args": connect_args}
+
+
 class Database:
     """One engine (SQLite or PostgreSQL) and the in-process writer lock SQLite needs."""
 
@@ -47,6 +67,8 @@ class Database:
         kwargs: dict[str, Any] = {"future": True}
         if self.is_sqlite:
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        else:
+            kwargs.update(postgres_options(url))
         self.engine: Engine = sa.create_engine(url, **kwargs)
         if self.is_sqlite:
             sa.event.listen(self.engine, "connect", sqlite_pragmas)
