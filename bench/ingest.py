@@ -3,16 +3,18 @@
 Generates a synthetic CT series (default 300 slices of 512x512 int16), sends it with DCMTK
 ``storescu`` over one association, then split over 4 parallel associations, to
 
-* DCMTK ``storescp`` (started with TCP_NODELAY=1, writing to a temporary folder), and
-* medgate's receiver (durable acknowledgements: the file written into a pre-made empty file whose
-  name is already durable, fdatasync, rename; the index row committed; the audit entry queued;
-  all before every success status),
+* DCMTK ``storescp`` (started with TCP_NODELAY=1, writing to a temporary folder), in one process
+  and with ``--fork`` (a process per association),
+* medgate's receiver with its default process count (``dicom.receiver_processes``: one per CPU
+  core; ``--processes`` sets it) and durable acknowledgements: the file written into a pre-made
+  empty file whose name is already durable, fdatasync, rename; the index row committed; the
+  audit entry queued; all before every success status,
 
-and prints instances/s for both and the ratio: the median over ``--repeat`` runs (default 3) of
-the ratio of each medgate run to the storescp runs just before and just after it (their mean
-time), with the range of those ratios. Bracketing each medgate run this way cancels most of the
-drift of this kind of machine's disk and CPU within a run.
-Run: ``python bench/ingest.py [--count N] [--repeat N]``.
+and prints instances/s for each and medgate's ratio to storescp and to storescp ``--fork``: the
+median over ``--repeat`` runs (default 3) of the ratio of each medgate run to the storescp runs
+just before and just after it (their mean time), with the range of those ratios. Bracketing each
+medgate run this way cancels most of the drift of this kind of machine's disk and CPU within a run.
+Run: ``python bench/ingest.py [--count N] [--repeat N] [--processes N]``.
 
 It also prints the *durable-write ceiling* of this disk: the same files written with nothing but
 medgate's durable file write (``FilePool.write``: pre-made file, fdatasync, rename), one writer
@@ -37,7 +39,10 @@ from pathlib import Path
 from medgate.core.config import load_settings
 from medgate.core.ports import free_port
 from medgate.datasets.synthetic_series import ct_series
+from medgate.dicom.acceptor import AcceptedContext, Peer
+from medgate.dicom.dimse import Command
 from medgate.dicom.receiver import PREAMBLE, StorageReceiver
+from medgate.dicom.receiver_pool import receiver_process_count
 from medgate.store.db import Index
 from medgate.store.filepool import FilePool
 from medgate.trust.audit import AuditLog
@@ -103,13 +108,13 @@ def send(files: list[Path], port: int, called: str, parallel: int) -> float:
     return time.perf_counter() - start
 
 
-def bench_storescp(files: list[Path], parallel: int, workdir: Path) -> float:
-    out = workdir / f"storescp-{parallel}"
+def bench_storescp(files: list[Path], parallel: int, workdir: Path, fork: bool) -> float:
+    out = workdir / f"storescp-{parallel}-{'fork' if fork else 'single'}"
     out.mkdir()
     port = free_port()
     env = {**os.environ, "TCP_NODELAY": "1"}
     args = [dcmtk("storescp"), "-od", str(out), "-aet", "STORESCP"]
-    if parallel > 1:
+    if fork:
         args.append("--fork")
     proc = subprocess.Popen(
         [*args, str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -125,7 +130,9 @@ def bench_storescp(files: list[Path], parallel: int, workdir: Path) -> float:
 class AcceptOnly(StorageReceiver):
     """Breakdown: medgate's acceptor answering success without storing anything."""
 
-    def on_store(self, peer, context, request, data):  # type: ignore[no-untyped-def]
+    def on_store(
+        self, peer: Peer, context: AcceptedContext, request: Command, data: list[memoryview]
+    ) -> tuple[int, str | None]:
         self.received += 1
         return 0x0000, None
 
@@ -133,7 +140,9 @@ class AcceptOnly(StorageReceiver):
 class DurableWriteOnly(StorageReceiver):
     """Breakdown: the acceptor plus the durable file write, no parse, hash, index or audit."""
 
-    def on_store(self, peer, context, request, data):  # type: ignore[no-untyped-def]
+    def on_store(
+        self, peer: Peer, context: AcceptedContext, request: Command, data: list[memoryview]
+    ) -> tuple[int, str | None]:
         self.received += 1
         uid = request.affected_sop_instance_uid
         self.store.pool.write(self.store.instances_dir / f"{uid}.dcm", (PREAMBLE, *data))
@@ -145,11 +154,20 @@ def bench_medgate(
     parallel: int,
     workdir: Path,
     receiver_class: type[StorageReceiver] = StorageReceiver,
+    processes: int | None = None,
 ) -> float:
+    """medgate's receiver; the cut-down breakdown classes run in this process only."""
     store = workdir / f"medgate-{parallel}-{receiver_class.__name__}"
+    if receiver_class is not StorageReceiver:
+        processes = 1
     settings = load_settings(
         None,
-        dicom={"host": "127.0.0.1", "port": free_port(), "ae_title": "MEDGATE"},
+        dicom={
+            "host": "127.0.0.1",
+            "port": free_port(),
+            "ae_title": "MEDGATE",
+            "receiver_processes": processes,
+        },
         storage={"path": str(store), "min_free_mb": 0},
         audit={"hash_key": "bench"},
     )
@@ -199,14 +217,16 @@ def bracketed(
     parallel: int,
     workdir: Path,
     receiver_class: type[StorageReceiver] = StorageReceiver,
-) -> tuple[float, float]:
-    """Seconds for storescp (mean of the runs just before and just after) and for medgate."""
+    processes: int | None = None,
+) -> tuple[float, float, float]:
+    """Seconds for storescp and storescp --fork (each the mean of the runs just before and just
+    after) and for medgate."""
     (workdir / "before").mkdir()
     (workdir / "after").mkdir()
-    before = bench_storescp(files, parallel, workdir / "before")
-    medgate = bench_medgate(files, parallel, workdir, receiver_class)
-    after = bench_storescp(files, parallel, workdir / "after")
-    return (before + after) / 2, medgate
+    before = [bench_storescp(files, parallel, workdir / "before", fork) for fork in (False, True)]
+    medgate = bench_medgate(files, parallel, workdir, receiver_class, processes)
+    after = [bench_storescp(files, parallel, workdir / "after", fork) for fork in (True, False)]
+    return (before[0] + after[1]) / 2, (before[1] + after[0]) / 2, medgate
 
 
 def breakdown(files: list[Path], repeat: int, workdir: Path) -> None:
@@ -221,7 +241,7 @@ def breakdown(files: list[Path], repeat: int, workdir: Path) -> None:
         for run in range(repeat):
             run_dir = workdir / f"breakdown-{receiver_class.__name__}-{run}"
             run_dir.mkdir()
-            ref, mg = bracketed(files, 1, run_dir, receiver_class)
+            ref, _fork, mg = bracketed(files, 1, run_dir, receiver_class)
             ratios.append(ref / mg)
             shutil.rmtree(run_dir)
         spread = f"{min(ratios):.2f}-{max(ratios):.2f}"
@@ -239,6 +259,12 @@ def main(argv: list[str] | None = None) -> int:
         help="also time medgate's acceptor alone and with only the durable file write "
         "(one association): where the receiver's time goes",
     )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=None,
+        help="medgate receiver processes (default: one per CPU core)",
+    )
     args = parser.parse_args(argv)
     try:
         dcmtk("storescu"), dcmtk("storescp")
@@ -253,29 +279,39 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"series: {len(files)} instances, {mb:.0f} MB; {os.cpu_count()} CPUs, load {load:.1f}"
         )
+        processes = args.processes or receiver_process_count(
+            load_settings(None, dicom={"receiver_processes": args.processes})
+        )
+        print(f"medgate receiver processes: {processes}")
         print(
-            f"{'associations':>12} {'storescp/s':>11} {'medgate/s':>10} {'ratio':>6}"
-            f" {'ratio range':>12} {'ceiling/s':>10} {'ceiling ratio':>13} {'medgate/ceiling':>15}"
+            f"{'associations':>12} {'storescp/s':>11} {'--fork/s':>9} {'medgate/s':>10}"
+            f" {'ratio':>6} {'range':>9} {'fork ratio':>10} {'range':>9}"
+            f" {'ceiling/s':>10} {'medgate/ceiling':>15}"
         )
         for parallel in (1, 4):
-            refs, mgs, caps, ratios = [], [], [], []
+            refs, forks, mgs, caps, ratios, fork_ratios = [], [], [], [], [], []
             for run in range(args.repeat):
                 run_dir = workdir / f"run{parallel}-{run}"
                 run_dir.mkdir()
                 # each medgate run is bracketed by storescp runs: the disk's speed drifts
-                # within minutes, and the three runs see about the same disk
-                ref_s, mg_s = bracketed(files, parallel, run_dir)
-                ref, mg = len(files) / ref_s, len(files) / mg_s
+                # within minutes, and the runs see about the same disk
+                ref_s, fork_s, mg_s = bracketed(files, parallel, run_dir, processes=processes)
+                ref, fork, mg = (len(files) / t for t in (ref_s, fork_s, mg_s))
                 caps.append(len(files) / bench_durable_ceiling(files, parallel, run_dir))
                 refs.append(ref)
+                forks.append(fork)
                 mgs.append(mg)
                 ratios.append(mg / ref)
+                fork_ratios.append(mg / fork)
                 shutil.rmtree(run_dir)
-            ref, mg, cap = (statistics.median(v) for v in (refs, mgs, caps))
+            ref, fork, mg, cap = (statistics.median(v) for v in (refs, forks, mgs, caps))
             spread = f"{min(ratios):.2f}-{max(ratios):.2f}"
+            fork_spread = f"{min(fork_ratios):.2f}-{max(fork_ratios):.2f}"
             print(
-                f"{parallel:>12} {ref:>11.1f} {mg:>10.1f} {statistics.median(ratios):>6.2f}"
-                f" {spread:>12} {cap:>10.1f} {cap / ref:>13.2f} {mg / cap:>15.2f}"
+                f"{parallel:>12} {ref:>11.1f} {fork:>9.1f} {mg:>10.1f}"
+                f" {statistics.median(ratios):>6.2f} {spread:>9}"
+                f" {statistics.median(fork_ratios):>10.2f} {fork_spread:>9}"
+                f" {cap:>10.1f} {mg / cap:>15.2f}"
             )
         if args.breakdown:
             breakdown(files, args.repeat, workdir)

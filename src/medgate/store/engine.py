@@ -1,7 +1,8 @@
 """The database connection the store's modules share: engine, SQLite pragmas, one writer lock.
 
 SQLite runs in WAL mode with ``synchronous=FULL`` so that a commit survives ``kill -9``; it has
-one writer, so writers in one process take a lock instead of retrying on "database is locked".
+one writer, so writers take a lock (in-process and an ``flock`` shared by processes) instead of
+retrying on "database is locked".
 PostgreSQL needs neither: its writers run concurrently and claims use ``FOR UPDATE SKIP LOCKED``;
 its connections are checked before use and bounded in time (``postgres_options``).
 """
@@ -9,6 +10,8 @@ its connections are checked before use and bounded in time (``postgres_options``
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -58,6 +61,40 @@ def postgres_options(url: str) -> dict[str, Any]:
     return {"pool_pre_ping": True, "connect_args": connect_args}
 
 
+class SqliteWriteLock:
+    """One SQLite writer at a time, across threads and processes (several receiver processes
+    share one index file).
+
+    SQLite's own busy handler retries a locked write after sleeps of up to 100 ms; an ``flock``
+    on a file beside the database instead wakes the next writer the moment the lock is free.
+    """
+
+    def __init__(self, database: str | None) -> None:
+        self._thread_lock = threading.Lock()
+        self._fd: int | None = None
+        if database and database != ":memory:" and not database.startswith("file:"):
+            self._fd = os.open(f"{database}-writer.lock", os.O_RDWR | os.O_CREAT, 0o600)
+
+    def __enter__(self) -> None:
+        self._thread_lock.acquire()
+        if self._fd is not None:
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX)
+            except BaseException:
+                self._thread_lock.release()
+                raise
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        self._thread_lock.release()
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
 class Database:
     """One engine (SQLite or PostgreSQL) and the in-process writer lock SQLite needs."""
 
@@ -73,7 +110,7 @@ class Database:
         if self.is_sqlite:
             sa.event.listen(self.engine, "connect", sqlite_pragmas)
         self.write_lock: AbstractContextManager[Any] = (
-            threading.Lock() if self.is_sqlite else nullcontext()
+            SqliteWriteLock(sa.engine.make_url(url).database) if self.is_sqlite else nullcontext()
         )
 
     @contextmanager
@@ -87,3 +124,5 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        if isinstance(self.write_lock, SqliteWriteLock):
+            self.write_lock.close()
