@@ -49,6 +49,13 @@ def _children_of(pid: int) -> set[int]:
     return found
 
 
+def _written_bytes(pid: int) -> int:
+    """Bytes the process has written so far (``wchar`` of /proc/<pid>/io)."""
+    with open(f"/proc/{pid}/io") as handle:
+        fields = dict(line.split(": ") for line in handle.read().splitlines())
+    return int(fields["wchar"])
+
+
 def _alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as handle:
@@ -71,6 +78,7 @@ def test_four_associations_into_three_processes_store_each_instance_once(
     service = service_factory(dicom={"receiver_processes": 3})
     assert service.receiver.pool is not None and len(service.receiver.pool.pids) == 3
     series = [ct_series(tmp_path / f"s{n}", 12, rows=64, columns=64) for n in range(4)]
+    before = {pid: _written_bytes(pid) for pid in service.receiver.pool.pids}
     with ThreadPoolExecutor(4) as pool:
         results = list(
             pool.map(
@@ -91,6 +99,9 @@ def test_four_associations_into_three_processes_store_each_instance_once(
         assert hashlib.sha256(stored).hexdigest() == row.sha256
         assert _data_set(stored) == _data_set(path.read_bytes())
     assert len(list(service.store.instances_dir.rglob("*.dcm"))) == 48
+    # the associations were served by the children, more than one of them (a series is 100 KB)
+    wrote = [_written_bytes(pid) - before[pid] for pid in service.receiver.pool.pids]
+    assert sum(1 for written in wrote if written > 50_000) >= 2, wrote
     # the children audited what they received; the parent's flush waits for their entries
     service.receiver.audit_queue.flush()  # type: ignore[union-attr]
     received = [e for e in service.audit.entries() if e["event"] == "instance-received"]
