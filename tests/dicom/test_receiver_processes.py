@@ -118,6 +118,28 @@ def test_sigterm_stops_the_children(service_factory: Callable[..., DicomService]
     assert not any(_alive(pid) for pid in pids)
 
 
+def test_a_killed_child_is_replaced_and_receiving_goes_on(
+    tmp_path: Path, service_factory: Callable[..., DicomService]
+) -> None:
+    service = service_factory(dicom={"receiver_processes": 2})
+    pool = service.receiver.pool
+    assert pool is not None
+    files = ct_series(tmp_path / "s", 8, rows=16, columns=16)
+    assert storescu(service.port, files[:4], "-xe").returncode == 0
+    victim = pool.pids[0]
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while (pool.restarted < 1 or victim in pool.pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert pool.restarted == 1 and victim not in pool.pids
+    assert all(_alive(pid) for pid in pool.pids) and len(pool.pids) == 2
+    for _ in range(4):  # whichever child the kernel hands each association to
+        result = storescu(service.port, files[4:], "-xe")
+        assert result.returncode == 0, result.stderr[-2000:]
+    assert service.index.instances.count() == 8
+    service.receiver.audit_queue.flush()  # type: ignore[union-attr]
+
+
 PARENT = textwrap.dedent(
     """
     import sys, time

@@ -17,6 +17,9 @@ adds a SIGTERM at the parent's death; it is set only when the child is started f
 thread, since Linux sends it when the *thread* that forked exits. SIGTERM stops a child cleanly
 (live associations cut, the instance being stored finished, the audit queue drained).
 
+A child that exits while the pool runs (a crash, the OOM killer) is replaced within a second; the
+instances it had acknowledged are stored, what it had not acknowledged the peer sends again.
+
 The kernel hands each incoming connection to one child blocked in ``accept``; a child already
 serving associations waits a moment before accepting another, so an idle child takes it first.
 """
@@ -49,6 +52,7 @@ READY_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 20.0
 BUSY_ACCEPT_DELAY_S = 0.002
 """Per live association, how long a child lets idle siblings take a new connection first."""
+SUPERVISE_INTERVAL_S = 0.5
 _PR_SET_PDEATHSIG = 1
 
 
@@ -166,6 +170,9 @@ class ReceiverPool:
         self.processes = processes
         self.listener: socket.socket | None = None
         self.children: list[_Child] = []
+        self.restarted = 0
+        self._stopping = threading.Event()
+        self._supervisor: threading.Thread | None = None
 
     @property
     def port(self) -> int:
@@ -177,36 +184,45 @@ class ReceiverPool:
     def pids(self) -> list[int]:
         return [child.pid for child in self.children]
 
+    def _spawn(self) -> _Child:
+        """Start one child on the listening socket and send it the settings."""
+        assert self.listener is not None
+        fd = self.listener.fileno()
+        main_thread = threading.current_thread() is threading.main_thread()
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "medgate.dicom.receiver_pool",
+                str(fd),
+                str(os.getpid()),
+                "1" if main_thread else "0",
+                str(logging.getLogger().getEffectiveLevel()),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            pass_fds=(fd,),
+        )
+        child = _Child(process)
+        child.send(self.settings.model_dump_json())
+        return child
+
     def start(self) -> ReceiverPool:
         dicom = self.settings.dicom
         self.listener = bind_listener(dicom.host, dicom.port)
-        fd = self.listener.fileno()
-        main_thread = threading.current_thread() is threading.main_thread()
-        config = self.settings.model_dump_json()
+        self._stopping.clear()
         try:
             for _ in range(self.processes):
-                process = subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "medgate.dicom.receiver_pool",
-                        str(fd),
-                        str(os.getpid()),
-                        "1" if main_thread else "0",
-                        str(logging.getLogger().getEffectiveLevel()),
-                    ],
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
-                    pass_fds=(fd,),
-                )
-                child = _Child(process)
-                self.children.append(child)
-                child.send(config)
+                self.children.append(self._spawn())
             for child in self.children:
                 child.expect("ready", READY_TIMEOUT_S)
         except Exception:
             self.stop()
             raise
+        self._supervisor = threading.Thread(
+            target=self._supervise, name="medgate-receiver-pool", daemon=True
+        )
+        self._supervisor.start()
         log.info(
             "DICOM receiver %s listening on %s:%d in %d processes",
             dicom.ae_title,
@@ -216,15 +232,40 @@ class ReceiverPool:
         )
         return self
 
+    def _supervise(self) -> None:
+        """A child that exits while the pool runs (a crash, the OOM killer) is replaced, so the
+        port never stays open with nobody accepting on it."""
+        while not self._stopping.wait(SUPERVISE_INTERVAL_S):
+            for position, child in enumerate(list(self.children)):
+                code = child.process.poll()
+                if code is None or self._stopping.is_set():
+                    continue
+                log.warning("receiver process %d exited with %s; starting another", child.pid, code)
+                _close_pipes(child)
+                try:
+                    replacement = self._spawn()
+                    replacement.expect("ready", READY_TIMEOUT_S)
+                except Exception:
+                    log.exception("could not start a receiver process; trying again")
+                    continue
+                self.children[position] = replacement
+                self.restarted += 1
+
     def flush_audit(self, timeout: float = 30.0) -> None:
         """Wait until every child has written the audit entries it has queued so far."""
-        for child in self.children:
+        for child in list(self.children):
+            if child.process.poll() is not None:
+                continue  # exited: what it had queued is written or lost with it
             with child.lock:
                 child.send("flush")
                 child.expect("flushed", timeout)
 
     def stop(self) -> None:
         """SIGTERM every child (a clean stop in each), wait, and close the port."""
+        self._stopping.set()
+        if self._supervisor is not None:
+            self._supervisor.join(READY_TIMEOUT_S)
+            self._supervisor = None
         for child in self.children:
             if child.process.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
@@ -237,14 +278,18 @@ class ReceiverPool:
                 log.warning("receiver process %d did not stop; killing it", child.pid)
                 child.process.kill()
                 child.process.wait()
-            for pipe in (child.process.stdin, child.process.stdout):
-                if pipe is not None:
-                    with contextlib.suppress(OSError):
-                        pipe.close()
+            _close_pipes(child)
         self.children = []
         if self.listener is not None:
             self.listener.close()
             self.listener = None
+
+
+def _close_pipes(child: _Child) -> None:
+    for pipe in (child.process.stdin, child.process.stdout):
+        if pipe is not None:
+            with contextlib.suppress(OSError):
+                pipe.close()
 
 
 class PoolAuditQueue(AuditQueue):
