@@ -1,8 +1,10 @@
 """The DICOM side of medgate as one unit: receiver, study assembler, outbox sender, poller.
 
 ``medgate serve`` composes a ``DicomService`` with Ray Serve and the worker; ``medgate receive``
-runs it alone. Every part keeps its state in the index, so stopping and starting again (or a
-crash) resumes where it stopped.
+runs it alone. The receiver listens in ``dicom.receiver_processes`` child processes (default one
+per CPU core; ``medgate.dicom.receiver_pool``); everything else runs in this process. Every part
+keeps its state in the index, so stopping and starting again (or a crash) resumes where it
+stopped.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from medgate.core.config import Settings
 from medgate.core.serve_checks import open_dicom_warning
 from medgate.delivery.pacs import ResultSender
 from medgate.dicom.receiver import StorageReceiver
+from medgate.dicom.receiver_pool import receiver_process_count
 from medgate.dicom.retriever import Retriever
 from medgate.store.assembler import StudyAssembler
 from medgate.store.db import Index
@@ -77,7 +80,11 @@ class DicomService:
         self.audit.record(
             "application-start",
             actor=self.settings.dicom.ae_title,
-            details={"component": "dicom", "port": self.port},
+            details={
+                "component": "dicom",
+                "port": self.port,
+                "receiver_processes": receiver_process_count(self.settings),
+            },
         )
         return self
 

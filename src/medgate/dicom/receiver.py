@@ -17,10 +17,11 @@ import logging
 import os
 import socket
 import struct
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from pydicom.dataset import Dataset
 from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION, evt
+from pynetdicom.dimse_primitives import C_STORE
 
 from medgate.core.config import Settings
 from medgate.core.logs import phi_hash
@@ -225,6 +226,8 @@ class StorageReceiver:
         # The peer that sent the data set: the caller, or the PACS we called for a C-GET.
         calling = assoc.acceptor.ae_title if assoc.is_requestor else assoc.requestor.ae_title
         request = event.request
+        if not isinstance(request, C_STORE) or request.DataSet is None:
+            return _failure(0xA900, "not a C-STORE request with a data set")
         status, comment = self.store_data_set(
             calling,
             str(event.context.transfer_syntax),
@@ -272,7 +275,8 @@ class StorageReceiver:
             prefix = file_meta_prefix(
                 header.sop_class_uid, header.sop_instance_uid, transfer_syntax
             )
-            result = self.store.store(record, (prefix, encoded))
+            # the store hashes and writes any bytes-like chunk; a memoryview spares a copy
+            result = self.store.store(record, cast("tuple[bytes, ...]", (prefix, encoded)))
             self.received += 1
             details: dict[str, Any] = {"size": result.size, "sha256": result.sha256}
             if result.duplicate:
