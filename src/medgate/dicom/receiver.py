@@ -142,7 +142,7 @@ class StorageReceiver:
         if processes <= 1:
             self.start_serving(None)
             return
-        pool = ReceiverPool(self.settings, processes)
+        pool = ReceiverPool(self.settings, processes, self.index.url)
         # this process still stores what its own SCU associations bring (C-GET sub-operations)
         self.audit_queue = PoolAuditQueue(self.audit, pool)
         try:

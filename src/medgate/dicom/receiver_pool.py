@@ -10,7 +10,8 @@ audit queue (the audit trail is appended under flock), the same AE checks and TL
 rule is unchanged: a child answers success only after the file and its row are durable.
 
 The parent talks to each child over the child's stdin/stdout: it writes the settings (one JSON
-line), the child answers ``ready``; ``flush`` asks the child to write its queued audit entries
+line) and the parent's index URL (the database the parent's own index uses), the child answers
+``ready``; ``flush`` asks the child to write its queued audit entries
 (answered ``flushed``). The same pipe is the watchdog: when the parent dies, even by ``kill -9``,
 the kernel closes its end, the child reads end-of-file and stops. ``PR_SET_PDEATHSIG`` (Linux)
 adds a SIGTERM at the parent's death; it is set only when the child is started from the main
@@ -165,9 +166,10 @@ class _Child:
 class ReceiverPool:
     """The parent's side: bind the port, start the children, flush their audit, stop them."""
 
-    def __init__(self, settings: Settings, processes: int) -> None:
+    def __init__(self, settings: Settings, processes: int, database_url: str) -> None:
         self.settings = settings
         self.processes = processes
+        self.database_url = database_url
         self.listener: socket.socket | None = None
         self.children: list[_Child] = []
         self.restarted = 0
@@ -205,6 +207,7 @@ class ReceiverPool:
         )
         child = _Child(process)
         child.send(self.settings.model_dump_json())
+        child.send(json.dumps(self.database_url))
         return child
 
     def start(self) -> ReceiverPool:
@@ -351,10 +354,11 @@ def child_main(argv: list[str]) -> int:
         if deathsig:
             _die_with_parent(parent)
         settings = Settings(**json.loads(control_in.readline() or b"{}"))
+        database_url = str(json.loads(control_in.readline()))
         configure_logging(level)
         set_hash_key(settings.audit.hash_key)
         listener = socket.socket(fileno=fd)
-        index = Index(settings.storage.resolved_database_url())
+        index = Index(database_url)
         audit = AuditLog(settings.audit_path, settings.audit.hash_key)
         receiver = StorageReceiver(settings, index, audit)
         receiver.start_serving(listener)
