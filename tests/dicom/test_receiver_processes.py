@@ -159,13 +159,15 @@ PARENT = textwrap.dedent(
 )
 
 
+def _start_parent(port: int, store: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", PARENT, str(port), str(store)], stdout=subprocess.PIPE, text=True
+    )
+
+
 def test_kill_9_of_the_parent_leaves_no_receiver_process(tmp_path: Path) -> None:
     port = free_port()
-    parent = subprocess.Popen(
-        [sys.executable, "-c", PARENT, str(port), str(tmp_path / "store")],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    parent = _start_parent(port, tmp_path / "store")
     try:
         assert parent.stdout is not None
         line = parent.stdout.readline().split()
@@ -177,14 +179,20 @@ def test_kill_9_of_the_parent_leaves_no_receiver_process(tmp_path: Path) -> None
         assert result.returncode == 0, result.stderr[-2000:]
         parent.send_signal(signal.SIGKILL)
         parent.wait()
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 5  # they die with it, not after a clean stop
         while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
-            time.sleep(0.1)
+            time.sleep(0.05)
         assert not [pid for pid in pids if _alive(pid)], "orphan receiver processes"
-        # what they acknowledged before is stored
+        # a new parent takes the same port and store at once; what was acknowledged is there
+        parent = _start_parent(port, tmp_path / "store")
+        assert parent.stdout is not None
+        assert parent.stdout.readline().startswith("started")
+        more = ct_series(tmp_path / "more", 3, rows=16, columns=16)
+        result = storescu(port, more, STORESCU_PROPOSE[ExplicitVRLittleEndian])
+        assert result.returncode == 0, result.stderr[-2000:]
         index = Index(f"sqlite:///{tmp_path / 'store' / 'index.sqlite'}")
         try:
-            assert index.instances.count() == 3
+            assert index.instances.count() == 6
         finally:
             index.close()
     finally:

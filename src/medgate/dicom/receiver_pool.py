@@ -12,11 +12,18 @@ rule is unchanged: a child answers success only after the file and its row are d
 The parent talks to each child over the child's stdin/stdout: it writes the settings (one JSON
 line) and the parent's index URL (the database the parent's own index uses), the child answers
 ``ready``; ``flush`` asks the child to write its queued audit entries
-(answered ``flushed``). The same pipe is the watchdog: when the parent dies, even by ``kill -9``,
-the kernel closes its end, the child reads end-of-file and stops. ``PR_SET_PDEATHSIG`` (Linux)
-adds a SIGTERM at the parent's death; it is set only when the child is started from the main
-thread, since Linux sends it when the *thread* that forked exits. SIGTERM stops a child cleanly
-(live associations cut, the instance being stored finished, the audit queue drained).
+(answered ``flushed``). SIGTERM stops a child cleanly (live associations cut, the instance being
+stored finished, the audit queue drained): that is how the parent stops them.
+
+A parent that dies (``kill -9``, a crash) takes its children with it at once, as if they were its
+threads: ``PR_SET_PDEATHSIG`` (Linux) SIGKILLs them, and the pipe is a second watchdog (the kernel
+closes the parent's end, the child reads end-of-file and exits on the spot). Not a clean stop on
+purpose: a restarted parent recovers the store (``InstanceStore.recover``) before its children
+start, which is only safe once no old child can still be writing; and nothing is lost by it,
+since a child acknowledges only what is durable (the peer re-sends the rest; the audit entries
+still queued are lost as with a ``kill -9`` of a single-process receiver). The death signal is
+set only when the child is started from the main thread, since Linux sends it when the *thread*
+that forked exits; children started later (replacements) rely on the pipe.
 
 A child that exits while the pool runs (a crash, the OOM killer) is replaced within a second; the
 instances it had acknowledged are stored, what it had not acknowledged the peer sends again.
@@ -29,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import json
 import logging
 import os
@@ -54,6 +62,7 @@ STOP_TIMEOUT_S = 20.0
 BUSY_ACCEPT_DELAY_S = 0.002
 """Per live association, how long a child lets idle siblings take a new connection first."""
 SUPERVISE_INTERVAL_S = 0.5
+BIND_WAIT_S = 10.0
 _PR_SET_PDEATHSIG = 1
 
 
@@ -69,14 +78,27 @@ def receiver_process_count(settings: Settings) -> int:
     return max(1, cores)
 
 
-def bind_listener(host: str, port: int) -> socket.socket:
-    """The DICOM port, bound once; every child accepts on this socket."""
+def bind_listener(host: str, port: int, wait: float = BIND_WAIT_S) -> socket.socket:
+    """The DICOM port, bound once; every child accepts on this socket.
+
+    After a ``kill -9`` of a previous parent its children still hold the port for the moment
+    they take to stop; a port in use is tried again for ``wait`` seconds.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    listener = socket.socket(family, socket.SOCK_STREAM)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind((host, port))
-    listener.listen(128)
-    return listener
+    deadline = time.monotonic() + wait
+    while True:
+        listener = socket.socket(family, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            listener.bind((host, port))
+        except OSError as exc:
+            listener.close()
+            if exc.errno != errno.EADDRINUSE or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+            continue
+        listener.listen(128)
+        return listener
 
 
 class InheritedSocketServer(AssociationServer):
@@ -129,9 +151,11 @@ class InheritedSocketServer(AssociationServer):
         if self._accept_thread is not None:
             self._accept_thread.join(timeout)
             self._accept_thread = None
-        super().stop(timeout)
         if listener is not None:
-            listener.close()  # this process's descriptor; the parent's and siblings' stay
+            # this process's descriptor (the parent's and siblings' stay); closed before the
+            # live associations end, so that a successor can bind the port once we all have
+            listener.close()
+        super().stop(timeout)
 
 
 class _Child:
@@ -318,17 +342,17 @@ def _raise_stop(_signum: int, _frame: Any) -> None:
 
 def _die_with_parent(parent: int) -> None:
     libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != parent:  # the parent died before prctl took effect
-        raise _Stop
+        os._exit(1)
 
 
 def _control_loop(control_in: IO[bytes], control_out: IO[bytes], flush: Any) -> None:
-    """Answer the parent's requests until it closes the pipe (or dies) or SIGTERM comes."""
+    """Answer the parent's requests until SIGTERM comes (or the parent dies)."""
     while True:
         line = control_in.readline()
-        if not line:
-            return  # the parent is gone
+        if not line:  # the parent is gone: go with it, now (see the module's docstring)
+            os._exit(1)
         if line.strip() == b"flush":
             flush()
             control_out.write(b"flushed\n")
@@ -353,8 +377,11 @@ def child_main(argv: list[str]) -> int:
     try:
         if deathsig:
             _die_with_parent(parent)
-        settings = Settings(**json.loads(control_in.readline() or b"{}"))
-        database_url = str(json.loads(control_in.readline()))
+        config, url = control_in.readline(), control_in.readline()
+        if not config or not url:  # the parent died while starting us
+            os._exit(1)
+        settings = Settings(**json.loads(config))
+        database_url = str(json.loads(url))
         configure_logging(level)
         set_hash_key(settings.audit.hash_key)
         listener = socket.socket(fileno=fd)
