@@ -165,11 +165,11 @@ def test_server_restarted_mid_run_answers_failures_then_recovers(
 ) -> None:
     service = DicomService(settings_factory(storage={"database_url": own_postgres.url})).start()
     try:
-        files = ct_series(tmp_path / "s", 40, rows=64, columns=64)
+        files = ct_series(tmp_path / "s", 208, rows=64, columns=64)
         assert _send(service, files[:4]).failed == 0
-        # the server goes down while a series streams in
+        # the server goes down while a series streams in (long enough not to end first)
         report: list[SendReport] = []
-        sender = threading.Thread(target=lambda: report.append(_send(service, files[4:24])))
+        sender = threading.Thread(target=lambda: report.append(_send(service, files[4:200])))
         sender.start()
         deadline = time.monotonic() + 60
         while service.index.instances.count() < 8 and time.monotonic() < deadline:
@@ -182,7 +182,7 @@ def test_server_restarted_mid_run_answers_failures_then_recovers(
         _failures_are_dicom_failures(streamed)
         # while it is down every C-STORE is answered, with a failure status, within bounds
         started = time.monotonic()
-        down = _send(service, files[24:28])
+        down = _send(service, files[200:204])
         assert down.failed == 4, down.counts()
         _failures_are_dicom_failures(down)
         assert time.monotonic() - started < 60
@@ -191,7 +191,7 @@ def test_server_restarted_mid_run_answers_failures_then_recovers(
         retry = _send(service, files)
         assert retry.failed == 0, retry.counts()
         _assert_acknowledged_stored(service, files)
-        assert service.index.instances.count() == 40
+        assert service.index.instances.count() == 208
         assert set(files[:4] + streamed.succeeded) <= set(retry.succeeded)
     finally:
         service.stop()
