@@ -42,7 +42,7 @@ class DicomConfig(BaseModel):
     poll_modalities: list[str] = Field(default_factory=list)
     retrieve_method: Literal["move", "get"] = "move"
     receiver_processes: int | None = Field(
-        None, ge=1, le=256, description="listener processes; none = one per CPU core, 1 = in-process"
+        None, ge=1, le=256, description="listener processes; none: one per CPU core; 1: in-process"
     )
 
     @field_validator("ae_title")
