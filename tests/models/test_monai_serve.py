@@ -202,6 +202,10 @@ def test_zoo_bundles_through_medgate_serve(
         ran = {m["name"]: m["task"] for m in detail["result"]["models"]}
         assert ran == {"zoo_ct_seg": "segmentation", "zoo_ct_cls": "classification"}
         assert detail["findings"] == []  # scores without thresholds: no present/absent call
+        stored = {s["label"]: s["probability"] for s in detail["result"]["scores"]}
+        np.testing.assert_allclose(
+            [stored[name] for name in CLS_CHANNELS.values()], reference_probs, atol=1e-4
+        )
         wait_for(
             lambda: all(orthanc.find_instance(u) for u in detail["result_uids"]),
             120,

@@ -78,9 +78,16 @@ def dataset_bytes(path: Path) -> bytes:
     return data[dataset_offset(data) :]
 
 
-def receiver_config(tmp_path: Path, port: int, *, min_free_mb: int = 0) -> Path:
-    """A TOML config for ``medgate receive`` on a loopback port with storage under tmp_path."""
+def receiver_config(
+    tmp_path: Path, port: int, *, min_free_mb: int = 0, processes: int | None = None
+) -> Path:
+    """A TOML config for ``medgate receive`` on a loopback port with storage under tmp_path.
+
+    ``processes`` pins ``dicom.receiver_processes``; unset, the receiver runs its default (one
+    process per core), as it does in production.
+    """
     config = tmp_path / "receive.toml"
+    pinned = "" if processes is None else f"receiver_processes = {processes}\n"
     config.write_text(
         f"""
 [dicom]
@@ -88,7 +95,7 @@ ae_title = "MEDGATE"
 host = "127.0.0.1"
 port = {port}
 study_idle_seconds = 1.0
-
+{pinned}
 [storage]
 path = "{tmp_path / "store"}"
 min_free_mb = {min_free_mb}

@@ -192,7 +192,10 @@ def test_cstore_fuzz_receiver_survives(tmp_path: Path, long_run: bool) -> None:
     cases = repetitions(10_000, 520, long_run)
     batch = 520
     port = free_port()
-    receiver = ReceiverProcess(receiver_config(tmp_path, port), port, tmp_path / "receive.log")
+    # One receiving process: its memory and liveness are what this test watches (with several,
+    # the parent only supervises and a crashed child would be replaced unseen).
+    config = receiver_config(tmp_path, port, processes=1)
+    receiver = ReceiverProcess(config, port, tmp_path / "receive.log")
     base = ct_series(tmp_path / "base", 1, rows=32, columns=32, seed=3)[0]
     mutator = Mutator(base, seed=88)
     receiver.start()

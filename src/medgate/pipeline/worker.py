@@ -362,7 +362,12 @@ class ModelError(RuntimeError):
 def study_result_json(
     study: StudyResult, decision: RouteDecision, objects: list[dict[str, str]]
 ) -> dict[str, Any]:
-    """The JSON stored with a ``done`` study and served by ``GET /api/v1/studies/{uid}``."""
+    """The JSON stored with a ``done`` study and served by ``GET /api/v1/studies/{uid}``.
+
+    ``scores`` carries the probabilities of a bundle that has no thresholds (a plain MONAI
+    bundle): they are shown as they are, with no present/absent call, so they never appear in
+    ``findings``.
+    """
     findings: list[dict[str, Any]] = []
     for result in study.model_results:
         for finding in result.findings:
@@ -381,6 +386,16 @@ def study_result_json(
             {"bundle": r.bundle_name, **m.model_dump(mode="json")}
             for r in study.model_results
             for m in r.measurements
+        ],
+        "scores": [
+            {
+                "bundle": r.bundle_name,
+                "version": r.bundle_version,
+                "label": label,
+                "probability": probability,
+            }
+            for r in study.model_results
+            for label, probability in r.scores.items()
         ],
         "models": [
             {
