@@ -199,3 +199,47 @@ def test_verdicts_show_in_medgate_audit_trace(gateway: Gateway, tmp_path: Any) -
     assert trace.exit_code == 0, trace.output
     assert trace.output.find("model-run") < trace.output.find("review-verdict")
     assert "reviewer:rad-007" in trace.output and "pneumothorax" in trace.output
+
+
+def test_refer_from_a_review_opens_one_referral_with_the_confirmed_findings(
+    gateway: Gateway,
+) -> None:
+    """Issue 21's "refer" from a review: the patient of the reviewed study is referred up, with
+    the confirmed findings and the verified SR as evidence; a retried POST makes no second one."""
+    uid = gateway.process(42)
+    refer = {"reason": "Pneumothorax confirmed: chest surgery", "urgency": "stat"}
+    first = gateway.client.post(
+        f"/api/v1/studies/{uid}/review", json=_body(refer=refer), headers=AUTH
+    )
+    assert first.status_code == 201, first.text
+    referral = first.json()["referral"]
+    assert referral["status"] == "requested"
+    again = gateway.client.post(
+        f"/api/v1/studies/{uid}/review", json=_body(refer=refer), headers=AUTH
+    )
+    assert again.status_code == 200 and again.json()["referral"]["id"] == referral["id"]
+
+    results = {"Authorization": f"Bearer {RESULTS_TOKEN}"}
+    stored = gateway.client.get(f"/api/v1/referrals/{referral['id']}", headers=results)
+    assert stored.status_code == 200, stored.text
+    body = stored.json()
+    assert body["urgency"] == "stat" and body["study_instance_uid"] == uid
+    assert body["origin"] == "review"
+    findings = {e["display"]: e for e in body["evidence"] if e["kind"] == "finding"}
+    assert set(findings) == {"pneumothorax"}  # confirmed; the rejected nodule is no evidence
+    sr_uid = first.json()["review"]["sr_sop_instance_uid"]
+    assert findings["pneumothorax"]["reference"] == sr_uid
+    everyone = gateway.client.get("/api/v1/referrals", headers=results).json()
+    assert [r["id"] for r in everyone] == [referral["id"]]
+
+
+def test_refer_needs_a_reason(gateway: Gateway) -> None:
+    uid = gateway.process(43)
+    answer = gateway.client.post(
+        f"/api/v1/studies/{uid}/review", json=_body(refer={"reason": ""}), headers=AUTH
+    )
+    assert answer.status_code == 422
+    assert gateway.index.studies.get(uid) is not None
+    assert gateway.client.get(f"/api/v1/studies/{uid}/review", headers=AUTH).json()["review"] == {
+        "status": "unreviewed"
+    }

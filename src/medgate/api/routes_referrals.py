@@ -20,11 +20,14 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
+from pydicom.errors import InvalidDicomError
 
 from medgate.api.security import require_scope
 from medgate.core.config import Settings
 from medgate.core.logs import phi_hash
 from medgate.delivery.referral_notify import ReferralNotifier
+from medgate.delivery.sites import site_for_aes
+from medgate.delivery.study_header import read_study_header
 from medgate.store.referrals import (
     MADE_BY,
     Evidence,
@@ -34,7 +37,9 @@ from medgate.store.referrals import (
     Referral,
     ReferralStore,
     StaleReferral,
+    Urgency,
 )
+from medgate.store.reviews import ReviewRow
 from medgate.trust.audit import AuditLog
 
 UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
@@ -229,6 +234,59 @@ def open_referral(request: Request, new: NewReferral) -> tuple[Referral, bool]:
         audit_change(request, "referral-created", referral)
         notifier(request).kick()
     return referral, created
+
+
+def refer_from_review(
+    request: Request,
+    study_uid: str,
+    review: ReviewRow,
+    *,
+    reason: str,
+    urgency: Urgency,
+    performer: str | None,
+) -> Referral:
+    """The radiologist's "refer" on a reviewed study: a referral for the study's patient, from
+    the site that sent the study, with the confirmed and modified findings as evidence.
+
+    Keyed by the review revision (``origin_ref``), so a retried review makes one referral."""
+    settings: Settings = request.app.state.settings
+    index = request.app.state.index
+    stored = index.instances.of_study(study_uid)
+    if not stored:
+        raise HTTPException(409, "the study has no stored instance to take the patient from")
+    try:
+        header = read_study_header(stored[0].path)
+    except (OSError, InvalidDicomError) as exc:
+        raise HTTPException(409, f"the study header cannot be read ({type(exc).__name__})") from exc
+    if not header.patient_id:
+        raise HTTPException(409, "the study carries no PatientID to refer")
+    site = site_for_aes(settings, {r.calling_ae for r in stored if r.calling_ae})
+    evidence = [Evidence(kind="study", display="imaging study", reference=study_uid)]
+    evidence += [
+        Evidence(
+            kind="finding",
+            display=str(v["finding"]),
+            value=str(v["verdict"]) if v.get("value") is None else f"{v['value']}",
+            reference=review.sr_sop_instance_uid,
+        )
+        for v in review.verdicts
+        if v.get("verdict") in ("confirmed", "modified")
+    ]
+    new = NewReferral(
+        site=site.name if site is not None else None,
+        patient_id=header.patient_id,
+        patient_key=patient_key(settings, header.patient_id),
+        urgency=urgency,
+        reason=reason,
+        requester=f"reviewer:{review.reviewer_id}",
+        evidence=evidence,
+        study_instance_uid=study_uid,
+        performer=performer,
+        origin="review",
+        origin_ref=f"review:{study_uid}:{review.revision}",
+    )
+    referral, _ = open_referral(request, new)
+    return referral
 
 
 def visible(request: Request, referral: Referral) -> bool:

@@ -3,7 +3,8 @@
 The ``/review`` pages post to the same endpoint. Access: a bearer token with the ``review`` (or
 ``admin``) scope, or a review session cookie (``medgate.api.pages.session``). Errors are 4xx
 with a message: 404 unknown study, 409 no AI results yet or already reviewed (send ``amend``),
-422 unknown finding labels or malformed verdicts.
+422 unknown finding labels or malformed verdicts. With ``refer`` the review also opens a
+referral for the study's patient (``origin = "review"``, one per review revision).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Respons
 from pydantic import BaseModel, Field
 
 from medgate.api.pages.session import ReviewAccess, require_review
+from medgate.api.routes_referrals import refer_from_review
 from medgate.review.monitoring import (
     ModelFigures,
     model_figures,
@@ -40,11 +42,22 @@ class VerdictBody(BaseModel):
     comment: str = Field("", max_length=1000)
 
 
+class ReferBody(BaseModel):
+    """The radiologist refers the patient up (上转) on the strength of this review."""
+
+    reason: str = Field(min_length=1, max_length=2000)
+    urgency: Literal["routine", "urgent", "asap", "stat"] = "urgent"
+    performer: str | None = Field(None, max_length=128, description="the receiving hospital")
+
+
 class ReviewBody(BaseModel):
     reviewer: ReviewerBody
     verdicts: list[VerdictBody] = Field(min_length=1)
     report_text: str = Field("", max_length=10000)
     amend: bool = False
+    refer: ReferBody | None = Field(
+        None, description="also refer the patient: a referral with the confirmed findings"
+    )
 
 
 def audit_log(request: Request) -> AuditLog:
@@ -93,7 +106,21 @@ def post_review(
     except ReviewRejected as exc:
         raise HTTPException(exc.status, exc.message) from exc
     response.status_code = 201 if outcome.created else 200
-    return {"study_instance_uid": study_instance_uid, "review": outcome.review.summary()}
+    answer: dict[str, Any] = {
+        "study_instance_uid": study_instance_uid,
+        "review": outcome.review.summary(),
+    }
+    if body.refer is not None:
+        referral = refer_from_review(
+            request,
+            study_instance_uid,
+            outcome.review,
+            reason=body.refer.reason,
+            urgency=body.refer.urgency,
+            performer=body.refer.performer,
+        )
+        answer["referral"] = {"id": referral.id, "status": referral.status}
+    return answer
 
 
 @router.get("/studies/{study_instance_uid}/review")
