@@ -172,3 +172,31 @@ def test_each_change_notifies_the_other_side(
         ("accepted", "clinic-a-mail"),
         ("completed", "clinic-a-mail"),
     ]
+
+
+def test_the_loop_retries_a_refused_message_without_another_change(
+    notify_settings: Settings, peers: tuple[Webhook, Mailbox, int]
+) -> None:
+    """The loop ``medgate serve`` starts beside the delivery loop: a message the webhook refused
+    reaches it after the back-off, though the referral does not change again."""
+    hook, _, _ = peers
+    with TestClient(create_app(notify_settings)) as client:
+        made = client.post(
+            "/api/v1/referrals",
+            json={"patient_id": PATIENT, "reason": "HbA1c 11 %", "urgency": "routine"},
+            headers=SITE_A,
+        ).json()
+        store = ReferralStore(client.app.state.index.engine)  # type: ignore[attr-defined]
+        wait_for(lambda: store.notifications_of(made["id"])[0]["attempts"] == 1, "first try")
+        assert hook.received == []
+        loop = ReferralNotifier(
+            notify_settings,
+            client.app.state.index.engine,  # type: ignore[attr-defined]
+            AuditLog(notify_settings.audit_path, notify_settings.audit.hash_key),
+        ).start(interval_s=0.3)
+        try:
+            wait_for(lambda: len(hook.received) == 1, "the retried message", timeout=20.0)
+        finally:
+            loop.stop()
+        assert hook.received[0][0]["referral"] == made["id"]
+        assert store.notifications_of(made["id"])[0]["status"] == "sent"

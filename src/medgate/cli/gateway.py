@@ -37,6 +37,7 @@ class Gateway:
         self.audit = AuditLog(settings.audit_path, settings.audit.hash_key)
         self.dicom: Any | None = None
         self.site_delivery: Any | None = None
+        self.referral_notifier: Any | None = None
         self.worker: Any | None = None
         self.client: Any | None = None
         self.bundles: dict[str, Any] = {}
@@ -102,6 +103,13 @@ class Gateway:
             from medgate.delivery.site_delivery import SiteDelivery
 
             self.site_delivery = SiteDelivery(self.settings, self.index.engine, self.audit).start()
+            if self.settings.notify.channels:
+                # referral changes are sent by the API at once; this loop retries what failed
+                from medgate.delivery.referral_notify import ReferralNotifier
+
+                self.referral_notifier = ReferralNotifier(
+                    self.settings, self.index.engine, self.audit
+                ).start()
             self.start_ray()
             metrics = ensure_metrics_actor()
             if self.settings.serving.deploy_app:
@@ -144,6 +152,9 @@ class Gateway:
         if self.site_delivery is not None:
             _quietly(self.site_delivery.stop)
             self.site_delivery = None
+        if self.referral_notifier is not None:
+            _quietly(self.referral_notifier.stop)
+            self.referral_notifier = None
         if self.dicom is not None:
             _quietly(self.dicom.stop)
             self.dicom = None
