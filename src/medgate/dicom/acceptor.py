@@ -25,6 +25,7 @@ for our (small) responses.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import socket
 import ssl
@@ -32,7 +33,7 @@ import struct
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO, Protocol
+from typing import Protocol, cast
 
 from pydicom.uid import UID
 from pynetdicom import (
@@ -217,7 +218,8 @@ class _Connection:
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
-        self.reader: BinaryIO = sock.makefile("rb", buffering=1 << 16)
+        # a BufferedReader (typeshed types makefile with a non-literal buffer size as IOBase)
+        self.reader = cast(io.BufferedReader, sock.makefile("rb", buffering=1 << 16))
 
     def read_exact(self, size: int) -> bytearray:
         buffer = bytearray(size)

@@ -223,8 +223,10 @@ class Retriever:
         roles = []
         # 127 storage contexts at most (128 in all): the most common storage SOP classes.
         for context in StoragePresentationContexts[:127]:
-            ae.add_requested_context(context.abstract_syntax, context.transfer_syntax)
-            roles.append(build_role(context.abstract_syntax, scp_role=True))
+            syntax = context.abstract_syntax
+            assert syntax is not None  # pynetdicom's storage contexts all name their SOP class
+            ae.add_requested_context(syntax, context.transfer_syntax)
+            roles.append(build_role(syntax, scp_role=True))
         assoc = associate(
             ae,
             self.settings,

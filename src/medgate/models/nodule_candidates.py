@@ -78,7 +78,7 @@ def lung_region(hu: np.ndarray) -> np.ndarray:
     return out
 
 
-def hu_volumes(hu: np.ndarray, spacing: Sequence[float]) -> HUVolumes:
+def hu_volumes(hu: np.ndarray, spacing: Sequence[float] | np.ndarray) -> HUVolumes:
     """Smoothed HU, lung region and Hessians at ``SCALES_MM`` (in mm, scale-normalised)."""
     sp = np.asarray([float(s) for s in spacing])
     hu = np.asarray(hu, np.float32)
@@ -156,7 +156,7 @@ def candidate_features(
 ) -> np.ndarray:
     """The ``FEATURES`` vector of one candidate whose densest voxel is ``peak`` (slice, row,
     col); ``component`` is its network component (bool, whole grid) or ``None``."""
-    at = tuple(int(v) for v in peak)
+    at = (int(peak[0]), int(peak[1]), int(peak[2]))
     sp = vol.spacing
     voxel = float(np.prod(sp))
     near = _box(peak, 4.0, vol)

@@ -78,7 +78,7 @@ class DetectedNodule:
 def long_axis_mm(
     weights: np.ndarray,
     points_mm: np.ndarray,
-    spacing: Sequence[float],
+    spacing: Sequence[float] | np.ndarray,
     volume_mm3: float | None = None,
 ) -> float:
     """Long axis (mm) of a weighted point cloud (N, 3) on a voxel grid, by an ellipsoid fit.
@@ -113,7 +113,7 @@ def long_axis_mm(
 
 def detect_nodules(
     prob: np.ndarray,
-    spacing: Sequence[float],
+    spacing: Sequence[float] | np.ndarray,
     voxel_threshold: float = VOXEL_THRESHOLD,
     voxel_to_patient: np.ndarray | None = None,
     max_candidates: int = MAX_CANDIDATES,

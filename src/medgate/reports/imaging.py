@@ -124,7 +124,8 @@ def upscale(rgb: np.ndarray, min_size: int) -> Image.Image:
     image = Image.fromarray(rgb)
     factor = max(1, int(np.ceil(min_size / min(image.size))))
     if factor > 1:
-        image = image.resize((image.width * factor, image.height * factor), Image.NEAREST)
+        size = (image.width * factor, image.height * factor)
+        image = image.resize(size, Image.Resampling.NEAREST)
     return image
 
 
@@ -133,7 +134,7 @@ def burn_text(image: Image.Image, lines: list[tuple[str, tuple[int, int, int]]])
     draw = ImageDraw.Draw(image)
     size = max(12, image.height // 28)
     font = cjk_font(size)
-    y = 4
+    y: float = 4
     for text, color in lines:
         box = draw.textbbox((6, y), text, font=font)
         draw.rectangle((box[0] - 3, box[1] - 2, box[2] + 3, box[3] + 2), fill=(0, 0, 0))

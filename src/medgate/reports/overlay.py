@@ -133,7 +133,8 @@ def build_overlays(ctx: BuildContext, pictures: list[OverlayPicture]) -> list[Da
         except (ValueError, TypeError, AttributeError) as exc:
             raise ReportError(f"cannot build the overlay: {exc}") from exc
         if orientation is None:
-            sc.PatientOrientation = None  # type 2: unknown rather than guessed
+            # type 2: unknown rather than guessed (None writes it empty; the stubs say list)
+            sc.PatientOrientation = None  # type: ignore[assignment]
         set_body_part(sc, source)
         sc.BurnedInAnnotation = "YES"
         sc.ImageType = ["DERIVED", "SECONDARY"]

@@ -136,7 +136,7 @@ def _paste_images(page: _Page, ctx: BuildContext, overlays: list[OverlayPicture]
             continue
         scale = box / max(picture.width, picture.height)
         size = (max(1, round(picture.width * scale)), max(1, round(picture.height * scale)))
-        fitted = picture.resize(size, Image.LANCZOS)
+        fitted = picture.resize(size, Image.Resampling.LANCZOS)
         x = MARGIN + column * (box + 24) + (box - fitted.width) // 2
         page.image.paste(fitted, (x, page.y + 30))
         page.draw.text(
@@ -226,7 +226,9 @@ def build_summary(ctx: BuildContext, page: Image.Image) -> Dataset:
         )
     except (ValueError, TypeError, AttributeError) as exc:
         raise ReportError(f"cannot build the summary page: {exc}") from exc
-    sc.PatientOrientation = None  # a document page has no patient orientation (type 2)
+    # a document page has no patient orientation (type 2: present and empty; pydicom's keyword
+    # stubs type it as a list, None is how pydicom writes an empty value)
+    sc.PatientOrientation = None  # type: ignore[assignment]
     set_body_part(sc, ctx.first)
     sc.BurnedInAnnotation = "YES"
     sc.ImageType = ["DERIVED", "SECONDARY"]

@@ -41,10 +41,11 @@ from typing import Any
 
 from pydicom import Dataset
 from pydicom.dataelem import DataElement
+from pydicom.dataset import FileMetaDataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag, Tag
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID_dictionary
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, UID_dictionary
 
 OPTION_CODES: dict[str, tuple[str, str]] = {
     "basic": ("113100", "Basic Application Confidentiality Profile"),
@@ -281,7 +282,7 @@ class Deidentifier:
         self._mark(ds)
         meta = getattr(source, "file_meta", None)
         if meta is not None:
-            ds.file_meta = _deep_copy(meta)
+            ds.file_meta = FileMetaDataset(_deep_copy(meta))
             self._fix_meta(ds)
         return DeidResult(ds, risks)
 
@@ -421,7 +422,7 @@ class Deidentifier:
         if ds.get("SOPInstanceUID"):
             meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
         elif meta.get("MediaStorageSOPInstanceUID"):
-            meta.MediaStorageSOPInstanceUID = self.uid(str(meta.MediaStorageSOPInstanceUID))
+            meta.MediaStorageSOPInstanceUID = UID(self.uid(str(meta.MediaStorageSOPInstanceUID)))
         meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
         meta.ImplementationVersionName = "MEDGATE_DEID"
         for keyword in (
