@@ -10,73 +10,38 @@ tests/artifacts/clinic/ (docs/clinic.md shows copies from docs/images/).
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 from fhirclient.models.servicerequest import ServiceRequest
 from fhirclient.models.task import Task
 from fhirclient.server import FHIRServer
 from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 from tests.clinic.conftest import B_PATIENT, URGENT_PATIENT, ClinicData, populate
+from tests.support.browser import chromium, served_on_loopback
 
 from medgate.core.config import Settings
-from medgate.core.ports import free_port
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "clinic"
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 
 
 @pytest.fixture
 def browser() -> Iterator[webdriver.Chrome]:
-    for tool in (CHROMIUM, CHROMEDRIVER):
-        if not Path(tool).exists():
-            pytest.fail(f"{tool} is missing: scripts/install.sh installs chromium and its driver")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for argument in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--window-size=1280,900",
-        "--lang=zh-CN",
-    ):
-        options.add_argument(argument)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    try:
+    with chromium(width=1280, height=900, lang="zh-CN") as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 @pytest.fixture
 def served(client: TestClient, settings: Settings) -> Iterator[tuple[str, ClinicData]]:
     """The app, with clinic data, on a real loopback HTTP port (uvicorn in a thread)."""
     data = populate(client, settings)
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(client.app, host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, name="clinic-uvicorn", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.1)
-    try:
-        yield f"http://127.0.0.1:{port}", data
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with served_on_loopback(client.app, "clinic") as url:
+        yield url, data
 
 
 def screenshot(driver: webdriver.Chrome, name: str) -> Path:

@@ -14,19 +14,17 @@ from __future__ import annotations
 
 import io
 import shutil
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import highdicom as hd
 import pytest
-import uvicorn
 from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
+from tests.support.browser import chromium, served_on_loopback
 from tests.support.serving import phantom_bytes, study_uid_of, wait_for
 
 from medgate.core.ports import free_port
@@ -37,47 +35,19 @@ from .conftest import REVIEW_TOKEN, Gateway
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 DOCS_IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 
 
 @pytest.fixture
 def browser() -> Iterator[webdriver.Chrome]:
-    for tool in (CHROMIUM, CHROMEDRIVER):
-        if not Path(tool).exists():
-            pytest.fail(f"{tool} is missing: scripts/install.sh installs chromium and its driver")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for argument in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--window-size=1600,1200",
-        "--lang=en-US",
-    ):
-        options.add_argument(argument)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    try:
+    with chromium(width=1600, height=1200, lang="en-US") as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 @pytest.fixture
 def served(gateway: Gateway) -> Iterator[str]:
     """The gateway's FastAPI app on a real loopback HTTP port (uvicorn in a thread)."""
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(gateway.client.app, host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, name="review-uvicorn", daemon=True)
-    thread.start()
-    wait_for(lambda: server.started, 20, what="uvicorn to start")
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with served_on_loopback(gateway.client.app, "review") as url:
+        yield url
 
 
 @pytest.fixture
