@@ -8,7 +8,6 @@ clinical rules; ``verify`` marks it final the way a radiologist's review does.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import pydicom
 import sqlalchemy as sa
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from tests.support.stored_study import insert_done_study
 
 from medgate.core.config import Settings
 from medgate.models.findings import (
@@ -27,7 +27,7 @@ from medgate.models.findings import (
     TriageResult,
 )
 from medgate.store.deliveries import DeliveryStore
-from medgate.store.schema import instances, studies
+from medgate.store.schema import studies
 
 NODULE = Code(value="27925004", scheme="SCT", meaning="Nodule")
 LUNG = Code(value="39607008", scheme="SCT", meaning="Lung structure")
@@ -113,36 +113,15 @@ def add_study(
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{ds.SOPInstanceUID}.dcm"
     ds.save_as(path, enforce_file_format=True)
-    now = dt.datetime.now(dt.UTC)
     result = result_json(study_uid, nodule_mm, priority)
-    with engine.begin() as conn:
-        conn.execute(
-            instances.insert().values(
-                sop_instance_uid=str(ds.SOPInstanceUID),
-                study_instance_uid=study_uid,
-                series_instance_uid=str(ds.SeriesInstanceUID),
-                sop_class_uid=str(ds.SOPClassUID),
-                transfer_syntax_uid=str(ExplicitVRLittleEndian),
-                modality="CT",
-                calling_ae=calling_ae,
-                received_at=now,
-                size=path.stat().st_size,
-                sha256="0" * 64,
-                path=str(path),
-            )
-        )
-        conn.execute(
-            studies.insert().values(
-                study_instance_uid=study_uid,
-                status="done",
-                received_at=now,
-                last_instance_at=now,
-                updated_at=now,
-                priority=result["priority"],
-                result_json=json.dumps(result),
-            )
-        )
-    return study_uid
+    return insert_done_study(
+        engine,
+        ds,
+        path,
+        calling_ae=calling_ae,
+        transfer_syntax_uid=str(ExplicitVRLittleEndian),
+        result=result,
+    )
 
 
 def verify(engine: sa.engine.Engine, study_uid: str) -> None:

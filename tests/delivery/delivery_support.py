@@ -9,8 +9,6 @@ clinical rules, the SR among the result objects).
 
 from __future__ import annotations
 
-import datetime as dt
-import json
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ import pydicom
 import sqlalchemy as sa
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from tests.support.stored_study import insert_done_study
 
 from medgate.core.config import Settings
 from medgate.models.findings import (
@@ -28,7 +27,6 @@ from medgate.models.findings import (
     StudyResult,
     TriageResult,
 )
-from medgate.store.schema import instances, studies
 
 TOKEN_A = "token-site-a"
 TOKEN_B = "token-site-b"
@@ -118,33 +116,12 @@ def add_study(
         Path(settings.storage.path) / "instances", study_uid, patient_id, name, accession
     )
     ds = pydicom.dcmread(path)
-    now = dt.datetime.now(dt.UTC)
     result = result_json(study_uid, generate_uid())
-    with engine.begin() as conn:
-        conn.execute(
-            instances.insert().values(
-                sop_instance_uid=str(ds.SOPInstanceUID),
-                study_instance_uid=study_uid,
-                series_instance_uid=str(ds.SeriesInstanceUID),
-                sop_class_uid=str(ds.SOPClassUID),
-                transfer_syntax_uid=str(ds.file_meta.TransferSyntaxUID),
-                modality="CT",
-                calling_ae=calling_ae,
-                received_at=now,
-                size=path.stat().st_size,
-                sha256="0" * 64,
-                path=str(path),
-            )
-        )
-        conn.execute(
-            studies.insert().values(
-                study_instance_uid=study_uid,
-                status="done",
-                received_at=now,
-                last_instance_at=now,
-                updated_at=now,
-                priority=result["priority"],
-                result_json=json.dumps(result),
-            )
-        )
-    return study_uid
+    return insert_done_study(
+        engine,
+        ds,
+        path,
+        calling_ae=calling_ae,
+        transfer_syntax_uid=str(ds.file_meta.TransferSyntaxUID),
+        result=result,
+    )
