@@ -24,19 +24,14 @@ from pydicom.dataset import Dataset
 
 from medgate.models.bundle import Bundle, BundleError
 from medgate.models.findings import (
-    Code,
     Finding,
-    Measurement,
     ModelResult,
-    Segment,
-    SegmentationOutput,
 )
 from medgate.models.images import ImageGeometry
-from medgate.models.measure import measure
 from medgate.models.monai_bundle import MonaiBundleRunner
+from medgate.models.predictor import segmentation_result
 from medgate.models.series_reader import mask_to_source_grid
 
-_SEG_TYPE_DEFAULT = Code(value="91723000", scheme="SCT", meaning="Anatomical Structure")
 KEEP_PREPROCESSED = 32
 
 
@@ -106,33 +101,7 @@ class MonaiBundlePredictor:
                 f"{self.bundle.name}: postprocessed mask {mask.shape} is not on the source grid "
                 f"{tuple(geometry.shape)}; the config needs Invertd back to the image"
             )
-        result.segmentation = SegmentationOutput(
-            segments=[
-                Segment(
-                    number=label.index,
-                    label=label.name,
-                    category=label.category or _SEG_TYPE_DEFAULT,
-                    type=label.code,
-                    finding_site=label.finding_site,
-                )
-                for label in spec.labels
-            ],
-            masks={"volume": mask},
-            frame_sop_instance_uids=list(geometry.frame_sop_instance_uids),
-        )
-        values = {label.name: label.index for label in spec.labels}
-        for definition in spec.measurements:
-            value = measure(definition.method, mask, values, geometry.spacing, definition.label)
-            result.measurements.append(
-                Measurement(
-                    name=definition.code,
-                    value=value,
-                    unit=definition.unit,
-                    finding_site=definition.finding_site,
-                    segment_number=values.get(definition.label) if definition.label else None,
-                    source_sop_instance_uids=list(geometry.sop_instance_uids),
-                )
-            )
+        segmentation_result(spec, mask, "volume", geometry, result)
 
     def _classification(self, prediction: np.ndarray, result: ModelResult) -> None:
         probabilities = np.asarray(prediction, np.float64).reshape(-1)

@@ -20,7 +20,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from medgate.models.backends import Backend, Device, open_backend
-from medgate.models.bundle import Bundle, BundleError
+from medgate.models.bundle import Bundle, BundleError, MedgateSpec
 from medgate.models.findings import (
     Code,
     Finding,
@@ -192,7 +192,18 @@ class Predictor:
         else:
             full = resize_scores(scores, geometry.shape)
         mask = full.argmax(axis=0).astype(np.uint8)
-        segments = [
+        key = "volume" if geometry.is_volume else geometry.sop_instance_uids[0]
+        segmentation_result(spec, mask, key, geometry, result)
+
+
+def segmentation_result(
+    spec: MedgateSpec, mask: np.ndarray, key: str, geometry: ImageGeometry, result: ModelResult
+) -> None:
+    """Fill ``result`` from a label mask on the source grid: the SEG's segments (one per bundle
+    label) and the bundle's declared measurements on that mask. Every segmentation predictor
+    ends here, so a mask means the same whatever ran the network."""
+    result.segmentation = SegmentationOutput(
+        segments=[
             Segment(
                 number=label.index,
                 label=label.name,
@@ -201,27 +212,23 @@ class Predictor:
                 finding_site=label.finding_site,
             )
             for label in spec.labels
-        ]
-        key = "volume" if geometry.is_volume else geometry.sop_instance_uids[0]
-        masks: dict[str, np.ndarray] = {key: mask}
-        result.segmentation = SegmentationOutput(
-            segments=segments,
-            masks=masks,
-            frame_sop_instance_uids=list(geometry.frame_sop_instance_uids),
-        )
-        values = {label.name: label.index for label in spec.labels}
-        for definition in spec.measurements:
-            value = measure(definition.method, mask, values, geometry.spacing, definition.label)
-            result.measurements.append(
-                Measurement(
-                    name=definition.code,
-                    value=value,
-                    unit=definition.unit,
-                    finding_site=definition.finding_site,
-                    segment_number=values.get(definition.label) if definition.label else None,
-                    source_sop_instance_uids=list(geometry.sop_instance_uids),
-                )
+        ],
+        masks={key: mask},
+        frame_sop_instance_uids=list(geometry.frame_sop_instance_uids),
+    )
+    values = {label.name: label.index for label in spec.labels}
+    for definition in spec.measurements:
+        value = measure(definition.method, mask, values, geometry.spacing, definition.label)
+        result.measurements.append(
+            Measurement(
+                name=definition.code,
+                value=value,
+                unit=definition.unit,
+                finding_site=definition.finding_site,
+                segment_number=values.get(definition.label) if definition.label else None,
+                source_sop_instance_uids=list(geometry.sop_instance_uids),
             )
+        )
 
 
 def open_predictor(bundle: Bundle, device: Device = "cpu") -> Any:
