@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Request, Response
 from pydantic import BaseModel, Field
 
 from medgate.api.pages.session import ReviewAccess, require_review
@@ -138,9 +138,15 @@ def get_review(
     }
 
 
+#: Row ids are 64-bit signed integers in SQLite and PostgreSQL: a larger id is a 422, not a 500.
+MAX_ROW_ID = 2**63 - 1
+
+
 @router.post("/notifications/{notification_id}/ack")
 def ack_notification(
-    notification_id: int, request: Request, access: ReviewAccess = Depends(require_review)
+    request: Request,
+    notification_id: int = Path(ge=1, le=MAX_ROW_ID),
+    access: ReviewAccess = Depends(require_review),
 ) -> dict[str, Any]:
     """Acknowledge a critical-result message: its study escalates no further."""
     by = f"reviewer:{access.reviewer_id}" if access.reviewer_id else access.via
