@@ -11,27 +11,14 @@ from __future__ import annotations
 
 import pytest
 from fastapi.testclient import TestClient
+from tests.support.cds_data import profile
 
 from medgate.clinical import china_par as cp
 
 
 def person(sex: str, age: float, **changes: object) -> cp.ChinaParInput:
-    fields: dict[str, object] = dict(
-        age=age,
-        sex=sex,
-        sbp_mmhg=130,
-        on_bp_treatment=False,
-        total_cholesterol_mg_dl=210,
-        hdl_cholesterol_mg_dl=55,
-        waist_cm=80,
-        current_smoker=False,
-        diabetes=True,
-        region="north",
-        residence="urban",
-        family_history_ascvd=False,
-    )
-    fields.update(changes)
-    return cp.ChinaParInput(**fields)
+    """The published reference profile (tests/support/cds_data.py) as the equation's input."""
+    return cp.ChinaParInput(**profile(sex, age, **changes))
 
 
 # (sex, age, published 10-year risk %, source)

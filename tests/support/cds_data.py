@@ -9,7 +9,7 @@ REFERENCE = {
 }
 
 
-def profile(sex: str, age: int, **changes: object) -> dict[str, object]:
+def profile(sex: str, age: float, **changes: object) -> dict[str, object]:
     body: dict[str, object] = dict(
         age=age,
         sex=sex,
