@@ -32,6 +32,7 @@ from pynetdicom.status import code_to_category
 
 from medgate.core.config import Settings
 from medgate.core.logs import phi_hash
+from medgate.core.pass_loop import PassLoop
 from medgate.dicom.net import (
     SUCCESS_OR_WARNING,
     Peer,
@@ -64,8 +65,11 @@ def backoff_seconds(settings: Settings, attempts: int) -> float:
     )
 
 
-class ResultSender:
-    """Drains the outbox to the PACS; ``run_once()`` for one pass, ``start()``/``stop()`` a loop."""
+class ResultSender(PassLoop):
+    """Drains the outbox to the PACS; ``run_once()`` for one pass, ``start()``/``stop()`` a loop
+    (``wake()``: the worker has just queued results)."""
+
+    thread_name = "medgate-sender"
 
     def __init__(
         self,
@@ -83,37 +87,7 @@ class ResultSender:
         self.peer = peer or pacs_peer(settings)
         self.interval = interval
         self.batch = batch
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    # ------------------------------------------------------------------ loop
-    def start(self) -> None:
-        if self._thread is not None and self._thread.is_alive():
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="medgate-sender", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-            self._thread = None
-
-    def wake(self) -> None:
-        """Look at the outbox now (the worker calls this after queuing results)."""
-        self._wake.set()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.run_once()
-            except Exception:
-                log.exception("outbox pass failed")
-            self._wake.wait(self.interval)
-            self._wake.clear()
+        super().__init__()
 
     # ------------------------------------------------------------------ one pass
     def run_once(self) -> SendSummary:

@@ -24,13 +24,13 @@ can recognise it as the message it may already hold (a FHIR transaction of PUTs 
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import dataclass, field
 
 from sqlalchemy.engine import Engine
 
 from medgate.core.config import Settings, SiteConfig
 from medgate.core.logs import phi_hash
+from medgate.core.pass_loop import PassLoop
 from medgate.delivery.enqueue import (
     queue_amended_results,
     queue_new_results,
@@ -64,8 +64,11 @@ def backoff_seconds(settings: Settings, attempts: int) -> float:
     return float(min(hl7.backoff_seconds * 2 ** max(attempts - 1, 0), hl7.backoff_max_seconds))
 
 
-class SiteDelivery:
-    """Queues and sends result messages; ``run_once()`` for one pass, ``start()``/``stop()``."""
+class SiteDelivery(PassLoop):
+    """Queues and sends result messages; ``run_once()`` for one pass, ``start()``/``stop()`` a
+    loop (``wake()``: a result or a review was just saved)."""
+
+    thread_name = "medgate-site-delivery"
 
     def __init__(
         self, settings: Settings, engine: Engine, audit: AuditLog, *, batch: int = 20
@@ -74,39 +77,8 @@ class SiteDelivery:
         self.store = DeliveryStore(engine)
         self.audit = audit
         self.batch = batch
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    # ------------------------------------------------------------------ loop
-    def start(self) -> SiteDelivery:
-        if self._thread is None or not self._thread.is_alive():
-            self._stop.clear()
-            self._thread = threading.Thread(
-                target=self._run, name="medgate-site-delivery", daemon=True
-            )
-            self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-            self._thread = None
-
-    def wake(self) -> None:
-        """Look for new results and due messages now (after a result or a review is saved)."""
-        self._wake.set()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.run_once()
-            except Exception:
-                log.exception("delivery pass failed")
-            self._wake.wait(self.settings.delivery.hl7.poll_seconds)
-            self._wake.clear()
+        self.interval = settings.delivery.hl7.poll_seconds
+        super().__init__()
 
     # ------------------------------------------------------------------ one pass
     def run_once(self) -> DeliverySummary:
