@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from pydicom import Dataset
 from pydicom.uid import generate_uid
-from trust_data import pydicom_test_files, synthetic_dataset
+from tests.support.phi_data import pydicom_test_files, synthetic_dataset
 
 from medgate.store.db import Index
 from medgate.store.instances import InstanceRecord

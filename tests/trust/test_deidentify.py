@@ -15,42 +15,12 @@ from typing import Any
 import pydicom
 import pytest
 from pydicom import Dataset
-from pydicom.uid import UID_dictionary
-from trust_data import SYNTHETIC_PHI, synthetic_dataset
+from tests.support.phi_data import PHI_KEYWORDS, SYNTHETIC_PHI, phi_values, synthetic_dataset
 
 from medgate.trust.deidentify import Deidentifier, DeidOptions, PrivateKeep, load_table
 
 KEY = "deid-test-key"
 UID_RE = re.compile(r"^2\.25\.(0|[1-9][0-9]*)$")
-PHI_KEYWORDS = {
-    "PatientName",
-    "PatientID",
-    "PatientBirthDate",
-    "OtherPatientIDs",
-    "OtherPatientNames",
-    "PatientAddress",
-    "PatientTelephoneNumbers",
-    "AccessionNumber",
-    "InstitutionName",
-    "InstitutionAddress",
-    "InstitutionalDepartmentName",
-    "ReferringPhysicianName",
-    "PerformingPhysicianName",
-    "NameOfPhysiciansReadingStudy",
-    "OperatorsName",
-    "RequestingPhysician",
-    "StationName",
-    "DeviceSerialNumber",
-    "StudyID",
-    "RequestedProcedureID",
-    "IssuerOfPatientID",
-    "PersonName",
-    "ContentCreatorName",
-    "VerifyingObserverName",
-    "VerifyingOrganization",
-    "PhysiciansOfRecord",
-    "PatientBirthName",
-}
 
 
 def read(path: Path) -> Dataset:
@@ -88,35 +58,6 @@ def expected_action(tag: int, columns: tuple[str, ...]) -> str | None:
     if "C" in chosen:
         return "C"
     return row["basic"]
-
-
-def phi_values(ds: Dataset) -> set[str]:
-    """Identifying values of a data set, at any depth, long enough not to match by chance."""
-    found: set[str] = set()
-
-    def walk(item: Dataset) -> None:
-        for elem in item:
-            if elem.VR == "SQ":
-                for sub in elem.value or []:
-                    walk(sub)
-                continue
-            if elem.keyword in PHI_KEYWORDS or elem.VR in ("PN", "UI"):
-                values = elem.value if elem.VM > 1 else [elem.value]
-            else:
-                continue
-            for value in values:
-                text = str(value or "").strip().rstrip("\x00")
-                if elem.VR == "UI" and (
-                    text in UID_dictionary or elem.keyword == "ImplementationClassUID"
-                ):
-                    continue
-                if len(text) >= 6 and len(set(text)) >= 3:  # "000000" matches by chance
-                    found.add(text)
-
-    walk(ds)
-    if ds.get("file_meta") is not None:
-        walk(ds.file_meta)
-    return found
 
 
 def to_bytes(ds: Dataset) -> bytes:

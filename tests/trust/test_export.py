@@ -9,7 +9,7 @@ import warnings
 from pathlib import Path
 
 import pydicom
-from test_deidentify import PHI_KEYWORDS, phi_values
+from tests.support.phi_data import PHI_KEYWORDS, phi_values
 from tests.support.tools import require_tool
 from typer.testing import CliRunner
 

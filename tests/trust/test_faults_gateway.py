@@ -27,17 +27,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from faults_helpers import (
+from pydicom.filereader import dcmread
+from tests.support import serving as helpers
+from tests.support.configs import settings_to_toml
+from tests.support.faults import (
     BackgroundSend,
     assert_store_consistent,
     repetitions,
     send_all,
     sop_uid,
 )
-from faults_helpers import count_injection as _count
-from pydicom.filereader import dcmread
-from tests.support import serving as helpers
-from tests.support.configs import settings_to_toml
+from tests.support.faults import count_injection as _count
 from tests.support.gateway_process import GatewayProcess, wait_for
 
 from medgate.core.config import Settings

@@ -18,7 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from faults_helpers import (
+from pydicom import dcmread
+from tests.support.faults import (
     INJECTIONS,
     BackgroundSend,
     ReceiverProcess,
@@ -31,7 +32,6 @@ from faults_helpers import (
     send_all,
     sop_uid,
 )
-from pydicom import dcmread
 
 from medgate.cli.dicom_service import DicomService
 from medgate.core.config import Settings

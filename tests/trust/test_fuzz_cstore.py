@@ -20,7 +20,15 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from faults_helpers import (
+from pydicom.dataset import FileMetaDataset
+from pydicom.filewriter import write_file_meta_info
+from pydicom.uid import (
+    CTImageStorage,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    generate_uid,
+)
+from tests.support.faults import (
     BackgroundSend,
     ReceiverProcess,
     dataset_bytes,
@@ -29,14 +37,6 @@ from faults_helpers import (
     receiver_config,
     repetitions,
     rss_mb,
-)
-from pydicom.dataset import FileMetaDataset
-from pydicom.filewriter import write_file_meta_info
-from pydicom.uid import (
-    CTImageStorage,
-    DeflatedExplicitVRLittleEndian,
-    ExplicitVRLittleEndian,
-    generate_uid,
 )
 
 from medgate.core.ports import free_port

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from faults_helpers import repetitions
 from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
+from tests.support.faults import repetitions
 
 from medgate.dicom.header import MalformedDataset, parse_header
 

@@ -11,9 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from faults_helpers import dataset_bytes, dataset_offset, sop_uid
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import Verification
+from tests.support.faults import dataset_bytes, dataset_offset, sop_uid
 from tests.support.tools import require_tool
 
 from medgate.cli.dicom_service import DicomService

@@ -1,4 +1,5 @@
-"""Test data of the trust suite: PHI-laden synthetic instances and pydicom's bundled files."""
+"""Test data of the trust suite: PHI-laden synthetic instances, pydicom's bundled files, and
+the reading of identifying values out of a data set (what de-identification must remove)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pydicom import Dataset
 from pydicom.data import get_testdata_files
 from pydicom.dataset import FileMetaDataset
 from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, UID_dictionary, generate_uid
 
 
 def pydicom_test_files() -> list[Path]:
@@ -117,3 +118,63 @@ def synthetic_dataset(
     meta.SourceApplicationEntityTitle = "QSCR-ROOM2"
     ds.file_meta = meta
     return ds
+
+
+PHI_KEYWORDS = {
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "OtherPatientIDs",
+    "OtherPatientNames",
+    "PatientAddress",
+    "PatientTelephoneNumbers",
+    "AccessionNumber",
+    "InstitutionName",
+    "InstitutionAddress",
+    "InstitutionalDepartmentName",
+    "ReferringPhysicianName",
+    "PerformingPhysicianName",
+    "NameOfPhysiciansReadingStudy",
+    "OperatorsName",
+    "RequestingPhysician",
+    "StationName",
+    "DeviceSerialNumber",
+    "StudyID",
+    "RequestedProcedureID",
+    "IssuerOfPatientID",
+    "PersonName",
+    "ContentCreatorName",
+    "VerifyingObserverName",
+    "VerifyingOrganization",
+    "PhysiciansOfRecord",
+    "PatientBirthName",
+}
+
+
+def phi_values(ds: Dataset) -> set[str]:
+    """Identifying values of a data set, at any depth, long enough not to match by chance."""
+    found: set[str] = set()
+
+    def walk(item: Dataset) -> None:
+        for elem in item:
+            if elem.VR == "SQ":
+                for sub in elem.value or []:
+                    walk(sub)
+                continue
+            if elem.keyword in PHI_KEYWORDS or elem.VR in ("PN", "UI"):
+                values = elem.value if elem.VM > 1 else [elem.value]
+            else:
+                continue
+            for value in values:
+                text = str(value or "").strip().rstrip("\x00")
+                if elem.VR == "UI" and (
+                    text in UID_dictionary or elem.keyword == "ImplementationClassUID"
+                ):
+                    continue
+                if len(text) >= 6 and len(set(text)) >= 3:  # "000000" matches by chance
+                    found.add(text)
+
+    walk(ds)
+    if ds.get("file_meta") is not None:
+        walk(ds.file_meta)
+    return found
