@@ -193,7 +193,8 @@ def test_the_loop_retries_a_refused_message_without_another_change(
             notify_settings,
             client.app.state.index.engine,  # type: ignore[attr-defined]
             AuditLog(notify_settings.audit_path, notify_settings.audit.hash_key),
-        ).start(interval_s=0.3)
+            interval_s=0.3,
+        ).start()
         try:
             wait_for(lambda: len(hook.received) == 1, "the retried message", timeout=20.0)
         finally:

@@ -1,8 +1,9 @@
 """A background loop of passes: ``run_once()`` every ``interval`` seconds, or at once when woken.
 
-The senders of medgate's durable queues (the PACS outbox, the sites' deliveries) each drain their
-queue in passes; this is the one thread that runs the passes, so that starting, stopping and
-waking work the same way for every queue. A failing pass is logged and the next one retries.
+The senders of medgate's durable queues (the PACS outbox, the sites' deliveries, critical-result
+and referral notifications) each drain their queue in passes; this is the one thread that runs
+the passes, so that starting, stopping and waking work the same way for every queue. A failing
+pass is logged and the next one retries.
 """
 
 from __future__ import annotations
@@ -24,15 +25,17 @@ class PassLoop:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # passes never overlap: the loop's and those ``kick`` runs in threads of their own
+        self._pass_lock = threading.Lock()
 
     def run_once(self) -> object:
         raise NotImplementedError
 
     def start(self) -> Self:
         """Start the loop's thread (a running loop is left as it is); returns the loop."""
-        if self._thread is None or not self._thread.is_alive():
+        if not self.running:
             self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
+            self._thread = threading.Thread(target=self.loop, name=self.thread_name, daemon=True)
             self._thread.start()
         return self
 
@@ -44,15 +47,32 @@ class PassLoop:
             self._thread.join(timeout=30)
             self._thread = None
 
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
     def wake(self) -> None:
         """Run the next pass now instead of after the interval."""
         self._wake.set()
 
-    def _run(self) -> None:
+    def kick(self) -> None:
+        """Run a pass now in the background: the loop's next one when the loop runs, else one in
+        a thread of its own (a process that only serves requests runs no loop)."""
+        if self.running:
+            self.wake()
+        else:
+            threading.Thread(target=self._logged_pass, name=self.thread_name, daemon=True).start()
+
+    def loop(self) -> None:
+        """Pass after pass until ``stop``, in the calling thread (``start`` runs it in its own)."""
         while not self._stop.is_set():
-            try:
-                self.run_once()
-            except Exception:
-                log.exception("%s: pass failed", self.thread_name)
+            self._logged_pass()
             self._wake.wait(self.interval)
             self._wake.clear()
+
+    def _logged_pass(self) -> None:
+        with self._pass_lock:
+            try:
+                self.run_once()
+            except Exception:  # a database hiccup must not end the loop: the next pass retries
+                log.exception("%s: pass failed", self.thread_name)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import smtplib
-import threading
 from email.message import EmailMessage
 from typing import Any
 
@@ -26,6 +25,7 @@ import httpx
 from sqlalchemy.engine import Engine
 
 from medgate.core.config import NotifyChannelConfig, Settings
+from medgate.core.pass_loop import PassLoop
 from medgate.store.engine import utcnow
 from medgate.store.referrals import QueuedNotification, ReferralStore
 from medgate.trust.audit import AuditLog
@@ -52,80 +52,62 @@ def message_key(item: QueuedNotification) -> str:
     return f"referral-{item.referral_id}-{item.seq}-{item.channel}"
 
 
-class ReferralNotifier:
-    """Sends queued referral messages; ``run_once`` is one pass, ``start`` a loop."""
+class ReferralNotifier(PassLoop):
+    """Sends queued referral messages; ``run_once`` is one pass, ``kick`` one in the background,
+    ``start`` a loop (every ``notify.poll_seconds``, or ``interval_s``)."""
 
-    def __init__(self, settings: Settings, engine: Engine, audit: AuditLog) -> None:
+    thread_name = "medgate-referral-notify"
+
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        audit: AuditLog,
+        *,
+        interval_s: float | None = None,
+    ) -> None:
         self.settings = settings
         self.store = ReferralStore(engine)
         self.audit = audit
-        self._pass = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self.interval = interval_s or settings.notify.poll_seconds
+        super().__init__()
 
     def run_once(self, now: dt.datetime | None = None) -> int:
         """Send every due message once; returns how many were sent."""
-        with self._pass:
-            by_name = {c.name: c for c in self.settings.notify.channels}
-            sent = 0
-            for item in self.store.claim_notifications(LEASE_SECONDS, now):
-                channel = by_name.get(item.channel)
-                if channel is None:
-                    self.store.notification_failed(
-                        item.id, f"channel {item.channel!r} is no longer configured", None
-                    )
-                    continue
-                try:
-                    self._deliver(channel, item)
-                except Exception as exc:  # any failure of the peer: retried, then dead
-                    attempts = item.attempts + 1
-                    retry = None
-                    if attempts < self.settings.notify.max_attempts:
-                        retry = utcnow() + dt.timedelta(seconds=min(60.0, 2.0**attempts))
-                    self.store.notification_failed(item.id, f"{type(exc).__name__}: {exc}", retry)
-                    log.warning("referral message %d on %s failed: %s", item.id, item.channel, exc)
-                    continue
-                self.store.notification_sent(item.id)
-                sent += 1
-                self.audit.record(
-                    "referral-notified",
-                    actor="medgate referral-notify",
-                    details={
-                        "referral": item.referral_id,
-                        "change": item.seq,
-                        "status": item.payload.get("status"),
-                        "channel": channel.name,
-                        "kind": channel.kind,
-                        "to": item.payload.get("to"),
-                    },
+        by_name = {c.name: c for c in self.settings.notify.channels}
+        sent = 0
+        for item in self.store.claim_notifications(LEASE_SECONDS, now):
+            channel = by_name.get(item.channel)
+            if channel is None:
+                self.store.notification_failed(
+                    item.id, f"channel {item.channel!r} is no longer configured", None
                 )
-            return sent
-
-    def kick(self) -> None:
-        """Run one pass in a background thread now (the API calls this after a change)."""
-        threading.Thread(target=self._safe_pass, name="referral-notify", daemon=True).start()
-
-    def start(self, interval_s: float | None = None) -> ReferralNotifier:
-        wait = interval_s or self.settings.notify.poll_seconds
-
-        def loop() -> None:
-            while not self._stop.wait(wait):
-                self._safe_pass()
-
-        self._thread = threading.Thread(target=loop, name="referral-notify-loop", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-
-    def _safe_pass(self) -> None:
-        try:
-            self.run_once()
-        except Exception:  # a database hiccup must not kill the thread; the next pass retries
-            log.exception("referral notification pass failed")
+                continue
+            try:
+                self._deliver(channel, item)
+            except Exception as exc:  # any failure of the peer: retried, then dead
+                attempts = item.attempts + 1
+                retry = None
+                if attempts < self.settings.notify.max_attempts:
+                    retry = utcnow() + dt.timedelta(seconds=min(60.0, 2.0**attempts))
+                self.store.notification_failed(item.id, f"{type(exc).__name__}: {exc}", retry)
+                log.warning("referral message %d on %s failed: %s", item.id, item.channel, exc)
+                continue
+            self.store.notification_sent(item.id)
+            sent += 1
+            self.audit.record(
+                "referral-notified",
+                actor="medgate referral-notify",
+                details={
+                    "referral": item.referral_id,
+                    "change": item.seq,
+                    "status": item.payload.get("status"),
+                    "channel": channel.name,
+                    "kind": channel.kind,
+                    "to": item.payload.get("to"),
+                },
+            )
+        return sent
 
     def _message(self, item: QueuedNotification) -> dict[str, Any]:
         base = _base_url(self.settings)

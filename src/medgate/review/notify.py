@@ -26,7 +26,6 @@ import datetime as dt
 import hashlib
 import logging
 import smtplib
-import threading
 from email.message import EmailMessage
 from typing import Any
 
@@ -34,6 +33,7 @@ import httpx
 
 from medgate.core.config import NotifyChannelConfig, Settings
 from medgate.core.logs import phi_hash
+from medgate.core.pass_loop import PassLoop
 from medgate.delivery.sites import site_for_aes
 from medgate.review.board import present_findings
 from medgate.store.db import Index
@@ -67,39 +67,18 @@ def channels_for(settings: Settings, site_name: str) -> list[NotifyChannelConfig
     return [c for c in settings.notify.channels if c.site in ("", site_name)]
 
 
-class Notifier:
+class Notifier(PassLoop):
     """The notification loop (``start``/``stop``), or one pass (``run_once``)."""
+
+    thread_name = "medgate-notify"
 
     def __init__(self, settings: Settings, index: Index, audit: AuditLog) -> None:
         self.settings = settings
         self.index = index
         self.audit = audit
         self.store = NotificationStore(index.engine)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    # ------------------------------------------------------------------ loop
-    def start(self) -> Notifier:
-        if self._thread is None or not self._thread.is_alive():
-            self._stop.clear()
-            self._thread = threading.Thread(target=self.loop, name="medgate-notify", daemon=True)
-            self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-            self._thread = None
-
-    def loop(self) -> None:
-        """Pass after pass until ``stop``."""
-        while not self._stop.is_set():
-            try:
-                self.run_once()
-            except Exception:
-                log.exception("notification pass failed")
-            self._stop.wait(self.settings.notify.poll_seconds)
+        self.interval = settings.notify.poll_seconds
+        super().__init__()
 
     # ------------------------------------------------------------------ one pass
     def run_once(self, now: dt.datetime | None = None) -> int:
