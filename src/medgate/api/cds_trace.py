@@ -23,11 +23,11 @@ from fastapi import HTTPException, Request
 from pydantic import BaseModel
 
 from medgate import __version__
+from medgate.api.audit_log import app_audit
 from medgate.api.cds_fhir import BP_PANEL, CODES, LOINC
 from medgate.api.routes_referrals import actor_of, open_referral, patient_key, token_site
 from medgate.store.cds_answers import CdsAnswerStore, NewAnswer
 from medgate.store.referrals import Evidence, NewReferral, ReferralStore
-from medgate.trust.audit import AuditLog
 
 OVERRIDE_SYSTEM = "urn:medgate:cds:override-reason"
 #: code -> (zh, en) display: why a doctor did not follow a card
@@ -284,15 +284,6 @@ def scores(result: BaseModel) -> dict[str, Any]:
     return out
 
 
-def _audit(request: Request) -> AuditLog:
-    log = getattr(request.app.state, "cds_trace_audit", None)
-    if log is None:
-        settings = request.app.state.settings
-        log = AuditLog(settings.audit_path, settings.audit.hash_key)
-        request.app.state.cds_trace_audit = log
-    return log
-
-
 def record_answer(
     request: Request,
     service_id: str,
@@ -319,7 +310,7 @@ def record_answer(
         cards=cards,
     )
     answer_id = CdsAnswerStore(request.app.state.index.engine).record(new)
-    _audit(request).record(
+    app_audit(request).record(
         "cds-answer",
         actor=actor_of(request),
         details={
@@ -371,7 +362,7 @@ def record_feedback(request: Request, service_id: str, items: list[dict[str, Any
         if found is None or found[0].service != service_id:
             # a card this server has no record of (given before tracing, or by another
             # service): nothing to store it against; the audit trail notes it
-            _audit(request).record(
+            app_audit(request).record(
                 "cds-feedback",
                 outcome="minor-failure",
                 actor=actor_of(request),
@@ -426,7 +417,7 @@ def record_feedback(request: Request, service_id: str, items: list[dict[str, Any
             when,
             referral_id,
         )
-        _audit(request).record(
+        app_audit(request).record(
             "cds-feedback",
             actor=actor_of(request),
             details={

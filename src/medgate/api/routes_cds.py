@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from medgate.api import cds_fhir as fh
 from medgate.api import cds_trace
+from medgate.api.audit_log import app_audit
 from medgate.api.security import require_scope
 from medgate.clinical import china_par as cp
 from medgate.clinical import followup as fu
@@ -52,16 +53,6 @@ from medgate.models.tabular import (
     TabularPredictor,
     load_predictor,
 )
-from medgate.trust.audit import AuditLog
-
-
-def _audit_log(request: Request) -> AuditLog:
-    log = getattr(request.app.state, "cds_audit", None)
-    if log is None:
-        settings = request.app.state.settings
-        log = AuditLog(settings.audit_path, settings.audit.hash_key)
-        request.app.state.cds_audit = log
-    return log
 
 
 def _actor(request: Request) -> str:
@@ -100,7 +91,7 @@ class AuditedRoute(APIRoute):
                     "ms": round((time.perf_counter() - started) * 1000, 2),
                 }
                 await run_in_threadpool(
-                    _audit_log(request).record,
+                    app_audit(request).record,
                     "api-request",
                     outcome="success" if status < 400 else "failure",
                     actor=_actor(request),
@@ -639,7 +630,7 @@ def feedback(service_id: str, body: FeedbackRequest, request: Request) -> dict[s
         raise HTTPException(404, f"no CDS service {service_id!r}")
     cds_trace.record_feedback(request, service_id, body.feedback)  # accepted referral: created
     outcomes = [str(item.get("outcome", "")) for item in body.feedback]
-    _audit_log(request).record(
+    app_audit(request).record(
         "api-request",
         actor=_actor(request),
         details={

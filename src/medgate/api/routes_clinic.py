@@ -23,6 +23,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
+from medgate.api.audit_log import app_audit
 from medgate.api.clinic_session import (
     COOKIE,
     ClinicAccess,
@@ -35,7 +36,6 @@ from medgate.api.clinic_session import (
 from medgate.api.clinic_view import PatientHidden, PatientView, patient, patients, score_series
 from medgate.api.routes_referrals import open_referral
 from medgate.store.referrals import Evidence, NewReferral
-from medgate.trust.audit import AuditLog
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=str(HERE / "clinic_templates"))
@@ -283,15 +283,10 @@ def _context(request: Request, access: ClinicAccess | None, **extra: Any) -> dic
 
 
 def _audit(request: Request, access: ClinicAccess, page: str, patient_id: str | None) -> None:
-    log = getattr(request.app.state, "clinic_audit", None)
-    if log is None:
-        settings = request.app.state.settings
-        log = AuditLog(settings.audit_path, settings.audit.hash_key)
-        request.app.state.clinic_audit = log
     details: dict[str, Any] = {"page": page, "site": access.site or "*"}
     if patient_id is not None:
         details["patient"] = patient_id
-    log.record("clinic-view", actor=access.actor, details=details)
+    app_audit(request).record("clinic-view", actor=access.actor, details=details)
 
 
 def _gate(request: Request) -> ClinicAccess | Response:

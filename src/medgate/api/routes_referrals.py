@@ -22,6 +22,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 from pydicom.errors import InvalidDicomError
 
+from medgate.api.audit_log import app_audit
 from medgate.api.security import require_scope
 from medgate.core.config import Settings
 from medgate.core.logs import phi_hash
@@ -40,7 +41,6 @@ from medgate.store.referrals import (
     Urgency,
 )
 from medgate.store.reviews import ReviewRow
-from medgate.trust.audit import AuditLog
 
 UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 
@@ -185,19 +185,10 @@ def channels_for(settings: Settings, site: str | None, side: str) -> list[str]:
     return names
 
 
-def _audit(request: Request) -> AuditLog:
-    log = getattr(request.app.state, "referral_audit", None)
-    if log is None:
-        settings = request.app.state.settings
-        log = AuditLog(settings.audit_path, settings.audit.hash_key)
-        request.app.state.referral_audit = log
-    return log
-
-
 def audit_change(request: Request, event: str, referral: Referral) -> None:
     """One audit entry per change: ids, status, urgency, the side notified; patient hashed."""
     last = referral.events[-1] if referral.events else None
-    _audit(request).record(
+    app_audit(request).record(
         event,
         actor=actor_of(request),
         study_uid=referral.study_instance_uid,
@@ -219,7 +210,7 @@ def notifier(request: Request) -> ReferralNotifier:
     state = request.app.state
     made = getattr(state, "referral_notifier", None)
     if made is None:
-        made = ReferralNotifier(state.settings, state.index.engine, _audit(request))
+        made = ReferralNotifier(state.settings, state.index.engine, app_audit(request))
         state.referral_notifier = made
     return made
 
