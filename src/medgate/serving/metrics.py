@@ -16,7 +16,6 @@ import bisect
 import contextlib
 import logging
 import threading
-import time
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
@@ -26,6 +25,8 @@ from prometheus_client.core import (
     GaugeMetricFamily,
     HistogramMetricFamily,
 )
+
+from medgate.core.pass_loop import PassLoop
 
 log = logging.getLogger(__name__)
 
@@ -114,17 +115,19 @@ class MetricsSink(Protocol):
     def snapshot(self) -> dict[str, Any]: ...
 
 
-class RayMetrics:
+class RayMetrics(PassLoop):
     """A sink that forwards to the named actor in batches; never lets a metrics failure break
     the pipeline. Observations are checked here (a wrong label set raises at once, like the
-    local store) and flushed every ``flush_seconds`` by a daemon thread."""
+    local store) and flushed every ``flush_seconds`` by a pass loop started by the first one."""
+
+    thread_name = "medgate-metrics-flush"
 
     def __init__(self, actor: Any, flush_seconds: float = FLUSH_SECONDS) -> None:
         self._actor = actor
-        self._flush_seconds = flush_seconds
+        self.interval = flush_seconds
         self._pending: list[tuple[str, float, tuple[str, ...]]] = []
         self._lock = threading.Lock()
-        self._flusher: threading.Thread | None = None
+        super().__init__()
 
     def observe(self, name: str, value: float, labels: Iterable[str] = ()) -> None:
         key = tuple(labels)
@@ -133,11 +136,8 @@ class RayMetrics:
             raise ValueError(f"{name} takes labels {label_names}, got {key}")
         with self._lock:
             self._pending.append((name, float(value), key))
-            if self._flusher is None:
-                self._flusher = threading.Thread(
-                    target=self._flush_forever, name="medgate-metrics-flush", daemon=True
-                )
-                self._flusher.start()
+            if not self.running:
+                self.start()
 
     def inc(self, name: str, labels: Iterable[str] = (), amount: float = 1.0) -> None:
         self.observe(name, amount, labels)
@@ -153,10 +153,8 @@ class RayMetrics:
         except Exception as exc:
             log.debug("metrics observations lost: %s", exc)
 
-    def _flush_forever(self) -> None:
-        while True:
-            time.sleep(self._flush_seconds)
-            self.flush()
+    def run_once(self) -> None:
+        self.flush()
 
     def snapshot(self) -> dict[str, Any]:
         import ray
