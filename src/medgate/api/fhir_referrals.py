@@ -77,8 +77,9 @@ def read_referral(kind: str, resource_id: str, request: Request) -> Resource | N
     return _resource(kind, referral)
 
 
-class TaskUpdateError(Exception):
-    """A Task update that is refused: HTTP status, FHIR issue code and a message."""
+class FhirError(Exception):
+    """A FHIR request that is refused: HTTP status, FHIR issue code and a message, sent back
+    as an OperationOutcome (``routes_fhir``)."""
 
     def __init__(self, status: int, code: str, text: str) -> None:
         super().__init__(text)
@@ -93,15 +94,13 @@ FHIR_CODES = {403: "forbidden", 404: "not-found", 409: "conflict", 422: "invaria
 def update_task(resource_id: str, body: Any, request: Request) -> Resource:
     """Apply a PUT Task: its status (with reason / plan) moves the referral; returns the Task."""
     if not isinstance(body, dict) or body.get("resourceType") != "Task":
-        raise TaskUpdateError(400, "invalid", "the body must be a FHIR Task")
+        raise FhirError(400, "invalid", "the body must be a FHIR Task")
     if body.get("id") not in (None, resource_id):
-        raise TaskUpdateError(400, "invalid", "the Task's id does not match the URL")
+        raise FhirError(400, "invalid", "the Task's id does not match the URL")
     try:
         sent = Task.model_validate(body)
     except ValidationError as exc:
-        raise TaskUpdateError(
-            400, "invalid", f"not a valid Task: {exc.errors()[0]['msg']}"
-        ) from exc
+        raise FhirError(400, "invalid", f"not a valid Task: {exc.errors()[0]['msg']}") from exc
     plan = next((o.valueString for o in sent.output or [] if o.valueString), None)
     change = {
         "status": sent.status,
@@ -112,12 +111,12 @@ def update_task(resource_id: str, body: Any, request: Request) -> Resource:
     try:
         patch = ReferralPatch.model_validate(change)
     except ValidationError as exc:
-        raise TaskUpdateError(
+        raise FhirError(
             422, "invariant", "Task.status must be accepted, rejected, completed or cancelled"
         ) from exc
     try:
         referral = change_referral(request, resource_id, patch)
     except HTTPException as exc:
         code = FHIR_CODES.get(exc.status_code, "processing")
-        raise TaskUpdateError(exc.status_code, code, str(exc.detail)) from exc
+        raise FhirError(exc.status_code, code, str(exc.detail)) from exc
     return task(referral)

@@ -20,8 +20,8 @@ from pydicom.errors import InvalidDicomError
 
 from medgate import __version__
 from medgate.api.fhir_referrals import (
+    FhirError,
     ReferralHidden,
-    TaskUpdateError,
     read_referral,
     search_referrals,
     update_task,
@@ -54,14 +54,6 @@ SEARCHES: dict[str, set[str]] = {
 
 router = APIRouter(prefix="/fhir", tags=["fhir"])
 guarded = APIRouter(prefix="/fhir", tags=["fhir"], dependencies=[Depends(require_scope("fhir"))])
-
-
-class FhirError(Exception):
-    def __init__(self, status: int, code: str, text: str) -> None:
-        super().__init__(text)
-        self.status = status
-        self.code = code
-        self.text = text
 
 
 def _json(resource: Any, status: int = 200) -> JSONResponse:
@@ -291,57 +283,45 @@ def metadata(request: Request) -> JSONResponse:
     return _json(capability_statement(__version__, _base_url(request)))
 
 
-@guarded.get("/DiagnosticReport")
-def search_reports(request: Request) -> JSONResponse:
-    """AI results by ``patient``, ``subject:identifier``, ``status`` and ``date``."""
-    return _search("DiagnosticReport", request)
+#: what each type's search returns, for the OpenAPI page
+TYPE_DESCRIPTIONS = {
+    "DiagnosticReport": "The AI results, one report per study.",
+    "Observation": "One Observation per finding and per study-level measurement.",
+    "RiskAssessment": "The triage priority of each result as a qualitative risk.",
+    "ServiceRequest": "The referrals' requests (``api.fhir_referrals``).",
+    "Task": "Where each referral stands (``api.fhir_referrals``).",
+}
 
 
-@guarded.get("/DiagnosticReport/{resource_id}")
-def read_report(resource_id: str, request: Request) -> JSONResponse:
-    return _read("DiagnosticReport", resource_id, request)
+def _add_type_routes(kind: str) -> None:
+    """GET ``/fhir/<kind>`` (search) and GET ``/fhir/<kind>/{resource_id}`` (read)."""
+
+    def search(request: Request) -> JSONResponse:
+        return _search(kind, request)
+
+    def read(resource_id: str, request: Request) -> JSONResponse:
+        return _read(kind, resource_id, request)
+
+    guarded.add_api_route(
+        f"/{kind}",
+        search,
+        methods=["GET"],
+        name=f"search_{kind}",
+        summary=f"Search {kind}",
+        description=f"{TYPE_DESCRIPTIONS[kind]} Search parameters: "
+        f"{', '.join(sorted(SEARCHES[kind]))}.",
+    )
+    guarded.add_api_route(
+        f"/{kind}/{{resource_id}}",
+        read,
+        methods=["GET"],
+        name=f"read_{kind}",
+        summary=f"Read {kind}",
+    )
 
 
-@guarded.get("/Observation")
-def search_observations(request: Request) -> JSONResponse:
-    """One Observation per finding and per study-level measurement."""
-    return _search("Observation", request)
-
-
-@guarded.get("/Observation/{resource_id}")
-def read_observation(resource_id: str, request: Request) -> JSONResponse:
-    return _read("Observation", resource_id, request)
-
-
-@guarded.get("/RiskAssessment")
-def search_risks(request: Request) -> JSONResponse:
-    """The triage priority of each result as a qualitative risk."""
-    return _search("RiskAssessment", request)
-
-
-@guarded.get("/RiskAssessment/{resource_id}")
-def read_risk(resource_id: str, request: Request) -> JSONResponse:
-    return _read("RiskAssessment", resource_id, request)
-
-
-@guarded.get("/ServiceRequest")
-def search_service_requests(request: Request) -> JSONResponse:
-    return _search("ServiceRequest", request)
-
-
-@guarded.get("/ServiceRequest/{resource_id}")
-def read_service_request(resource_id: str, request: Request) -> JSONResponse:
-    return _read("ServiceRequest", resource_id, request)
-
-
-@guarded.get("/Task")
-def search_tasks(request: Request) -> JSONResponse:
-    return _search("Task", request)
-
-
-@guarded.get("/Task/{resource_id}")
-def read_task(resource_id: str, request: Request) -> JSONResponse:
-    return _read("Task", resource_id, request)
+for _kind in SEARCHES:
+    _add_type_routes(_kind)
 
 
 @guarded.put("/Task/{resource_id}")
@@ -353,6 +333,6 @@ async def put_task(resource_id: str, request: Request) -> JSONResponse:
         return _error(FhirError(400, "invalid", "the body is not JSON"))
     try:
         updated = await run_in_threadpool(update_task, resource_id, body, request)
-    except TaskUpdateError as exc:
-        return _error(FhirError(exc.status, exc.code, exc.text))
+    except FhirError as exc:
+        return _error(exc)
     return _json(updated)
