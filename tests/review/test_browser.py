@@ -25,13 +25,12 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 from tests.support.browser import chromium, served_on_loopback
+from tests.support.review_gateway import REVIEW_TOKEN, Gateway
 from tests.support.serving import phantom_bytes, study_uid_of, wait_for
 
 from medgate.core.ports import free_port
 from medgate.dicom.orthanc import OrthancServer
 from medgate.reports.validate import dciodvfy
-
-from .conftest import REVIEW_TOKEN, Gateway
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 DOCS_IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"

@@ -10,12 +10,11 @@ from typing import Any
 
 import pydicom
 from tests.support.configs import settings_to_toml
+from tests.support.review_gateway import REVIEW_TOKEN, Gateway
 from typer.testing import CliRunner
 
 from medgate.cli.main import app
 from medgate.datasets.folder import read_labeled_folder
-
-from .conftest import REVIEW_TOKEN, Gateway
 
 AUTH = {"Authorization": f"Bearer {REVIEW_TOKEN}"}
 

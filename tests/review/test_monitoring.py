@@ -6,11 +6,10 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from tests.support.review_gateway import REVIEW_TOKEN, Gateway
 
 from medgate.review.monitoring import model_figures, validation_ppv
 from medgate.review.verdicts import ReviewInput, VerdictInput, submit_review
-
-from .conftest import REVIEW_TOKEN, Gateway
 
 AUTH = {"Authorization": f"Bearer {REVIEW_TOKEN}"}
 KEY = ("tiny_cxr", "0.0.1")

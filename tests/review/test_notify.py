@@ -20,13 +20,12 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 from tests.support.configs import settings_to_toml
+from tests.support.review_gateway import REVIEW_TOKEN, Gateway
 from tests.support.serving import wait_for
 
 from medgate.core.ports import free_port
 from medgate.review.notify import Notifier
 from medgate.store.notifications import NotificationStore
-
-from .conftest import REVIEW_TOKEN, Gateway
 
 AUTH = {"Authorization": f"Bearer {REVIEW_TOKEN}"}
 #: 0.03 min = 1.8 s: long enough to ack in between, short enough for a test.

@@ -7,10 +7,9 @@ import io
 import re
 
 from PIL import Image
+from tests.support.review_gateway import RESULTS_TOKEN, REVIEW_TOKEN, Gateway
 
 from medgate.api.pages.session import COOKIE
-
-from .conftest import RESULTS_TOKEN, REVIEW_TOKEN, Gateway
 
 
 def _login(gateway: Gateway) -> None:

@@ -8,10 +8,9 @@ from typing import Any
 import highdicom as hd
 import pydicom
 import pytest
+from tests.support.review_gateway import RESULTS_TOKEN, REVIEW_TOKEN, Gateway
 
 from medgate.reports.validate import dciodvfy
-
-from .conftest import RESULTS_TOKEN, REVIEW_TOKEN, Gateway
 
 AUTH = {"Authorization": f"Bearer {REVIEW_TOKEN}"}
 
