@@ -22,8 +22,8 @@ from selenium import webdriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
-from tests.clinic.conftest import B_PATIENT, URGENT_PATIENT, ClinicData, populate
 from tests.support.browser import chromium, served_on_loopback
+from tests.support.clinic_data import B_PATIENT, URGENT_PATIENT, ClinicData, populate
 
 from medgate.core.config import Settings
 

@@ -11,14 +11,14 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from fastapi.testclient import TestClient
-from tests.clinic.conftest import (
+from tests.support.clinic_data import (
     B_PATIENT,
     ROUTINE_PATIENT,
     URGENT_PATIENT,
     VERIFIED_PATIENT,
     ClinicData,
 )
-from tests.referrals.conftest import HOSPITAL, SITE_A, SITE_B
+from tests.support.referral_site import HOSPITAL, SITE_A, SITE_B
 
 from medgate.api.app import create_app
 from medgate.core.config import Settings
@@ -144,7 +144,7 @@ def test_the_hospitals_plan_comes_back_into_the_ehr_as_a_card(
     client: TestClient, data: ClinicData
 ) -> None:
     """The clinic's EHR asks again after the referral came back down: a card shows the plan."""
-    from tests.referrals.hooks import hook
+    from tests.support.patient_view_hook import hook
 
     body = hook("after-referral")
     body["context"]["patientId"] = URGENT_PATIENT

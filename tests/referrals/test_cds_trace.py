@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from tests.referrals.conftest import HOSPITAL, SITE_A, SITE_B
-from tests.referrals.hooks import PATIENT_ID, hook
 from tests.support.configs import settings_to_toml
+from tests.support.patient_view_hook import PATIENT_ID, hook
+from tests.support.referral_site import HOSPITAL, SITE_A, SITE_B
 from typer.testing import CliRunner
 
 from medgate.cli.main import app as cli

@@ -9,7 +9,7 @@ from typing import Any
 from fastapi.testclient import TestClient
 from fhir.resources.R4B.operationoutcome import OperationOutcome
 from fhir.resources.R4B.task import Task
-from tests.referrals.conftest import HOSPITAL, SITE_A, SITE_B
+from tests.support.referral_site import HOSPITAL, SITE_A, SITE_B
 
 
 def task_of(client: TestClient, referral_id: str) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 from fastapi.testclient import TestClient
-from tests.referrals.conftest import HOSPITAL, SITE_A, referral_settings
+from tests.support.referral_site import HOSPITAL, SITE_A, referral_settings
 
 from medgate.api.app import create_app
 from medgate.core.config import NotifyConfig, Settings

@@ -9,7 +9,7 @@ from typing import Any
 from fastapi.testclient import TestClient
 from fhir.resources.R4B.servicerequest import ServiceRequest
 from fhir.resources.R4B.task import Task
-from tests.referrals.conftest import HOSPITAL, SITE_A, SITE_B
+from tests.support.referral_site import HOSPITAL, SITE_A, SITE_B
 
 from medgate.core.config import Settings
 
