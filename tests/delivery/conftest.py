@@ -4,17 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from tests.support.delivery_studies import ADMIN, RESULTS_ONLY, sites_config
+from tests.support.his_listener import MllpHis
 
 from medgate.core.config import Settings
 from medgate.store.migrations import upgrade
 from medgate.trust.audit import AuditLog
-
-from .delivery_support import ADMIN, RESULTS_ONLY, TOKEN_A, TOKEN_B
-from .his_listener import MllpHis
 
 
 @pytest.fixture
@@ -29,23 +27,6 @@ def his_b() -> Iterator[MllpHis]:
     his = MllpHis().start()
     yield his
     his.stop()
-
-
-def sites_config(port_a: int, port_b: int) -> list[dict[str, Any]]:
-    return [
-        {
-            "name": "clinic-a",
-            "calling_aes": ["CLINIC_A_CT"],
-            "hl7": {"host": "127.0.0.1", "port": port_a, "receiving_facility": "CLINIC_A"},
-            "tokens": {TOKEN_A: ["results", "fhir"]},
-        },
-        {
-            "name": "clinic-b",
-            "calling_aes": ["CLINIC_B_DX"],
-            "hl7": {"host": "127.0.0.1", "port": port_b},
-            "tokens": {TOKEN_B: ["results", "fhir"]},
-        },
-    ]
 
 
 @pytest.fixture

@@ -11,6 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
+from tests.support.delivery_studies import add_study
+from tests.support.his_listener import MllpHis
 
 from medgate.core.config import Settings
 from medgate.delivery.enqueue import (
@@ -23,9 +25,6 @@ from medgate.store.deliveries import DeliveryStore
 from medgate.store.migrations import upgrade
 from medgate.store.schema import reviews
 from medgate.trust.audit import AuditLog
-
-from .delivery_support import add_study
-from .his_listener import MllpHis
 
 
 @pytest.fixture

@@ -13,15 +13,14 @@ from fhir.resources.R4B import get_fhir_model_class
 from fhirclient import client
 from fhirclient.models.diagnosticreport import DiagnosticReport
 from fhirclient.models.observation import Observation
+from tests.support.delivery_studies import ADMIN, RESULTS_ONLY, TOKEN_A, TOKEN_B, add_study
+from tests.support.http_server import served
 
 from medgate.api.app import create_app
 from medgate.core.config import Settings
 from medgate.delivery.enqueue import enqueue_final_result
 from medgate.delivery.site_delivery import SiteDelivery
 from medgate.trust.audit import AuditLog
-
-from .delivery_support import ADMIN, RESULTS_ONLY, TOKEN_A, TOKEN_B, add_study
-from .http_server import served
 
 
 def _fhir_client(base: str, token: str) -> client.FHIRClient:

@@ -12,16 +12,15 @@ import sqlalchemy as sa
 from fhirclient import client
 from fhirclient.models.diagnosticreport import DiagnosticReport
 from fhirclient.models.observation import Observation
+from tests.support.delivery_studies import add_study
+from tests.support.fhir_peer import PeerState, fhir_peer
+from tests.support.http_server import served
 
 from medgate.core.config import FhirDestination, Settings
 from medgate.delivery.enqueue import enqueue_final_result
 from medgate.delivery.site_delivery import SiteDelivery
 from medgate.store.deliveries import DeliveryStore
 from medgate.trust.audit import AuditLog
-
-from .delivery_support import add_study
-from .fhir_peer import PeerState, fhir_peer
-from .http_server import served
 
 PUSH_TOKEN = "push-token-of-clinic-a"
 

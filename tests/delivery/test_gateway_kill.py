@@ -11,13 +11,12 @@ from pathlib import Path
 
 import sqlalchemy as sa
 from tests.support.configs import settings_to_toml
+from tests.support.delivery_studies import add_study
 from tests.support.gateway_process import GatewayProcess
+from tests.support.his_listener import MllpHis
 
 from medgate.core.config import Settings
 from medgate.store.deliveries import DeliveryStore
-
-from .delivery_support import add_study
-from .his_listener import MllpHis
 
 
 def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:

@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from tests.support.configs import settings_to_toml
+from tests.support.delivery_studies import add_study
+from tests.support.his_listener import MllpHis
 
 from medgate.core.config import Settings
 from medgate.core.ports import free_port
@@ -23,9 +25,6 @@ from medgate.delivery.enqueue import enqueue_final_result
 from medgate.delivery.site_delivery import SiteDelivery
 from medgate.store.deliveries import DeliveryStore
 from medgate.trust.audit import AuditLog
-
-from .delivery_support import add_study
-from .his_listener import MllpHis
 
 HERE = Path(__file__).parent
 

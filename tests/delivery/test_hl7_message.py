@@ -8,14 +8,13 @@ from typing import Any
 import sqlalchemy as sa
 from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.parser import parse_message
+from tests.support.delivery_studies import add_study
 
 from medgate.core.config import Settings
 from medgate.delivery.enqueue import messages_for
 from medgate.delivery.hl7_oru import build_oru, message_control_id
 from medgate.delivery.study_header import NameParts, StudyHeader
 from medgate.store.deliveries import DeliveryStore
-
-from .delivery_support import add_study
 
 
 def _parse(er7: str) -> Any:

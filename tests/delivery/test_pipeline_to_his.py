@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.support.delivery_studies import sites_config
+from tests.support.his_listener import MllpHis
 from tests.support.serving import phantom_bytes, serving_overrides, study_uid_of, wait_for
 from tests.support.tools import require_tool
 
@@ -23,9 +25,6 @@ from medgate.serving.deployments import LocalModelClient
 from medgate.serving.inference import load_predictor
 from medgate.store.db import Index
 from medgate.trust.audit import AuditLog
-
-from .conftest import sites_config
-from .his_listener import MllpHis
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ import pydicom
 import sqlalchemy as sa
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
+from tests.support.delivery_studies import add_study
 
 from medgate.core.config import Settings, SitePacs
 from medgate.core.ports import free_port
@@ -21,8 +22,6 @@ from medgate.dicom.orthanc import OrthancServer
 from medgate.store.deliveries import DeliveryStore
 from medgate.store.schema import outbox
 from medgate.trust.audit import AuditLog
-
-from .delivery_support import add_study
 
 # Orthanc answers C-STORE success when the filter returns false; an error makes it refuse.
 REJECT_ALL = """

@@ -8,16 +8,15 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
+from tests.support.delivery_studies import ADMIN, TOKEN_A, TOKEN_B, add_study
+from tests.support.his_listener import MllpHis
+from tests.support.http_server import served
 
 from medgate.api.app import create_app
 from medgate.core.config import ConfigError, Settings, load_settings
 from medgate.delivery.site_delivery import SiteDelivery
 from medgate.delivery.sites import site_for_aes, site_tokens, visible_to
 from medgate.trust.audit import AuditLog
-
-from .delivery_support import ADMIN, TOKEN_A, TOKEN_B, add_study
-from .his_listener import MllpHis
-from .http_server import served
 
 
 def _get(base: str, path: str, token: str) -> httpx.Response:

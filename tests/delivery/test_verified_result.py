@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from tests.support.delivery_studies import result_json
 
 from medgate.delivery.verified_result import apply_verdicts
-
-from .delivery_support import result_json
 
 
 def test_verdicts_turn_confirm_and_correct_the_findings() -> None:

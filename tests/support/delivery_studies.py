@@ -1,4 +1,5 @@
-"""Studies with built results, as the receiver and the worker leave them, for the delivery tests.
+"""Studies with built results, as the receiver and the worker leave them, for the delivery tests,
+and the two sites (their calling AEs, HL7 peers and tokens) they are delivered to.
 
 ``add_study`` writes one DICOM instance (UTF-8 Chinese patient name, accession number) under the
 storage folder and the rows the receiver and the worker write for it: the instance row with the
@@ -38,6 +39,23 @@ EFFUSION = Code(value="60046008", scheme="SCT", meaning="Pleural effusion")
 DIAMETER = Code(value="81827009", scheme="SCT", meaning="Diameter")
 MM = Code(value="mm", scheme="UCUM", meaning="millimeter")
 SR_CLASS = "1.2.840.10008.5.1.4.1.1.88.34"
+
+
+def sites_config(port_a: int, port_b: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": "clinic-a",
+            "calling_aes": ["CLINIC_A_CT"],
+            "hl7": {"host": "127.0.0.1", "port": port_a, "receiving_facility": "CLINIC_A"},
+            "tokens": {TOKEN_A: ["results", "fhir"]},
+        },
+        {
+            "name": "clinic-b",
+            "calling_aes": ["CLINIC_B_DX"],
+            "hl7": {"host": "127.0.0.1", "port": port_b},
+            "tokens": {TOKEN_B: ["results", "fhir"]},
+        },
+    ]
 
 
 def result_json(study_uid: str, sr_uid: str) -> dict[str, Any]:
