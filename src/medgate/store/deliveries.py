@@ -11,6 +11,7 @@ the preliminary one.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 from collections.abc import Iterable, Sequence
@@ -20,6 +21,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from medgate.store.engine import aware, utcnow
+from medgate.store.queue import LeasedQueue
 from medgate.store.schema import (
     deliveries,
     instances,
@@ -29,16 +32,8 @@ from medgate.store.schema import (
     studies,
 )
 
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-def _aware(value: dt.datetime | None) -> dt.datetime | None:
-    """SQLite hands back naive datetimes; everything medgate stores is UTC."""
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=dt.UTC)
-    return value
+#: a message is held by the ``lease_until`` of its claim; ``next_attempt_at`` is its back-off
+_QUEUE = LeasedQueue(deliveries, lease_column="lease_until", dead="dead-letter")
 
 
 @dataclass(frozen=True)
@@ -70,6 +65,9 @@ class Delivery:
     payload: str
     attempts: int
     refusals: int
+
+
+_DELIVERY_FIELDS = tuple(f.name for f in dataclasses.fields(Delivery))
 
 
 class DeliveryStore:
@@ -135,7 +133,7 @@ class DeliveryStore:
                 {
                     "study_instance_uid": r.study_instance_uid,
                     "result": json.loads(r.result_json),
-                    "updated_at": _aware(r.updated_at),
+                    "updated_at": aware(r.updated_at),
                 }
                 for r in conn.execute(query)
             ]
@@ -215,7 +213,7 @@ class DeliveryStore:
                 {
                     "study_instance_uid": r.study_instance_uid,
                     "result": json.loads(r.result_json),
-                    "updated_at": _aware(r.updated_at),
+                    "updated_at": aware(r.updated_at),
                 }
                 for r in conn.execute(query)
             ]
@@ -344,60 +342,26 @@ class DeliveryStore:
             )
             .exists()
         )
-        query = (
-            sa.select(deliveries)
-            .where(
-                deliveries.c.status == "pending",
-                deliveries.c.next_attempt_at <= now,
-                sa.or_(deliveries.c.lease_until.is_(None), deliveries.c.lease_until < now),
-                ~waiting_behind,
-            )
-            .order_by(deliveries.c.id)
-            .limit(limit)
-        )
-        claimed: list[Delivery] = []
+        free = sa.or_(deliveries.c.lease_until.is_(None), deliveries.c.lease_until < now)
+        query = _QUEUE.due(now, free, ~waiting_behind).limit(limit)
+        lease_until = now + dt.timedelta(seconds=lease_seconds)
         with self.engine.begin() as conn:
             rows = conn.execute(query).mappings().all()
-            for row in rows:
-                taken = conn.execute(
-                    deliveries.update()
-                    .where(
-                        deliveries.c.id == row["id"],
-                        deliveries.c.status == "pending",
-                        sa.or_(deliveries.c.lease_until.is_(None), deliveries.c.lease_until < now),
-                    )
-                    .values(lease_until=now + dt.timedelta(seconds=lease_seconds))
-                )
-                if taken.rowcount == 1:
-                    claimed.append(
-                        Delivery(
-                            id=row["id"],
-                            message_id=row["message_id"],
-                            study_instance_uid=row["study_instance_uid"],
-                            site=row["site"],
-                            destination=row["destination"],
-                            channel=row["channel"],
-                            result_status=row["result_status"],
-                            payload=row["payload"],
-                            attempts=row["attempts"],
-                            refusals=row["refusals"],
-                        )
-                    )
-        return claimed
+            return [
+                Delivery(**{f: row[f] for f in _DELIVERY_FIELDS})
+                for row in rows
+                if _QUEUE.take(conn, row["id"], lease_until, free)
+            ]
 
     def delivered(self, delivery_id: int, ack_code: str) -> None:
         with self.engine.begin() as conn:
-            conn.execute(
-                deliveries.update()
-                .where(deliveries.c.id == delivery_id)
-                .values(
-                    status="delivered",
-                    attempts=deliveries.c.attempts + 1,
-                    delivered_at=utcnow(),
-                    ack_code=ack_code,
-                    lease_until=None,
-                    last_error=None,
-                )
+            _QUEUE.attempted(
+                conn,
+                delivery_id,
+                status="delivered",
+                delivered_at=utcnow(),
+                ack_code=ack_code,
+                last_error=None,
             )
 
     def retry(
@@ -409,33 +373,26 @@ class DeliveryStore:
         refused: bool,
         ack_code: str | None = None,
     ) -> None:
+        retry_at = utcnow() + dt.timedelta(seconds=delay_seconds)
         with self.engine.begin() as conn:
-            conn.execute(
-                deliveries.update()
-                .where(deliveries.c.id == delivery_id)
-                .values(
-                    attempts=deliveries.c.attempts + 1,
-                    refusals=deliveries.c.refusals + (1 if refused else 0),
-                    next_attempt_at=utcnow() + dt.timedelta(seconds=delay_seconds),
-                    lease_until=None,
-                    ack_code=ack_code,
-                    last_error=error[:1000],
-                )
+            _QUEUE.attempted(
+                conn,
+                delivery_id,
+                retry_at=retry_at,
+                refused=refused,
+                ack_code=ack_code,
+                last_error=error[:1000],
             )
 
     def dead(self, delivery_id: int, error: str, ack_code: str | None = None) -> None:
         with self.engine.begin() as conn:
-            conn.execute(
-                deliveries.update()
-                .where(deliveries.c.id == delivery_id)
-                .values(
-                    status="dead-letter",
-                    attempts=deliveries.c.attempts + 1,
-                    refusals=deliveries.c.refusals + 1,
-                    lease_until=None,
-                    ack_code=ack_code,
-                    last_error=error[:1000],
-                )
+            _QUEUE.attempted(
+                conn,
+                delivery_id,
+                status="dead-letter",
+                refused=True,
+                ack_code=ack_code,
+                last_error=error[:1000],
             )
 
     # ------------------------------------------------------------------ reading
@@ -456,7 +413,7 @@ class DeliveryStore:
             rows = [dict(r) for r in conn.execute(query).mappings()]
         for row in rows:
             for key in ("next_attempt_at", "lease_until", "created_at", "delivered_at"):
-                row[key] = _aware(row[key])
+                row[key] = aware(row[key])
         return rows
 
     def destination_states(self, study_uid: str) -> dict[str, dict[str, Any]]:
@@ -559,7 +516,7 @@ class DeliveryStore:
 def _report_row(row: Any) -> dict[str, Any]:
     data = dict(row)
     for key in ("issued_at", "final_at"):
-        data[key] = _aware(data.get(key))
+        data[key] = aware(data.get(key))
     raw = data.pop("final_result_json", None)
     data["final_result"] = json.loads(raw) if raw else None
     return data

@@ -20,7 +20,10 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from medgate.store.engine import aware, utcnow
+from medgate.store.queue import LeasedQueue
 from medgate.store.schema import notifications, reviews, studies
+
+_QUEUE = LeasedQueue(notifications, error_chars=500)
 
 
 @dataclass(frozen=True)
@@ -129,69 +132,30 @@ class NotificationStore:
         """Pending messages that are due, each claimed by moving its ``next_attempt_at`` past a
         lease (a row another loop moved first is not returned)."""
         now = now or utcnow()
-        claimed: list[Notification] = []
-        with self.engine.connect() as conn:
-            due = (
-                conn.execute(
-                    sa.select(notifications)
-                    .where(
-                        notifications.c.status == "pending", notifications.c.next_attempt_at <= now
-                    )
-                    .order_by(notifications.c.id)
-                )
-                .mappings()
-                .all()
-            )
         lease = now + dt.timedelta(seconds=lease_seconds)
-        for data in due:
-            with self.engine.begin() as conn:
-                moved = conn.execute(
-                    notifications.update()
-                    .where(
-                        notifications.c.id == data["id"],
-                        notifications.c.status == "pending",
-                        notifications.c.next_attempt_at == data["next_attempt_at"],
-                    )
-                    .values(next_attempt_at=lease)
-                ).rowcount
-            if moved == 1:
-                claimed.append(_row(data))
-        return claimed
+        return [_row(data) for data in _QUEUE.take_due(self.engine, now, lease)]
 
     def sent(
         self, item_id: int, escalate_at: dt.datetime | None, now: dt.datetime | None = None
     ) -> None:
         with self.engine.begin() as conn:
-            conn.execute(
-                notifications.update()
-                .where(notifications.c.id == item_id, notifications.c.status == "pending")
-                .values(
-                    status="sent",
-                    sent_at=now or utcnow(),
-                    attempts=notifications.c.attempts + 1,
-                    escalate_at=escalate_at,
-                    last_error=None,
-                )
+            _QUEUE.attempted(
+                conn,
+                item_id,
+                _QUEUE.is_pending(),
+                status="sent",
+                sent_at=now or utcnow(),
+                escalate_at=escalate_at,
+                last_error=None,
             )
 
     def failed(
         self, item_id: int, error: str, retry_at: dt.datetime | None, now: dt.datetime | None = None
     ) -> None:
         """A failed send: retried at ``retry_at``, or dead (escalated at once) when None."""
-        values: dict[str, Any] = {
-            "attempts": notifications.c.attempts + 1,
-            "last_error": error[:500],
-        }
-        if retry_at is None:
-            values.update(status="dead", escalate_at=now or utcnow())
-        else:
-            values.update(next_attempt_at=retry_at)
+        escalate = {"escalate_at": now or utcnow()} if retry_at is None else {}
         with self.engine.begin() as conn:
-            conn.execute(
-                notifications.update()
-                .where(notifications.c.id == item_id, notifications.c.status == "pending")
-                .values(**values)
-            )
+            _QUEUE.failed(conn, item_id, error, retry_at, _QUEUE.is_pending(), **escalate)
 
     # ------------------------------------------------------------------ escalation and ack
     def escalations_due(self, now: dt.datetime | None = None) -> list[Notification]:

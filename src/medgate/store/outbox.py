@@ -18,10 +18,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from medgate.store.engine import Database, aware, utcnow
+from medgate.store.queue import LeasedQueue
 from medgate.store.schema import outbox
 from medgate.store.status import OutboxStatus
 
 DEFAULT_LEASE_SECONDS = 20.0
+_QUEUE = LeasedQueue(outbox, pending=OutboxStatus.PENDING.value, dead=OutboxStatus.DEAD.value)
 
 
 class NewResult(NamedTuple):
@@ -67,10 +69,6 @@ class OutboxClaim:
 
     ids: frozenset[int]
     lease_until: dt.datetime
-
-
-class _ClaimTaken(Exception):
-    """Rolls back a renewal that found part of the claim taken."""
 
 
 def _item(row: Any) -> OutboxItem:
@@ -133,14 +131,7 @@ class Outbox:
     def due(self, limit: int = 50, now: dt.datetime | None = None) -> list[OutboxItem]:
         now = now or utcnow()
         with self.db.read() as conn:
-            rows = conn.execute(
-                sa.select(outbox)
-                .where(
-                    outbox.c.status == OutboxStatus.PENDING.value, outbox.c.next_attempt_at <= now
-                )
-                .order_by(outbox.c.id)
-                .limit(limit)
-            ).mappings()
+            rows = conn.execute(_QUEUE.due(now).limit(limit)).mappings()
             return [_item(r) for r in rows]
 
     def claim(
@@ -150,20 +141,10 @@ class Outbox:
         lease's end, so another sender skips them until the lease runs out."""
         now = utcnow()
         until = now + dt.timedelta(seconds=lease_seconds)
-        claimed: set[int] = set()
         with self.db.write() as conn:
-            for item_id in item_ids:
-                moved = conn.execute(
-                    outbox.update()
-                    .where(
-                        outbox.c.id == item_id,
-                        outbox.c.status == OutboxStatus.PENDING.value,
-                        outbox.c.next_attempt_at <= now,
-                    )
-                    .values(next_attempt_at=until)
-                ).rowcount
-                if moved:
-                    claimed.add(item_id)
+            claimed = [
+                i for i in item_ids if _QUEUE.take(conn, i, until, outbox.c.next_attempt_at <= now)
+            ]
         return OutboxClaim(frozenset(claimed), until)
 
     def renew(self, claim: OutboxClaim, lease_seconds: float) -> OutboxClaim | None:
@@ -171,43 +152,14 @@ class Outbox:
         pending no longer carries the claim's own lease end: the lease ran out and another
         sender took it. The caller renews only the items it has not finished yet."""
         until = utcnow() + dt.timedelta(seconds=lease_seconds)
-        try:
-            with self.db.write() as conn:
-                pending = conn.execute(
-                    sa.select(sa.func.count())
-                    .select_from(outbox)
-                    .where(
-                        outbox.c.id.in_(claim.ids),
-                        outbox.c.status == OutboxStatus.PENDING.value,
-                    )
-                ).scalar_one()
-                moved = conn.execute(
-                    outbox.update()
-                    .where(
-                        outbox.c.id.in_(claim.ids),
-                        outbox.c.status == OutboxStatus.PENDING.value,
-                        outbox.c.next_attempt_at == claim.lease_until,
-                    )
-                    .values(next_attempt_at=until)
-                ).rowcount
-                if moved != pending:
-                    raise _ClaimTaken
-        except _ClaimTaken:
+        if not _QUEUE.renew(self.db.write, claim.ids, claim.lease_until, until):
             return None
         return OutboxClaim(claim.ids, until)
 
     def sent(self, item_id: int) -> None:
         """The destination confirmed the object."""
         with self.db.write() as conn:
-            conn.execute(
-                outbox.update()
-                .where(outbox.c.id == item_id)
-                .values(
-                    status=OutboxStatus.SENT.value,
-                    sent_at=utcnow(),
-                    attempts=outbox.c.attempts + 1,
-                )
-            )
+            _QUEUE.attempted(conn, item_id, status=OutboxStatus.SENT.value, sent_at=utcnow())
 
     def retry(
         self, item_id: int, delay_seconds: float, error: str, *, refused: bool = False
@@ -215,28 +167,15 @@ class Outbox:
         """Try again after ``delay_seconds``; ``refused`` counts a PACS failure status (bounded
         by ``pacs.send_max_attempts``), as opposed to an unreachable PACS (retried until it is
         back)."""
-        values: dict[str, Any] = {
-            "attempts": outbox.c.attempts + 1,
-            "next_attempt_at": utcnow() + dt.timedelta(seconds=delay_seconds),
-            "last_error": error,
-        }
-        if refused:
-            values["refusals"] = outbox.c.refusals + 1
+        retry_at = utcnow() + dt.timedelta(seconds=delay_seconds)
         with self.db.write() as conn:
-            conn.execute(outbox.update().where(outbox.c.id == item_id).values(**values))
+            _QUEUE.attempted(conn, item_id, retry_at=retry_at, refused=refused, last_error=error)
 
     def dead(self, item_id: int, error: str) -> None:
         """Refused for good: the dead letter, shown by ``medgate outbox``."""
         with self.db.write() as conn:
-            conn.execute(
-                outbox.update()
-                .where(outbox.c.id == item_id)
-                .values(
-                    status=OutboxStatus.DEAD.value,
-                    attempts=outbox.c.attempts + 1,
-                    refusals=outbox.c.refusals + 1,
-                    last_error=error,
-                )
+            _QUEUE.attempted(
+                conn, item_id, status=OutboxStatus.DEAD.value, refused=True, last_error=error
             )
 
     def list(

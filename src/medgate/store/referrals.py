@@ -23,8 +23,8 @@ import json
 import threading
 import uuid
 import weakref
-from collections.abc import Sequence
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -32,6 +32,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from medgate.store.engine import aware, utcnow
+from medgate.store.queue import LeasedQueue
 from medgate.store.schema import referral_events, referral_notifications, referrals
 
 Status = Literal["requested", "accepted", "completed", "rejected", "cancelled"]
@@ -165,6 +166,7 @@ def notification_for(
     return Notification(side, channels, payload)
 
 
+_QUEUE = LeasedQueue(referral_notifications, error_chars=500)
 _SQLITE_LOCKS: weakref.WeakKeyDictionary[Engine, threading.Lock] = weakref.WeakKeyDictionary()
 _LOCKS_GUARD = threading.Lock()
 
@@ -200,6 +202,12 @@ class ReferralStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        """One write transaction, behind this process's SQLite writer lock."""
+        with _writer_lock(self.engine), self.engine.begin() as conn:
+            yield conn
+
     def create(self, new: NewReferral, channels: list[str]) -> tuple[Referral, bool]:
         """Store a referral in ``requested`` (its first event and notification with it).
 
@@ -222,7 +230,7 @@ class ReferralStore:
 
     def _create(self, new: NewReferral, channels: list[str]) -> tuple[Referral, bool]:
         now = utcnow()
-        with _writer_lock(self.engine), self.engine.begin() as conn:
+        with self._write() as conn:
             if new.origin_ref is not None:
                 found = conn.execute(
                     sa.select(referrals.c.id).where(referrals.c.origin_ref == new.origin_ref)
@@ -272,7 +280,7 @@ class ReferralStore:
     ) -> Referral:
         """Move a referral to ``status`` if its state machine allows it (KeyError: no such id)."""
         now = utcnow()
-        with _writer_lock(self.engine), self.engine.begin() as conn:
+        with self._write() as conn:
             current = self._get(conn, referral_id)
             if current is None:
                 raise KeyError(referral_id)
@@ -347,75 +355,32 @@ class ReferralStore:
     ) -> list[QueuedNotification]:
         """Due messages, each claimed for ``lease_seconds`` by a guarded update (one sender)."""
         now = now or utcnow()
-        claimed: list[QueuedNotification] = []
-        with self.engine.connect() as conn:
-            rows = list(
-                conn.execute(
-                    sa.select(referral_notifications)
-                    .where(
-                        referral_notifications.c.status == "pending",
-                        referral_notifications.c.next_attempt_at <= now,
-                    )
-                    .order_by(referral_notifications.c.id)
-                    .limit(limit)
-                )
-            )
         lease_end = now + dt.timedelta(seconds=lease_seconds)
-        for row in rows:
-            with _writer_lock(self.engine), self.engine.begin() as conn:
-                won = conn.execute(
-                    referral_notifications.update()
-                    .where(
-                        referral_notifications.c.id == row.id,
-                        referral_notifications.c.status == "pending",
-                        referral_notifications.c.next_attempt_at == row.next_attempt_at,
-                    )
-                    .values(next_attempt_at=lease_end)
-                ).rowcount
-            if won == 1:
-                claimed.append(
-                    QueuedNotification(
-                        id=row.id,
-                        referral_id=row.referral_id,
-                        seq=row.seq,
-                        channel=row.channel,
-                        payload=json.loads(row.payload),
-                        attempts=row.attempts,
-                    )
-                )
-        return claimed
+        rows = _QUEUE.take_due(self.engine, now, lease_end, limit=limit, write=self._write)
+        return [
+            QueuedNotification(
+                id=row["id"],
+                referral_id=row["referral_id"],
+                seq=row["seq"],
+                channel=row["channel"],
+                payload=json.loads(row["payload"]),
+                attempts=row["attempts"],
+            )
+            for row in rows
+        ]
 
     def notification_sent(self, notification_id: int, now: dt.datetime | None = None) -> None:
-        with _writer_lock(self.engine), self.engine.begin() as conn:
-            conn.execute(
-                referral_notifications.update()
-                .where(referral_notifications.c.id == notification_id)
-                .values(
-                    status="sent",
-                    attempts=referral_notifications.c.attempts + 1,
-                    sent_at=now or utcnow(),
-                    last_error=None,
-                )
+        with self._write() as conn:
+            _QUEUE.attempted(
+                conn, notification_id, status="sent", sent_at=now or utcnow(), last_error=None
             )
 
     def notification_failed(
         self, notification_id: int, error: str, retry_at: dt.datetime | None
     ) -> None:
         """A failed send: tried again at ``retry_at``, or ``dead`` when None."""
-        values: dict[str, Any] = {
-            "attempts": referral_notifications.c.attempts + 1,
-            "last_error": error[:500],
-        }
-        if retry_at is None:
-            values["status"] = "dead"
-        else:
-            values["next_attempt_at"] = retry_at
-        with _writer_lock(self.engine), self.engine.begin() as conn:
-            conn.execute(
-                referral_notifications.update()
-                .where(referral_notifications.c.id == notification_id)
-                .values(**values)
-            )
+        with self._write() as conn:
+            _QUEUE.failed(conn, notification_id, error, retry_at)
 
     def notifications_of(self, referral_id: str) -> list[dict[str, Any]]:
         """Every message of one referral with its state (status, attempts, sent_at, error)."""
