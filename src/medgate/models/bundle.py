@@ -28,7 +28,7 @@ from pydantic import BaseModel, Field, ValidationError
 from medgate.core.checksums import sha256_file
 from medgate.core.uids import derived_uid
 from medgate.models.approval import Decision, inference_config
-from medgate.models.findings import Code
+from medgate.models.findings import Code, Finding, Segment
 
 METADATA_FILE = Path("configs") / "metadata.json"
 MODEL_FILES = {"onnx": Path("models") / "model.onnx", "torchscript": Path("models") / "model.ts"}
@@ -37,6 +37,7 @@ DEMO_WARNING = "Demo weights trained on synthetic phantoms, not for clinical use
 MONAI_REQUIRED = ("version", "monai_version", "pytorch_version", "network_data_format")
 
 Task = Literal["classification", "segmentation", "detection", "triage", "tabular"]
+SEGMENT_CATEGORY_DEFAULT = Code(value="91723000", scheme="SCT", meaning="Anatomical Structure")
 
 
 class BundleError(ValueError):
@@ -53,6 +54,31 @@ class OutputLabel(BaseModel):
     threshold: float = Field(default=0.5, ge=0.0, le=1.0)
     category: Code | None = Field(default=None, description="SEG segmented property category")
     description: dict[str, str] = Field(default_factory=dict, description="lang -> plain text")
+
+    def finding(self, probability: float, **details: Any) -> Finding:
+        """This label's finding at ``probability`` (clipped to [0, 1]), present at or above the
+        bundle's threshold unless ``details`` says otherwise: every predictor makes its
+        present/absent call the same way."""
+        p = min(max(float(probability), 0.0), 1.0)
+        fields: dict[str, Any] = {"present": p >= self.threshold, **details}
+        return Finding(
+            label=self.name,
+            finding_type=self.code,
+            finding_site=self.finding_site,
+            probability=p,
+            threshold=self.threshold,
+            **fields,
+        )
+
+    def segment(self, number: int) -> Segment:
+        """This label as segment ``number`` of a SEG (anatomical structure when uncategorised)."""
+        return Segment(
+            number=number,
+            label=self.name,
+            category=self.category or SEGMENT_CATEGORY_DEFAULT,
+            type=self.code,
+            finding_site=self.finding_site,
+        )
 
 
 class MeasurementDef(BaseModel):

@@ -23,10 +23,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from medgate.models.bundle import Bundle, BundleError
-from medgate.models.findings import (
-    Finding,
-    ModelResult,
-)
+from medgate.models.findings import ModelResult
 from medgate.models.images import ImageGeometry
 from medgate.models.monai_bundle import MonaiBundleRunner
 from medgate.models.predictor import segmentation_result
@@ -114,16 +111,7 @@ class MonaiBundlePredictor:
             p = float(np.clip(probabilities[label.index], 0.0, 1.0))
             result.scores[label.name] = p
             if self.bundle.has_medgate_keys:  # the thresholds are the bundle author's call
-                result.findings.append(
-                    Finding(
-                        label=label.name,
-                        finding_type=label.code,
-                        finding_site=label.finding_site,
-                        probability=p,
-                        threshold=label.threshold,
-                        present=p >= label.threshold,
-                    )
-                )
+                result.findings.append(label.finding(p))
 
 
 def load_monai_predictor(bundle: Bundle, device: str = "cpu") -> MonaiBundlePredictor:

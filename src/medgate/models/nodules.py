@@ -29,14 +29,8 @@ import numpy as np
 from pydicom.dataset import Dataset
 from scipy import ndimage
 
-from medgate.models.findings import (
-    Code,
-    Finding,
-    Measurement,
-    ModelResult,
-    Segment,
-    SegmentationOutput,
-)
+from medgate.models.bundle import OutputLabel
+from medgate.models.findings import Code, Measurement, ModelResult, SegmentationOutput
 from medgate.models.images import ImageGeometry, read_volume
 from medgate.models.nodule_candidates import (
     FEATURES,
@@ -327,40 +321,47 @@ def voxel_to_patient_affine(
     return affine
 
 
+def study_nodules(
+    prob: np.ndarray,
+    geometry: ImageGeometry,
+    datasets: Sequence[Dataset],
+    voxel_threshold: float,
+    *,
+    hu: np.ndarray | None = None,
+    candidate_model: Mapping[str, Any] | None = None,
+) -> list[DetectedNodule]:
+    """``find_nodules`` on one study's probability map, placed in its patient space. With a
+    ``candidate_model`` the candidates are scored by the second stage; it needs the HU volume,
+    read from ``datasets`` when ``hu`` is not given."""
+    affine = voxel_to_patient_affine(datasets, geometry.frame_sop_instance_uids)
+    if candidate_model and hu is None:
+        hu, _ = read_volume(datasets)  # the same sorted grid as the probability map
+    return find_nodules(
+        prob, geometry.spacing, voxel_threshold, affine, hu=hu, candidate_model=candidate_model
+    )
+
+
 def nodule_result(
     prob: np.ndarray,
     geometry: ImageGeometry,
     datasets: Sequence[Dataset],
     result: ModelResult,
+    label: OutputLabel,
     *,
-    label_name: str,
-    code: Code,
-    finding_site: Code | None,
-    threshold: float,
-    category: Code,
     voxel_threshold: float = VOXEL_THRESHOLD,
     candidate_model: Mapping[str, Any] | None = None,
     hu: np.ndarray | None = None,
 ) -> None:
-    """Fill ``result``: one Finding per nodule at or above ``threshold`` and a SEG mask volume.
+    """Fill ``result``: one ``label`` finding per nodule at or above the label's threshold and a
+    SEG mask volume.
 
-    With no nodule above the threshold the result holds one absent ``label_name`` finding whose
-    probability is the highest candidate's (0 when there is none), so reports can say "no nodule".
-    With a ``candidate_model`` the candidates are scored by the second stage; it needs the HU
-    volume, read from ``datasets`` when ``hu`` is not given.
+    With no nodule above the threshold the result holds one absent finding whose probability is
+    the highest candidate's (0 when there is none), so reports can say "no nodule".
     """
-    affine = voxel_to_patient_affine(datasets, geometry.frame_sop_instance_uids)
-    if candidate_model and hu is None:
-        hu, _ = read_volume(datasets)  # the same sorted grid as the probability map
-    nodules = find_nodules(
-        prob,
-        geometry.spacing,
-        voxel_threshold,
-        affine,
-        hu=hu,
-        candidate_model=candidate_model,
+    nodules = study_nodules(
+        prob, geometry, datasets, voxel_threshold, hu=hu, candidate_model=candidate_model
     )
-    kept = [n for n in nodules if n.probability >= threshold]
+    kept = [n for n in nodules if n.probability >= label.threshold]
     mask = np.zeros(geometry.shape, np.uint8)
     for number, nodule in enumerate(kept, start=1):
         mask[nodule.component] = 1
@@ -368,56 +369,28 @@ def nodule_result(
         sources = [geometry.frame_sop_instance_uids[int(k)] for k in frames]
         measurements = [
             Measurement(
-                name=LONG_AXIS,
-                value=round(nodule.long_axis_mm, 2),
-                unit=MM,
-                finding_site=finding_site,
+                name=name,
+                value=value,
+                unit=unit,
+                finding_site=label.finding_site,
                 segment_number=1,
                 source_sop_instance_uids=sources,
-            ),
-            Measurement(
-                name=VOLUME,
-                value=round(nodule.volume_mm3, 1),
-                unit=MM3,
-                finding_site=finding_site,
-                segment_number=1,
-                source_sop_instance_uids=sources,
-            ),
+            )
+            for name, value, unit in (
+                (LONG_AXIS, round(nodule.long_axis_mm, 2), MM),
+                (VOLUME, round(nodule.volume_mm3, 1), MM3),
+            )
         ]
         result.findings.append(
-            Finding(
-                label=label_name,
-                finding_type=code,
-                finding_site=finding_site,
-                probability=float(np.clip(nodule.probability, 0.0, 1.0)),
-                threshold=threshold,
-                present=True,
-                measurements=measurements,
-                tracking_id=f"nodule-{number}",
+            label.finding(
+                nodule.probability, measurements=measurements, tracking_id=f"nodule-{number}"
             )
         )
     if not kept:
         best = nodules[0].probability if nodules else float(prob.max(initial=0.0))
-        result.findings.append(
-            Finding(
-                label=label_name,
-                finding_type=code,
-                finding_site=finding_site,
-                probability=float(np.clip(best, 0.0, 1.0)),
-                threshold=threshold,
-                present=False,
-            )
-        )
+        result.findings.append(label.finding(best, present=False))
     result.segmentation = SegmentationOutput(
-        segments=[
-            Segment(
-                number=1,
-                label=label_name,
-                category=category,
-                type=code,
-                finding_site=finding_site,
-            )
-        ],
+        segments=[label.segment(1)],
         masks={"volume": mask},
         frame_sop_instance_uids=list(geometry.frame_sop_instance_uids),
     )

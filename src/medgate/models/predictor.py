@@ -21,20 +21,10 @@ from pydicom.dataset import Dataset
 
 from medgate.models.backends import Backend, Device, open_backend
 from medgate.models.bundle import Bundle, BundleError, MedgateSpec
-from medgate.models.findings import (
-    Code,
-    Finding,
-    Measurement,
-    ModelResult,
-    Segment,
-    SegmentationOutput,
-)
+from medgate.models.findings import Measurement, ModelResult, SegmentationOutput
 from medgate.models.images import ImageGeometry, read_radiograph, read_volume
 from medgate.models.measure import measure
 from medgate.models.transforms import activate, build_transform, resize_scores
-
-UCUM = "UCUM"
-_SEG_TYPE_DEFAULT = Code(value="91723000", scheme="SCT", meaning="Anatomical Structure")
 
 
 class Predictor:
@@ -124,18 +114,7 @@ class Predictor:
     ) -> None:
         spec = self.bundle.spec
         probs = activate(self._scores(output).reshape(-1), spec.postprocessing.activation)
-        for label in spec.labels:
-            p = float(np.clip(probs[label.index], 0.0, 1.0))
-            result.findings.append(
-                Finding(
-                    label=label.name,
-                    finding_type=label.code,
-                    finding_site=label.finding_site,
-                    probability=p,
-                    threshold=label.threshold,
-                    present=p >= label.threshold,
-                )
-            )
+        result.findings.extend(label.finding(probs[label.index]) for label in spec.labels)
         heat_name = spec.postprocessing.heatmap_output
         if heat_name and heat_name in output and not geometry.is_volume:
             maps = activate(output[heat_name], "sigmoid")
@@ -168,11 +147,7 @@ class Predictor:
             geometry,
             datasets,
             result,
-            label_name=label.name,
-            code=label.code,
-            finding_site=label.finding_site,
-            threshold=label.threshold,
-            category=label.category or _SEG_TYPE_DEFAULT,
+            label,
             voxel_threshold=float(spec.extra.get("voxel_threshold", VOXEL_THRESHOLD)),
             candidate_model=spec.extra.get("candidate_model"),
         )
@@ -203,16 +178,7 @@ def segmentation_result(
     label) and the bundle's declared measurements on that mask. Every segmentation predictor
     ends here, so a mask means the same whatever ran the network."""
     result.segmentation = SegmentationOutput(
-        segments=[
-            Segment(
-                number=label.index,
-                label=label.name,
-                category=label.category or _SEG_TYPE_DEFAULT,
-                type=label.code,
-                finding_site=label.finding_site,
-            )
-            for label in spec.labels
-        ],
+        segments=[label.segment(label.index) for label in spec.labels],
         masks={key: mask},
         frame_sop_instance_uids=list(geometry.frame_sop_instance_uids),
     )

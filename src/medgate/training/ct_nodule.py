@@ -236,7 +236,7 @@ def _raw_detections(
     predictor: Predictor, folder: Path, voxel_threshold: float | None = None
 ) -> list[dict[str, Any]]:
     """Every candidate (threshold 0) of every study, with its geometry and the Dice."""
-    from medgate.models.nodules import find_nodules, voxel_to_patient_affine
+    from medgate.models.nodules import study_nodules
 
     candidate_model = predictor.bundle.spec.extra.get("candidate_model")
     if voxel_threshold is None:
@@ -251,14 +251,8 @@ def _raw_detections(
         mask = result.segmentation.masks["volume"] if result.segmentation else None
         logits = out[predictor.bundle.spec.postprocessing.output or "logits"]
         prob = activate(resize_scores(logits, geometry.shape), "softmax")[1]
-        affine = voxel_to_patient_affine(datasets, geometry.frame_sop_instance_uids)
-        nodules = find_nodules(
-            prob,
-            geometry.spacing,
-            voxel_threshold,
-            affine,
-            hu=hu,
-            candidate_model=candidate_model,
+        nodules = study_nodules(
+            prob, geometry, datasets, voxel_threshold, hu=hu, candidate_model=candidate_model
         )
         dets = [
             (n.probability, *n.centre_mm, n.long_axis_mm, n.volume_mm3)  # type: ignore[misc]
