@@ -17,16 +17,13 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import smtplib
-from email.message import EmailMessage
 from typing import Any
 
-import httpx
 from sqlalchemy.engine import Engine
 
 from medgate.core.config import NotifyChannelConfig, Settings
 from medgate.core.pass_loop import PassLoop
-from medgate.store.engine import utcnow
+from medgate.delivery.channels import links_base, retry_time, send_on_channel
 from medgate.store.referrals import QueuedNotification, ReferralStore
 from medgate.trust.audit import AuditLog
 
@@ -40,12 +37,6 @@ SUBJECT = {
     "completed": "referral completed: follow-up plan for the clinic",
     "cancelled": "referral withdrawn",
 }
-
-
-def _base_url(settings: Settings) -> str:
-    if settings.review.base_url:
-        return settings.review.base_url.rstrip("/")
-    return f"http://{settings.api.host}:{settings.api.port}"
 
 
 def message_key(item: QueuedNotification) -> str:
@@ -86,10 +77,7 @@ class ReferralNotifier(PassLoop):
             try:
                 self._deliver(channel, item)
             except Exception as exc:  # any failure of the peer: retried, then dead
-                attempts = item.attempts + 1
-                retry = None
-                if attempts < self.settings.notify.max_attempts:
-                    retry = utcnow() + dt.timedelta(seconds=min(60.0, 2.0**attempts))
+                retry = retry_time(self.settings, item.attempts + 1)
                 self.store.notification_failed(item.id, f"{type(exc).__name__}: {exc}", retry)
                 log.warning("referral message %d on %s failed: %s", item.id, item.channel, exc)
                 continue
@@ -110,7 +98,7 @@ class ReferralNotifier(PassLoop):
         return sent
 
     def _message(self, item: QueuedNotification) -> dict[str, Any]:
-        base = _base_url(self.settings)
+        base = links_base(self.settings)
         link = (
             f"{base}/clinic"
             if item.payload.get("to") == "clinic"
@@ -119,31 +107,14 @@ class ReferralNotifier(PassLoop):
         return {**item.payload, "link": link}
 
     def _deliver(self, channel: NotifyChannelConfig, item: QueuedNotification) -> None:
-        timeout = self.settings.notify.send_timeout_s
         body = self._message(item)
-        if channel.kind == "webhook":
-            response = httpx.post(
-                channel.url,
-                json=body,
-                headers={"Idempotency-Key": message_key(item)},
-                timeout=timeout,
-            )
-            response.raise_for_status()
-            return
-        message = EmailMessage()
         subject = SUBJECT.get(str(body.get("status")), "referral changed")
-        message["Subject"] = f"[medgate] {subject} ({body.get('urgency')})"
-        message["From"] = channel.mail_from
-        message["To"] = ", ".join(channel.mail_to)
-        message["Message-ID"] = f"<{message_key(item)}@medgate>"
-        message.set_content(
-            "\n".join(
-                [
-                    f"Referral {body['referral']} from site {body.get('site') or '-'} is now "
-                    f"{body.get('status')} (urgency {body.get('urgency')}).",
-                    f"Open: {body['link']}",
-                ]
-            )
+        text = [
+            f"Referral {body['referral']} from site {body.get('site') or '-'} is now "
+            f"{body.get('status')} (urgency {body.get('urgency')}).",
+            f"Open: {body['link']}",
+        ]
+        key = message_key(item)
+        send_on_channel(
+            self.settings, channel, key, body, f"{subject} ({body.get('urgency')})", text
         )
-        with smtplib.SMTP(channel.smtp_host, channel.smtp_port, timeout=timeout) as smtp:
-            smtp.send_message(message)

@@ -25,15 +25,12 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
-import smtplib
-from email.message import EmailMessage
 from typing import Any
-
-import httpx
 
 from medgate.core.config import NotifyChannelConfig, Settings
 from medgate.core.logs import phi_hash
 from medgate.core.pass_loop import PassLoop
+from medgate.delivery.channels import links_base, retry_time, send_on_channel
 from medgate.delivery.sites import site_for_aes
 from medgate.review.board import present_findings
 from medgate.store.db import Index
@@ -44,13 +41,6 @@ from medgate.trust.audit import AuditLog
 log = logging.getLogger("medgate.notify")
 
 LEASE_SECONDS = 30.0
-
-
-def base_url(settings: Settings) -> str:
-    """Where links in messages point: ``review.base_url``, else the API's own address."""
-    if settings.review.base_url:
-        return settings.review.base_url.rstrip("/")
-    return f"http://{settings.api.host}:{settings.api.port}"
 
 
 def message_token(study_uid: str, channel: str, key: str | None) -> str:
@@ -98,7 +88,7 @@ class Notifier(PassLoop):
         self, study_uid: str, site: str, channel: NotifyChannelConfig, token: str
     ) -> dict[str, Any]:
         row = self.index.studies.get(study_uid)
-        url = base_url(self.settings)
+        url = links_base(self.settings)
         payload: dict[str, Any] = {
             "event": "critical-result",
             "study_instance_uid": study_uid,
@@ -153,10 +143,7 @@ class Notifier(PassLoop):
             try:
                 self._deliver(channel, item)
             except Exception as exc:
-                attempts = item.attempts + 1
-                retry = None
-                if attempts < self.settings.notify.max_attempts:
-                    retry = utcnow() + dt.timedelta(seconds=min(60.0, 2.0**attempts))
+                retry = retry_time(self.settings, item.attempts + 1)
                 self.store.failed(item.id, f"{type(exc).__name__}: {exc}", retry, utcnow())
                 log.warning("notification %d on %s failed: %s", item.id, channel.name, exc)
                 continue
@@ -174,23 +161,6 @@ class Notifier(PassLoop):
         return sent
 
     def _deliver(self, channel: NotifyChannelConfig, item: Notification) -> None:
-        timeout = self.settings.notify.send_timeout_s
-        if channel.kind == "webhook":
-            response = httpx.post(
-                channel.url,
-                json=item.payload,
-                headers={"Idempotency-Key": item.token},
-                timeout=timeout,
-            )
-            response.raise_for_status()
-            return
-        message = EmailMessage()
-        message["Subject"] = (
-            f"[medgate] critical result: {item.payload.get('priority', 'critical')}"
-        )
-        message["From"] = channel.mail_from
-        message["To"] = ", ".join(channel.mail_to)
-        message["Message-ID"] = f"<{item.token}@medgate>"
         lines = [f"A study was triaged CRITICAL by medgate's AI ({channel.role})."]
         for finding in item.payload.get("findings", []):
             lines.append(f"- {finding['label']}: p={finding['probability']}")
@@ -198,9 +168,8 @@ class Notifier(PassLoop):
             f"Review: {item.payload['review_url']}",
             f"Acknowledge: {item.payload['ack_url']}",
         ]
-        message.set_content("\n".join(lines))
-        with smtplib.SMTP(channel.smtp_host, channel.smtp_port, timeout=timeout) as smtp:
-            smtp.send_message(message)
+        subject = f"critical result: {item.payload.get('priority', 'critical')}"
+        send_on_channel(self.settings, channel, item.token, item.payload, subject, lines)
 
     def _escalate(self, now: dt.datetime) -> None:
         for item in self.store.escalations_due(now):
