@@ -36,7 +36,12 @@ from medgate.clinical.assess import (
     news2_action,
     qsofa_action,
 )
-from medgate.clinical.common import DISCLAIMER, MG_DL_PER_MMOL_L_CHOLESTEROL
+from medgate.clinical.common import (
+    DISCLAIMER,
+    MG_DL_PER_MMOL_L_CHOLESTEROL,
+    CalculatorInfo,
+    Reason,
+)
 from medgate.clinical.schemas import (
     AssessRequest,
     ChinaParRequest,
@@ -137,16 +142,27 @@ def predictor(request: Request) -> TabularPredictor | None:
         return None
 
 
-class ChinaParResponse(BaseModel):
+#: the equation's lipid inputs, in mg/dL: the request gives them in either unit
+LIPIDS_MG_DL = {"total_cholesterol_mg_dl", "hdl_cholesterol_mg_dl", "ldl_cholesterol_mg_dl"}
+
+
+class ChinaParAnswer(BaseModel):
+    """What the equation answered, as the API shows it: read by name from ``ChinaParResult``."""
+
+    model_config = ConfigDict(from_attributes=True)
+
     applicable: bool
     route: str
     risk_10y_percent: float | None
     category: Literal["low", "intermediate", "high"] | None
     reason: str | None
     direct_high_risk_reasons: list[str]
-    cautions: list[dict[str, str]]
-    lifetime_risk_assessment: dict[str, str] | None
-    calculator: dict[str, str]
+    cautions: list[Reason]
+    lifetime_risk_assessment: Reason | None
+    calculator: CalculatorInfo
+
+
+class ChinaParResponse(ChinaParAnswer):
     guidance: list[str]
     disclaimer: str
 
@@ -158,40 +174,17 @@ def china_par_route(body: ChinaParRequest, lang: Language = Depends(language)) -
     hdl = body.lipid_mg_dl("hdl_cholesterol")
     assert tc is not None and hdl is not None  # the request requires both
     ldl = body.ldl_cholesterol_mmol_l
+    same_names = body.model_dump(include=set(cp.ChinaParInput.model_fields) - LIPIDS_MG_DL)
     result = cp.china_par(
         cp.ChinaParInput(
-            age=body.age,
-            sex=body.sex,
-            sbp_mmhg=body.sbp_mmhg,
-            on_bp_treatment=body.on_bp_treatment,
+            **same_names,
             total_cholesterol_mg_dl=tc,
             hdl_cholesterol_mg_dl=hdl,
-            waist_cm=body.waist_cm,
-            current_smoker=body.current_smoker,
-            diabetes=body.diabetes,
-            region=body.region,
-            residence=body.residence,
-            family_history_ascvd=body.family_history_ascvd,
-            dbp_mmhg=body.dbp_mmhg,
             ldl_cholesterol_mg_dl=None if ldl is None else ldl * MG_DL_PER_MMOL_L_CHOLESTEROL,
-            ascvd=body.ascvd,
-            ckd_stage_3_4=body.ckd_stage_3_4,
         )
     )
     return ChinaParResponse(
-        applicable=result.applicable,
-        route=result.route,
-        risk_10y_percent=result.risk_10y_percent,
-        category=result.category,
-        reason=result.reason,
-        direct_high_risk_reasons=result.direct_high_risk_reasons,
-        cautions=[c.model_dump() for c in result.cautions],
-        lifetime_risk_assessment=(
-            result.lifetime_risk_assessment.model_dump()
-            if result.lifetime_risk_assessment
-            else None
-        ),
-        calculator=result.calculator.model_dump(),
+        **dict(ChinaParAnswer.model_validate(result)),
         guidance=china_par_guidance(result, lang),
         disclaimer=DISCLAIMER[lang],
     )
