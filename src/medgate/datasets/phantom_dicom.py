@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 
 import numpy as np
+from highdicom.sr import CodedConcept
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import (
@@ -25,14 +26,6 @@ from medgate.datasets.cxr_phantom import Phantom
 
 def _uid(kind: str, seed: int, namespace: str) -> str:
     return derived_uid(namespace, kind, str(seed))
-
-
-def _code(value: str, scheme: str, meaning: str) -> Dataset:
-    item = Dataset()
-    item.CodeValue = value
-    item.CodingSchemeDesignator = scheme
-    item.CodeMeaning = meaning
-    return item
 
 
 def phantom_to_dataset(
@@ -93,8 +86,8 @@ def phantom_to_dataset(
     ds.LossyImageCompression = "00"
     ds.ImageLaterality = "U"
     ds.ViewPosition = "PA"
-    ds.AnatomicRegionSequence = Sequence([_code("51185008", "SCT", "Chest")])
-    ds.ViewCodeSequence = Sequence([_code("399348003", "SCT", "postero-anterior")])
+    ds.AnatomicRegionSequence = Sequence([CodedConcept("51185008", "SCT", "Chest")])
+    ds.ViewCodeSequence = Sequence([CodedConcept("399348003", "SCT", "postero-anterior")])
     ds.ViewCodeSequence[0].ViewModifierCodeSequence = Sequence()
     ds.AcquisitionContextSequence = Sequence()
     ds.PixelIntensityRelationship = "LIN"
