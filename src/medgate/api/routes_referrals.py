@@ -14,12 +14,13 @@ in the background (``delivery.referral_notify``).
 
 from __future__ import annotations
 
+import datetime as dt
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field
 from pydicom.errors import InvalidDicomError
 
 from medgate.api.audit_log import app_audit
@@ -76,16 +77,28 @@ class ReferralPatch(BaseModel):
     version: int | None = Field(None, ge=1, description="the version read; 409 if it changed")
 
 
+def _isoformat(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, dt.datetime) else value
+
+
+#: a stored time as the API shows it: ``datetime.isoformat()``
+IsoTime = Annotated[str, BeforeValidator(_isoformat)]
+
+
 class EventOut(BaseModel):
+    """One step of a referral's history, read from the stored ``ReferralEvent``."""
+
     seq: int
     status: str
     note: str | None
-    at: str
-    notified: str
-    channels: list[str]
+    at: IsoTime = Field(validation_alias="created_at")
+    notified: str = Field(validation_alias="notify_side")
+    channels: list[str] = Field(validation_alias="notify_channels")
 
 
 class ReferralOut(BaseModel):
+    """A referral as the API shows it, read by name from the stored ``Referral``."""
+
     id: str
     site: str | None
     patient_id: str
@@ -99,40 +112,13 @@ class ReferralOut(BaseModel):
     status_reason: str | None
     follow_up_plan: str | None
     version: int
-    created_at: str
-    updated_at: str
-    history: list[EventOut]
+    created_at: IsoTime
+    updated_at: IsoTime
+    history: list[EventOut] = Field(validation_alias="events")
 
 
 def referral_out(r: Referral) -> ReferralOut:
-    return ReferralOut(
-        id=r.id,
-        site=r.site,
-        patient_id=r.patient_id,
-        status=r.status,
-        urgency=r.urgency,
-        reason=r.reason,
-        evidence=[EvidenceIn(**e.as_dict()) for e in r.evidence],
-        study_instance_uid=r.study_instance_uid,
-        origin=r.origin,
-        performer=r.performer,
-        status_reason=r.status_reason,
-        follow_up_plan=r.follow_up_plan,
-        version=r.version,
-        created_at=r.created_at.isoformat(),
-        updated_at=r.updated_at.isoformat(),
-        history=[
-            EventOut(
-                seq=e.seq,
-                status=e.status,
-                note=e.note,
-                at=e.created_at.isoformat(),
-                notified=e.notify_side,
-                channels=e.notify_channels,
-            )
-            for e in r.events
-        ],
-    )
+    return ReferralOut.model_validate(r, from_attributes=True)
 
 
 # ---------------------------------------------------------------- shared with CDS Hooks, /clinic
