@@ -20,7 +20,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from medgate.store.engine import aware, utcnow
+from medgate.store.engine import utcnow
+from medgate.store.rows import from_row
 from medgate.store.schema import cds_answers, cds_cards, cds_feedback
 
 
@@ -155,8 +156,8 @@ class CdsAnswerStore:
 
     def _load(self, query: sa.Select[Any]) -> list[Answer]:
         with self.engine.connect() as conn:
-            rows = list(conn.execute(query))
-            ids = [r.id for r in rows]
+            rows = list(conn.execute(query).mappings())
+            ids = [r["id"] for r in rows]
             cards: dict[str, list[dict[str, Any]]] = {i: [] for i in ids}
             feedback: dict[str, list[Feedback]] = {i: [] for i in ids}
             if ids:
@@ -170,34 +171,25 @@ class CdsAnswerStore:
                     sa.select(cds_feedback)
                     .where(cds_feedback.c.answer_id.in_(ids))
                     .order_by(cds_feedback.c.id)
-                ):
-                    feedback[f.answer_id].append(
-                        Feedback(
-                            card_uuid=f.card_uuid,
-                            outcome=f.outcome,
-                            accepted_suggestions=json.loads(f.accepted_suggestions),
-                            override_reason=(
-                                json.loads(f.override_reason) if f.override_reason else None
-                            ),
-                            outcome_at=aware(f.outcome_at),
-                            referral_id=f.referral_id,
-                            created_at=aware(f.created_at) or f.created_at,
+                ).mappings():
+                    reason = f["override_reason"]
+                    feedback[f["answer_id"]].append(
+                        from_row(
+                            Feedback,
+                            f,
+                            accepted_suggestions=json.loads(f["accepted_suggestions"]),
+                            override_reason=json.loads(reason) if reason else None,
                         )
                     )
         return [
-            Answer(
-                id=r.id,
-                patient_key=r.patient_key,
-                site=r.site,
-                service=r.service,
-                hook=r.hook,
-                hook_instance=r.hook_instance,
-                inputs=json.loads(r.inputs_json),
-                versions=json.loads(r.versions_json),
-                scores=json.loads(r.scores_json),
-                created_at=aware(r.created_at) or r.created_at,
-                cards=cards[r.id],
-                feedback=feedback[r.id],
+            from_row(
+                Answer,
+                r,
+                inputs=json.loads(r["inputs_json"]),
+                versions=json.loads(r["versions_json"]),
+                scores=json.loads(r["scores_json"]),
+                cards=cards[r["id"]],
+                feedback=feedback[r["id"]],
             )
             for r in rows
         ]

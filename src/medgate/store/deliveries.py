@@ -11,7 +11,6 @@ the preliminary one.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import json
 from collections.abc import Iterable, Sequence
@@ -23,6 +22,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from medgate.store.engine import aware, utcnow
 from medgate.store.queue import LeasedQueue
+from medgate.store.rows import from_row
 from medgate.store.schema import (
     deliveries,
     instances,
@@ -65,9 +65,6 @@ class Delivery:
     payload: str
     attempts: int
     refusals: int
-
-
-_DELIVERY_FIELDS = tuple(f.name for f in dataclasses.fields(Delivery))
 
 
 class DeliveryStore:
@@ -348,7 +345,7 @@ class DeliveryStore:
         with self.engine.begin() as conn:
             rows = conn.execute(query).mappings().all()
             return [
-                Delivery(**{f: row[f] for f in _DELIVERY_FIELDS})
+                from_row(Delivery, row)
                 for row in rows
                 if _QUEUE.take(conn, row["id"], lease_until, free)
             ]

@@ -21,8 +21,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
-from medgate.store.engine import Database, aware, utcnow
+from medgate.store.engine import Database, utcnow
 from medgate.store.outbox import add_results
+from medgate.store.rows import from_row
 from medgate.store.schema import jobs, studies
 from medgate.store.status import JobStatus, StudyStatus
 from medgate.store.studies import set_status
@@ -87,18 +88,7 @@ def _new_job(conn: Connection, study_uid: str, now: dt.datetime) -> int:
 
 
 def _job_row(row: Any) -> JobRow:
-    return JobRow(
-        id=row["id"],
-        study_instance_uid=row["study_instance_uid"],
-        status=JobStatus(row["status"]),
-        attempts=row["attempts"],
-        created_at=aware(row["created_at"]),  # type: ignore[arg-type]
-        claimed_at=aware(row["claimed_at"]),
-        lease_until=aware(row["lease_until"]),
-        claimed_by=row["claimed_by"],
-        finished_at=aware(row["finished_at"]),
-        error=row["error"],
-    )
+    return from_row(JobRow, row, status=JobStatus(row["status"]))
 
 
 class JobQueue:

@@ -19,8 +19,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
-from medgate.store.engine import aware, utcnow
+from medgate.store.engine import utcnow
 from medgate.store.queue import LeasedQueue
+from medgate.store.rows import from_row
 from medgate.store.schema import notifications, reviews, studies
 
 _QUEUE = LeasedQueue(notifications, error_chars=500)
@@ -46,23 +47,7 @@ class Notification:
 
 
 def _row(data: Any) -> Notification:
-    return Notification(
-        id=data["id"],
-        study_instance_uid=data["study_instance_uid"],
-        channel=data["channel"],
-        step=data["step"],
-        token=data["token"],
-        payload=json.loads(data["payload"]),
-        status=data["status"],
-        attempts=data["attempts"],
-        next_attempt_at=aware(data["next_attempt_at"]),  # type: ignore[arg-type]
-        escalate_at=aware(data["escalate_at"]),
-        created_at=aware(data["created_at"]),  # type: ignore[arg-type]
-        sent_at=aware(data["sent_at"]),
-        acknowledged_at=aware(data["acknowledged_at"]),
-        acknowledged_by=data["acknowledged_by"],
-        last_error=data["last_error"],
-    )
+    return from_row(Notification, data, payload=json.loads(data["payload"]))
 
 
 class NotificationStore:

@@ -17,8 +17,9 @@ from typing import Any, NamedTuple
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from medgate.store.engine import Database, aware, utcnow
+from medgate.store.engine import Database, utcnow
 from medgate.store.queue import LeasedQueue
+from medgate.store.rows import from_row
 from medgate.store.schema import outbox
 from medgate.store.status import OutboxStatus
 
@@ -72,20 +73,7 @@ class OutboxClaim:
 
 
 def _item(row: Any) -> OutboxItem:
-    return OutboxItem(
-        id=row["id"],
-        sop_instance_uid=row["sop_instance_uid"],
-        study_instance_uid=row["study_instance_uid"],
-        kind=row["kind"],
-        path=row["path"],
-        status=OutboxStatus(row["status"]),
-        attempts=row["attempts"],
-        refusals=row["refusals"],
-        next_attempt_at=aware(row["next_attempt_at"]),  # type: ignore[arg-type]
-        created_at=aware(row["created_at"]),  # type: ignore[arg-type]
-        sent_at=aware(row["sent_at"]),
-        last_error=row["last_error"],
-    )
+    return from_row(OutboxItem, row, status=OutboxStatus(row["status"]))
 
 
 def add_results(

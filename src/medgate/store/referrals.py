@@ -31,8 +31,9 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from medgate.store.engine import aware, utcnow
+from medgate.store.engine import utcnow
 from medgate.store.queue import LeasedQueue
+from medgate.store.rows import from_row
 from medgate.store.schema import referral_events, referral_notifications, referrals
 
 Status = Literal["requested", "accepted", "completed", "rejected", "cancelled"]
@@ -357,17 +358,7 @@ class ReferralStore:
         now = now or utcnow()
         lease_end = now + dt.timedelta(seconds=lease_seconds)
         rows = _QUEUE.take_due(self.engine, now, lease_end, limit=limit, write=self._write)
-        return [
-            QueuedNotification(
-                id=row["id"],
-                referral_id=row["referral_id"],
-                seq=row["seq"],
-                channel=row["channel"],
-                payload=json.loads(row["payload"]),
-                attempts=row["attempts"],
-            )
-            for row in rows
-        ]
+        return [from_row(QueuedNotification, r, payload=json.loads(r["payload"])) for r in rows]
 
     def notification_sent(self, notification_id: int, now: dt.datetime | None = None) -> None:
         with self._write() as conn:
@@ -433,44 +424,25 @@ class ReferralStore:
 
     @staticmethod
     def _get(conn: Connection, referral_id: str) -> Referral | None:
-        row = conn.execute(sa.select(referrals).where(referrals.c.id == referral_id)).first()
+        row = (
+            conn.execute(sa.select(referrals).where(referrals.c.id == referral_id))
+            .mappings()
+            .first()
+        )
         if row is None:
             return None
         events = [
-            ReferralEvent(
-                seq=e.seq,
-                status=e.status,
-                actor=e.actor,
-                note=e.note,
-                notify_side=e.notify_side,
-                notify_channels=json.loads(e.notify_channels),
-                notify_payload=json.loads(e.notify_payload),
-                created_at=aware(e.created_at) or e.created_at,
+            from_row(
+                ReferralEvent,
+                e,
+                notify_channels=json.loads(e["notify_channels"]),
+                notify_payload=json.loads(e["notify_payload"]),
             )
             for e in conn.execute(
                 sa.select(referral_events)
                 .where(referral_events.c.referral_id == referral_id)
                 .order_by(referral_events.c.seq)
-            )
+            ).mappings()
         ]
-        return Referral(
-            id=row.id,
-            site=row.site,
-            patient_id=row.patient_id,
-            patient_key=row.patient_key,
-            status=row.status,
-            urgency=row.urgency,
-            reason=row.reason,
-            evidence=[Evidence(**e) for e in json.loads(row.evidence_json)],
-            study_instance_uid=row.study_instance_uid,
-            origin=row.origin,
-            origin_ref=row.origin_ref,
-            requester=row.requester,
-            performer=row.performer,
-            status_reason=row.status_reason,
-            follow_up_plan=row.follow_up_plan,
-            version=row.version,
-            created_at=aware(row.created_at) or row.created_at,
-            updated_at=aware(row.updated_at) or row.updated_at,
-            events=events,
-        )
+        evidence = [Evidence(**e) for e in json.loads(row["evidence_json"])]
+        return from_row(Referral, row, evidence=evidence, events=events)

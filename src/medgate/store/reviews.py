@@ -16,7 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from medgate.store.engine import aware
+from medgate.store.rows import from_row
 from medgate.store.schema import outbox, reviews
 
 
@@ -51,21 +51,11 @@ class ReviewRow:
 
 
 def _row(data: Any) -> ReviewRow:
-    created = aware(data["created_at"])
-    assert created is not None
-    return ReviewRow(
-        id=data["id"],
-        study_instance_uid=data["study_instance_uid"],
-        revision=data["revision"],
-        reviewer_id=data["reviewer_id"],
-        reviewer_name=data["reviewer_name"],
+    return from_row(
+        ReviewRow,
+        data,
         verdicts=json.loads(data["verdicts_json"]),
-        report_text=data["report_text"],
-        request_sha256=data["request_sha256"],
-        sr_sop_instance_uid=data["sr_sop_instance_uid"],
-        predecessor_sop_instance_uid=data["predecessor_sop_instance_uid"],
         bundle_versions=json.loads(data["bundle_versions"]),
-        created_at=created,
     )
 
 

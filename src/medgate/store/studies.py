@@ -16,7 +16,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from medgate.store.engine import Database, aware, utcnow
+from medgate.store.engine import Database, utcnow
+from medgate.store.rows import from_row
 from medgate.store.schema import instances, studies
 from medgate.store.status import StudyStatus
 
@@ -89,15 +90,11 @@ def set_status(
 
 def _row(data: Any, count: int) -> StudyRow:
     raw = data["result_json"]
-    return StudyRow(
-        study_instance_uid=data["study_instance_uid"],
+    return from_row(
+        StudyRow,
+        data,
         status=StudyStatus(data["status"]),
-        received_at=aware(data["received_at"]),  # type: ignore[arg-type]
-        last_instance_at=aware(data["last_instance_at"]),  # type: ignore[arg-type]
-        updated_at=aware(data["updated_at"]),  # type: ignore[arg-type]
         instances=int(count),
-        priority=data["priority"],
-        reason=data["reason"],
         result=json.loads(raw) if raw else None,
     )
 
