@@ -86,16 +86,21 @@ def read_radiograph(datasets: Sequence[Dataset]) -> tuple[np.ndarray, ImageGeome
     return image, geometry
 
 
-def _normal(ds: Dataset) -> np.ndarray:
+def orientation_cosines(ds: Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """The row and column direction cosines of a single-frame image or of an enhanced
+    multi-frame's shared functional groups; an axial plane where neither says."""
     orientation = ds.get("ImageOrientationPatient")
     if orientation is None:
         shared = ds.get("SharedFunctionalGroupsSequence")
         if shared and shared[0].get("PlaneOrientationSequence"):
             orientation = shared[0].PlaneOrientationSequence[0].ImageOrientationPatient
     if orientation is None:
-        return np.array([0.0, 0.0, 1.0])
-    row, col = np.array(orientation[:3], float), np.array(orientation[3:], float)
-    return np.cross(row, col)
+        return np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0])
+    return np.array(orientation[:3], float), np.array(orientation[3:], float)
+
+
+def _normal(ds: Dataset) -> np.ndarray:
+    return np.cross(*orientation_cosines(ds))
 
 
 def _slice_spacing(positions: list[float], ds: Dataset) -> float:

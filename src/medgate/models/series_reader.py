@@ -17,20 +17,9 @@ from typing import Any
 import numpy as np
 from pydicom.dataset import Dataset
 
-from medgate.models.images import ImageError, ImageGeometry, read_volume
+from medgate.models.images import ImageError, ImageGeometry, orientation_cosines, read_volume
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
-
-
-def _orientation(ds: Dataset) -> tuple[np.ndarray, np.ndarray]:
-    value = ds.get("ImageOrientationPatient")
-    if value is None:
-        shared = ds.get("SharedFunctionalGroupsSequence")
-        if shared and shared[0].get("PlaneOrientationSequence"):
-            value = shared[0].PlaneOrientationSequence[0].ImageOrientationPatient
-    if value is None:
-        return np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0])
-    return np.array(value[:3], float), np.array(value[3:], float)
 
 
 def _first_position(datasets: Sequence[Dataset], first_uid: str) -> np.ndarray:
@@ -48,7 +37,7 @@ def series_affine(
 ) -> np.ndarray:
     """The 4x4 voxel-to-patient matrix of ``read_volume``'s grid in (column, row, slice) order."""
     reference = datasets[0]
-    row_cosine, column_cosine = _orientation(reference)
+    row_cosine, column_cosine = orientation_cosines(reference)
     slice_step, row_spacing, column_spacing = geometry.spacing
     normal = np.cross(row_cosine, column_cosine)
     affine = np.eye(4)
