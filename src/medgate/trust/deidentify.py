@@ -47,6 +47,8 @@ from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag, Tag
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, UID_dictionary
 
+from medgate.core.config import DeidConfig
+
 OPTION_CODES: dict[str, tuple[str, str]] = {
     "basic": ("113100", "Basic Application Confidentiality Profile"),
     "clean_descriptors": ("113105", "Clean Descriptors Option"),
@@ -175,17 +177,11 @@ class DeidOptions:
     burned_in: str = "exclude"
 
     @classmethod
-    def from_config(cls, config: Any) -> DeidOptions:
-        return cls(
-            retain_modified_dates=config.retain_modified_dates,
-            retain_patient_characteristics=config.retain_patient_characteristics,
-            clean_descriptors=config.clean_descriptors,
-            retain_device_identity=config.retain_device_identity,
-            retain_institution_identity=config.retain_institution_identity,
-            max_date_shift_days=config.max_date_shift_days,
-            private_whitelist=tuple(PrivateKeep.parse(t) for t in config.private_whitelist),
-            burned_in=config.burned_in,
-        )
+    def from_config(cls, config: DeidConfig) -> DeidOptions:
+        """The options of ``[deid]`` (its key aside), with the private whitelist parsed."""
+        options = config.model_dump(exclude={"key", "private_whitelist"})
+        whitelist = tuple(PrivateKeep.parse(t) for t in config.private_whitelist)
+        return cls(**options, private_whitelist=whitelist)
 
     def enabled(self) -> list[str]:
         """The option column names in force, in table order."""
