@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from fastapi import HTTPException, Request
+from fhir.resources.R4B.coding import Coding
 from pydantic import BaseModel
 
 from medgate import __version__
@@ -64,7 +65,9 @@ def complete_cards(
         "appContext": f"patient={key}",
     }
     reasons = [
-        {"system": OVERRIDE_SYSTEM, "code": code, "display": zh if lang == "zh" else en}
+        Coding(system=OVERRIDE_SYSTEM, code=code, display=zh if lang == "zh" else en).model_dump(
+            mode="json"
+        )
         for code, (zh, en) in OVERRIDE_REASONS.items()
     ]
     referral_card = _referral_card(request, patient_id, lang)

@@ -16,6 +16,10 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
+from fhir.resources.R4B.codeableconcept import CodeableConcept
+from fhir.resources.R4B.coding import Coding
+from fhir.resources.R4B.reference import Reference
+from fhir.resources.R4B.servicerequest import ServiceRequest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from medgate.api import cds_fhir as fh
@@ -51,6 +55,7 @@ from medgate.clinical.schemas import (
     QsofaRequest,
 )
 from medgate.core.logs import phi_hash
+from medgate.delivery.referral_fhir import REFERRAL_CODE
 from medgate.models.tabular import (
     DEFAULT_BUNDLE,
     BundleError,
@@ -357,22 +362,13 @@ def _referral_suggestion(patient_id: str, level: str, lang: Language) -> dict[st
             {
                 "type": "create",
                 "description": label,
-                "resource": {
-                    "resourceType": "ServiceRequest",
-                    "status": "draft",
-                    "intent": "proposal",
-                    "priority": {"emergency": "stat", "urgent": "urgent"}.get(level, "routine"),
-                    "code": {
-                        "coding": [
-                            {
-                                "system": "http://snomed.info/sct",
-                                "code": "3457005",
-                                "display": "Patient referral",
-                            }
-                        ]
-                    },
-                    "subject": {"reference": f"Patient/{patient_id}"},
-                },
+                "resource": ServiceRequest(
+                    status="draft",
+                    intent="proposal",
+                    priority={"emergency": "stat", "urgent": "urgent"}.get(level, "routine"),
+                    code=CodeableConcept(coding=[Coding(**REFERRAL_CODE)]),
+                    subject=Reference(reference=f"Patient/{patient_id}"),
+                ).model_dump(mode="json"),
             }
         ],
     }
