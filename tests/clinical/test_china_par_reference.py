@@ -105,30 +105,56 @@ def test_direct_high_risk_route_comes_first(
         assert not result.applicable and "secondary prevention" in (result.reason or "")
 
 
-# (sex, age, changes, lifetime flagged, source)
+# (sex, age, changes, lifetime status or None, source); reference profile without diabetes,
+# BMI and DBP given (the lipid-guideline factors are tested in test_lifetime_risk_reference.py)
 LIFETIME = [
-    ("male", 50, {}, True, "Guideline 2019: 20-59 and 10-year < 10 % -> lifetime risk"),
-    ("male", 59, {}, True, "Guideline 2019: 59 is inside 20-59"),
-    ("male", 60, {}, False, "Guideline 2019: 60 is outside 20-59"),
-    ("male", 30, {}, True, "Guideline 2019: 20-34 (no 10-year equation) -> lifetime risk"),
+    (
+        "male",
+        50,
+        {},
+        "not-computed",
+        "Guideline 2019: 20-59 and 10-year < 10 % -> lifetime risk; 10-year 3.8 % is low, "
+        "so the lipid-guideline rule does not apply and the China-PAR lifetime model is not "
+        "computed",
+    ),
+    (
+        "male",
+        50,
+        {"current_smoker": True, "bmi": 30},
+        "high",
+        "中国成人血脂异常防治指南 2016, 图1 余生危险: 10-year 5.0 %, age < 55, 2 factors",
+    ),
+    (
+        "male",
+        50,
+        {"current_smoker": True},
+        "not-high",
+        "中国成人血脂异常防治指南 2016, 图1 余生危险: 10-year 5.0 %, age < 55, 1 factor",
+    ),
+    ("male", 59, {}, "not-computed", "Guideline 2019: 59 is inside 20-59"),
+    ("male", 60, {}, None, "Guideline 2019: 60 is outside 20-59"),
+    ("male", 30, {}, "not-computed", "Guideline 2019: 20-34 (no 10-year equation)"),
     (
         "male",
         58,
         {"sbp_mmhg": 175, "current_smoker": True, "total_cholesterol_mg_dl": 270},
-        False,
+        None,
         "Guideline 2019: 10-year risk >= 10 % -> already high, no lifetime step",
     ),
 ]
 
 
-@pytest.mark.parametrize(("sex", "age", "changes", "flagged", "source"), LIFETIME)
-def test_lifetime_risk_is_flagged_for_20_to_59_below_10_percent(
-    sex: str, age: int, changes: dict, flagged: bool, source: str
+@pytest.mark.parametrize(("sex", "age", "changes", "status", "source"), LIFETIME)
+def test_lifetime_risk_is_assessed_for_20_to_59_below_10_percent(
+    sex: str, age: int, changes: dict, status: str | None, source: str
 ) -> None:
-    result = cp.china_par(person(sex, age, diabetes=False, **changes))
-    assert (result.lifetime_risk_assessment is not None) is flagged, (source, result)
-    if result.risk_10y_percent is not None and flagged:
+    result = cp.china_par(person(sex, age, diabetes=False, dbp_mmhg=80, **{"bmi": 24, **changes}))
+    lifetime = result.lifetime_risk
+    assert (None if lifetime is None else lifetime.status) == status, (source, result)
+    if lifetime is not None and result.risk_10y_percent is not None:
         assert result.risk_10y_percent < 10.0
+    if status == "not-computed":
+        assert lifetime is not None and "does not compute it" in lifetime.reason.en
 
 
 @pytest.mark.parametrize("factor", ["current_smoker", "family_history_ascvd"])

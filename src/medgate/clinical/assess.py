@@ -125,6 +125,7 @@ def _china_par(x: AssessRequest) -> cp.ChinaParResult | NotComputed:
                     if x.ldl_cholesterol_mmol_l is not None
                     else None
                 ),
+                bmi=x.bmi,
                 ascvd=x.ascvd,
                 ckd_stage_3_4=x.ckd_stage_3_4,
             )
@@ -179,7 +180,21 @@ def _qsofa(x: AssessRequest, lang: Language) -> nw.QsofaResult | NotComputed:
     )
 
 
-def _follow_up(x: AssessRequest) -> fu.FollowUpResult | NotComputed:
+def ascvd_high_risk_basis(par: cp.ChinaParResult | None) -> str | None:
+    """Why the China-PAR flow found high ASCVD risk (10-year, direct or lifetime), else None."""
+    if par is None:
+        return None
+    lifetime = par.lifetime_risk
+    if lifetime is not None and lifetime.status == "high":
+        return "remaining-lifetime risk high, 2 or more of 5 risk factors"
+    if par.category != "high":
+        return None
+    if par.route == "direct-high-risk":
+        return "ASCVD risk high without calculation: " + "; ".join(par.direct_high_risk_reasons)
+    return f"China-PAR 10-year ASCVD risk {par.risk_10y_percent:.1f} %"
+
+
+def _follow_up(x: AssessRequest, par: cp.ChinaParResult | None) -> fu.FollowUpResult | NotComputed:
     conditions = list(dict.fromkeys(x.conditions))
     if x.diabetes and x.diabetes_type != "type1" and "type2_diabetes" not in conditions:
         conditions.append("type2_diabetes")
@@ -204,6 +219,7 @@ def _follow_up(x: AssessRequest) -> fu.FollowUpResult | NotComputed:
             elderly_target_age=x.elderly_target_age,
             ckd=x.ckd or x.ckd_stage_3_4,
             ascvd=x.ascvd,
+            ascvd_high_risk_basis=ascvd_high_risk_basis(par),
             hba1c_percent=x.hba1c_percent,
             ldl_cholesterol_mmol_l=x.ldl_cholesterol_mmol_l,
             sbp_mmhg=x.sbp_mmhg,
@@ -447,8 +463,8 @@ def assess(x: AssessRequest, predictor: TabularPredictor | None, lang: Language)
     par_or = _china_par(x)
     n2_or = _news2(x, lang)
     qs_or = _qsofa(x, lang)
-    fup_or = _follow_up(x)
     par = par_or if isinstance(par_or, cp.ChinaParResult) else None
+    fup_or = _follow_up(x, par)
     n2 = n2_or if isinstance(n2_or, nw.News2Result) else None
     qs = qs_or if isinstance(qs_or, nw.QsofaResult) else None
     fup = fup_or if isinstance(fup_or, fu.FollowUpResult) else None

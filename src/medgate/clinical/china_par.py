@@ -34,18 +34,20 @@ Risk assessment (中国心血管病风险评估和管理指南, 2019, flow chart
 excluded from the calculator (very high risk, secondary prevention); diabetes at 40 or over,
 LDL-C >= 4.9 or TC >= 7.2 mmol/L, grade 3 hypertension (>= 180 and/or >= 110 mmHg) or CKD stage
 3-4 are high risk without calculation; otherwise the 10-year equation; ages 20-59 with a 10-year
-risk < 10 % need a lifetime-risk assessment (China-PAR lifetime model, high if >= 32.8 %), which
-medgate does not compute (its coefficients are not available offline) and flags instead.
+risk < 10 % need a lifetime-risk assessment (``lifetime_risk``: the lipid guidelines' five-factor
+rule where they apply it, 10-year intermediate and age < 55; the China-PAR lifetime model itself
+is not computed, its coefficients are not available offline).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, model_validator
 
 from medgate.clinical.common import CalculatorInfo, Reason, make_info
+from medgate.clinical.lifetime_risk import LifetimeRisk, RiskFactorInput, lifetime_risk
 
 NAME = "china-par-10y-ascvd"
 VERSION = "2016.2"
@@ -55,10 +57,6 @@ SOURCE = (
     "doi:10.1161/CIRCULATIONAHA.116.022367"
 )
 SOURCE_URL = "https://doi.org/10.1161/CIRCULATIONAHA.116.022367"
-GUIDELINE_2019 = (
-    "中国心血管病风险评估和管理指南编写联合委员会. 中国心血管病风险评估和管理指南. "
-    "中华预防医学杂志 2019;53(1):13-35. doi:10.3760/cma.j.issn.0253-9624.2019.01.004"
-)
 MG_DL_PER_MMOL_L = 1 / 0.0259
 # GUIDELINE_2019 direct high-risk criteria (no calculation).
 DIRECT_HIGH_RISK = {
@@ -68,8 +66,6 @@ DIRECT_HIGH_RISK = {
     "grade3_sbp_min": 180,
     "grade3_dbp_min": 110,
 }
-LIFETIME_AGE_RANGE = (20, 59)
-LIFETIME_HIGH_PERCENT = 32.8
 AGE_RANGE = (35, 74)
 
 # Printed two-decimal values of Supplemental Table 1 (kept for the comparison in docs/tests).
@@ -161,6 +157,7 @@ class ChinaParInput(BaseModel):
     family_history_ascvd: bool
     dbp_mmhg: float | None = None
     ldl_cholesterol_mg_dl: float | None = None
+    bmi: float | None = None
     ascvd: bool = False
     ckd_stage_3_4: bool = False
 
@@ -187,6 +184,7 @@ class ChinaParResult(BaseModel):
     linear_predictor: float | None = None
     cautions: list[Reason] = []
     lifetime_risk_assessment: Reason | None = None
+    lifetime_risk: LifetimeRisk | None = None
     calculator: CalculatorInfo = INFO
 
 
@@ -289,19 +287,22 @@ def artefact_cautions(x: ChinaParInput) -> list[Reason]:
     return cautions
 
 
-def _lifetime(x: ChinaParInput, risk: float | None) -> Reason | None:
-    low, high = LIFETIME_AGE_RANGE
-    if low <= x.age <= high and (risk is None or risk < 10.0):
-        return Reason(
-            code="lifetime-risk-needed",
-            en="Ages 20-59 with a 10-year risk below 10 %: assess lifetime risk (China-PAR "
-            f"lifetime model, high if >= {LIFETIME_HIGH_PERCENT} %). medgate does not compute it: "
-            "use the official calculator.",
-            zh=f"20-59岁且10年风险<10%：应评估心血管病终生风险（China-PAR终生风险模型，"
-            f"≥{LIFETIME_HIGH_PERCENT}%为高危）。本系统不计算终生风险，请使用官方计算器。",
-            source=GUIDELINE_2019,
-        )
-    return None
+def _lifetime(x: ChinaParInput, risk: float | None) -> dict[str, Any]:
+    """The lifetime step (``lifetime_risk``) on this person's factors, as result fields."""
+    factors = RiskFactorInput(
+        age=x.age,
+        sbp_mmhg=x.sbp_mmhg,
+        dbp_mmhg=x.dbp_mmhg,
+        non_hdl_mmol_l=(x.total_cholesterol_mg_dl - x.hdl_cholesterol_mg_dl) / MG_DL_PER_MMOL_L,
+        hdl_mmol_l=x.hdl_cholesterol_mg_dl / MG_DL_PER_MMOL_L,
+        bmi=x.bmi,
+        current_smoker=x.current_smoker,
+    )
+    answer = lifetime_risk(factors, risk)
+    return {
+        "lifetime_risk": answer,
+        "lifetime_risk_assessment": None if answer is None else answer.reason,
+    }
 
 
 def china_par(x: ChinaParInput) -> ChinaParResult:
@@ -328,7 +329,7 @@ def china_par(x: ChinaParInput) -> ChinaParResult:
             applicable=False,
             route="not-applicable",
             reason=f"China-PAR was derived in adults aged {low}-{high}; age {x.age:g} is outside",
-            lifetime_risk_assessment=_lifetime(x, None),
+            **_lifetime(x, None),
         )
     risk = round(risk_percent(x), 1)
     return ChinaParResult(
@@ -338,5 +339,5 @@ def china_par(x: ChinaParInput) -> ChinaParResult:
         category=category_for(risk),
         linear_predictor=round(linear_predictor(x), 4),
         cautions=artefact_cautions(x),
-        lifetime_risk_assessment=_lifetime(x, risk),
+        **_lifetime(x, risk),
     )

@@ -47,6 +47,12 @@ class Reason(BaseModel):
     source: str = ""
 
 
+#: The 2019 Chinese guideline for cardiovascular risk assessment (China-PAR flow chart).
+GUIDELINE_2019 = (
+    "中国心血管病风险评估和管理指南编写联合委员会. 中国心血管病风险评估和管理指南. "
+    "中华预防医学杂志 2019;53(1):13-35. doi:10.3760/cma.j.issn.0253-9624.2019.01.004"
+)
+
 #: Action levels, most severe first: ``emergency`` = call 120 / transfer now; ``urgent`` =
 #: urgent referral (primary-care 紧急转诊); ``routine`` = referral to a specialist.
 LEVEL_ORDER: dict[str, int] = {"emergency": 0, "urgent": 1, "routine": 2, "none": 3}

@@ -133,6 +133,8 @@ class FollowUpInput(BaseModel):
     elderly_target_age: int = Field(65, ge=60, le=90)
     ckd: bool = False
     ascvd: bool = False
+    #: why the ASCVD risk assessment (China-PAR flow) put the person at high risk, if it did
+    ascvd_high_risk_basis: str | None = None
     sbp_mmhg: int | None = Field(None, ge=50, le=300)
     dbp_mmhg: int | None = Field(None, ge=20, le=200)
     fasting_glucose_mmol_l: float | None = Field(None, ge=0.5, le=50)
@@ -513,12 +515,15 @@ def _glucose_status(
 
 
 def ldl_target(x: FollowUpInput) -> tuple[float, str]:
-    """LDL-C target by risk: ASCVD < 1.8; diabetes, CKD or hypertension with age >= 40 treated as
-    high risk < 2.6 (DM_2022; LIPID_2016 table); otherwise < 3.4 (LIPID_2016 low/intermediate)."""
+    """LDL-C target by risk: ASCVD < 1.8; diabetes, CKD, or high risk by the ASCVD risk
+    assessment (10-year, direct or lifetime) < 2.6 (DM_2022; LIPID_2016 table); otherwise < 3.4
+    (LIPID_2016 low/intermediate)."""
     if x.ascvd:
         return _t("ldl_target_very_high"), f"{LIPID_2016} very high risk (ASCVD); {DM_2022}"
     if "type2_diabetes" in x.conditions or x.ckd:
         return _t("ldl_target_high"), f"{LIPID_2016} high risk (diabetes / CKD); {DM_2022}"
+    if x.ascvd_high_risk_basis:
+        return _t("ldl_target_high"), f"{LIPID_2016} high risk ({x.ascvd_high_risk_basis})"
     return _t("ldl_target_other"), f"{LIPID_2016} low / intermediate risk"
 
 

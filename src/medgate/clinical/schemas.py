@@ -116,6 +116,9 @@ class ChinaParRequest(LipidsMixin):
     family_history_ascvd: bool
     dbp_mmhg: int | None = Field(None, ge=20, le=200)
     ldl_cholesterol_mmol_l: float | None = None
+    bmi: float | None = Field(
+        None, ge=12, le=70, description="kg/m2; a lifetime-risk factor (>= 28), not in the equation"
+    )
     ascvd: bool = Field(False, description="established ASCVD: excluded from the calculator")
     ckd_stage_3_4: bool = False
 
