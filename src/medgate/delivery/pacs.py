@@ -21,7 +21,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -33,6 +33,7 @@ from pynetdicom.status import code_to_category
 from medgate.core.config import Settings
 from medgate.core.logs import phi_hash
 from medgate.core.pass_loop import PassLoop
+from medgate.delivery.outcomes import PassOutcomes, doubling_delay
 from medgate.dicom.net import (
     SUCCESS_OR_WARNING,
     Peer,
@@ -50,19 +51,14 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class SendSummary:
+class SendSummary(PassOutcomes):
     sent: int = 0
-    retried: int = 0
-    dead: int = 0
-    errors: list[str] = field(default_factory=list)
 
 
 def backoff_seconds(settings: Settings, attempts: int) -> float:
-    """Delay after ``attempts`` failed tries (1-based): base * 2^(n-1), capped at the max."""
+    """Delay after ``attempts`` failed tries (1-based), by ``pacs.send_backoff_*``."""
     pacs = settings.pacs
-    return float(
-        min(pacs.send_backoff_seconds * 2 ** max(attempts - 1, 0), pacs.send_backoff_max_seconds)
-    )
+    return doubling_delay(pacs.send_backoff_seconds, pacs.send_backoff_max_seconds, attempts)
 
 
 class ResultSender(PassLoop):

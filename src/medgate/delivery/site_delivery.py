@@ -24,11 +24,19 @@ can recognise it as the message it may already hold (a FHIR transaction of PUTs 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
 
 from sqlalchemy.engine import Engine
 
-from medgate.core.config import Settings, SiteConfig
+from medgate.core.config import (
+    FhirDestination,
+    Hl7Destination,
+    Settings,
+    SiteConfig,
+    SitePacs,
+)
 from medgate.core.logs import phi_hash
 from medgate.core.pass_loop import PassLoop
 from medgate.delivery.enqueue import (
@@ -36,32 +44,104 @@ from medgate.delivery.enqueue import (
     queue_new_results,
     queue_reviewed_results,
 )
-from medgate.delivery.fhir_push import FhirPushError, push_bundle
-from medgate.delivery.mllp import MllpError, send_message
-from medgate.delivery.site_pacs import DicomStoreError, store_objects
+from medgate.delivery.fhir_push import FhirPushError, PushAnswer, push_bundle
+from medgate.delivery.mllp import Ack, MllpError, send_message
+from medgate.delivery.outcomes import PassOutcomes, doubling_delay
+from medgate.delivery.site_pacs import DicomStoreError, StoreAnswer, store_objects
 from medgate.delivery.sites import site_named
 from medgate.dicom.net import Peer
 from medgate.store.deliveries import Delivery, DeliveryStore
 from medgate.trust.audit import AuditLog
 
 log = logging.getLogger(__name__)
+Destination = TypeVar("Destination")
 
 
 @dataclass
-class DeliverySummary:
+class DeliverySummary(PassOutcomes):
     queued_studies: int = 0
     finalised: int = 0
     amended: int = 0
     delivered: int = 0
-    retried: int = 0
-    dead: int = 0
-    errors: list[str] = field(default_factory=list)
 
 
 def backoff_seconds(settings: Settings, attempts: int) -> float:
-    """Delay after ``attempts`` failed tries (1-based): base * 2^(n-1), capped at the max."""
+    """Delay after ``attempts`` failed tries (1-based), by ``delivery.hl7``'s back-off."""
     hl7 = settings.delivery.hl7
-    return float(min(hl7.backoff_seconds * 2 ** max(attempts - 1, 0), hl7.backoff_max_seconds))
+    return doubling_delay(hl7.backoff_seconds, hl7.backoff_max_seconds, attempts)
+
+
+class Answer(Protocol):
+    """What a destination said: accepted or not, its code (MSA-1, HTTP status, DIMSE status)
+    and its own words."""
+
+    @property
+    def accepted(self) -> bool: ...
+
+    @property
+    def code(self) -> str: ...
+
+    @property
+    def text(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class Channel(Generic[Destination]):
+    """How one channel reaches a site: where the site names its destination, the call that sends
+    a message there, the error that means it was not reached (retried for as long as it takes)
+    and how many refusals dead-letter a message."""
+
+    name: str
+    destination: Callable[[SiteConfig], Destination | None]
+    send: Callable[[Settings, Destination, str, str], Answer]
+    unreachable: type[Exception]
+    max_refusals: Callable[[Settings], int]
+
+
+def _to_his(settings: Settings, his: Hl7Destination, payload: str, message_id: str) -> Ack:
+    hl7 = settings.delivery.hl7
+    return send_message(
+        his.host,
+        his.port,
+        payload,
+        message_id,
+        connect_timeout=hl7.connect_timeout_s,
+        ack_timeout=hl7.ack_timeout_s,
+    )
+
+
+def _to_fhir(settings: Settings, fhir: FhirDestination, payload: str, _id: str) -> PushAnswer:
+    timeout = settings.delivery.fhir.push_timeout_s
+    return push_bundle(fhir.base_url, payload, token=fhir.token, timeout=timeout)
+
+
+def _to_pacs(settings: Settings, pacs: SitePacs, payload: str, _id: str) -> StoreAnswer:
+    return store_objects(settings, Peer(pacs.ae_title, pacs.host, pacs.port), payload)
+
+
+CHANNELS: dict[str, Channel[Any]] = {
+    "hl7": Channel(
+        name="HIS",
+        destination=lambda site: site.hl7,
+        send=_to_his,
+        unreachable=MllpError,
+        max_refusals=lambda settings: settings.delivery.hl7.max_attempts,
+    ),
+    "fhir": Channel(
+        name="FHIR server",
+        destination=lambda site: site.fhir,
+        send=_to_fhir,
+        unreachable=FhirPushError,
+        max_refusals=lambda settings: settings.delivery.fhir.push_max_attempts,
+    ),
+    "dicom": Channel(
+        name="PACS",
+        destination=lambda site: site.pacs,
+        send=_to_pacs,
+        unreachable=DicomStoreError,
+        max_refusals=lambda settings: settings.pacs.send_max_attempts,
+    ),
+}
 
 
 class SiteDelivery(PassLoop):
@@ -95,59 +175,18 @@ class SiteDelivery(PassLoop):
 
     def _send(self, item: Delivery, summary: DeliverySummary) -> None:
         site = site_named(self.settings, item.site)
-        if item.channel == "fhir":
-            self._push(item, site, summary)
+        channel = CHANNELS[item.channel]
+        destination = channel.destination(site) if site is not None else None
+        if destination is None:
+            reason = f"the site or its {channel.name} is no longer configured"
+            self._dead(item, reason, None, summary)
             return
-        if item.channel == "dicom":
-            self._store(item, site, summary)
-            return
-        if site is None or site.hl7 is None:
-            self._dead(item, "the site or its HIS is no longer configured", None, summary)
-            return
-        hl7 = self.settings.delivery.hl7
         try:
-            ack = send_message(
-                site.hl7.host,
-                site.hl7.port,
-                item.payload,
-                item.message_id,
-                connect_timeout=hl7.connect_timeout_s,
-                ack_timeout=hl7.ack_timeout_s,
-            )
-        except MllpError as exc:
+            answer = channel.send(self.settings, destination, item.payload, item.message_id)
+        except channel.unreachable as exc:
             self._retry(item, str(exc), summary, refused=False, ack_code=None)
             return
-        self._answered(item, ack.accepted, ack.code, ack.text, hl7.max_attempts, summary)
-
-    def _push(self, item: Delivery, site: SiteConfig | None, summary: DeliverySummary) -> None:
-        if site is None or site.fhir is None:
-            self._dead(item, "the site or its FHIR server is no longer configured", None, summary)
-            return
-        fhir = self.settings.delivery.fhir
-        try:
-            answer = push_bundle(
-                site.fhir.base_url,
-                item.payload,
-                token=site.fhir.token,
-                timeout=fhir.push_timeout_s,
-            )
-        except FhirPushError as exc:
-            self._retry(item, str(exc), summary, refused=False, ack_code=None)
-            return
-        code = str(answer.status)
-        self._answered(item, answer.accepted, code, answer.text, fhir.push_max_attempts, summary)
-
-    def _store(self, item: Delivery, site: SiteConfig | None, summary: DeliverySummary) -> None:
-        if site is None or site.pacs is None:
-            self._dead(item, "the site or its PACS is no longer configured", None, summary)
-            return
-        peer = Peer(site.pacs.ae_title, site.pacs.host, site.pacs.port)
-        try:
-            answer = store_objects(self.settings, peer, item.payload)
-        except DicomStoreError as exc:
-            self._retry(item, str(exc), summary, refused=False, ack_code=None)
-            return
-        limit = self.settings.pacs.send_max_attempts
+        limit = channel.max_refusals(self.settings)
         self._answered(item, answer.accepted, answer.code, answer.text, limit, summary)
 
     def _answered(
