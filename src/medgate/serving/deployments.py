@@ -190,16 +190,6 @@ class ServeModelClient:
         # bundles that exist but are not served (not placed, not approved): name -> why
         self.unserved = dict(unserved or {})
 
-    @classmethod
-    def connect(
-        cls,
-        names: Sequence[str],
-        timeout_s: float = 120.0,
-        unserved: dict[str, str] | None = None,
-    ) -> ServeModelClient:
-        """A client for the running model applications ``names``."""
-        return cls(names, timeout_s, unserved)
-
     def names(self) -> list[str]:
         return list(self._names)
 
@@ -440,7 +430,7 @@ def run_application(
         api = serve.RunTarget(build_api_application(settings, served, not_served), name=APP_NAME)
         serve.run_many([api], wait_for_applications_running=False)
         wait_for_ingress_config(served, not_served, ready_timeout_s)
-    return ServeModelClient.connect(served, settings.serving.request_timeout_s, not_served)
+    return ServeModelClient(served, settings.serving.request_timeout_s, not_served)
 
 
 def wait_for_ingress_config(
