@@ -146,18 +146,10 @@ class Gateway:
 
     def stop(self) -> None:
         """Stop in reverse order; each step is attempted even if an earlier one failed."""
-        if self.worker is not None:
-            _quietly(self.worker.stop)
-            self.worker = None
-        if self.site_delivery is not None:
-            _quietly(self.site_delivery.stop)
-            self.site_delivery = None
-        if self.referral_notifier is not None:
-            _quietly(self.referral_notifier.stop)
-            self.referral_notifier = None
-        if self.dicom is not None:
-            _quietly(self.dicom.stop)
-            self.dicom = None
+        for part in (self.worker, self.site_delivery, self.referral_notifier, self.dicom):
+            if part is not None:
+                _quietly(part.stop)
+        self.worker = self.site_delivery = self.referral_notifier = self.dicom = None
         try:
             import ray
 
@@ -235,7 +227,7 @@ def attach_application(
                 "the cluster"
             )
     log.info("attached to the Serve applications of the cluster (%d models)", len(names))
-    return ServeModelClient.connect(names, settings.serving.request_timeout_s)
+    return ServeModelClient(names, settings.serving.request_timeout_s)
 
 
 def _quietly(step: Any) -> None:
