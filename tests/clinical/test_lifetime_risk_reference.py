@@ -348,3 +348,21 @@ def test_stand_alone_china_par_route_shows_the_lifetime_answer(
     data = client.post("/api/v1/cds/china-par", json=body, headers={"Accept-Language": "zh"}).json()
     assert data["lifetime_risk_assessment"]["code"] == code, data
     assert data["lifetime_risk_assessment"]["zh"] in data["guidance"]
+
+
+@pytest.mark.parametrize(
+    ("changes", "basis"),
+    [
+        ({"age": 60, "sbp_mmhg": 170}, "China-PAR 10-year ASCVD risk"),
+        ({"total_cholesterol_mg_dl": 7.3 / 0.0259}, "without calculation: TC >= 7.2"),
+    ],
+)
+def test_high_risk_by_the_china_par_flow_also_sets_the_high_risk_ldl_target(
+    changes: dict, basis: str
+) -> None:
+    """Lipid 2016: the high-risk stratum (10-year >= 10 % or direct high risk) -> LDL-C < 2.6."""
+    result = assess(assess_body(bmi=24, **changes), None, "en")
+    assert result.china_par is not None and result.china_par.category == "high"
+    assert result.follow_up is not None
+    ldl = next(t for t in result.follow_up.targets if t.measure == "ldl_cholesterol_mmol_l")
+    assert ldl.target == "< 2.6 mmol/L" and basis in ldl.source
