@@ -13,7 +13,6 @@ The optional poll mode (``dicom.poll_seconds`` > 0) asks the PACS for studies (r
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +28,7 @@ from pynetdicom.status import code_to_category
 
 from medgate.core.config import Settings
 from medgate.core.logs import phi_hash
+from medgate.core.pass_loop import PassLoop
 from medgate.dicom.net import Peer, associate, association_failure, pacs_peer, scu_ae
 from medgate.dicom.receiver import StorageReceiver
 from medgate.store.db import Index
@@ -110,8 +110,7 @@ class Retriever:
         self.audit = audit
         self.receiver = receiver
         self.peer = peer or pacs_peer(settings)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._poller = _Poller(self)
 
     # ------------------------------------------------------------------ C-FIND
     def find(self, **filters: str) -> list[dict[str, Any]]:
@@ -266,26 +265,28 @@ class Retriever:
                     pulled.append(uid)
         return pulled
 
-    def _run(self) -> None:
-        while not self._stop.wait(self.settings.dicom.poll_seconds):
-            try:
-                self.poll_once()
-            except RetrieveError as exc:
-                log.warning("poll: %s", exc)
-            except Exception:
-                log.exception("poll pass failed")
-
     def start_polling(self) -> None:
-        if self.settings.dicom.poll_seconds <= 0:
-            return
-        if self._thread is not None and self._thread.is_alive():
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="medgate-poller", daemon=True)
-        self._thread.start()
+        """Poll the PACS every ``dicom.poll_seconds`` (0 disables the poll mode)."""
+        if self.settings.dicom.poll_seconds > 0:
+            self._poller.start()
 
     def stop_polling(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-            self._thread = None
+        self._poller.stop()
+
+
+class _Poller(PassLoop):
+    """The poll mode's loop: one ``poll_once`` a pass; a PACS that cannot be reached is a
+    warning, and the next pass tries again."""
+
+    thread_name = "medgate-poller"
+
+    def __init__(self, retriever: Retriever) -> None:
+        super().__init__()
+        self.retriever = retriever
+        self.interval = retriever.settings.dicom.poll_seconds
+
+    def run_once(self) -> None:
+        try:
+            self.retriever.poll_once()
+        except RetrieveError as exc:
+            log.warning("poll: %s", exc)
