@@ -172,28 +172,21 @@ class OrthancServer:
         """Store one Part 10 file through the REST API (as a modality would by C-STORE)."""
         return self.post("/instances", content=data)
 
+    def lookup(self, uid: str, level: str) -> str | None:
+        """Orthanc's ID of the ``level`` (``Instance``, ``Series``, ``Study``) with this DICOM
+        UID, or None (``/tools/lookup``)."""
+        found = self.post(
+            "/tools/lookup", content=uid.encode(), headers={"Content-Type": "text/plain"}
+        )
+        return next((str(item["ID"]) for item in found if item.get("Type") == level), None)
+
     def find_instance(self, sop_instance_uid: str) -> str | None:
         """Orthanc's ID of the instance with this SOP Instance UID, or None."""
-        found = self.post(
-            "/tools/lookup",
-            content=sop_instance_uid.encode(),
-            headers={"Content-Type": "text/plain"},
-        )
-        for item in found:
-            if item.get("Type") == "Instance":
-                return str(item["ID"])
-        return None
+        return self.lookup(sop_instance_uid, "Instance")
 
     def find_study(self, study_instance_uid: str) -> str | None:
-        found = self.post(
-            "/tools/lookup",
-            content=study_instance_uid.encode(),
-            headers={"Content-Type": "text/plain"},
-        )
-        for item in found:
-            if item.get("Type") == "Study":
-                return str(item["ID"])
-        return None
+        """Orthanc's ID of the study with this Study Instance UID, or None."""
+        return self.lookup(study_instance_uid, "Study")
 
     def study_instances(self, study_instance_uid: str) -> list[dict[str, Any]]:
         """Every instance of a study with its main DICOM tags (empty if the study is unknown)."""
