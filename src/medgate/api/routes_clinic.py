@@ -38,7 +38,8 @@ from medgate.api.routes_referrals import open_referral
 from medgate.store.referrals import Evidence, NewReferral
 
 HERE = Path(__file__).parent
-templates = Jinja2Templates(directory=str(HERE / "clinic_templates"))
+#: the clinic's pages, then the page skeleton they share with the review pages
+templates = Jinja2Templates(directory=[HERE / "clinic_templates", HERE / "templates"])
 router = APIRouter(prefix="/clinic", tags=["clinic pages"], include_in_schema=False)
 
 TEXT: dict[str, dict[str, str]] = {

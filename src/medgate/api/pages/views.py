@@ -35,7 +35,8 @@ from medgate.store.reviews import ReviewStore
 
 HERE = Path(__file__).parent
 STATIC = HERE / "static"
-templates = Jinja2Templates(directory=str(HERE / "templates"))
+#: the review pages, then the page skeleton they share with the clinic pages
+templates = Jinja2Templates(directory=[HERE / "templates", HERE.parent / "templates"])
 
 
 def _replace_lang(params: Any, lang: str) -> str:
