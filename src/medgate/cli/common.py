@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -44,3 +48,34 @@ def settings_or_exit(config: Path | None) -> Settings:
     set_hash_key(settings.audit.hash_key)
     configure_logging()
     return settings
+
+
+class StopSignal:
+    """SIGINT or SIGTERM, once caught: ``wait()`` blocks until one has arrived (or returns at
+    once if it already has) and returns its number."""
+
+    def __init__(self) -> None:
+        self._caught = threading.Event()
+        self.signum = 0
+
+    def catch(self, signum: int, _frame: object) -> None:
+        self.signum = signum
+        self._caught.set()
+
+    def wait(self) -> int:
+        while not self._caught.wait(1.0):  # a timeout lets the main thread run the handler
+            pass
+        return self.signum
+
+
+@contextmanager
+def catching_stop_signals() -> Iterator[StopSignal]:
+    """Catch SIGINT and SIGTERM while the block runs, so that a long-running command stops
+    cleanly; the previous handlers come back afterwards."""
+    stop = StopSignal()
+    previous = {s: signal.signal(s, stop.catch) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)

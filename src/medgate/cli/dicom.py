@@ -6,8 +6,6 @@
 
 from __future__ import annotations
 
-import signal
-import threading
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from medgate.cli.common import ConfigOption, fail, settings_or_exit
+from medgate.cli.common import ConfigOption, catching_stop_signals, fail, settings_or_exit
 from medgate.core.config import Settings
 from medgate.dicom.net import Peer, pacs_peer, parse_peer
 
@@ -252,26 +250,22 @@ def receive(config: ConfigOption = None) -> None:
     from medgate.cli.dicom_service import DicomService
 
     settings = settings_or_exit(config)
-    stop = threading.Event()
-
-    def handler(signum: int, _frame: Any) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
-    try:
-        service = DicomService(settings).start()
-    except OSError as exc:
-        fail(f"cannot listen on {settings.dicom.host}:{settings.dicom.port}: {exc.strerror}", 1)
-    console.print(
-        f"medgate receiving as {settings.dicom.ae_title} on {settings.dicom.host}:{service.port}",
-        highlight=False,
-    )
-    try:
-        while not stop.wait(0.5):
-            pass
-    finally:
-        service.stop()
+    # caught from before the start, so a signal during it still stops the service cleanly
+    with catching_stop_signals() as stop:
+        try:
+            service = DicomService(settings).start()
+        except OSError as exc:
+            where = f"{settings.dicom.host}:{settings.dicom.port}"
+            fail(f"cannot listen on {where}: {exc.strerror}", 1)
+        console.print(
+            f"medgate receiving as {settings.dicom.ae_title} on "
+            f"{settings.dicom.host}:{service.port}",
+            highlight=False,
+        )
+        try:
+            stop.wait()
+        finally:
+            service.stop()
     console.print("stopped")
 
 

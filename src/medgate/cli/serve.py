@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import signal
-import threading
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.markup import escape
 
-from medgate.cli.common import ConfigOption, console, fail, settings_or_exit
+from medgate.cli.common import (
+    ConfigOption,
+    catching_stop_signals,
+    console,
+    fail,
+    settings_or_exit,
+)
 
 RayAddressOption = Annotated[
     str | None,
@@ -22,25 +27,6 @@ RayAddressOption = Annotated[
         show_envvar=False,
     ),
 ]
-
-
-def _wait_for_signal() -> int:
-    """Block until SIGINT or SIGTERM; returns the signal number."""
-    received: list[int] = []
-    event = threading.Event()
-
-    def handler(signum: int, _frame: object) -> None:
-        received.append(signum)
-        event.set()
-
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        while not event.wait(1.0):
-            pass
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-    return received[0]
 
 
 def serve_command(config: ConfigOption = None, ray_address: RayAddressOption = None) -> None:
@@ -71,7 +57,8 @@ def serve_command(config: ConfigOption = None, ray_address: RayAddressOption = N
     )
     for problem in gateway.problems:
         console.print(f"[yellow]bundle skipped:[/] {problem}", highlight=False)
-    signum = _wait_for_signal()
+    with catching_stop_signals() as stop:
+        signum = stop.wait()
     console.print(f"received {signal.Signals(signum).name}, stopping ...", highlight=False)
     gateway.stop()
     console.print("medgate stopped", highlight=False)
