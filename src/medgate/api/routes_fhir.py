@@ -284,7 +284,7 @@ def metadata(request: Request) -> JSONResponse:
 
 
 #: what each type's search returns, for the OpenAPI page
-TYPE_DESCRIPTIONS = {
+TYPES = {
     "DiagnosticReport": "The AI results, one report per study.",
     "Observation": "One Observation per finding and per study-level measurement.",
     "RiskAssessment": "The triage priority of each result as a qualitative risk.",
@@ -295,29 +295,15 @@ TYPE_DESCRIPTIONS = {
 
 def _add_type_routes(kind: str) -> None:
     """GET ``/fhir/<kind>`` (search) and GET ``/fhir/<kind>/{resource_id}`` (read)."""
+    described = f"{TYPES[kind]} Search parameters: {', '.join(sorted(SEARCHES[kind]))}."
 
+    @guarded.get(f"/{kind}", summary=f"Search {kind}", description=described)
     def search(request: Request) -> JSONResponse:
         return _search(kind, request)
 
+    @guarded.get(f"/{kind}/{{resource_id}}", summary=f"Read {kind}")
     def read(resource_id: str, request: Request) -> JSONResponse:
         return _read(kind, resource_id, request)
-
-    guarded.add_api_route(
-        f"/{kind}",
-        search,
-        methods=["GET"],
-        name=f"search_{kind}",
-        summary=f"Search {kind}",
-        description=f"{TYPE_DESCRIPTIONS[kind]} Search parameters: "
-        f"{', '.join(sorted(SEARCHES[kind]))}.",
-    )
-    guarded.add_api_route(
-        f"/{kind}/{{resource_id}}",
-        read,
-        methods=["GET"],
-        name=f"read_{kind}",
-        summary=f"Read {kind}",
-    )
 
 
 for _kind in SEARCHES:
