@@ -87,22 +87,18 @@ class DeliveryStore:
             ).first()
             if exists is not None:
                 continue
-            conn.execute(
-                deliveries.insert().values(
-                    message_id=row.message_id,
-                    study_instance_uid=row.study_instance_uid,
-                    site=row.site,
-                    destination=row.destination,
-                    channel=row.channel,
-                    result_status=row.result_status,
-                    payload=row.payload,
-                    status=row.status,
-                    attempts=0,
-                    refusals=0,
-                    next_attempt_at=now,
-                    created_at=now,
-                    last_error=row.error,
-                )
+            _QUEUE.insert(
+                conn,
+                now,
+                message_id=row.message_id,
+                study_instance_uid=row.study_instance_uid,
+                site=row.site,
+                destination=row.destination,
+                channel=row.channel,
+                result_status=row.result_status,
+                payload=row.payload,
+                status=row.status,
+                last_error=row.error,
             )
             added += 1
         return added

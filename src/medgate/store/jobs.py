@@ -23,7 +23,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from medgate.store.engine import Database, utcnow
 from medgate.store.outbox import add_results
-from medgate.store.rows import from_row
+from medgate.store.rows import count_rows, fetch_all, from_row
 from medgate.store.schema import jobs, studies
 from medgate.store.status import JobStatus, StudyStatus
 from medgate.store.studies import set_status
@@ -271,19 +271,9 @@ class JobQueue:
             return True
 
     def of_study(self, study_uid: str) -> list[JobRow]:
-        with self.db.read() as conn:
-            rows = conn.execute(
-                sa.select(jobs).where(jobs.c.study_instance_uid == study_uid).order_by(jobs.c.id)
-            ).mappings()
-            return [_job_row(r) for r in rows]
+        query = sa.select(jobs).where(jobs.c.study_instance_uid == study_uid).order_by(jobs.c.id)
+        return fetch_all(self.db.read, query, _job_row)
 
     def depth(self) -> int:
         """Jobs waiting to be claimed (including those held back for a retry)."""
-        with self.db.read() as conn:
-            return int(
-                conn.execute(
-                    sa.select(sa.func.count())
-                    .select_from(jobs)
-                    .where(jobs.c.status == JobStatus.QUEUED.value)
-                ).scalar_one()
-            )
+        return count_rows(self.db.read, jobs, jobs.c.status == JobStatus.QUEUED.value)

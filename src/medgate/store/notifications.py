@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from medgate.store.engine import utcnow
 from medgate.store.queue import LeasedQueue
-from medgate.store.rows import from_row
+from medgate.store.rows import fetch_all, fetch_one, from_row
 from medgate.store.schema import notifications, reviews, studies
 
 _QUEUE = LeasedQueue(notifications, error_chars=500)
@@ -46,6 +46,28 @@ class Notification:
     last_error: str | None
 
 
+def _queue(
+    conn: Connection,
+    study_uid: str,
+    channel: str,
+    step: int,
+    token: str,
+    payload: dict[str, Any],
+    now: dt.datetime,
+) -> None:
+    """Queue one message (the unique study and channel pair refuses a second one)."""
+    text = json.dumps(payload, ensure_ascii=False, sort_keys=True)
+    _QUEUE.insert(
+        conn,
+        now,
+        study_instance_uid=study_uid,
+        channel=channel,
+        step=step,
+        token=token,
+        payload=text,
+    )
+
+
 def _row(data: Any) -> Notification:
     return from_row(Notification, data, payload=json.loads(data["payload"]))
 
@@ -67,22 +89,9 @@ class NotificationStore:
         now: dt.datetime | None = None,
     ) -> bool:
         """Queue a message unless the study already has one on ``channel``; True if added."""
-        now = now or utcnow()
         try:
             with self.engine.begin() as conn:
-                conn.execute(
-                    notifications.insert().values(
-                        study_instance_uid=study_uid,
-                        channel=channel,
-                        step=step,
-                        token=token,
-                        payload=json.dumps(payload, ensure_ascii=False, sort_keys=True),
-                        status="pending",
-                        attempts=0,
-                        next_attempt_at=now,
-                        created_at=now,
-                    )
-                )
+                _queue(conn, study_uid, channel, step, token, payload, now or utcnow())
         except IntegrityError:
             return False
         return True
@@ -149,18 +158,17 @@ class NotificationStore:
         acked = sa.select(notifications.c.study_instance_uid).where(
             notifications.c.acknowledged_at.is_not(None)
         )
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                sa.select(notifications)
-                .where(
-                    notifications.c.status.in_(("sent", "dead")),
-                    notifications.c.escalate_at.is_not(None),
-                    notifications.c.escalate_at <= now,
-                    notifications.c.study_instance_uid.not_in(acked),
-                )
-                .order_by(notifications.c.id)
-            ).mappings()
-            return [_row(r) for r in rows]
+        query = (
+            sa.select(notifications)
+            .where(
+                notifications.c.status.in_(("sent", "dead")),
+                notifications.c.escalate_at.is_not(None),
+                notifications.c.escalate_at <= now,
+                notifications.c.study_instance_uid.not_in(acked),
+            )
+            .order_by(notifications.c.id)
+        )
+        return fetch_all(self.engine.connect, query, _row)
 
     def escalate(
         self,
@@ -189,19 +197,7 @@ class NotificationStore:
             ).first()
             if exists is not None:
                 return False
-            conn.execute(
-                notifications.insert().values(
-                    study_instance_uid=current.study_instance_uid,
-                    channel=channel,
-                    step=current.step + 1,
-                    token=token,
-                    payload=json.dumps(payload, ensure_ascii=False, sort_keys=True),
-                    status="pending",
-                    attempts=0,
-                    next_attempt_at=now,
-                    created_at=now,
-                )
-            )
+            _queue(conn, current.study_instance_uid, channel, current.step + 1, token, payload, now)
         return True
 
     def acknowledge(
@@ -246,19 +242,13 @@ class NotificationStore:
         return _row(fresh)
 
     def by_token(self, token: str) -> Notification | None:
-        with self.engine.connect() as conn:
-            data = (
-                conn.execute(sa.select(notifications).where(notifications.c.token == token))
-                .mappings()
-                .first()
-            )
-        return _row(data) if data is not None else None
+        query = sa.select(notifications).where(notifications.c.token == token)
+        return fetch_one(self.engine.connect, query, _row)
 
     def of_study(self, study_uid: str) -> list[Notification]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                sa.select(notifications)
-                .where(notifications.c.study_instance_uid == study_uid)
-                .order_by(notifications.c.step)
-            ).mappings()
-            return [_row(r) for r in rows]
+        query = (
+            sa.select(notifications)
+            .where(notifications.c.study_instance_uid == study_uid)
+            .order_by(notifications.c.step)
+        )
+        return fetch_all(self.engine.connect, query, _row)

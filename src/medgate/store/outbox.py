@@ -19,7 +19,7 @@ from sqlalchemy.engine import Connection
 
 from medgate.store.engine import Database, utcnow
 from medgate.store.queue import LeasedQueue
-from medgate.store.rows import from_row
+from medgate.store.rows import count_rows, fetch_all, from_row
 from medgate.store.schema import outbox
 from medgate.store.status import OutboxStatus
 
@@ -89,17 +89,8 @@ def add_results(
         ).first()
         if exists is not None:
             continue
-        conn.execute(
-            outbox.insert().values(
-                sop_instance_uid=sop_uid,
-                study_instance_uid=study_uid,
-                kind=kind,
-                path=path,
-                status=OutboxStatus.PENDING.value,
-                attempts=0,
-                next_attempt_at=now,
-                created_at=now,
-            )
+        _QUEUE.insert(
+            conn, now, sop_instance_uid=sop_uid, study_instance_uid=study_uid, kind=kind, path=path
         )
         added += 1
     return added
@@ -118,9 +109,7 @@ class Outbox:
 
     def due(self, limit: int = 50, now: dt.datetime | None = None) -> list[OutboxItem]:
         now = now or utcnow()
-        with self.db.read() as conn:
-            rows = conn.execute(_QUEUE.due(now).limit(limit)).mappings()
-            return [_item(r) for r in rows]
+        return fetch_all(self.db.read, _QUEUE.due(now).limit(limit), _item)
 
     def claim(
         self, item_ids: Sequence[int], lease_seconds: float = DEFAULT_LEASE_SECONDS
@@ -174,18 +163,10 @@ class Outbox:
             query = query.where(outbox.c.status == OutboxStatus(status).value)
         if study_uid:
             query = query.where(outbox.c.study_instance_uid == study_uid)
-        with self.db.read() as conn:
-            return [_item(r) for r in conn.execute(query).mappings()]
+        return fetch_all(self.db.read, query, _item)
 
     def pending_count(self) -> int:
-        with self.db.read() as conn:
-            return int(
-                conn.execute(
-                    sa.select(sa.func.count())
-                    .select_from(outbox)
-                    .where(outbox.c.status == OutboxStatus.PENDING.value)
-                ).scalar_one()
-            )
+        return count_rows(self.db.read, outbox, _QUEUE.is_pending())
 
     def delivery(self, study_uid: str) -> Delivery:
         """A study's delivery to the PACS: ``delivered`` only once every object is confirmed."""

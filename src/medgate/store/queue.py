@@ -46,6 +46,16 @@ class LeasedQueue:
     def is_pending(self) -> ColumnElement[bool]:
         return self.c.status == self.pending
 
+    def insert(self, conn: Connection, now: dt.datetime, **values: Any) -> None:
+        """Queue one row, due at ``now`` with no attempt yet (``values`` may set another
+        ``status``, e.g. a row stored already refused)."""
+        fresh: dict[str, Any] = {"status": self.pending, "attempts": 0, "next_attempt_at": now}
+        if "refusals" in self.c:
+            fresh["refusals"] = 0
+        if "created_at" in self.c:
+            fresh["created_at"] = now
+        conn.execute(self.table.insert().values({**fresh, **values}))
+
     def due(self, now: dt.datetime, *conditions: ColumnElement[bool]) -> sa.Select[Any]:
         """Pending rows whose next attempt is due (and ``conditions``), oldest first."""
         return (

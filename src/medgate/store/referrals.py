@@ -397,16 +397,13 @@ class ReferralStore:
         now: dt.datetime,
     ) -> None:
         for channel in notification.channels:
-            conn.execute(
-                referral_notifications.insert().values(
-                    referral_id=referral_id,
-                    seq=seq,
-                    channel=channel,
-                    payload=json.dumps(notification.payload, sort_keys=True),
-                    status="pending",
-                    attempts=0,
-                    next_attempt_at=now,
-                )
+            _QUEUE.insert(
+                conn,
+                now,
+                referral_id=referral_id,
+                seq=seq,
+                channel=channel,
+                payload=json.dumps(notification.payload, sort_keys=True),
             )
         conn.execute(
             referral_events.insert().values(

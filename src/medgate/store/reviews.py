@@ -16,7 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from medgate.store.rows import from_row
+from medgate.store.rows import fetch_all, fetch_one, from_row
 from medgate.store.schema import outbox, reviews
 
 
@@ -59,6 +59,10 @@ def _row(data: Any) -> ReviewRow:
     )
 
 
+def _revisions(study_uid: str) -> sa.Select[Any]:
+    return sa.select(reviews).where(reviews.c.study_instance_uid == study_uid)
+
+
 def insert_review(conn: Connection, row: ReviewRow) -> int:
     """Insert a review inside the caller's transaction; IntegrityError when the revision (or the
     SR UID) is taken, i.e. another review of the study won the race."""
@@ -89,18 +93,8 @@ class ReviewStore:
 
     def latest(self, study_uid: str) -> ReviewRow | None:
         """The study's current review (highest revision), if any."""
-        with self.engine.connect() as conn:
-            data = (
-                conn.execute(
-                    sa.select(reviews)
-                    .where(reviews.c.study_instance_uid == study_uid)
-                    .order_by(reviews.c.revision.desc())
-                    .limit(1)
-                )
-                .mappings()
-                .first()
-            )
-        return _row(data) if data is not None else None
+        query = _revisions(study_uid).order_by(reviews.c.revision.desc()).limit(1)
+        return fetch_one(self.engine.connect, query, _row)
 
     def summary_of(self, study_uid: str) -> dict[str, Any]:
         """The study JSON's ``review``: the current review, or ``{"status": "unreviewed"}``."""
@@ -109,23 +103,15 @@ class ReviewStore:
 
     def of_study(self, study_uid: str) -> list[ReviewRow]:
         """Every revision of the study's review, oldest first."""
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                sa.select(reviews)
-                .where(reviews.c.study_instance_uid == study_uid)
-                .order_by(reviews.c.revision)
-            ).mappings()
-            return [_row(r) for r in rows]
+        return fetch_all(
+            self.engine.connect, _revisions(study_uid).order_by(reviews.c.revision), _row
+        )
 
     def current(self) -> list[ReviewRow]:
         """Each reviewed study's current review (labels, monitoring)."""
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                sa.select(reviews).order_by(reviews.c.study_instance_uid, reviews.c.revision)
-            ).mappings()
-            latest: dict[str, ReviewRow] = {}
-            for data in rows:
-                latest[data["study_instance_uid"]] = _row(data)
+        query = sa.select(reviews).order_by(reviews.c.study_instance_uid, reviews.c.revision)
+        rows = fetch_all(self.engine.connect, query, _row)
+        latest = {row.study_instance_uid: row for row in rows}  # the last revision wins
         return list(latest.values())
 
     def reviewed_studies(self) -> set[str]:

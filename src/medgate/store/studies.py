@@ -17,7 +17,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from medgate.store.engine import Database, utcnow
-from medgate.store.rows import from_row
+from medgate.store.rows import fetch_all, fetch_one, from_row
 from medgate.store.schema import instances, studies
 from medgate.store.status import StudyStatus
 
@@ -88,13 +88,23 @@ def set_status(
     conn.execute(studies.update().where(studies.c.study_instance_uid == study_uid).values(**values))
 
 
-def _row(data: Any, count: int) -> StudyRow:
+#: every study column and its instance count (one indexed count per study row)
+_WITH_COUNT = sa.select(
+    studies,
+    sa.select(sa.func.count())
+    .where(instances.c.study_instance_uid == studies.c.study_instance_uid)
+    .scalar_subquery()
+    .label("instances"),
+)
+
+
+def _row(data: Any) -> StudyRow:
     raw = data["result_json"]
     return from_row(
         StudyRow,
         data,
         status=StudyStatus(data["status"]),
-        instances=int(count),
+        instances=int(data["instances"]),
         result=json.loads(raw) if raw else None,
     )
 
@@ -106,42 +116,15 @@ class StudyIndex:
         self.db = db
 
     def get(self, study_uid: str) -> StudyRow | None:
-        with self.db.read() as conn:
-            row = (
-                conn.execute(sa.select(studies).where(studies.c.study_instance_uid == study_uid))
-                .mappings()
-                .first()
-            )
-            if row is None:
-                return None
-            count = conn.execute(
-                sa.select(sa.func.count())
-                .select_from(instances)
-                .where(instances.c.study_instance_uid == study_uid)
-            ).scalar_one()
-            return _row(row, count)
+        query = _WITH_COUNT.where(studies.c.study_instance_uid == study_uid)
+        return fetch_one(self.db.read, query, _row)
 
     def list(self, status: StudyStatus | str | None = None, limit: int = 1000) -> list[StudyRow]:
         """Studies oldest first, optionally only those in ``status``."""
-        counts = (
-            sa.select(instances.c.study_instance_uid, sa.func.count().label("instances"))
-            .group_by(instances.c.study_instance_uid)
-            .subquery()
-        )
-        query = (
-            sa.select(studies, sa.func.coalesce(counts.c.instances, 0).label("instances"))
-            .select_from(
-                studies.outerjoin(
-                    counts, counts.c.study_instance_uid == studies.c.study_instance_uid
-                )
-            )
-            .order_by(studies.c.received_at)
-            .limit(limit)
-        )
+        query = _WITH_COUNT.order_by(studies.c.received_at).limit(limit)
         if status:
             query = query.where(studies.c.status == StudyStatus(status).value)
-        with self.db.read() as conn:
-            return [_row(r, r["instances"]) for r in conn.execute(query).mappings()]
+        return fetch_all(self.db.read, query, _row)
 
     def set_status(
         self,
