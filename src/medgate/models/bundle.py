@@ -19,6 +19,7 @@ come from here.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -28,7 +29,7 @@ from pydantic import BaseModel, Field, ValidationError
 from medgate.core.checksums import sha256_file
 from medgate.core.uids import derived_uid
 from medgate.models.approval import Decision, inference_config
-from medgate.models.findings import Code, Finding, Segment
+from medgate.models.findings import Code, Finding, ModelResult, Segment
 
 METADATA_FILE = Path("configs") / "metadata.json"
 MODEL_FILES = {"onnx": Path("models") / "model.onnx", "torchscript": Path("models") / "model.ts"}
@@ -282,6 +283,16 @@ class Bundle:
     def device_uid(self) -> str:
         """The model's UID: recorded in the metadata, else derived from the model file."""
         return self.spec.device_uid or device_uid_for(self.model_sha256)
+
+    def new_result(self, source_sop_instance_uids: Sequence[str]) -> ModelResult:
+        """An empty result of this bundle on these source images, for a predictor to fill."""
+        return ModelResult(
+            bundle_name=self.name,
+            bundle_version=self.version,
+            task=self.task,
+            source_sop_instance_uids=list(source_sop_instance_uids),
+            device_uid=self.device_uid,
+        )
 
     def summary(self) -> dict[str, Any]:
         """A JSON-friendly description for ``medgate models list`` and the HTTP API."""

@@ -70,13 +70,7 @@ class MonaiBundlePredictor:
             kept = self._kept.pop(self._key(datasets), None)
         image, geometry = kept if kept is not None else self.runner.preprocess(datasets)
         prediction = self.runner.postprocess(image, np.asarray(output))
-        result = ModelResult(
-            bundle_name=self.bundle.name,
-            bundle_version=self.bundle.version,
-            task=self.bundle.task,
-            source_sop_instance_uids=list(geometry.sop_instance_uids),
-            device_uid=self.bundle.device_uid,
-        )
+        result = self.bundle.new_result(geometry.sop_instance_uids)
         if self.bundle.task == "segmentation":
             self._segmentation(prediction, geometry, result)
         else:

@@ -81,13 +81,7 @@ class Predictor:
             names = self.backend.output_names
             output = {names[0] if names else "output": output}
         _, geometry = self.read(datasets)
-        result = ModelResult(
-            bundle_name=self.bundle.name,
-            bundle_version=self.bundle.version,
-            task=self.bundle.task,
-            source_sop_instance_uids=list(geometry.sop_instance_uids),
-            device_uid=self.bundle.device_uid,
-        )
+        result = self.bundle.new_result(geometry.sop_instance_uids)
         if self.bundle.spec.extra.get("postprocess") == "nodules":
             self._nodules(output, geometry, datasets, result)
         elif self.bundle.task == "segmentation":
