@@ -10,16 +10,19 @@ again, so the late instance is processed too.
 from __future__ import annotations
 
 import logging
-import threading
 
 from medgate.core.logs import phi_hash
+from medgate.core.pass_loop import PassLoop
 from medgate.store.db import Index
 
 log = logging.getLogger(__name__)
 
 
-class StudyAssembler:
-    """Background thread: ``start()``, ``stop()``; ``run_once()`` does one pass (for tests)."""
+class StudyAssembler(PassLoop):
+    """Passes in a background thread (``PassLoop``: ``start()``, ``stop()``, a failing pass
+    retried at the next); ``run_once()`` does one pass (for tests)."""
+
+    thread_name = "medgate-assembler"
 
     def __init__(
         self,
@@ -29,13 +32,12 @@ class StudyAssembler:
         interval: float | None = None,
         audit: object | None = None,
     ) -> None:
+        super().__init__()
         self.index = index
         self.idle_seconds = idle_seconds
         # Check often enough that a study waits at most ~1.25x its idle time, but not busily.
         self.interval = interval if interval is not None else min(max(idle_seconds / 4, 0.1), 5.0)
         self.audit = audit
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def run_once(self) -> list[str]:
         queued = self.index.jobs.enqueue_idle(self.idle_seconds)
@@ -45,23 +47,3 @@ class StudyAssembler:
             if record is not None:
                 record("study-queued", study_uid=uid, details={"idle_seconds": self.idle_seconds})
         return queued
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.run_once()
-            except Exception:  # the database may be busy or briefly unreachable: try again
-                log.exception("study assembler pass failed")
-
-    def start(self) -> None:
-        if self._thread is not None and self._thread.is_alive():
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="medgate-assembler", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None

@@ -26,7 +26,9 @@ from medgate.store.schema import cds_answers, cds_cards, cds_feedback
 
 
 @dataclass(frozen=True)
-class NewAnswer:
+class AnswerContent:
+    """What an answer was about and how it was reached: the columns of ``cds_answers``."""
+
     patient_key: str
     site: str | None
     service: str
@@ -35,6 +37,12 @@ class NewAnswer:
     inputs: list[dict[str, Any]]
     versions: list[dict[str, Any]]
     scores: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class NewAnswer(AnswerContent):
+    """An answer to store, with the cards it gave."""
+
     cards: Sequence[dict[str, Any]]
 
 
@@ -50,16 +58,10 @@ class Feedback:
 
 
 @dataclass(frozen=True)
-class Answer:
+class Answer(AnswerContent):
+    """A stored answer, with its cards and the feedback the EHR gave on them."""
+
     id: str
-    patient_key: str
-    site: str | None
-    service: str
-    hook: str
-    hook_instance: str
-    inputs: list[dict[str, Any]]
-    versions: list[dict[str, Any]]
-    scores: dict[str, Any]
     created_at: dt.datetime
     cards: list[dict[str, Any]] = field(default_factory=list)
     feedback: list[Feedback] = field(default_factory=list)

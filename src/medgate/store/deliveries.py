@@ -22,7 +22,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from medgate.store.engine import aware, utcnow
 from medgate.store.queue import LeasedQueue
-from medgate.store.rows import from_row
+from medgate.store.rows import fetch_all, fetch_one, from_row
 from medgate.store.schema import (
     deliveries,
     instances,
@@ -106,30 +106,17 @@ class DeliveryStore:
     def results_without_report(self, limit: int = 100) -> list[dict[str, Any]]:
         """``done`` studies with a result that have no report status yet (nothing queued)."""
         query = (
-            sa.select(studies.c.study_instance_uid, studies.c.result_json, studies.c.updated_at)
-            .select_from(
+            _BUILT.select_from(
                 studies.outerjoin(
                     result_reports,
                     result_reports.c.study_instance_uid == studies.c.study_instance_uid,
                 )
             )
-            .where(
-                studies.c.status == "done",
-                studies.c.result_json.is_not(None),
-                result_reports.c.study_instance_uid.is_(None),
-            )
+            .where(result_reports.c.study_instance_uid.is_(None))
             .order_by(studies.c.updated_at)
             .limit(limit)
         )
-        with self.engine.connect() as conn:
-            return [
-                {
-                    "study_instance_uid": r.study_instance_uid,
-                    "result": json.loads(r.result_json),
-                    "updated_at": aware(r.updated_at),
-                }
-                for r in conn.execute(query)
-            ]
+        return fetch_all(self.engine.connect, query, _built)
 
     def reviewed_not_final(self, limit: int = 100) -> list[dict[str, Any]]:
         """Studies whose latest review (``reviews``) is stored but whose report is not final
@@ -181,47 +168,21 @@ class DeliveryStore:
             .order_by(reviews.c.created_at)
             .limit(limit)
         )
-        with self.engine.connect() as conn:
-            return [
-                {
-                    "study_instance_uid": r.study_instance_uid,
-                    "reviewer_id": r.reviewer_id,
-                    "verdicts": json.loads(r.verdicts_json),
-                    "revision": int(r.revision),
-                }
-                for r in conn.execute(query)
-            ]
+        return fetch_all(self.engine.connect, query, _review)
 
     def built_results(self, study_uid: str | None = None) -> list[dict[str, Any]]:
         """``done`` studies with a result (uid, result, updated_at), oldest first."""
-        query = (
-            sa.select(studies.c.study_instance_uid, studies.c.result_json, studies.c.updated_at)
-            .where(studies.c.status == "done", studies.c.result_json.is_not(None))
-            .order_by(studies.c.received_at)
-        )
+        query = _BUILT.order_by(studies.c.received_at)
         if study_uid is not None:
             query = query.where(studies.c.study_instance_uid == study_uid)
-        with self.engine.connect() as conn:
-            return [
-                {
-                    "study_instance_uid": r.study_instance_uid,
-                    "result": json.loads(r.result_json),
-                    "updated_at": aware(r.updated_at),
-                }
-                for r in conn.execute(query)
-            ]
+        return fetch_all(self.engine.connect, query, _built)
 
     def record_preliminary(
         self, study_uid: str, rows: Sequence[NewDelivery], issued_at: dt.datetime | None = None
     ) -> int:
         """Mark the study's result preliminary and queue its messages in one transaction."""
         with self.engine.begin() as conn:
-            exists = conn.execute(
-                sa.select(result_reports.c.status).where(
-                    result_reports.c.study_instance_uid == study_uid
-                )
-            ).first()
-            if exists is None:
+            if _report_status(conn, study_uid) is None:
                 conn.execute(
                     result_reports.insert().values(
                         study_instance_uid=study_uid,
@@ -244,12 +205,8 @@ class DeliveryStore:
         now = utcnow()
         payload = json.dumps(final_result) if final_result is not None else None
         with self.engine.begin() as conn:
-            row = conn.execute(
-                sa.select(result_reports.c.status).where(
-                    result_reports.c.study_instance_uid == study_uid
-                )
-            ).first()
-            if row is None:
+            status = _report_status(conn, study_uid)
+            if status is None:
                 conn.execute(
                     result_reports.insert().values(
                         study_instance_uid=study_uid,
@@ -260,17 +217,8 @@ class DeliveryStore:
                         final_result_json=payload,
                     )
                 )
-            elif row.status != "final":
-                conn.execute(
-                    result_reports.update()
-                    .where(result_reports.c.study_instance_uid == study_uid)
-                    .values(
-                        status="final",
-                        final_at=now,
-                        verified_by=verified_by,
-                        final_result_json=payload,
-                    )
-                )
+            elif status != "final":
+                _verify(conn, study_uid, "final", verified_by, payload, now)
             return self.enqueue(rows, conn)
 
     def record_amended(
@@ -284,31 +232,13 @@ class DeliveryStore:
         """A review amended after the final result: the report becomes ``amended`` with the new
         verified result, and the correction messages are queued, in one transaction."""
         with self.engine.begin() as conn:
-            conn.execute(
-                result_reports.update()
-                .where(result_reports.c.study_instance_uid == study_uid)
-                .values(
-                    status="amended",
-                    final_at=utcnow(),
-                    verified_by=verified_by,
-                    final_result_json=json.dumps(amended_result),
-                )
-            )
+            _verify(conn, study_uid, "amended", verified_by, json.dumps(amended_result), utcnow())
             return self.enqueue(rows, conn)
 
     def report(self, study_uid: str) -> dict[str, Any] | None:
         """The study's report status row (``preliminary`` or ``final``), or None."""
-        with self.engine.connect() as conn:
-            row = (
-                conn.execute(
-                    sa.select(result_reports).where(
-                        result_reports.c.study_instance_uid == study_uid
-                    )
-                )
-                .mappings()
-                .first()
-            )
-        return _report_row(row) if row is not None else None
+        query = sa.select(result_reports).where(result_reports.c.study_instance_uid == study_uid)
+        return fetch_one(self.engine.connect, query, _report_row)
 
     def reports(self) -> dict[str, dict[str, Any]]:
         """Every study's report status, by StudyInstanceUID."""
@@ -504,6 +434,53 @@ class DeliveryStore:
                 .limit(1)
             ).first()
         return str(row.path) if row is not None else None
+
+
+#: ``done`` studies with a result: (uid, result, updated_at) rows, read by ``_built``
+_BUILT = sa.select(studies.c.study_instance_uid, studies.c.result_json, studies.c.updated_at).where(
+    studies.c.status == "done", studies.c.result_json.is_not(None)
+)
+
+
+def _built(row: Any) -> dict[str, Any]:
+    return {
+        "study_instance_uid": row["study_instance_uid"],
+        "result": json.loads(row["result_json"]),
+        "updated_at": aware(row["updated_at"]),
+    }
+
+
+def _review(row: Any) -> dict[str, Any]:
+    return {
+        "study_instance_uid": row["study_instance_uid"],
+        "reviewer_id": row["reviewer_id"],
+        "verdicts": json.loads(row["verdicts_json"]),
+        "revision": int(row["revision"]),
+    }
+
+
+def _report_status(conn: Connection, study_uid: str) -> str | None:
+    """The study's report status, None before its first report."""
+    query = sa.select(result_reports.c.status).where(
+        result_reports.c.study_instance_uid == study_uid
+    )
+    return conn.execute(query).scalar()
+
+
+def _verify(
+    conn: Connection,
+    study_uid: str,
+    status: str,
+    verified_by: str | None,
+    result_json: str | None,
+    now: dt.datetime,
+) -> None:
+    """Record the reviewed result (``final`` or ``amended``) of a study's report."""
+    conn.execute(
+        result_reports.update()
+        .where(result_reports.c.study_instance_uid == study_uid)
+        .values(status=status, final_at=now, verified_by=verified_by, final_result_json=result_json)
+    )
 
 
 def _report_row(row: Any) -> dict[str, Any]:

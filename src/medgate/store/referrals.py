@@ -18,6 +18,7 @@ cannot overwrite each other: the second gets ``StaleReferral``.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import threading
@@ -82,14 +83,6 @@ class Evidence:
     display: str
     value: str | None = None
     reference: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "display": self.display,
-            "value": self.value,
-            "reference": self.reference,
-        }
 
 
 @dataclass(frozen=True)
@@ -250,7 +243,7 @@ class ReferralStore:
                     status="requested",
                     urgency=new.urgency,
                     reason=new.reason,
-                    evidence_json=json.dumps([e.as_dict() for e in new.evidence]),
+                    evidence_json=json.dumps([dataclasses.asdict(e) for e in new.evidence]),
                     study_instance_uid=new.study_instance_uid,
                     origin=new.origin,
                     origin_ref=new.origin_ref,
