@@ -20,12 +20,11 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 from tests.support.gateway_process import GatewayProcess
+from tests.support.storescu import dcmtk, storescu, storescu_successes
 
 from medgate.core.ports import free_port
 from medgate.datasets.synthetic_series import ct_series
 from medgate.store.db import Index
-
-from .helpers import dcmtk, storescu, storescu_successes
 
 PATIENT_NAME = "Zhang^Xiuying"
 PATIENT_ID = "PID-7718-2024"

@@ -3,26 +3,26 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 from pydicom import dcmread
 from pydicom.dataset import FileMetaDataset
 from pydicom.filereader import read_file_meta_info
 from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from tests.support.durability_cases import (  # noqa: F401 - collected here on SQLite
+    test_aborted_association_keeps_nothing_partial,
+    test_duplicate_uid_same_or_different_bytes,
+)
+from tests.support.pydicom_testfiles import STORAGE_CLASSES, classified
+from tests.support.storescu import STORESCU_PROPOSE, dcmtk, storescu
 
 from medgate.cli.dicom_service import DicomService
 from medgate.datasets.synthetic_series import ct_series
 from medgate.dicom.net import self_peer
 from medgate.dicom.scu import store_files
-
-from .helpers import STORESCU_PROPOSE, dcmtk, storescu
-from .testfiles import STORAGE_CLASSES, classified
 
 
 def _echo(
@@ -139,49 +139,6 @@ def test_low_disk_answers_out_of_resources(
     assert report.results[0][1] == 0xA700
     assert service.index.instances.count() == 0
     assert not [p for p in service.store.instances_dir.rglob("*") if p.is_file()]
-
-
-def test_aborted_association_keeps_nothing_partial(tmp_path: Path, service: DicomService) -> None:
-    files = ct_series(tmp_path / "big", 40, rows=512, columns=512)
-    proc = subprocess.Popen(
-        [dcmtk("storescu"), "-aec", "MEDGATE", "127.0.0.1", str(service.port), *map(str, files)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 30
-    while service.index.instances.count() < 5 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)  # the sender dies mid-association
-    proc.wait()
-    time.sleep(0.5)
-    stored = list(service.store.instances_dir.rglob("*.dcm"))
-    assert 5 <= len(stored) < 40
-    assert not list(service.store.instances_dir.rglob("*.part"))
-    assert len(stored) == service.index.instances.count()
-    for path in stored:
-        dcmread(path)
-
-
-@pytest.mark.parametrize("overwrite", [False, True])
-def test_duplicate_uid_same_or_different_bytes(
-    tmp_path: Path, service_factory: Callable[..., DicomService], overwrite: bool
-) -> None:
-    service = service_factory(dicom={"overwrite_duplicates": overwrite})
-    first = ct_series(tmp_path / "a", 1, rows=16, columns=16)[0]
-    ds = dcmread(first)
-    ds.SeriesDescription = "changed"
-    second = tmp_path / "second.dcm"
-    ds.save_as(second)
-    peer = self_peer(service.settings)
-    assert store_files(service.settings, peer, [first, first, second]).failed == 0
-    assert service.index.instances.count() == 1
-    stored = service.store.path_for(str(ds.SOPInstanceUID))
-    expected = second if overwrite else first
-    assert dcmread(stored).SeriesDescription == dcmread(expected).SeriesDescription
-    assert (
-        service.index.instances.get(str(ds.SOPInstanceUID)).sha256
-        == __import__("hashlib").sha256(stored.read_bytes()).hexdigest()
-    )
 
 
 def test_recover_after_crash_artifacts(

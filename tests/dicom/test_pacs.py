@@ -9,17 +9,18 @@ from pathlib import Path
 
 import pytest
 from pydicom import dcmread
-from pydicom.uid import generate_uid
+from tests.support.durability_cases import pacs_settings as _pacs_settings
+from tests.support.durability_cases import (  # noqa: F401 - collected here on SQLite
+    test_orthanc_down_then_up_delivers_once,
+    test_orthanc_rejecting_dead_letters,
+    test_results_delivered_to_orthanc,
+)
 
 from medgate.cli.dicom_service import DicomService
 from medgate.datasets.synthetic_series import ct_series
 from medgate.delivery.pacs import backoff_seconds
 from medgate.dicom.orthanc import OrthancServer
 from medgate.dicom.retriever import RetrieveError
-
-
-def _pacs_settings(orthanc: OrthancServer) -> dict:
-    return {"ae_title": orthanc.ae_title, "host": "127.0.0.1", "port": orthanc.dicom_port}
 
 
 def _upload_series(orthanc: OrthancServer, folder: Path, count: int) -> tuple[str, list[str]]:
@@ -91,107 +92,6 @@ def test_poll_pulls_each_new_study_once(
     assert service.retriever.poll_once() == [study]
     assert service.retriever.poll_once() == []  # known now: not pulled again
     assert service.index.instances.count() == 3
-
-
-def _result_object(tmp_path: Path, service: DicomService) -> tuple[str, str]:
-    """A small result-like object written through the store and queued in the outbox."""
-    path = ct_series(tmp_path / "result", 1, rows=8, columns=8)[0]
-    ds = dcmread(path)
-    ds.SOPInstanceUID = generate_uid()
-    stored = service.store.write_result(ds)
-    service.index.outbox.add(
-        [(str(ds.SOPInstanceUID), str(ds.StudyInstanceUID), "sr", str(stored))]
-    )
-    return str(ds.SOPInstanceUID), str(ds.StudyInstanceUID)
-
-
-def test_results_delivered_to_orthanc(
-    tmp_path: Path,
-    service_factory: Callable[..., DicomService],
-    orthanc_factory: Callable[..., OrthancServer],
-) -> None:
-    orthanc = orthanc_factory()
-    service = service_factory(pacs=_pacs_settings(orthanc))
-    service.sender.stop()  # drive it by hand
-    uid, _ = _result_object(tmp_path, service)
-    summary = service.sender.run_once()
-    assert summary.sent == 1
-    assert orthanc.find_instance(uid) is not None
-    assert service.index.outbox.list(status="sent")[0].sop_instance_uid == uid
-    assert service.sender.run_once().sent == 0  # nothing sent twice
-
-
-def test_orthanc_down_then_up_delivers_once(
-    tmp_path: Path,
-    service_factory: Callable[..., DicomService],
-    orthanc_factory: Callable[..., OrthancServer],
-) -> None:
-    orthanc = orthanc_factory()
-    service = service_factory(
-        pacs={
-            **_pacs_settings(orthanc),
-            "send_backoff_seconds": 0.2,
-            "send_backoff_max_seconds": 0.4,
-            "send_max_attempts": 2,
-        }
-    )
-    orthanc.stop()
-    uid, _ = _result_object(tmp_path, service)
-    service.sender.wake()
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        row = service.index.outbox.list()[0]
-        if row.attempts >= 3:
-            break
-        time.sleep(0.1)
-    row = service.index.outbox.list()[0]
-    # unreachable PACS: retried beyond send_max_attempts, never dead-lettered
-    assert row.status == "pending" and row.attempts >= 3 and row.refusals == 0
-    assert "unreachable" in row.last_error
-    orthanc.start()
-    deadline = time.monotonic() + 15
-    while service.index.outbox.list()[0].status != "sent" and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert service.index.outbox.list()[0].status == "sent"
-    time.sleep(1.0)  # a further pass must not send it again
-    assert orthanc.find_instance(uid) is not None
-    assert len(orthanc.get("/instances")) == 1
-    sent_events = [e for e in service.audit.entries() if e["event"] == "result-sent"]
-    assert len(sent_events) == 1
-
-
-# Orthanc 1.10.1 answers C-STORE *success* when ReceivedInstanceFilter returns false (it drops the
-# instance silently); a filter that raises makes it answer a failure status (0xA700).
-REJECT_ALL = """
-function ReceivedInstanceFilter(dicom, origin, info)
-  error("rejected by site policy")
-end
-"""
-
-
-def test_orthanc_rejecting_dead_letters(
-    tmp_path: Path,
-    service_factory: Callable[..., DicomService],
-    orthanc_factory: Callable[..., OrthancServer],
-) -> None:
-    orthanc = orthanc_factory(lua=REJECT_ALL)
-    service = service_factory(
-        pacs={**_pacs_settings(orthanc), "send_backoff_seconds": 0.1, "send_max_attempts": 3}
-    )
-    service.sender.stop()
-    uid, _ = _result_object(tmp_path, service)
-    for _ in range(10):
-        service.sender.run_once()
-        if service.index.outbox.list(status="dead"):
-            break
-        time.sleep(0.15)
-    rows = service.index.outbox.list()
-    assert rows[0].status == "dead"
-    assert rows[0].attempts == 3 and rows[0].refusals == 3
-    assert "PACS status 0x" in rows[0].last_error
-    assert orthanc.find_instance(uid) is None
-    assert service.sender.run_once().sent == 0  # no endless loop: dead stays dead
-    assert any(e["event"] == "result-dead-lettered" for e in service.audit.entries())
 
 
 def test_backoff_doubles_up_to_the_cap(settings_factory: Callable[..., object]) -> None:

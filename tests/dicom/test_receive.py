@@ -9,21 +9,20 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 from pydicom import dcmread
 from pydicom.filereader import read_file_meta_info
-
-from medgate.api.app import create_app
-from medgate.cli.dicom_service import DicomService
-from medgate.core.checksums import sha256_file
-from medgate.dicom.net import self_peer
-from medgate.dicom.scu import store_files
-
-from .helpers import (
+from tests.support.pydicom_testfiles import classified, dataset_bytes
+from tests.support.storescu import (
     STORESCU_PROPOSE,
     dcmtk,
     storescu,
     storescu_attempts,
     storescu_successes,
 )
-from .testfiles import classified, dataset_bytes
+
+from medgate.api.app import create_app
+from medgate.cli.dicom_service import DicomService
+from medgate.core.checksums import sha256_file
+from medgate.dicom.net import self_peer
+from medgate.dicom.scu import store_files
 
 
 def test_echoscu(service: DicomService) -> None:

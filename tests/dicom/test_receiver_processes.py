@@ -17,14 +17,13 @@ from pathlib import Path
 
 from pydicom.filereader import read_file_meta_info
 from pydicom.uid import ExplicitVRLittleEndian
+from tests.support.storescu import STORESCU_PROPOSE, storescu
 
 from medgate.cli.dicom_service import DicomService
 from medgate.core.ports import free_port
 from medgate.datasets.synthetic_series import ct_series
 from medgate.dicom.receiver_pool import receiver_process_count
 from medgate.store.db import Index
-
-from .helpers import STORESCU_PROPOSE, storescu
 
 
 def _data_set(part10: bytes) -> bytes:

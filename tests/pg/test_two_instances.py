@@ -25,7 +25,6 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from tests.dicom.helpers import storescu, storescu_successes
 from tests.support.configs import settings_to_toml
 from tests.support.serve_process import ServeProcess
 from tests.support.serve_process import ray_node_started as _started
@@ -36,6 +35,7 @@ from tests.support.serving import (
     wait_for,
     write_bundle,
 )
+from tests.support.storescu import storescu, storescu_successes
 
 from medgate.core.config import Settings
 from medgate.core.ports import free_port
