@@ -20,7 +20,7 @@ missing inputs.
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel
 
@@ -40,6 +40,7 @@ from medgate.clinical.schemas import AssessRequest
 from medgate.models.tabular import BundleError, TabularPredictor
 
 Language = Literal["zh", "en"]
+Model = TypeVar("Model", bound=BaseModel)
 Level = Literal["emergency", "urgent", "routine", "none"]
 
 NOT_FOR_CLINICAL = {
@@ -77,107 +78,64 @@ class AssessResult(BaseModel):
     disclaimer: str
 
 
-def _missing(x: AssessRequest, names: list[str]) -> list[str]:
-    return [n for n in names if getattr(x, n) is None]
+def _calculator_input(
+    x: AssessRequest,
+    model: type[Model],
+    score: str,
+    derived: dict[str, tuple[Any, str]] | None = None,
+) -> Model | NotComputed:
+    """A calculator's input from the summary, or what is missing for it.
+
+    Each field of ``model`` takes the summary's field of the same name, or its ``derived``
+    value (name: (value, the input to ask for when it is missing)) where the summary holds it
+    in another form. Required inputs that are missing are listed, never guessed.
+    """
+    derived = derived or {}
+    values: dict[str, Any] = {}
+    missing: list[str] = []
+    for name, field in model.model_fields.items():
+        value, ask_for = derived[name] if name in derived else (getattr(x, name), name)
+        if value is None and field.is_required():
+            missing.append(ask_for)
+        values[name] = value
+    if missing:
+        return NotComputed(score=score, reason="inputs missing", missing=missing)
+    return model.model_validate(values)
 
 
 def _china_par(x: AssessRequest) -> cp.ChinaParResult | NotComputed:
-    needed = [
-        "age",
-        "sex",
-        "sbp_mmhg",
-        "on_bp_treatment",
-        "waist_cm",
-        "current_smoker",
-        "region",
-        "residence",
-        "family_history_ascvd",
-    ]
-    missing = _missing(x, needed)
-    tc, hdl = x.lipid_mg_dl("total_cholesterol"), x.lipid_mg_dl("hdl_cholesterol")
-    if tc is None:
-        missing.append("total_cholesterol_mmol_l|total_cholesterol_mg_dl")
-    if hdl is None:
-        missing.append("hdl_cholesterol_mmol_l|hdl_cholesterol_mg_dl")
-    diabetes = x.has_diabetes()
-    if diabetes is None:
-        missing.append("diabetes")
-    if missing:
-        return NotComputed(score="china_par", reason="inputs missing", missing=missing)
-    return cp.china_par(
-        cp.ChinaParInput.model_validate(
-            dict(
-                age=x.age,
-                sex=x.sex,
-                sbp_mmhg=x.sbp_mmhg,
-                on_bp_treatment=x.on_bp_treatment,
-                total_cholesterol_mg_dl=tc,
-                hdl_cholesterol_mg_dl=hdl,
-                waist_cm=x.waist_cm,
-                current_smoker=x.current_smoker,
-                diabetes=diabetes,
-                region=x.region,
-                residence=x.residence,
-                family_history_ascvd=x.family_history_ascvd,
-                dbp_mmhg=x.dbp_mmhg,
-                ldl_cholesterol_mg_dl=(
-                    x.ldl_cholesterol_mmol_l * MG_DL_PER_MMOL_L_CHOLESTEROL
-                    if x.ldl_cholesterol_mmol_l is not None
-                    else None
-                ),
-                bmi=x.bmi,
-                ascvd=x.ascvd,
-                ckd_stage_3_4=x.ckd_stage_3_4,
-            )
-        )
+    ldl = x.ldl_cholesterol_mmol_l
+    par_input = _calculator_input(
+        x,
+        cp.ChinaParInput,
+        "china_par",
+        {
+            "total_cholesterol_mg_dl": (
+                x.lipid_mg_dl("total_cholesterol"),
+                "total_cholesterol_mmol_l|total_cholesterol_mg_dl",
+            ),
+            "hdl_cholesterol_mg_dl": (
+                x.lipid_mg_dl("hdl_cholesterol"),
+                "hdl_cholesterol_mmol_l|hdl_cholesterol_mg_dl",
+            ),
+            "diabetes": (x.has_diabetes(), "diabetes"),
+            "ldl_cholesterol_mg_dl": (
+                None if ldl is None else ldl * MG_DL_PER_MMOL_L_CHOLESTEROL,
+                "ldl_cholesterol_mmol_l",
+            ),
+        },
     )
+    return par_input if isinstance(par_input, NotComputed) else cp.china_par(par_input)
 
 
 def _news2(x: AssessRequest, lang: Language) -> nw.News2Result | NotComputed:
-    needed = [
-        "respiratory_rate",
-        "spo2",
-        "on_oxygen",
-        "sbp_mmhg",
-        "heart_rate",
-        "consciousness",
-        "temperature_c",
-    ]
-    missing = _missing(x, needed)
-    if missing:
-        return NotComputed(score="news2", reason="inputs missing", missing=missing)
-    return nw.news2(
-        nw.News2Input.model_validate(
-            dict(
-                respiratory_rate=x.respiratory_rate,
-                spo2=x.spo2,
-                spo2_scale=x.spo2_scale,
-                on_oxygen=x.on_oxygen,
-                sbp_mmhg=x.sbp_mmhg,
-                heart_rate=x.heart_rate,
-                consciousness=x.consciousness,
-                temperature_c=x.temperature_c,
-            )
-        ),
-        lang,
-    )
+    n2_input = _calculator_input(x, nw.News2Input, "news2")
+    return n2_input if isinstance(n2_input, NotComputed) else nw.news2(n2_input, lang)
 
 
 def _qsofa(x: AssessRequest, lang: Language) -> nw.QsofaResult | NotComputed:
-    missing = _missing(x, ["respiratory_rate", "sbp_mmhg", "consciousness"])
-    if missing:
-        return NotComputed(score="qsofa", reason="inputs missing", missing=missing)
-    return nw.qsofa(
-        nw.QsofaInput.model_validate(
-            dict(
-                respiratory_rate=x.respiratory_rate,
-                sbp_mmhg=x.sbp_mmhg,
-                consciousness=x.consciousness,
-                suspected_infection=x.suspected_infection,
-            )
-        ),
-        lang,
-    )
+    qs_input = _calculator_input(x, nw.QsofaInput, "qsofa")
+    return qs_input if isinstance(qs_input, NotComputed) else nw.qsofa(qs_input, lang)
 
 
 def ascvd_high_risk_basis(par: cp.ChinaParResult | None) -> str | None:
@@ -212,33 +170,17 @@ def _follow_up(x: AssessRequest, par: cp.ChinaParResult | None) -> fu.FollowUpRe
             reason="no hypertension or type 2 diabetes in conditions: follow-up rules do not apply "
             "(urgent BP and glucose readings are still checked)",
         )
-    return fu.follow_up(
-        fu.FollowUpInput(
-            conditions=conditions,
-            age=x.age,
-            elderly_target_age=x.elderly_target_age,
-            ckd=x.ckd or x.ckd_stage_3_4,
-            ascvd=x.ascvd,
-            ascvd_high_risk_basis=ascvd_high_risk_basis(par),
-            hba1c_percent=x.hba1c_percent,
-            ldl_cholesterol_mmol_l=x.ldl_cholesterol_mmol_l,
-            sbp_mmhg=x.sbp_mmhg,
-            dbp_mmhg=x.dbp_mmhg,
-            fasting_glucose_mmol_l=x.fasting_glucose_mmol_l,
-            random_glucose_mmol_l=x.random_glucose_mmol_l,
-            heart_rate=x.heart_rate,
-            temperature_c=x.temperature_c,
-            consciousness=x.consciousness,
-            pregnant_or_lactating=x.pregnant_or_lactating,
-            symptoms=x.symptoms,
-            previous_visit_uncontrolled=x.previous_visit_uncontrolled,
-            medication_adverse_reaction=x.medication_adverse_reaction,
-            adverse_reaction_hard_to_control=x.adverse_reaction_hard_to_control,
-            new_or_worse_complication=x.new_or_worse_complication,
-            home_bp=x.home_bp,
-            home_glucose=x.home_glucose,
-        )
+    fup_input = _calculator_input(
+        x,
+        fu.FollowUpInput,
+        "follow_up",
+        {
+            "conditions": (conditions, "conditions"),
+            "ckd": (x.ckd or x.ckd_stage_3_4, "ckd"),
+            "ascvd_high_risk_basis": (ascvd_high_risk_basis(par), ""),
+        },
     )
+    return fup_input if isinstance(fup_input, NotComputed) else fu.follow_up(fup_input)
 
 
 def model_inputs(x: AssessRequest) -> tuple[dict[str, float], list[str]]:
