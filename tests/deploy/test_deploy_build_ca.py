@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.deploy.conftest import Docker, build_context, host_ca_bundle
+from tests.support.docker_deploy import Docker, build_context, host_ca_bundle
 
 INDEX = "https://pypi.org/simple/"
 

@@ -26,7 +26,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from tests.deploy.conftest import REPO, Docker, http_json
+from tests.support.docker_deploy import Docker, http_json
+from tests.support.paths import REPO
 
 from medgate.core.ports import free_port
 

@@ -31,7 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from tests.deploy.conftest import REPO, Docker, compose_command, http_json
+from tests.support.docker_deploy import Docker, compose_command, http_json
+from tests.support.paths import REPO
 
 from medgate.core.ports import free_port
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pydicom
 import pytest
 from pydicom.data import get_testdata_file
-from tests.deploy.conftest import BuiltImage, Docker, Gateway, http_json
+from tests.support.docker_deploy import BuiltImage, Docker, Gateway, http_json
 
 pytestmark = pytest.mark.timeout(1800)
 
