@@ -296,26 +296,23 @@ class _Decision:
         )
 
 
+#: RCP 2017 aggregate-score bands that set an action level: band -> (level, code, range en / zh).
+NEWS2_BAND_ACTIONS: dict[str, tuple[str, str, str, str]] = {
+    "score-7-plus": ("emergency", "news2-7", ">= 7", "≥7"),
+    "score-5-6": ("urgent", "news2-5", "5-6", "5-6"),
+}
+
+
 def _news2_criteria(n2: nw.News2Result, deteriorating: bool | None, d: _Decision) -> None:
     """RCP 2017 responses mapped to primary-care action levels."""
-    risk_zh = NEWS2_RISK_ZH[n2.risk]
-    if n2.response_band == "score-7-plus":
+    if n2.response_band in NEWS2_BAND_ACTIONS:
+        level, code, en_range, zh_range = NEWS2_BAND_ACTIONS[n2.response_band]
         d.add(
-            "emergency",
+            level,
             Reason(
-                code="news2-7",
-                en=f"NEWS2 {n2.score} (>= 7, high)",
-                zh=f"NEWS2 {n2.score}分（≥7，{risk_zh}）",
-                source=nw.NEWS2_SOURCE,
-            ),
-        )
-    elif n2.response_band == "score-5-6":
-        d.add(
-            "urgent",
-            Reason(
-                code="news2-5",
-                en=f"NEWS2 {n2.score} (5-6, medium)",
-                zh=f"NEWS2 {n2.score}分（5-6，{risk_zh}）",
+                code=code,
+                en=f"NEWS2 {n2.score} ({en_range}, {n2.risk})",
+                zh=f"NEWS2 {n2.score}分（{zh_range}，{NEWS2_RISK_ZH[n2.risk]}）",
                 source=nw.NEWS2_SOURCE,
             ),
         )
