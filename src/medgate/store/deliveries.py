@@ -11,6 +11,7 @@ the preliminary one.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 from collections.abc import Iterable, Sequence
@@ -37,8 +38,8 @@ _QUEUE = LeasedQueue(deliveries, lease_column="lease_until", dead="dead-letter")
 
 
 @dataclass(frozen=True)
-class NewDelivery:
-    """A message to queue: where it goes and its exact bytes (as text)."""
+class Message:
+    """One message: where it goes and its exact bytes (as text)."""
 
     message_id: str
     study_instance_uid: str
@@ -47,22 +48,21 @@ class NewDelivery:
     channel: str
     result_status: str
     payload: str
+
+
+@dataclass(frozen=True)
+class NewDelivery(Message):
+    """A message to queue (``status`` other than pending, with ``error``: stored refused)."""
+
     status: str = "pending"
     error: str | None = None
 
 
 @dataclass(frozen=True)
-class Delivery:
+class Delivery(Message):
     """A claimed message, ready to send."""
 
     id: int
-    message_id: str
-    study_instance_uid: str
-    site: str
-    destination: str
-    channel: str
-    result_status: str
-    payload: str
     attempts: int
     refusals: int
 
@@ -87,19 +87,8 @@ class DeliveryStore:
             ).first()
             if exists is not None:
                 continue
-            _QUEUE.insert(
-                conn,
-                now,
-                message_id=row.message_id,
-                study_instance_uid=row.study_instance_uid,
-                site=row.site,
-                destination=row.destination,
-                channel=row.channel,
-                result_status=row.result_status,
-                payload=row.payload,
-                status=row.status,
-                last_error=row.error,
-            )
+            columns = dataclasses.asdict(row)
+            _QUEUE.insert(conn, now, last_error=columns.pop("error"), **columns)
             added += 1
         return added
 
