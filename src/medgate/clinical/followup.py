@@ -449,6 +449,19 @@ def _bp_status(x: FollowUpInput, bp: SeriesSummary | None) -> tuple[ConditionSta
     )
 
 
+def below_target(
+    measure: str, value: float | None, limit: float, unit: str, source: str
+) -> TargetCheck:
+    """A "< limit" target and whether the value meets it (``met`` None when no value)."""
+    return TargetCheck(
+        measure=measure,
+        target=f"< {limit:g} {unit}",
+        value=value,
+        met=None if value is None else value < limit,
+        source=source,
+    )
+
+
 def _glucose_status(
     x: FollowUpInput, glu: SeriesSummary | None
 ) -> tuple[ConditionStatus, list[TargetCheck]]:
@@ -459,38 +472,20 @@ def _glucose_status(
     fasting = x.fasting_glucose_mmol_l
     if fasting is None and glu is not None and "fasting_glucose_mmol_l" in glu.mean:
         fasting, basis = glu.mean["fasting_glucose_mmol_l"], "home"
-    if fasting is not None:
-        checks.append(
-            TargetCheck(
-                measure="fasting_glucose_mmol_l",
-                target=f"< {fasting_target:g} mmol/L",
-                value=fasting,
-                met=fasting < fasting_target,
-                source=SPEC_2017,
-            )
-        )
-    if x.random_glucose_mmol_l is not None:
-        limit = _t("non_fasting_glucose_target_mmol_l")
-        checks.append(
-            TargetCheck(
-                measure="non_fasting_glucose_mmol_l",
-                target=f"< {limit:g} mmol/L",
-                value=x.random_glucose_mmol_l,
-                met=x.random_glucose_mmol_l < limit,
-                source=DM_2022,
-            )
-        )
-    if x.hba1c_percent is not None:
-        limit = _t("hba1c_target_percent")
-        checks.append(
-            TargetCheck(
-                measure="hba1c_percent",
-                target=f"< {limit:g} %",
-                value=x.hba1c_percent,
-                met=x.hba1c_percent < limit,
-                source=DM_2022,
-            )
-        )
+    measures = (
+        ("fasting_glucose_mmol_l", fasting, fasting_target, "mmol/L", SPEC_2017),
+        (
+            "non_fasting_glucose_mmol_l",
+            x.random_glucose_mmol_l,
+            _t("non_fasting_glucose_target_mmol_l"),
+            "mmol/L",
+            DM_2022,
+        ),
+        ("hba1c_percent", x.hba1c_percent, _t("hba1c_target_percent"), "%", DM_2022),
+    )
+    for measure, value, limit, unit, source in measures:
+        if value is not None:
+            checks.append(below_target(measure, value, limit, unit, source))
     target = "; ".join(f"{c.measure} {c.target}" for c in checks) or (
         f"fasting glucose < {fasting_target:g} mmol/L, HbA1c < 7 %"
     )
@@ -572,15 +567,8 @@ def follow_up(x: FollowUpInput) -> FollowUpResult:
         status.append(glucose_status)
         targets += checks
     limit, source = ldl_target(x)
-    ldl = x.ldl_cholesterol_mmol_l
     targets.append(
-        TargetCheck(
-            measure="ldl_cholesterol_mmol_l",
-            target=f"< {limit:g} mmol/L",
-            value=ldl,
-            met=None if ldl is None else ldl < limit,
-            source=source,
-        )
+        below_target("ldl_cholesterol_mmol_l", x.ldl_cholesterol_mmol_l, limit, "mmol/L", source)
     )
     uncontrolled = [s for s in status if s.controlled is False]
     routine: list[Reason] = []
