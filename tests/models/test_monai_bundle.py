@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from tests.models.zoo_bundle import (
+from tests.support.monai_zoo_bundles import (
     CLS_CHANNELS,
     read_saved_mask,
     run_with_monai,

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from tests.models.zoo_bundle import write_classification_bundle, write_segmentation_bundle
+from tests.support.monai_zoo_bundles import write_classification_bundle, write_segmentation_bundle
 from typer.testing import CliRunner
 
 from medgate.cli.main import app

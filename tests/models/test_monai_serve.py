@@ -24,14 +24,14 @@ import httpx
 import numpy as np
 import pytest
 from pydicom import dcmread
-from tests.models.zoo_bundle import (
+from tests.support.gateway_process import GatewayProcess, wait_for
+from tests.support.monai_zoo_bundles import (
     CLS_CHANNELS,
     read_saved_mask,
     run_with_monai,
     write_classification_bundle,
     write_segmentation_bundle,
 )
-from tests.support.gateway_process import GatewayProcess, wait_for
 
 from medgate.core.ports import free_port
 from medgate.datasets.ct_phantom import ct_series_datasets, generate_ct_phantom, write_ct_series
