@@ -23,7 +23,7 @@ from sqlalchemy.engine import Engine
 
 from medgate.core.config import NotifyChannelConfig, Settings
 from medgate.core.pass_loop import PassLoop
-from medgate.delivery.channels import links_base, retry_time, send_on_channel
+from medgate.delivery.channels import links_base, send_claimed, send_on_channel
 from medgate.store.referrals import QueuedNotification, ReferralStore
 from medgate.trust.audit import AuditLog
 
@@ -65,37 +65,26 @@ class ReferralNotifier(PassLoop):
 
     def run_once(self, now: dt.datetime | None = None) -> int:
         """Send every due message once; returns how many were sent."""
-        by_name = {c.name: c for c in self.settings.notify.channels}
-        sent = 0
-        for item in self.store.claim_notifications(LEASE_SECONDS, now):
-            channel = by_name.get(item.channel)
-            if channel is None:
-                self.store.notification_failed(
-                    item.id, f"channel {item.channel!r} is no longer configured", None
-                )
-                continue
-            try:
-                self._deliver(channel, item)
-            except Exception as exc:  # any failure of the peer: retried, then dead
-                retry = retry_time(self.settings, item.attempts + 1)
-                self.store.notification_failed(item.id, f"{type(exc).__name__}: {exc}", retry)
-                log.warning("referral message %d on %s failed: %s", item.id, item.channel, exc)
-                continue
-            self.store.notification_sent(item.id)
-            sent += 1
-            self.audit.record(
-                "referral-notified",
-                actor="medgate referral-notify",
-                details={
-                    "referral": item.referral_id,
-                    "change": item.seq,
-                    "status": item.payload.get("status"),
-                    "channel": channel.name,
-                    "kind": channel.kind,
-                    "to": item.payload.get("to"),
-                },
-            )
-        return sent
+        claimed = self.store.claim_notifications(LEASE_SECONDS, now)
+        return send_claimed(self.settings, claimed, self._deliver, self._failed, self._sent)
+
+    def _failed(self, item: QueuedNotification, error: str, retry_at: dt.datetime | None) -> None:
+        self.store.notification_failed(item.id, error, retry_at)
+
+    def _sent(self, item: QueuedNotification, channel: NotifyChannelConfig) -> None:
+        self.store.notification_sent(item.id)
+        self.audit.record(
+            "referral-notified",
+            actor="medgate referral-notify",
+            details={
+                "referral": item.referral_id,
+                "change": item.seq,
+                "status": item.payload.get("status"),
+                "channel": channel.name,
+                "kind": channel.kind,
+                "to": item.payload.get("to"),
+            },
+        )
 
     def _message(self, item: QueuedNotification) -> dict[str, Any]:
         base = links_base(self.settings)

@@ -30,7 +30,7 @@ from typing import Any
 from medgate.core.config import NotifyChannelConfig, Settings
 from medgate.core.logs import phi_hash
 from medgate.core.pass_loop import PassLoop
-from medgate.delivery.channels import links_base, retry_time, send_on_channel
+from medgate.delivery.channels import links_base, send_claimed, send_on_channel
 from medgate.delivery.sites import site_for_aes
 from medgate.review.board import present_findings
 from medgate.store.db import Index
@@ -131,34 +131,21 @@ class Notifier(PassLoop):
                 log.info("critical study %s: notifying %s", phi_hash(study_uid), first.name)
 
     def _send_due(self, now: dt.datetime) -> int:
-        by_name = {c.name: c for c in self.settings.notify.channels}
-        sent = 0
-        for item in self.store.claim_due(LEASE_SECONDS, now):
-            channel = by_name.get(item.channel)
-            if channel is None:
-                self.store.failed(
-                    item.id, f"channel {item.channel!r} is no longer configured", None, now
-                )
-                continue
-            try:
-                self._deliver(channel, item)
-            except Exception as exc:
-                retry = retry_time(self.settings, item.attempts + 1)
-                self.store.failed(item.id, f"{type(exc).__name__}: {exc}", retry, utcnow())
-                log.warning("notification %d on %s failed: %s", item.id, channel.name, exc)
-                continue
-            done = utcnow()
-            self.store.sent(
-                item.id, done + dt.timedelta(minutes=channel.escalate_after_minutes), done
-            )
-            sent += 1
-            self.audit.record(
-                "critical-notified",
-                actor="medgate notify",
-                study_uid=item.study_instance_uid,
-                details={"channel": channel.name, "kind": channel.kind, "step": item.step},
-            )
-        return sent
+        claimed = self.store.claim_due(LEASE_SECONDS, now)
+        return send_claimed(self.settings, claimed, self._deliver, self._failed, self._sent)
+
+    def _failed(self, item: Notification, error: str, retry_at: dt.datetime | None) -> None:
+        self.store.failed(item.id, error, retry_at, utcnow())
+
+    def _sent(self, item: Notification, channel: NotifyChannelConfig) -> None:
+        done = utcnow()
+        self.store.sent(item.id, done + dt.timedelta(minutes=channel.escalate_after_minutes), done)
+        self.audit.record(
+            "critical-notified",
+            actor="medgate notify",
+            study_uid=item.study_instance_uid,
+            details={"channel": channel.name, "kind": channel.kind, "step": item.step},
+        )
 
     def _deliver(self, channel: NotifyChannelConfig, item: Notification) -> None:
         lines = [f"A study was triaged CRITICAL by medgate's AI ({channel.role})."]
