@@ -65,33 +65,44 @@ def check_object(kind: str, ds: Dataset, study_uid: str, patient_id: str | None)
 
 
 @dataclass
-class DciodvfyResult:
-    """dciodvfy's verdict on one object: error and warning lines, and the full output."""
+class ValidatorVerdict:
+    """An external validator's verdict on one object: error and warning lines, full output."""
 
     errors: list[str]
     warnings: list[str]
     output: str
 
+    @classmethod
+    def from_output(cls, output: str) -> ValidatorVerdict:
+        lines = [line.strip() for line in output.splitlines() if line.strip()]
+        return cls(
+            errors=[line for line in lines if line.startswith("Error")],
+            warnings=[line for line in lines if line.startswith("Warning")],
+            output=output,
+        )
 
-def dciodvfy(ds: Dataset | bytes, timeout: float = 60.0) -> DciodvfyResult:
+
+def _run_on_file(
+    ds: Dataset | bytes, command: list[str], timeout: float
+) -> subprocess.CompletedProcess[str]:
+    """Run ``command`` with the object written to a temporary file as its last argument (the
+    validators read files, not standard input)."""
+    data = ds if isinstance(ds, bytes) else encode(ds)
+    with tempfile.TemporaryDirectory(prefix="medgate-validate-") as tmp:
+        path = Path(tmp) / "object.dcm"
+        path.write_bytes(data)
+        return subprocess.run(
+            [*command, str(path)], capture_output=True, text=True, timeout=timeout
+        )
+
+
+def dciodvfy(ds: Dataset | bytes, timeout: float = 60.0) -> ValidatorVerdict:
     """Run dicom3tools' ``dciodvfy`` on an object; ReportError if it is not installed."""
     binary = shutil.which("dciodvfy")
     if binary is None:
         raise ReportError("dciodvfy is not installed (apt-get install dicom3tools)")
-    data = ds if isinstance(ds, bytes) else encode(ds)
-    with tempfile.TemporaryDirectory(prefix="medgate-dciodvfy-") as tmp:
-        path = Path(tmp) / "object.dcm"
-        path.write_bytes(data)
-        proc = subprocess.run(
-            [binary, "-new", str(path)], capture_output=True, text=True, timeout=timeout
-        )
-    output = proc.stdout + proc.stderr
-    lines = [line.strip() for line in output.splitlines() if line.strip()]
-    return DciodvfyResult(
-        errors=[line for line in lines if line.startswith("Error")],
-        warnings=[line for line in lines if line.startswith("Warning")],
-        output=output,
-    )
+    proc = _run_on_file(ds, [binary, "-new"], timeout)
+    return ValidatorVerdict.from_output(proc.stdout + proc.stderr)
 
 
 #: PixelMed's jar (Debian ``pixelmed-apps``/``libpixelmed-java``) and its SR validator class.
@@ -105,44 +116,17 @@ _JAVA_XPATH_UNLIMITED = (
 )
 
 
-@dataclass
-class SrValidatorResult:
-    """PixelMed DicomSRValidator's verdict on one SR: error and warning lines, full output."""
-
-    errors: list[str]
-    warnings: list[str]
-    output: str
-
-
-def dicom_sr_validator(ds: Dataset | bytes, timeout: float = 180.0) -> SrValidatorResult:
+def dicom_sr_validator(ds: Dataset | bytes, timeout: float = 180.0) -> ValidatorVerdict:
     """Run PixelMed's DicomSRValidator (IOD and template checks) on an SR; ReportError when
     java or the PixelMed jar is missing."""
     java = shutil.which("java")
     if java is None or not PIXELMED_JAR.exists():
         raise ReportError("PixelMed's DicomSRValidator needs java and pixelmed-apps installed")
-    data = ds if isinstance(ds, bytes) else encode(ds)
-    with tempfile.TemporaryDirectory(prefix="medgate-srvalidator-") as tmp:
-        path = Path(tmp) / "sr.dcm"
-        path.write_bytes(data)
-        proc = subprocess.run(
-            [
-                java,
-                *_JAVA_XPATH_UNLIMITED,
-                "-cp",
-                str(PIXELMED_JAR),
-                PIXELMED_SR_VALIDATOR,
-                str(path),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
+    command = [java, *_JAVA_XPATH_UNLIMITED, "-cp", str(PIXELMED_JAR), PIXELMED_SR_VALIDATOR]
+    proc = _run_on_file(ds, command, timeout)
+    verdict = ValidatorVerdict.from_output(proc.stdout + proc.stderr)
+    if proc.returncode != 0 or "validation complete" not in verdict.output:
+        raise ReportError(
+            f"DicomSRValidator did not finish (exit {proc.returncode}): {verdict.output}"
         )
-    output = proc.stdout + proc.stderr
-    lines = [line.strip() for line in output.splitlines() if line.strip()]
-    if proc.returncode != 0 or not any("validation complete" in line for line in lines):
-        raise ReportError(f"DicomSRValidator did not finish (exit {proc.returncode}): {output}")
-    return SrValidatorResult(
-        errors=[line for line in lines if line.startswith("Error")],
-        warnings=[line for line in lines if line.startswith("Warning")],
-        output=output,
-    )
+    return verdict
