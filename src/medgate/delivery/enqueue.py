@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from pydicom.errors import InvalidDicomError
@@ -213,16 +214,23 @@ def queue_new_results(settings: Settings, store: DeliveryStore, limit: int = 100
     return taken
 
 
+def _verified(
+    store: DeliveryStore, reviews: Iterable[dict[str, Any]]
+) -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """(study UID, review row, verified result) for each review whose study has a built result:
+    the AI's result with the review's verdicts applied."""
+    for review in reviews:
+        uid = review["study_instance_uid"]
+        built = store.built_results(uid)
+        if built:
+            yield uid, review, apply_verdicts(built[0]["result"], review["verdicts"])
+
+
 def queue_reviewed_results(settings: Settings, store: DeliveryStore, limit: int = 100) -> int:
     """Finalise every study whose review is stored but whose report is still preliminary: the
     verified result (verdicts applied) goes out as the final messages. Returns how many."""
     done = 0
-    for row in store.reviewed_not_final(limit=limit):
-        uid = row["study_instance_uid"]
-        built = store.built_results(uid)
-        if not built:
-            continue
-        verified = apply_verdicts(built[0]["result"], row["verdicts"])
+    for uid, row, verified in _verified(store, store.reviewed_not_final(limit=limit)):
         enqueue_final_result(
             settings, store.engine, uid, verified_by=row["reviewer_id"], result=verified
         )
@@ -235,12 +243,7 @@ def queue_amended_results(settings: Settings, store: DeliveryStore, limit: int =
     ``amended`` and the correction (ORU^R01 result status C, FHIR ``amended``, the new verified
     SR for the site PACS) is queued. Returns how many studies."""
     done = 0
-    for row in store.reviewed_since_final(limit=limit):
-        uid = row["study_instance_uid"]
-        built = store.built_results(uid)
-        if not built:
-            continue
-        verified = apply_verdicts(built[0]["result"], row["verdicts"])
+    for uid, row, verified in _verified(store, store.reviewed_since_final(limit=limit)):
         rows = messages_for(settings, store, uid, verified, "C", revision=row["revision"])
         store.record_amended(uid, rows, verified_by=row["reviewer_id"], amended_result=verified)
         log.info("study %s: amended review %d queued", phi_hash(uid), row["revision"])
