@@ -25,6 +25,7 @@ import io
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from highdicom.sr import CodedConcept
 from pydicom import Dataset, dcmread
 from pydicom.sequence import Sequence
 from pydicom.uid import UID
@@ -49,9 +50,10 @@ _PERSON_NAME = ("121008", "DCM", "Person Observer Name")
 
 @dataclass(frozen=True)
 class Verdict:
-    """One finding's verdict, keyed by the measurement group's tracking identifier."""
+    """A radiologist's verdict on one finding (``finding``: its label); the verified SR takes
+    them keyed by the measurement group's tracking identifier."""
 
-    label: str
+    finding: str
     verdict: str
     value: float | None = None
     comment: str = ""
@@ -67,21 +69,13 @@ class Reviewer:
     organization: str
 
 
-def _code(value: str, scheme: str, meaning: str) -> Dataset:
-    item = Dataset()
-    item.CodeValue = value
-    item.CodingSchemeDesignator = scheme
-    item.CodeMeaning = meaning
-    return item
-
-
 def _item(
     value_type: str, relationship: str, name: tuple[str, str, str], **values: object
 ) -> Dataset:
     item = Dataset()
     item.RelationshipType = relationship
     item.ValueType = value_type
-    item.ConceptNameCodeSequence = Sequence([_code(*name)])
+    item.ConceptNameCodeSequence = Sequence([CodedConcept(*name)])
     for keyword, value in values.items():
         setattr(item, keyword, value)
     return item
@@ -125,14 +119,14 @@ def _evaluation(group: Dataset) -> Dataset | None:
 def _set_present(evaluation: Dataset, present: bool) -> None:
     code = PRESENT if present else ABSENT
     evaluation.ConceptCodeSequence = Sequence(
-        [_code(code.value, code.scheme_designator, code.meaning)]
+        [CodedConcept(code.value, code.scheme_designator, code.meaning)]
     )
 
 
 def _apply(group: Dataset, verdict: Verdict) -> None:
     evaluation = _evaluation(group)
     if evaluation is None:
-        raise ReportError(f"finding {verdict.label!r} has no present/absent evaluation to verify")
+        raise ReportError(f"finding {verdict.finding!r} has no present/absent evaluation to verify")
     ai_present = evaluation.ConceptCodeSequence[0].CodeValue == PRESENT.value
     if verdict.verdict == "confirmed":
         _set_present(evaluation, ai_present)
@@ -145,7 +139,7 @@ def _apply(group: Dataset, verdict: Verdict) -> None:
                 i for i in _children(group) if i.ValueType == "NUM" and _name(i) != _PROBABILITY
             ]
             if not measured:
-                raise ReportError(f"finding {verdict.label!r} has no measurement to modify")
+                raise ReportError(f"finding {verdict.finding!r} has no measurement to modify")
             measured[0].MeasuredValueSequence[0].NumericValue = DSfloat(
                 f"{verdict.value:.6g}", auto_format=False
             )
@@ -154,7 +148,7 @@ def _apply(group: Dataset, verdict: Verdict) -> None:
 
 
 def _verdict_text(verdict: Verdict) -> str:
-    text = f"Radiologist verdict: {verdict.label} {verdict.verdict}"
+    text = f"Radiologist verdict: {verdict.finding} {verdict.verdict}"
     if verdict.value is not None:
         text += f" (value {verdict.value:g})"
     if verdict.comment:
@@ -188,7 +182,7 @@ def _add_person_observer(root: Dataset, reviewer: Reviewer) -> None:
             "CODE",
             "HAS OBS CONTEXT",
             _OBSERVER_TYPE,
-            ConceptCodeSequence=Sequence([_code(*_PERSON)]),
+            ConceptCodeSequence=Sequence([CodedConcept(*_PERSON)]),
         ),
         _item("PNAME", "HAS OBS CONTEXT", _PERSON_NAME, PersonName=reviewer.name),
     ]

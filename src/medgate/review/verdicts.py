@@ -49,12 +49,8 @@ class ReviewRejected(Exception):
         self.message = message
 
 
-@dataclass(frozen=True)
-class VerdictInput:
-    finding: str
-    verdict: str
-    value: float | None = None
-    comment: str = ""
+#: a review request's verdicts are the verified SR's, checked here before the SR is built
+VerdictInput = Verdict
 
 
 @dataclass(frozen=True)
@@ -174,7 +170,7 @@ def submit_review(
 
     by_label = _tracking_identifiers(findings)
     verdicts = {
-        tracking: Verdict(v.finding, v.verdict, v.value, v.comment.strip())
+        tracking: dataclasses.replace(v, comment=v.comment.strip())
         for v in request.verdicts
         for tracking in by_label[v.finding]
     }
