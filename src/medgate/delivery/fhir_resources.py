@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from fhir.resources.R4B.bundle import Bundle
@@ -172,29 +173,26 @@ def _derived_from(study_uid: str, result: dict[str, Any]) -> list[dict[str, Any]
     return refs
 
 
+@dataclass(kw_only=True)
 class StudyResources:
     """Every FHIR resource of one study's result, built once from its row and header."""
 
-    def __init__(
-        self,
-        *,
-        study_uid: str,
-        result: dict[str, Any],
-        header: StudyHeader,
-        status: str,
-        issued: dt.datetime | None,
-        site: str | None,
-        languages: Iterable[str] = ("zh", "en"),
-    ) -> None:
-        self.study_uid = study_uid
-        self.result = result
-        self.header = header
-        self.status = status
-        self.issued = issued
-        self.site = site
-        self.languages = list(languages)
-        self.subject = _subject(header, site)
-        effective = header.study_datetime
+    study_uid: str
+    result: dict[str, Any]
+    header: StudyHeader
+    status: str
+    issued: dt.datetime | None
+    site: str | None
+    languages: Sequence[str] = ("zh", "en")
+    subject: dict[str, Any] = field(init=False)
+    effective: str | None = field(init=False)
+    observations: list[Observation] = field(init=False)
+    risk: RiskAssessment | None = field(init=False)
+    report: DiagnosticReport = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.subject = _subject(self.header, self.site)
+        effective = self.header.study_datetime
         self.effective = effective.date().isoformat() if effective else None
         self.observations = self._observations()
         self.risk = self._risk()
