@@ -127,7 +127,21 @@ class GlucoseReading(BaseModel):
     fasting: bool = True
 
 
-class FollowUpInput(BaseModel):
+class VisitHistory(BaseModel):
+    """What the follow-up rules ask besides today's readings (SPEC_2017): pregnancy, symptoms,
+    the previous visit, adverse reactions, complications, and the home / wearable series."""
+
+    pregnant_or_lactating: bool = False
+    symptoms: list[Symptom] = Field(default_factory=list)
+    previous_visit_uncontrolled: bool = False
+    medication_adverse_reaction: bool = False
+    adverse_reaction_hard_to_control: bool = False
+    new_or_worse_complication: bool = False
+    home_bp: list[BpReading] = Field(default_factory=list, max_length=5000)
+    home_glucose: list[GlucoseReading] = Field(default_factory=list, max_length=5000)
+
+
+class FollowUpInput(VisitHistory):
     conditions: list[Condition] = Field(min_length=1)
     age: int | None = Field(None, ge=18, le=120)
     elderly_target_age: int = Field(65, ge=60, le=90)
@@ -144,14 +158,6 @@ class FollowUpInput(BaseModel):
     heart_rate: int | None = Field(None, ge=20, le=300)
     temperature_c: float | None = Field(None, ge=25, le=45)
     consciousness: Literal["A", "C", "V", "P", "U"] | None = None
-    pregnant_or_lactating: bool = False
-    symptoms: list[Symptom] = Field(default_factory=list)
-    previous_visit_uncontrolled: bool = False
-    medication_adverse_reaction: bool = False
-    adverse_reaction_hard_to_control: bool = False
-    new_or_worse_complication: bool = False
-    home_bp: list[BpReading] = Field(default_factory=list, max_length=5000)
-    home_glucose: list[GlucoseReading] = Field(default_factory=list, max_length=5000)
 
     @model_validator(mode="after")
     def _pair(self) -> FollowUpInput:

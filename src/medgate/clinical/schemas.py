@@ -11,7 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from medgate.clinical.common import MG_DL_PER_MMOL_L_CHOLESTEROL, check_bp_pair
-from medgate.clinical.followup import BpReading, Condition, GlucoseReading, Symptom
+from medgate.clinical.followup import Condition, VisitHistory
 from medgate.clinical.news2 import NEWS2_MIN_AGE
 
 Consciousness = Literal["A", "C", "V", "P", "U"]
@@ -175,7 +175,7 @@ class QsofaRequest(_Strict):
     )
 
 
-class FollowUpRequest(_Strict):
+class FollowUpRequest(_Strict, VisitHistory):
     conditions: list[Condition] = Field(min_length=1)
     age: int | None = Field(None, ge=18, le=120)
     elderly_target_age: int = Field(
@@ -192,14 +192,6 @@ class FollowUpRequest(_Strict):
     heart_rate: int | None = Field(None, ge=20, le=300)
     temperature_c: float | None = None
     consciousness: Consciousness | None = None
-    pregnant_or_lactating: bool = False
-    symptoms: list[Symptom] = Field(default_factory=list)
-    previous_visit_uncontrolled: bool = False
-    medication_adverse_reaction: bool = False
-    adverse_reaction_hard_to_control: bool = False
-    new_or_worse_complication: bool = False
-    home_bp: list[BpReading] = Field(default_factory=list, max_length=5000)
-    home_glucose: list[GlucoseReading] = Field(default_factory=list, max_length=5000)
 
     @field_validator(
         "fasting_glucose_mmol_l", "random_glucose_mmol_l", "temperature_c", "ldl_cholesterol_mmol_l"
@@ -228,7 +220,7 @@ class DiabetesProgressionRequest(_Strict):
     glucose_mg_dl: float = Field(ge=20, le=900)
 
 
-class AssessRequest(LipidsMixin):
+class AssessRequest(LipidsMixin, VisitHistory):
     """One patient summary; every field optional, each score computed when it can be."""
 
     age: int | None = Field(None, ge=18, le=120)
@@ -263,14 +255,6 @@ class AssessRequest(LipidsMixin):
     hba1c_percent: float | None = Field(None, ge=3, le=20)
     ldl_cholesterol_mmol_l: float | None = None
     triglycerides_mmol_l: float | None = None
-    pregnant_or_lactating: bool = False
-    symptoms: list[Symptom] = Field(default_factory=list)
-    previous_visit_uncontrolled: bool = False
-    medication_adverse_reaction: bool = False
-    adverse_reaction_hard_to_control: bool = False
-    new_or_worse_complication: bool = False
-    home_bp: list[BpReading] = Field(default_factory=list, max_length=5000)
-    home_glucose: list[GlucoseReading] = Field(default_factory=list, max_length=5000)
 
     @field_validator(
         "temperature_c",
