@@ -21,7 +21,7 @@ from tests.support.his_listener import MllpHis
 
 from medgate.core.config import Settings
 from medgate.core.ports import free_port
-from medgate.delivery.enqueue import enqueue_final_result
+from medgate.delivery.enqueue import enqueue_final_result, queue_new_results
 from medgate.delivery.site_delivery import SiteDelivery
 from medgate.store.deliveries import DeliveryStore
 from medgate.trust.audit import AuditLog
@@ -128,6 +128,26 @@ def test_refusal_is_retried_then_dead_lettered(
     assert len(his_a.received) == len(copies)  # a dead letter is never sent again
     audit_text = Path(sites_settings.audit_path).read_text()
     assert "result-dead-lettered" in audit_text
+
+
+def test_a_message_whose_his_is_no_longer_configured_is_dead_lettered_unsent(
+    sites_settings: Settings, engine: sa.engine.Engine, audit: AuditLog, his_a: MllpHis
+) -> None:
+    uid = add_study(engine, sites_settings, calling_ae="CLINIC_A_CT")
+    store = DeliveryStore(engine)
+    assert queue_new_results(sites_settings, store) == 1
+    sites = [
+        site.model_copy(update={"hl7": None}) if site.name == "clinic-a" else site
+        for site in sites_settings.sites
+    ]
+    summary = SiteDelivery(
+        sites_settings.model_copy(update={"sites": sites}), engine, audit
+    ).run_once()
+    assert summary.dead == 1 and summary.delivered == summary.retried == 0
+    [row] = store.for_study(uid)
+    assert row["status"] == "dead-letter"
+    assert row["last_error"] == "the site or its HIS is no longer configured"
+    assert his_a.received == []
 
 
 def test_application_error_is_retried_and_then_accepted(
