@@ -374,6 +374,10 @@ class AssociationServer:
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind((host, port))
         listener.listen(64)
+        self.start_on(listener)
+
+    def start_on(self, listener: socket.socket) -> None:
+        """Accept associations on ``listener`` (bound and listening) in a background thread."""
         listener.settimeout(0.2)  # accept() wakes up to notice stop()
         self._listener = listener
         self._stopping.clear()
@@ -401,13 +405,17 @@ class AssociationServer:
             thread.join(timeout)
 
     # ------------------------------------------------------------------ connections
+    def _before_accept(self) -> None:
+        """Runs before each ``accept()``; a receiver pool's process yields to idle siblings."""
+
     def _accept_loop(self) -> None:
         assert self._listener is not None
         listener = self._listener
         while not self._stopping.is_set():
+            self._before_accept()
             try:
                 sock, address = listener.accept()
-            except TimeoutError:
+            except (TimeoutError, BlockingIOError):  # BlockingIOError: a sibling process took it
                 continue
             except OSError:
                 if self._stopping.is_set():

@@ -104,45 +104,11 @@ def bind_listener(host: str, port: int, wait: float = BIND_WAIT_S) -> socket.soc
 class InheritedSocketServer(AssociationServer):
     """An ``AssociationServer`` accepting on a socket it was given instead of binding one."""
 
-    def start_on(self, listener: socket.socket) -> None:
-        listener.settimeout(0.2)  # accept() wakes up to notice stop()
-        self._listener = listener
-        self._stopping.clear()
-        self._accept_thread = threading.Thread(
-            target=self._accept_loop, name="medgate-dicom-accept", daemon=True
-        )
-        self._accept_thread.start()
-
-    def _accept_loop(self) -> None:
-        assert self._listener is not None
-        listener = self._listener
-        while not self._stopping.is_set():
-            with self._lock:
-                live = len(self._active)
-            if live:  # let an idle sibling take the next association
-                self._stopping.wait(BUSY_ACCEPT_DELAY_S * min(live, 8))
-            try:
-                sock, address = listener.accept()
-            except TimeoutError:
-                continue
-            except BlockingIOError:  # a sibling took it
-                continue
-            except OSError:
-                if self._stopping.is_set():
-                    return
-                log.exception("accept() failed on the DICOM port")
-                continue
-            with self._lock:
-                self._serial += 1
-                serial = self._serial
-                thread = threading.Thread(
-                    target=self._serve,
-                    args=(serial, sock, address),
-                    name=f"medgate-assoc-{serial}",
-                    daemon=True,
-                )
-                self._active[serial] = (sock, thread)
-            thread.start()
+    def _before_accept(self) -> None:
+        with self._lock:
+            live = len(self._active)
+        if live:  # let an idle sibling take the next association
+            self._stopping.wait(BUSY_ACCEPT_DELAY_S * min(live, 8))
 
     def stop(self, timeout: float = 10.0) -> None:
         """As ``AssociationServer.stop``, but the inherited socket stays open for its owner."""
