@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from medgate.clinical.common import MG_DL_PER_MMOL_L_CHOLESTEROL, check_bp_pair
 from medgate.clinical.followup import Condition, VisitHistory
@@ -62,21 +69,23 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class LipidsMixin(_Strict):
+class _Ranged(_Strict):
+    """A request whose fields named in ``RANGES`` are checked there, with the unit hint."""
+
+    @field_validator("*")
+    @classmethod
+    def _in_range(cls, value: object, info: ValidationInfo) -> object:
+        name = info.field_name
+        if name in RANGES and isinstance(value, int | float):
+            return _check_range(name, value)
+        return value
+
+
+class LipidsMixin(_Ranged):
     total_cholesterol_mmol_l: float | None = None
     total_cholesterol_mg_dl: float | None = None
     hdl_cholesterol_mmol_l: float | None = None
     hdl_cholesterol_mg_dl: float | None = None
-
-    @field_validator(
-        "total_cholesterol_mmol_l",
-        "total_cholesterol_mg_dl",
-        "hdl_cholesterol_mmol_l",
-        "hdl_cholesterol_mg_dl",
-    )
-    @classmethod
-    def _lipid_range(cls, value: float | None, info: object) -> float | None:
-        return _check_range(info.field_name, value)  # type: ignore[attr-defined]
 
     def lipid_mg_dl(self, lipid: Literal["total_cholesterol", "hdl_cholesterol"]) -> float | None:
         mmol = getattr(self, f"{lipid}_mmol_l")
@@ -122,11 +131,6 @@ class ChinaParRequest(LipidsMixin):
     ascvd: bool = Field(False, description="established ASCVD: excluded from the calculator")
     ckd_stage_3_4: bool = False
 
-    @field_validator("ldl_cholesterol_mmol_l")
-    @classmethod
-    def _ldl(cls, value: float | None) -> float | None:
-        return _check_range("ldl_cholesterol_mmol_l", value)
-
     @model_validator(mode="after")
     def _lipids(self) -> ChinaParRequest:
         self._one_unit_each(required=True)
@@ -134,7 +138,7 @@ class ChinaParRequest(LipidsMixin):
         return self
 
 
-class News2Request(_Strict):
+class News2Request(_Ranged):
     respiratory_rate: int = Field(ge=0, le=80, description="breaths per minute")
     spo2: int = Field(ge=50, le=100, description="percent")
     spo2_scale: Literal[1, 2] = Field(1, description="2 for hypercapnic respiratory failure")
@@ -145,11 +149,6 @@ class News2Request(_Strict):
     temperature_c: float
     age: int | None = Field(None, le=120, description="years; NEWS2 is for ages 16 and over")
     deteriorating: bool | None = Field(None, description="clinical deterioration observed")
-
-    @field_validator("temperature_c")
-    @classmethod
-    def _temperature(cls, value: float) -> float:
-        return _check_range("temperature_c", value)  # type: ignore[return-value]
 
     @field_validator("age")
     @classmethod
@@ -175,7 +174,7 @@ class QsofaRequest(_Strict):
     )
 
 
-class FollowUpRequest(_Strict, VisitHistory):
+class FollowUpRequest(_Ranged, VisitHistory):
     conditions: list[Condition] = Field(min_length=1)
     age: int | None = Field(None, ge=18, le=120)
     elderly_target_age: int = Field(
@@ -192,13 +191,6 @@ class FollowUpRequest(_Strict, VisitHistory):
     heart_rate: int | None = Field(None, ge=20, le=300)
     temperature_c: float | None = None
     consciousness: Consciousness | None = None
-
-    @field_validator(
-        "fasting_glucose_mmol_l", "random_glucose_mmol_l", "temperature_c", "ldl_cholesterol_mmol_l"
-    )
-    @classmethod
-    def _ranges(cls, value: float | None, info: object) -> float | None:
-        return _check_range(info.field_name, value)  # type: ignore[attr-defined]
 
     @model_validator(mode="after")
     def _bp_pair(self) -> FollowUpRequest:
@@ -255,18 +247,6 @@ class AssessRequest(LipidsMixin, VisitHistory):
     hba1c_percent: float | None = Field(None, ge=3, le=20)
     ldl_cholesterol_mmol_l: float | None = None
     triglycerides_mmol_l: float | None = None
-
-    @field_validator(
-        "temperature_c",
-        "waist_cm",
-        "fasting_glucose_mmol_l",
-        "random_glucose_mmol_l",
-        "ldl_cholesterol_mmol_l",
-        "triglycerides_mmol_l",
-    )
-    @classmethod
-    def _ranges(cls, value: float | None, info: object) -> float | None:
-        return _check_range(info.field_name, value)  # type: ignore[attr-defined]
 
     @model_validator(mode="after")
     def _lipids(self) -> AssessRequest:
