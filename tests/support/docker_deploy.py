@@ -13,6 +13,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tests.support.paths import REPO
 
@@ -36,7 +37,7 @@ class Docker:
         return {**os.environ, "DOCKER_HOST": self.host}
 
     def run(
-        self, *args: str, check: bool = True, timeout: float = 120, **kwargs: object
+        self, *args: str, check: bool = True, timeout: float = 120, **kwargs: Any
     ) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
             ["docker", *args],
@@ -45,7 +46,7 @@ class Docker:
             text=True,
             errors="replace",
             timeout=timeout,
-            **kwargs,  # type: ignore[arg-type]
+            **kwargs,
         )
         if check and result.returncode != 0:
             raise AssertionError(
