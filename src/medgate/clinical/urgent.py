@@ -123,53 +123,46 @@ def glucose_criteria(
             continue
         zh_label = labels_zh.get(label, "")
         if value >= URGENT_GLUCOSE_HIGH:
-            found.append(
-                Criterion(
-                    level="urgent",
-                    reason=Reason(
-                        code="glucose-high",
-                        en=f"{label} glucose {value:g} mmol/L (>= 16.7)",
-                        zh=f"{zh_label}血糖 {value:g} mmol/L（≥16.7）",
-                        source=SPEC_2017,
-                    ),
-                )
-            )
+            code, en_bound, zh_bound = "glucose-high", ">= 16.7", "≥16.7"
         elif value <= URGENT_GLUCOSE_LOW:
+            code, en_bound, zh_bound = "glucose-low", "<= 3.9", "≤3.9"
+        else:
+            continue
+        found.append(
+            Criterion(
+                level="urgent",
+                reason=Reason(
+                    code=code,
+                    en=f"{label} glucose {value:g} mmol/L ({en_bound})",
+                    zh=f"{zh_label}血糖 {value:g} mmol/L（{zh_bound}）",
+                    source=SPEC_2017,
+                ),
+            )
+        )
+        if code == "glucose-low" and (value < EMERGENCY_GLUCOSE_LOW or altered_consciousness):
             found.append(
                 Criterion(
-                    level="urgent",
+                    level="emergency",
                     reason=Reason(
-                        code="glucose-low",
-                        en=f"{label} glucose {value:g} mmol/L (<= 3.9)",
-                        zh=f"{zh_label}血糖 {value:g} mmol/L（≤3.9）",
-                        source=SPEC_2017,
+                        code="severe-hypoglycaemia",
+                        en=(
+                            f"hypoglycaemia {value:g} mmol/L "
+                            + (
+                                "(< 3.0, level 2)"
+                                if value < EMERGENCY_GLUCOSE_LOW
+                                else "with altered consciousness or behaviour (level 3)"
+                            )
+                        ),
+                        zh=(
+                            f"低血糖 {value:g} mmol/L"
+                            + (
+                                "（<3.0，2级低血糖）"
+                                if value < EMERGENCY_GLUCOSE_LOW
+                                else "伴意识或行为改变（3级低血糖）"
+                            )
+                        ),
+                        source=CDS_2020_HYPO,
                     ),
                 )
             )
-            if value < EMERGENCY_GLUCOSE_LOW or altered_consciousness:
-                found.append(
-                    Criterion(
-                        level="emergency",
-                        reason=Reason(
-                            code="severe-hypoglycaemia",
-                            en=(
-                                f"hypoglycaemia {value:g} mmol/L "
-                                + (
-                                    "(< 3.0, level 2)"
-                                    if value < EMERGENCY_GLUCOSE_LOW
-                                    else "with altered consciousness or behaviour (level 3)"
-                                )
-                            ),
-                            zh=(
-                                f"低血糖 {value:g} mmol/L"
-                                + (
-                                    "（<3.0，2级低血糖）"
-                                    if value < EMERGENCY_GLUCOSE_LOW
-                                    else "伴意识或行为改变（3级低血糖）"
-                                )
-                            ),
-                            source=CDS_2020_HYPO,
-                        ),
-                    )
-                )
     return found
