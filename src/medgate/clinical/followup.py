@@ -413,45 +413,43 @@ def bp_target(x: FollowUpInput) -> tuple[tuple[int, int], str]:
     return _pair("office_bp_target"), SPEC_2017
 
 
+def _bp_result(
+    measure: str,
+    basis: Literal["office", "home", "none"],
+    target: str,
+    value: str | None,
+    met: bool | None,
+    source: str,
+    reason: str | None = None,
+) -> tuple[ConditionStatus, TargetCheck]:
+    """The hypertension status and its BP target check, from one target and one result."""
+    status = ConditionStatus(
+        condition="hypertension", controlled=met, basis=basis, target=target, reason=reason
+    )
+    return status, TargetCheck(measure=measure, target=target, value=value, met=met, source=source)
+
+
 def _bp_status(x: FollowUpInput, bp: SeriesSummary | None) -> tuple[ConditionStatus, TargetCheck]:
     (ts, td), source = bp_target(x)
     text = f"office BP < {ts}/{td} mmHg"
     if x.sbp_mmhg is not None and x.dbp_mmhg is not None:
         ok = x.sbp_mmhg < ts and x.dbp_mmhg < td
-        check = TargetCheck(
-            measure="office_bp",
-            target=text,
-            value=f"{x.sbp_mmhg}/{x.dbp_mmhg}",
-            met=ok,
-            source=source,
-        )
-        return ConditionStatus(
-            condition="hypertension", controlled=ok, basis="office", target=text
-        ), check
+        return _bp_result("office_bp", "office", text, f"{x.sbp_mmhg}/{x.dbp_mmhg}", ok, source)
     hs, hd = _pair("home_bp_target")
     if bp is not None and bp.count >= _t("min_home_readings"):
-        ok = bp.mean["sbp_mmhg"] < hs and bp.mean["dbp_mmhg"] < hd
+        sbp, dbp = bp.mean["sbp_mmhg"], bp.mean["dbp_mmhg"]
         home = f"mean home BP < {hs}/{hd} mmHg"
-        check = TargetCheck(
-            measure="home_bp",
-            target=home,
-            value=f"{bp.mean['sbp_mmhg']:g}/{bp.mean['dbp_mmhg']:g}",
-            met=ok,
-            source=HOME_BP_2018,
+        return _bp_result(
+            "home_bp", "home", home, f"{sbp:g}/{dbp:g}", sbp < hs and dbp < hd, HOME_BP_2018
         )
-        return ConditionStatus(
-            condition="hypertension", controlled=ok, basis="home", target=home
-        ), check
-    check = TargetCheck(measure="office_bp", target=text, value=None, met=None, source=source)
-    return (
-        ConditionStatus(
-            condition="hypertension",
-            controlled=None,
-            basis="none",
-            target=text,
-            reason="no office BP (systolic and diastolic) and fewer than 3 home readings",
-        ),
-        check,
+    return _bp_result(
+        "office_bp",
+        "none",
+        text,
+        None,
+        None,
+        source,
+        "no office BP (systolic and diastolic) and fewer than 3 home readings",
     )
 
 
