@@ -19,6 +19,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, RowMapping
+from sqlalchemy.sql.base import ReadOnlyColumnCollection
 from sqlalchemy.sql.elements import ColumnElement
 
 Write = Callable[[], AbstractContextManager[Connection]]
@@ -40,7 +41,7 @@ class LeasedQueue:
     error_chars: int | None = None
 
     @property
-    def c(self) -> Any:
+    def c(self) -> ReadOnlyColumnCollection[str, sa.Column[Any]]:
         return self.table.c
 
     def is_pending(self) -> ColumnElement[bool]:
@@ -122,7 +123,7 @@ class LeasedQueue:
                     .where(
                         self.c.id.in_(ids),
                         self.is_pending(),
-                        self.table.c[self.lease_column] == held_until,
+                        self.c[self.lease_column] == held_until,
                     )
                     .values({self.lease_column: new_until})
                 ).rowcount
