@@ -334,9 +334,7 @@ def urgent_criteria(
     found += ur.glucose_criteria(glucose, altered)
 
     def urgent(code: str, en: str, zh: str) -> None:
-        found.append(
-            ur.Criterion(level="urgent", reason=Reason(code=code, en=en, zh=zh, source=SPEC_2017))
-        )
+        found.append(ur.Criterion.of("urgent", code, en, zh, SPEC_2017))
 
     # SPEC_2017 diabetes list only: 持续性心动过速（心率超过100次/分钟）; 体温超过39摄氏度.
     if (
@@ -360,17 +358,7 @@ def urgent_criteria(
             f"体温 {x.temperature_c:g}℃（>39）",
         )
     if x.consciousness is not None and x.consciousness != "A":
-        found.append(
-            ur.Criterion(
-                level="urgent",
-                reason=Reason(
-                    code="altered-consciousness",
-                    en="altered consciousness",
-                    zh="意识改变",
-                    source=SPEC_2017,
-                ),
-            )
-        )
+        urgent("altered-consciousness", "altered consciousness", "意识改变")
     if x.pregnant_or_lactating:
         raised = _pregnancy_raised(x)
         if raised is not None:

@@ -65,6 +65,11 @@ class Criterion(BaseModel):
     level: Level
     reason: Reason
 
+    @classmethod
+    def of(cls, level: Level, code: str, en: str, zh: str, source: str) -> Criterion:
+        """A criterion with its reason, the two every rule builds together."""
+        return cls(level=level, reason=Reason(code=code, en=en, zh=zh, source=source))
+
 
 def bp_criteria(
     sbp: int | None,
@@ -83,28 +88,23 @@ def bp_criteria(
     where_zh = "最近一次家庭血压" if label == "home" else "血压"
     code = "home-bp-crisis" if label == "home" else "bp-crisis"
     found = [
-        Criterion(
-            level="urgent",
-            reason=Reason(
-                code=code,
-                en=f"{where_en} {shown} mmHg (SBP >= 180 and/or DBP >= 110)",
-                zh=f"{where_zh} {shown} mmHg（收缩压≥180和/或舒张压≥110）",
-                source=SPEC_2017,
-            ),
+        Criterion.of(
+            "urgent",
+            code,
+            f"{where_en} {shown} mmHg (SBP >= 180 and/or DBP >= 110)",
+            f"{where_zh} {shown} mmHg（收缩压≥180和/或舒张压≥110）",
+            SPEC_2017,
         )
     ]
     organ = sorted(set(symptoms) & HYPERTENSIVE_EMERGENCY_SYMPTOMS)
     if organ or altered_consciousness:
         found.append(
-            Criterion(
-                level="emergency",
-                reason=Reason(
-                    code="hypertensive-emergency",
-                    en="BP crisis with symptoms of acute organ damage: possible hypertensive "
-                    "emergency",
-                    zh="血压危急值伴靶器官损害症状：可能为高血压急症",
-                    source=HTN_2018_EMERGENCY,
-                ),
+            Criterion.of(
+                "emergency",
+                "hypertensive-emergency",
+                "BP crisis with symptoms of acute organ damage: possible hypertensive emergency",
+                "血压危急值伴靶器官损害症状：可能为高血压急症",
+                HTN_2018_EMERGENCY,
             )
         )
     return found
@@ -129,40 +129,29 @@ def glucose_criteria(
         else:
             continue
         found.append(
-            Criterion(
-                level="urgent",
-                reason=Reason(
-                    code=code,
-                    en=f"{label} glucose {value:g} mmol/L ({en_bound})",
-                    zh=f"{zh_label}血糖 {value:g} mmol/L（{zh_bound}）",
-                    source=SPEC_2017,
-                ),
+            Criterion.of(
+                "urgent",
+                code,
+                f"{label} glucose {value:g} mmol/L ({en_bound})",
+                f"{zh_label}血糖 {value:g} mmol/L（{zh_bound}）",
+                SPEC_2017,
             )
         )
         if code == "glucose-low" and (value < EMERGENCY_GLUCOSE_LOW or altered_consciousness):
+            level_2 = value < EMERGENCY_GLUCOSE_LOW
             found.append(
-                Criterion(
-                    level="emergency",
-                    reason=Reason(
-                        code="severe-hypoglycaemia",
-                        en=(
-                            f"hypoglycaemia {value:g} mmol/L "
-                            + (
-                                "(< 3.0, level 2)"
-                                if value < EMERGENCY_GLUCOSE_LOW
-                                else "with altered consciousness or behaviour (level 3)"
-                            )
-                        ),
-                        zh=(
-                            f"低血糖 {value:g} mmol/L"
-                            + (
-                                "（<3.0，2级低血糖）"
-                                if value < EMERGENCY_GLUCOSE_LOW
-                                else "伴意识或行为改变（3级低血糖）"
-                            )
-                        ),
-                        source=CDS_2020_HYPO,
+                Criterion.of(
+                    "emergency",
+                    "severe-hypoglycaemia",
+                    f"hypoglycaemia {value:g} mmol/L "
+                    + (
+                        "(< 3.0, level 2)"
+                        if level_2
+                        else "with altered consciousness or behaviour (level 3)"
                     ),
+                    f"低血糖 {value:g} mmol/L"
+                    + ("（<3.0，2级低血糖）" if level_2 else "伴意识或行为改变（3级低血糖）"),
+                    CDS_2020_HYPO,
                 )
             )
     return found
