@@ -174,15 +174,10 @@ class QsofaRequest(_Strict):
     )
 
 
-class FollowUpRequest(_Ranged, VisitHistory):
-    conditions: list[Condition] = Field(min_length=1)
-    age: int | None = Field(None, ge=18, le=120)
-    elderly_target_age: int = Field(
-        65, ge=60, le=90, description="BP target < 150/90 from this age (65: 2017 spec; 80: 2020)"
-    )
-    ckd: bool = False
-    ascvd: bool = False
-    sbp_mmhg: int | None = Field(None, ge=50, le=300)
+class VisitReadings(_Ranged):
+    """Today's readings that the follow-up and urgent rules judge, each optional."""
+
+    sbp_mmhg: int | None = Field(None, ge=40, le=300)
     dbp_mmhg: int | None = Field(None, ge=20, le=200)
     fasting_glucose_mmol_l: float | None = None
     random_glucose_mmol_l: float | None = None
@@ -193,9 +188,20 @@ class FollowUpRequest(_Ranged, VisitHistory):
     consciousness: Consciousness | None = None
 
     @model_validator(mode="after")
-    def _bp_pair(self) -> FollowUpRequest:
+    def _bp_pair(self) -> VisitReadings:
         check_bp_pair(self.sbp_mmhg, self.dbp_mmhg)
         return self
+
+
+class FollowUpRequest(VisitReadings, VisitHistory):
+    conditions: list[Condition] = Field(min_length=1)
+    age: int | None = Field(None, ge=18, le=120)
+    elderly_target_age: int = Field(
+        65, ge=60, le=90, description="BP target < 150/90 from this age (65: 2017 spec; 80: 2020)"
+    )
+    ckd: bool = False
+    ascvd: bool = False
+    sbp_mmhg: int | None = Field(None, ge=50, le=300)
 
 
 class DiabetesProgressionRequest(_Strict):
@@ -212,7 +218,7 @@ class DiabetesProgressionRequest(_Strict):
     glucose_mg_dl: float = Field(ge=20, le=900)
 
 
-class AssessRequest(LipidsMixin, VisitHistory):
+class AssessRequest(LipidsMixin, VisitReadings, VisitHistory):
     """One patient summary; every field optional, each score computed when it can be."""
 
     age: int | None = Field(None, ge=18, le=120)
@@ -229,29 +235,19 @@ class AssessRequest(LipidsMixin, VisitHistory):
     current_smoker: bool | None = None
     family_history_ascvd: bool | None = None
     on_bp_treatment: bool | None = None
-    sbp_mmhg: int | None = Field(None, ge=40, le=300)
-    dbp_mmhg: int | None = Field(None, ge=20, le=200)
-    heart_rate: int | None = Field(None, ge=20, le=300)
     respiratory_rate: int | None = Field(None, ge=0, le=80)
     spo2: int | None = Field(None, ge=50, le=100)
     spo2_scale: Literal[1, 2] = 1
     on_oxygen: bool | None = None
-    consciousness: Consciousness | None = None
     suspected_infection: bool | None = None
     deteriorating: bool | None = None
-    temperature_c: float | None = None
     waist_cm: float | None = None
     bmi: float | None = Field(None, ge=12, le=70)
-    fasting_glucose_mmol_l: float | None = None
-    random_glucose_mmol_l: float | None = None
-    hba1c_percent: float | None = Field(None, ge=3, le=20)
-    ldl_cholesterol_mmol_l: float | None = None
     triglycerides_mmol_l: float | None = None
 
     @model_validator(mode="after")
     def _lipids(self) -> AssessRequest:
         self._one_unit_each(required=False)
-        check_bp_pair(self.sbp_mmhg, self.dbp_mmhg)
         return self
 
     def has_diabetes(self) -> bool | None:
