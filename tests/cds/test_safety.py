@@ -298,3 +298,9 @@ def test_type1_diabetes_does_not_get_type2_follow_up(client: TestClient) -> None
     ).json()
     reasons = {n["score"]: n["reason"] for n in data["not_computed"]}
     assert data["follow_up"] is None and "type 1 diabetes" in reasons["follow_up"]
+
+
+def test_fhir_bmi_is_read_from_its_loinc_code() -> None:
+    """BMI (LOINC 39156-5) decides the remaining-lifetime rule's BMI >= 28 factor."""
+    summary = summary_from_prefetch({"observations": searchset([obs("39156-5", 29.4, "kg/m2")])})
+    assert summary["bmi"] == pytest.approx(29.4)

@@ -36,6 +36,7 @@ CODES: dict[str, str] = {
     "2708-6": "spo2",
     "8310-5": "temperature_c",
     "8280-0": "waist_cm",
+    "39156-5": "bmi",
     "72166-2": "smoking",
 }
 OBSERVATION_CODES = [BP_PANEL, *CODES]
