@@ -29,10 +29,6 @@ class PushAnswer:
     def accepted(self) -> bool:
         return 200 <= self.status < 300
 
-    @property
-    def code(self) -> str:
-        return str(self.status)
-
 
 def push_bundle(base_url: str, payload: str, *, token: str | None, timeout: float) -> PushAnswer:
     """POST ``payload`` (a transaction Bundle as JSON) to ``base_url``; raises FhirPushError

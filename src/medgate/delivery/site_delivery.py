@@ -24,19 +24,12 @@ can recognise it as the message it may already hold (a FHIR transaction of PUTs 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeVar
+from typing import NamedTuple, TypeVar
 
 from sqlalchemy.engine import Engine
 
-from medgate.core.config import (
-    FhirDestination,
-    Hl7Destination,
-    Settings,
-    SiteConfig,
-    SitePacs,
-)
+from medgate.core.config import Settings, SiteConfig
 from medgate.core.logs import phi_hash
 from medgate.core.pass_loop import PassLoop
 from medgate.delivery.enqueue import (
@@ -44,10 +37,10 @@ from medgate.delivery.enqueue import (
     queue_new_results,
     queue_reviewed_results,
 )
-from medgate.delivery.fhir_push import FhirPushError, PushAnswer, push_bundle
-from medgate.delivery.mllp import Ack, MllpError, send_message
+from medgate.delivery.fhir_push import FhirPushError, push_bundle
+from medgate.delivery.mllp import MllpError, send_message
 from medgate.delivery.outcomes import PassOutcomes, doubling_delay
-from medgate.delivery.site_pacs import DicomStoreError, StoreAnswer, store_objects
+from medgate.delivery.site_pacs import DicomStoreError, store_objects
 from medgate.delivery.sites import site_named
 from medgate.dicom.net import Peer
 from medgate.store.deliveries import Delivery, DeliveryStore
@@ -71,77 +64,28 @@ def backoff_seconds(settings: Settings, attempts: int) -> float:
     return doubling_delay(hl7.backoff_seconds, hl7.backoff_max_seconds, attempts)
 
 
-class Answer(Protocol):
-    """What a destination said: accepted or not, its code (MSA-1, HTTP status, DIMSE status)
-    and its own words."""
+class Answer(NamedTuple):
+    """What a destination said (``code``: MSA-1, HTTP status or DIMSE status; ``text``: its own
+    words), and how many refusals on its channel dead-letter a message."""
 
-    @property
-    def accepted(self) -> bool: ...
-
-    @property
-    def code(self) -> str: ...
-
-    @property
-    def text(self) -> str: ...
+    accepted: bool
+    code: str
+    text: str
+    max_refusals: int
 
 
-@dataclass(frozen=True)
-class Channel(Generic[Destination]):
-    """How one channel reaches a site: where the site names its destination, the call that sends
-    a message there, the error that means it was not reached (retried for as long as it takes)
-    and how many refusals dead-letter a message."""
-
-    name: str
-    destination: Callable[[SiteConfig], Destination | None]
-    send: Callable[[Settings, Destination, str, str], Answer]
-    unreachable: type[Exception]
-    max_refusals: Callable[[Settings], int]
+class DestinationMissing(Exception):
+    """The message's site, or the site's destination for its channel, is no longer configured."""
 
 
-def _to_his(settings: Settings, his: Hl7Destination, payload: str, message_id: str) -> Ack:
-    hl7 = settings.delivery.hl7
-    return send_message(
-        his.host,
-        his.port,
-        payload,
-        message_id,
-        connect_timeout=hl7.connect_timeout_s,
-        ack_timeout=hl7.ack_timeout_s,
-    )
+#: no usable answer: the destination could not be reached, dropped the connection or timed out
+UNREACHABLE = (MllpError, FhirPushError, DicomStoreError)
 
 
-def _to_fhir(settings: Settings, fhir: FhirDestination, payload: str, _id: str) -> PushAnswer:
-    timeout = settings.delivery.fhir.push_timeout_s
-    return push_bundle(fhir.base_url, payload, token=fhir.token, timeout=timeout)
-
-
-def _to_pacs(settings: Settings, pacs: SitePacs, payload: str, _id: str) -> StoreAnswer:
-    return store_objects(settings, Peer(pacs.ae_title, pacs.host, pacs.port), payload)
-
-
-CHANNELS: dict[str, Channel[Any]] = {
-    "hl7": Channel(
-        name="HIS",
-        destination=lambda site: site.hl7,
-        send=_to_his,
-        unreachable=MllpError,
-        max_refusals=lambda settings: settings.delivery.hl7.max_attempts,
-    ),
-    "fhir": Channel(
-        name="FHIR server",
-        destination=lambda site: site.fhir,
-        send=_to_fhir,
-        unreachable=FhirPushError,
-        max_refusals=lambda settings: settings.delivery.fhir.push_max_attempts,
-    ),
-    "dicom": Channel(
-        name="PACS",
-        destination=lambda site: site.pacs,
-        send=_to_pacs,
-        unreachable=DicomStoreError,
-        max_refusals=lambda settings: settings.pacs.send_max_attempts,
-    ),
-}
+def _configured(destination: Destination | None, what: str) -> Destination:
+    if destination is None:
+        raise DestinationMissing(f"the site or its {what} is no longer configured")
+    return destination
 
 
 class SiteDelivery(PassLoop):
@@ -174,33 +118,49 @@ class SiteDelivery(PassLoop):
         return summary
 
     def _send(self, item: Delivery, summary: DeliverySummary) -> None:
-        site = site_named(self.settings, item.site)
-        channel = CHANNELS[item.channel]
-        destination = channel.destination(site) if site is not None else None
-        if destination is None:
-            reason = f"the site or its {channel.name} is no longer configured"
-            self._dead(item, reason, None, summary)
-            return
         try:
-            answer = channel.send(self.settings, destination, item.payload, item.message_id)
-        except channel.unreachable as exc:
+            answer = self._deliver(item, site_named(self.settings, item.site))
+        except DestinationMissing as exc:
+            self._dead(item, str(exc), None, summary)
+            return
+        except UNREACHABLE as exc:
             self._retry(item, str(exc), summary, refused=False, ack_code=None)
             return
-        limit = channel.max_refusals(self.settings)
-        self._answered(item, answer.accepted, answer.code, answer.text, limit, summary)
+        self._answered(item, answer, summary)
 
-    def _answered(
-        self,
-        item: Delivery,
-        accepted: bool,
-        code: str,
-        text: str,
-        max_refusals: int,
-        summary: DeliverySummary,
-    ) -> None:
+    def _deliver(self, item: Delivery, site: SiteConfig | None) -> Answer:
+        """Send ``item`` on its channel: ORU^R01 by MLLP to the HIS, a transaction Bundle to the
+        FHIR server, result objects by C-STORE to the site's PACS."""
+        settings = self.settings
+        if item.channel == "fhir":
+            fhir = _configured(site.fhir if site else None, "FHIR server")
+            timeout = settings.delivery.fhir.push_timeout_s
+            pushed = push_bundle(fhir.base_url, item.payload, token=fhir.token, timeout=timeout)
+            limit = settings.delivery.fhir.push_max_attempts
+            return Answer(pushed.accepted, str(pushed.status), pushed.text, limit)
+        if item.channel == "dicom":
+            pacs = _configured(site.pacs if site else None, "PACS")
+            peer = Peer(pacs.ae_title, pacs.host, pacs.port)
+            stored = store_objects(settings, peer, item.payload)
+            return Answer(
+                stored.accepted, stored.code, stored.text, settings.pacs.send_max_attempts
+            )
+        his = _configured(site.hl7 if site else None, "HIS")
+        hl7 = settings.delivery.hl7
+        ack = send_message(
+            his.host,
+            his.port,
+            item.payload,
+            item.message_id,
+            connect_timeout=hl7.connect_timeout_s,
+            ack_timeout=hl7.ack_timeout_s,
+        )
+        return Answer(ack.accepted, ack.code, ack.text, hl7.max_attempts)
+
+    def _answered(self, item: Delivery, answer: Answer, summary: DeliverySummary) -> None:
         """The destination answered: delivered, or refused (bounded retries, dead letter)."""
-        if accepted:
-            self.store.delivered(item.id, code)
+        if answer.accepted:
+            self.store.delivered(item.id, answer.code)
             summary.delivered += 1
             log.info(
                 "result %s (%s) delivered to %s",
@@ -216,17 +176,19 @@ class SiteDelivery(PassLoop):
                     "channel": item.channel,
                     "message_id": item.message_id,
                     "result_status": item.result_status,
-                    "ack": code,
+                    "ack": answer.code,
                     "attempt": item.attempts + 1,
                 },
             )
             return
         # the peer's own words (MSA-3, OperationOutcome) may name the patient: stored, not logged
-        reason = f"{item.destination} answered {code}"
-        if item.refusals + 1 >= max_refusals:
-            self._dead(item, reason, code, summary, detail=text)
+        reason = f"{item.destination} answered {answer.code}"
+        if item.refusals + 1 >= answer.max_refusals:
+            self._dead(item, reason, answer.code, summary, detail=answer.text)
         else:
-            self._retry(item, reason, summary, refused=True, ack_code=code, detail=text)
+            self._retry(
+                item, reason, summary, refused=True, ack_code=answer.code, detail=answer.text
+            )
 
     # ------------------------------------------------------------------ outcomes
     def _retry(
