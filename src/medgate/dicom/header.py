@@ -23,6 +23,8 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 
+from medgate.core.status_error import StatusError
+
 # C-STORE failure statuses (PS3.4 B.2.3: 0xC000-0xCFFF "cannot understand", 0xA900 mismatch)
 STATUS_CANNOT_UNDERSTAND = 0xC000
 STATUS_MISSING_UID = 0xC001
@@ -32,12 +34,10 @@ STATUS_SOP_CLASS_MISMATCH = 0xA900
 _UNDEFINED = 0xFFFFFFFF
 
 
-class MalformedDataset(ValueError):
+class MalformedDataset(StatusError, ValueError):
     """The data set cannot be stored; ``status`` is the C-STORE failure status to answer."""
 
-    def __init__(self, reason: str, status: int = STATUS_CANNOT_UNDERSTAND) -> None:
-        super().__init__(reason)
-        self.status = status
+    default_status = STATUS_CANNOT_UNDERSTAND
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from pynetdicom.dimse_primitives import C_STORE
 
 from medgate.core.config import Settings
 from medgate.core.logs import phi_hash
+from medgate.core.status_error import StatusError
 from medgate.dicom.acceptor import (
     AcceptedContext,
     AcceptorConfig,
@@ -32,9 +33,9 @@ from medgate.dicom.acceptor import (
     Peer,
 )
 from medgate.dicom.dimse import Command
-from medgate.dicom.header import MalformedDataset, parse_header
+from medgate.dicom.header import parse_header
 from medgate.store.db import Index
-from medgate.store.files import InstanceStore, StoreError
+from medgate.store.files import InstanceStore
 from medgate.store.instances import InstanceRecord
 from medgate.trust.audit import AuditLog
 from medgate.trust.audit_queue import AuditQueue
@@ -288,7 +289,7 @@ class StorageReceiver:
                 sop_instance_uid=sop_instance_uid,
                 details=details,
             )
-        except (MalformedDataset, StoreError) as exc:
+        except StatusError as exc:  # a malformed data set or a failed store
             return self._reject(calling, sop_instance_uid, study_uid, exc.status, str(exc))
         except Exception as exc:  # never let one bad instance take the service down
             log.exception("unexpected error storing instance %s", phi_hash(sop_instance_uid))

@@ -42,6 +42,7 @@ from pydicom.uid import UID
 from medgate.core.checksums import sha256_file
 from medgate.core.config import Settings
 from medgate.core.logs import phi_hash
+from medgate.core.status_error import StatusError
 from medgate.store.db import Index
 from medgate.store.filepool import FilePool, abandoned_pools, fsync_dir, rename_into
 from medgate.store.instances import InstanceRecord
@@ -56,12 +57,10 @@ STATUS_OUT_OF_RESOURCES = 0xA700
 STATUS_STORAGE_ERROR = 0xA701
 
 
-class StoreError(RuntimeError):
+class StoreError(StatusError, RuntimeError):
     """Writing or indexing failed; ``status`` is the DICOM status to answer with."""
 
-    def __init__(self, message: str, status: int = STATUS_STORAGE_ERROR) -> None:
-        super().__init__(message)
-        self.status = status
+    default_status = STATUS_STORAGE_ERROR
 
 
 @dataclass(frozen=True)
