@@ -23,3 +23,11 @@ class PassOutcomes:
     retried: int = 0
     dead: int = 0
     errors: list[str] = field(default_factory=list)
+
+    def count_retry(self, reason: str) -> None:
+        self.retried += 1
+        self.errors.append(reason)
+
+    def count_dead(self, reason: str) -> None:
+        self.dead += 1
+        self.errors.append(reason)

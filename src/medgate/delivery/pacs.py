@@ -182,8 +182,7 @@ class ResultSender(PassLoop):
     ) -> None:
         delay = backoff_seconds(self.settings, item.attempts + 1)
         self.index.outbox.retry(item.id, delay, reason, refused=refused)
-        summary.retried += 1
-        summary.errors.append(reason)
+        summary.count_retry(reason)
         log.info(
             "result %s: %s; next try in %.1f s", phi_hash(item.sop_instance_uid), reason, delay
         )
@@ -198,8 +197,7 @@ class ResultSender(PassLoop):
 
     def _dead(self, item: OutboxItem, reason: str, summary: SendSummary) -> None:
         self.index.outbox.dead(item.id, reason)
-        summary.dead += 1
-        summary.errors.append(reason)
+        summary.count_dead(reason)
         log.error(
             "result %s dead-lettered after %d attempt(s): %s",
             phi_hash(item.sop_instance_uid),

@@ -204,8 +204,7 @@ class SiteDelivery(PassLoop):
         delay = backoff_seconds(self.settings, item.attempts + 1)
         stored = f"{reason}: {detail}" if detail else reason
         self.store.retry(item.id, delay, stored, refused=refused, ack_code=ack_code)
-        summary.retried += 1
-        summary.errors.append(reason)
+        summary.count_retry(reason)
         log.info(
             "result %s to %s: %s; next try in %.1f s",
             phi_hash(item.study_instance_uid),
@@ -224,8 +223,7 @@ class SiteDelivery(PassLoop):
         detail: str = "",
     ) -> None:
         self.store.dead(item.id, f"{reason}: {detail}" if detail else reason, ack_code)
-        summary.dead += 1
-        summary.errors.append(reason)
+        summary.count_dead(reason)
         log.error(
             "result %s to %s dead-lettered after %d attempt(s): %s",
             phi_hash(item.study_instance_uid),
