@@ -1,9 +1,10 @@
 """A background loop of passes: ``run_once()`` every ``interval`` seconds, or at once when woken.
 
 The senders of medgate's durable queues (the PACS outbox, the sites' deliveries, critical-result
-and referral notifications) each drain their queue in passes; this is the one thread that runs
-the passes, so that starting, stopping and waking work the same way for every queue. A failing
-pass is logged and the next one retries.
+and referral notifications) each drain their queue in passes, as do the study assembler, the PACS
+poller and the metrics flusher; this is the one thread that runs the passes, so that starting,
+stopping and waking work the same way for all of them. A failing pass is logged and the next one
+retries.
 """
 
 from __future__ import annotations
