@@ -23,13 +23,13 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 
-from medgate.core.status_error import StatusError
-
-# C-STORE failure statuses (PS3.4 B.2.3: 0xC000-0xCFFF "cannot understand", 0xA900 mismatch)
-STATUS_CANNOT_UNDERSTAND = 0xC000
-STATUS_MISSING_UID = 0xC001
-STATUS_UID_MISMATCH = 0xC002
-STATUS_SOP_CLASS_MISMATCH = 0xA900
+from medgate.core.dicom_status import (
+    STATUS_CANNOT_UNDERSTAND,
+    STATUS_MISSING_UID,
+    STATUS_SOP_CLASS_MISMATCH,
+    STATUS_UID_MISMATCH,
+    StatusError,
+)
 
 _UNDEFINED = 0xFFFFFFFF
 

@@ -24,8 +24,8 @@ from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_
 from pynetdicom.dimse_primitives import C_STORE
 
 from medgate.core.config import Settings
+from medgate.core.dicom_status import StatusError
 from medgate.core.logs import phi_hash
-from medgate.core.status_error import StatusError
 from medgate.dicom.acceptor import (
     AcceptedContext,
     AcceptorConfig,

@@ -41,8 +41,13 @@ from pydicom.uid import UID
 
 from medgate.core.checksums import sha256_file
 from medgate.core.config import Settings
+from medgate.core.dicom_status import (
+    STATUS_OUT_OF_RESOURCES,
+    STATUS_STORAGE_ERROR,
+    STATUS_SUCCESS,
+    StatusError,
+)
 from medgate.core.logs import phi_hash
-from medgate.core.status_error import StatusError
 from medgate.store.db import Index
 from medgate.store.filepool import FilePool, abandoned_pools, fsync_dir, rename_into
 from medgate.store.instances import InstanceRecord
@@ -50,11 +55,6 @@ from medgate.store.instances import InstanceRecord
 log = logging.getLogger(__name__)
 
 TMP_SUFFIX = ".part"
-
-# C-STORE status codes used by the store (PS3.4 B.2.3, PS3.7 C).
-STATUS_SUCCESS = 0x0000
-STATUS_OUT_OF_RESOURCES = 0xA700
-STATUS_STORAGE_ERROR = 0xA701
 
 
 class StoreError(StatusError, RuntimeError):
