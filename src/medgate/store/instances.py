@@ -4,15 +4,13 @@ There is one write path for an instance row, ``InstanceIndex.add``: an ``INSERT 
 DO NOTHING RETURNING`` of the instance plus the study upsert (``studies.receiving_upsert``), in
 one transaction. On an SQLite file the two statements run, compiled once by SQLAlchemy, on a
 dedicated ``sqlite3`` connection (``medgate.store.sqlite_hot_path``: 0.51 -> 0.57x storescp in
-``bench/ingest.py``), and the rows of concurrent associations share one commit
-(``medgate.store.group_commit``); on PostgreSQL (which groups concurrent commits itself) and
-in-memory SQLite, the same statements run through SQLAlchemy.
+``bench/ingest.py``); on PostgreSQL and in-memory SQLite, the same statements run through
+SQLAlchemy.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -20,7 +18,6 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from medgate.store.engine import Database, aware, sqlite_pragmas, utcnow
-from medgate.store.group_commit import GroupCommit
 from medgate.store.schema import instances, studies
 from medgate.store.sqlite_hot_path import CompiledStatement, SqliteHotPath
 from medgate.store.status import StudyStatus
@@ -48,8 +45,6 @@ class InstanceRecord:
 
 
 COLUMNS = [f.name for f in fields(InstanceRecord)]
-
-_RowAndStudy = tuple[dict[str, Any], dict[str, Any]]  # an instance row, its study's upsert values
 
 
 def _record(row: Any) -> InstanceRecord:
@@ -80,7 +75,6 @@ class InstanceIndex:
         self._hot: SqliteHotPath | None = None
         self._hot_insert: CompiledStatement | None = None
         self._hot_upsert: CompiledStatement | None = None
-        self._group: GroupCommit[_RowAndStudy, bool] | None = None
         database = db.engine.url.database
         if (
             db.is_sqlite
@@ -91,22 +85,6 @@ class InstanceIndex:
             self._hot = SqliteHotPath(database, sqlite_pragmas)
             self._hot_insert = CompiledStatement(self._insert, dialect, COLUMNS)
             self._hot_upsert = CompiledStatement(self._upsert_study, dialect)
-            self._group = GroupCommit(self._commit_rows, self._commit_row)
-
-    def _steps(self, pair: _RowAndStudy) -> list[tuple[CompiledStatement, dict[str, Any]]]:
-        assert self._hot_insert is not None and self._hot_upsert is not None
-        return [(self._hot_insert, pair[0]), (self._hot_upsert, pair[1])]
-
-    def _commit_rows(self, pairs: Sequence[_RowAndStudy]) -> list[bool]:
-        """Several instances' rows in one transaction (the group commit's batch)."""
-        assert self._hot is not None
-        with self.db.write_lock:
-            return self._hot.run_each([self._steps(pair) for pair in pairs])
-
-    def _commit_row(self, pair: _RowAndStudy) -> bool:
-        assert self._hot is not None
-        with self.db.write_lock:
-            return self._hot.run(self._steps(pair), stop_on_empty=0)
 
     def close(self) -> None:
         if self._hot is not None:
@@ -119,8 +97,12 @@ class InstanceIndex:
         now = rec.received_at or utcnow()
         row = dict(rec.__dict__, received_at=now)  # not asdict: it deep-copies, per instance
         study = {"uid": rec.study_instance_uid, "now": now}
-        if self._group is not None:
-            return self._group.submit((row, study))
+        hot = self._hot
+        if hot is not None and self._hot_insert is not None and self._hot_upsert is not None:
+            with self.db.write_lock:
+                return hot.run(
+                    [(self._hot_insert, row), (self._hot_upsert, study)], stop_on_empty=0
+                )
         with self.db.write() as conn:
             if conn.execute(self._insert, row).first() is None:
                 return False

@@ -87,32 +87,5 @@ class SqliteHotPath:
             raise
         return True
 
-    def run_each(
-        self, batch: Sequence[Sequence[tuple[CompiledStatement, Mapping[str, Any]]]]
-    ) -> list[bool]:
-        """Execute every entry of ``batch`` (each a ``run``'s steps with ``stop_on_empty=0``) in
-        ONE transaction, so one commit (one WAL fsync) serves them all; a list of what ``run``
-        would have returned for each. Raises (after a rollback of all of them) what sqlite3
-        raises."""
-        conn = self.connection
-        results: list[bool] = []
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for steps in batch:
-                inserted = True
-                for position, (statement, values) in enumerate(steps):
-                    cursor = conn.execute(statement.sql, statement.parameters(values))
-                    if position == 0 and cursor.fetchone() is None:
-                        inserted = False
-                        break
-                    cursor.close()
-                results.append(inserted)
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        return results
-
     def close(self) -> None:
         self.connection.close()
