@@ -348,6 +348,11 @@ def test_stand_alone_china_par_route_shows_the_lifetime_answer(
     data = client.post("/api/v1/cds/china-par", json=body, headers={"Accept-Language": "zh"}).json()
     assert data["lifetime_risk_assessment"]["code"] == code, data
     assert data["lifetime_risk_assessment"]["zh"] in data["guidance"]
+    lifetime = data["lifetime_risk"]  # the structured answer, as /assess gives it
+    assert lifetime["status"] == code.removeprefix("lifetime-risk-")
+    assert lifetime["guideline_rule_applies"] is True
+    assert "smoking" in lifetime["factors_present"]
+    assert ("obesity" in lifetime["factors_present"]) is (bmi >= 28)
 
 
 @pytest.mark.parametrize(

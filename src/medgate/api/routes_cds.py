@@ -46,6 +46,7 @@ from medgate.clinical.common import (
     CalculatorInfo,
     Reason,
 )
+from medgate.clinical.lifetime_risk import LifetimeRisk
 from medgate.clinical.schemas import (
     AssessRequest,
     ChinaParRequest,
@@ -164,6 +165,7 @@ class ChinaParAnswer(BaseModel):
     direct_high_risk_reasons: list[str]
     cautions: list[Reason]
     lifetime_risk_assessment: Reason | None
+    lifetime_risk: LifetimeRisk | None
     calculator: CalculatorInfo
 
 
