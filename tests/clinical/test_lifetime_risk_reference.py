@@ -317,7 +317,17 @@ def test_lifetime_high_sets_the_high_risk_ldl_target_in_json_and_cards(lang: str
     text = getattr(par.lifetime_risk_assessment, lang)
     assert text in result.guidance
     cards = cards_for(result, "p1", lang)  # type: ignore[arg-type]
-    assert any(text in card["detail"] for card in cards if "China-PAR" in card["summary"])
+    card = next(card for card in cards if "China-PAR" in card["summary"])
+    assert text in card["detail"]
+    # managed as high risk: a warning that says so, not an "intermediate" info card
+    assert card["indicator"] == "warning"
+    assert ("余生危险高危" if lang == "zh" else "remaining-lifetime risk high") in card["summary"]
+
+
+def test_without_lifetime_high_an_intermediate_china_par_card_stays_info() -> None:
+    cards = cards_for(assess(assess_body(bmi=24), None, "en"), "p1", "en")
+    card = next(card for card in cards if "China-PAR" in card["summary"])
+    assert card["indicator"] == "info" and "lifetime" not in card["summary"]
 
 
 def test_without_lifetime_high_the_ldl_target_stays_3_4() -> None:

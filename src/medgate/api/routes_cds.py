@@ -458,10 +458,15 @@ def _china_par_card(par: cp.ChinaParResult, lang: Language) -> dict[str, Any]:
         )
     else:
         summary = "心血管病风险：高危（无需计算）" if zh else "ASCVD risk: high (no calculation)"
+    # Lipid 2016 / 2023: a remaining-lifetime risk that is high is managed as high ASCVD risk
+    lifetime_high = par.lifetime_risk is not None and par.lifetime_risk.status == "high"
+    if lifetime_high:
+        summary += "；余生危险高危" if zh else "; remaining-lifetime risk high"
     detail = "\n".join(f"- {line}" for line in china_par_guidance(par, lang))
     detail += f"\n\n`{cp.NAME} {cp.VERSION}`"
     source = {"label": "China-PAR (Yang et al., Circulation 2016)", "url": cp.SOURCE_URL}
-    return _card(summary, "warning" if category == "high" else "info", detail, lang, source)
+    indicator = "warning" if category == "high" or lifetime_high else "info"
+    return _card(summary, indicator, detail, lang, source)
 
 
 def cards_for(
