@@ -136,3 +136,23 @@ def test_redaction_is_generic_by_name_type_declaration_and_url() -> None:
     assert "no_password" not in data  # unset stays visibly unset
     assert mask_url_secrets("sqlite:////var/x.sqlite") == "sqlite:////var/x.sqlite"
     assert mask_url_secrets("postgresql://user@db/x") == "postgresql://user@db/x"
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (  # Slack-style: the secret is the last path segment
+            "https://hooks.example.com/services/T0A1B2C3D/B0E4F5G6H/q8Xz3kLm9Pw2Rt7Yv4Nb6Hc1",
+            f"https://hooks.example.com/services/T0A1B2C3D/B0E4F5G6H/{REDACTED}",
+        ),
+        (  # Feishu-style: a UUID as the path's secret
+            "https://open.example.cn/open-apis/bot/v2/hook/1f3a9c2e-4b7d-4e8a-9c1f-2d3e4f5a6b7c",
+            f"https://open.example.cn/open-apis/bot/v2/hook/{REDACTED}",
+        ),
+        # words a person chose stay readable
+        ("https://fhir.example.org/fhir/R4/notifications-endpoint", None),
+        ("https://ris.example.org/api/v1/critical_results_webhook", None),
+    ],
+)
+def test_a_webhook_secret_in_the_url_path_is_redacted(url: str, shown: str | None) -> None:
+    assert mask_url_secrets(url) == (shown or url)

@@ -5,7 +5,9 @@ its type is pydantic's ``SecretStr`` / ``SecretBytes``, or when the field's name
 that names a secret (``password``, ``secret``, ``token(s)``, ``key(s)``, ``credentials``): a field
 added later (an SMTP password, a JWT secret) is therefore redacted without anybody remembering to.
 A password inside any URL (``storage.database_url``, a webhook, an SMTP URL) is masked too, and
-so is a query value whose name is a secret's (``?access_token=``).
+so is a query value whose name is a secret's (``?access_token=``), and a path segment that looks
+like a generated token (``_looks_generated``): chat webhooks (Slack, Teams, Feishu) carry their
+secret in the path, ``https://hooks.example/services/T0/B0/<secret>``.
 """
 
 from __future__ import annotations
@@ -26,6 +28,17 @@ SECRET_WORDS = frozenset(
     {"password", "passwd", "passphrase", "secret", "token", "tokens", "key", "keys", "credentials"}
 )
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_TOKEN_SEGMENT = re.compile(r"^[A-Za-z0-9_\-]{20,}$")
+
+
+def _looks_generated(segment: str) -> bool:
+    """A path segment of 20+ URL-safe characters mixing letters and digits: a generated token
+    (a Slack webhook's 24-character secret, a UUID), not a word a person chose."""
+    return bool(
+        _TOKEN_SEGMENT.match(segment)
+        and any(c.isdigit() for c in segment)
+        and any(c.isalpha() for c in segment)
+    )
 
 
 def is_secret_name(name: str) -> bool:
@@ -45,8 +58,8 @@ def is_secret_field(name: str, info: FieldInfo) -> bool:
 
 
 def mask_url_secrets(text: str) -> str:
-    """A URL's password and secret query values redacted, other text as is:
-    ``scheme://user:pass@host/x?token=t`` -> ``scheme://user:<redacted>@host/x?token=<redacted>``.
+    """A URL's password, secret query values and token-like path segments redacted, other text
+    as is: ``scheme://user:pass@host/x?token=t`` -> ``scheme://user:<redacted>@host/x?token=<redacted>``.
     """
     if not _URL.match(text):
         return text
@@ -61,6 +74,10 @@ def mask_url_secrets(text: str) -> str:
             name, equals, _value = item.partition("=")
             items.append(f"{name}={REDACTED}" if equals and is_secret_name(unquote(name)) else item)
         parts = parts._replace(query="&".join(items))
+    segments = parts.path.split("/")
+    if any(_looks_generated(segment) for segment in segments):
+        masked = [REDACTED if _looks_generated(segment) else segment for segment in segments]
+        parts = parts._replace(path="/".join(masked))
     return text if parts == original else urlunsplit(parts)
 
 
