@@ -151,3 +151,40 @@ def test_fhir_site_scoping_and_scopes(sites_settings: Settings, two_sites: tuple
         bad = get("DiagnosticReport?color=blue", TOKEN_A)
         assert bad.status_code == 400 and "color" in bad.json()["issue"][0]["diagnostics"]
         assert get("DiagnosticReport?date=yesterday", TOKEN_A).status_code == 400
+
+
+def test_fhir_search_pages_with_count_and_next_links(
+    sites_settings: Settings, two_sites: tuple[str, str]
+) -> None:
+    """``_count`` pages a search; fhirclient follows the ``next`` links to every match once."""
+    with served(create_app(sites_settings)) as base:
+        everything = _validate_all(base, ADMIN, "Observation")
+        assert len(everything) >= 3  # two studies' findings and measurements
+        all_ids = sorted(r["id"] for r in everything)
+
+        smart = _fhir_client(base, ADMIN)
+        paged = _find(Observation, smart, {"_count": "2"})  # fhirclient follows "next"
+        assert sorted(o.id for o in paged) == all_ids  # every match once, none twice
+
+        def page(query: str) -> dict[str, Any]:
+            answer = httpx.get(
+                f"{base}/fhir/Observation?{query}", headers={"Authorization": f"Bearer {ADMIN}"}
+            )
+            assert answer.status_code == 200, answer.text
+            get_fhir_model_class("Bundle").model_validate(answer.json())
+            return answer.json()
+
+        first = page("_count=2")
+        links = {link["relation"]: link["url"] for link in first["link"]}
+        assert first["total"] == len(all_ids) and len(first["entry"]) == 2
+        assert "previous" not in links and "_offset=2" in links["next"]
+        last = page(f"_count=2&_offset={len(all_ids) - 1}")
+        last_links = {link["relation"] for link in last["link"]}
+        assert len(last["entry"]) == 1 and "next" not in last_links and "previous" in last_links
+        only_total = page("_count=0")
+        assert only_total["total"] == len(all_ids) and "entry" not in only_total
+        assert "entry" not in page("_offset=999999")  # past the end: an empty page
+        bad = httpx.get(
+            f"{base}/fhir/Observation?_count=many", headers={"Authorization": f"Bearer {ADMIN}"}
+        )
+        assert bad.status_code == 400 and "_count" in bad.json()["issue"][0]["diagnostics"]

@@ -43,7 +43,10 @@ from medgate.delivery.study_header import StudyHeader, read_study_header
 from medgate.store.deliveries import DeliveryStore
 
 FHIR_JSON = "application/fhir+json"
-IGNORED_PARAMS = {"_format", "_count", "_pretty"}
+IGNORED_PARAMS = {"_format", "_pretty"}
+PAGING_PARAMS = {"_count", "_offset"}
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
 SEARCHES: dict[str, set[str]] = {
     "DiagnosticReport": {"patient", "subject", "subject:identifier", "status", "date"},
     "Observation": {"patient", "subject", "subject:identifier", "status", "date"},
@@ -146,7 +149,7 @@ def _studies(request: Request, only_uid: str | None = None) -> list[StudyEntry]:
 
 
 def _check_params(kind: str, request: Request) -> None:
-    unknown = sorted(set(request.query_params) - SEARCHES[kind] - IGNORED_PARAMS)
+    unknown = sorted(set(request.query_params) - SEARCHES[kind] - IGNORED_PARAMS - PAGING_PARAMS)
     if unknown:
         raise FhirError(
             400,
@@ -211,12 +214,40 @@ def _matches_date(effective: str | None, request: Request) -> bool:
     return True
 
 
+def _whole_number(request: Request, name: str, default: int, high: int) -> int:
+    value = request.query_params.get(name)
+    if value is None:
+        return default
+    if not value.isdigit() or int(value) > high:
+        raise FhirError(400, "invalid", f"{name} must be a whole number from 0 to {high}")
+    return int(value)
+
+
+def _page(found: list[Any], request: Request) -> Any:
+    """One page of a search's matches (``_count`` per page, default 100, at most 1000; ``_count=0``
+    gives only the total), with ``self`` / ``next`` / ``previous`` links that keep the search's
+    other parameters, as FHIR servers page a searchset."""
+    count = _whole_number(request, "_count", DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+    offset = _whole_number(request, "_offset", 0, 10**9)  # past the end: an empty page
+
+    def url(at: int) -> str:
+        return str(request.url.include_query_params(_count=count, _offset=at))
+
+    links = {"self": url(offset)}
+    if count and offset + count < len(found):
+        links["next"] = url(offset + count)
+    if count and offset > 0:
+        links["previous"] = url(max(offset - count, 0))
+    page = found[offset : offset + count]
+    return searchset(page, _base_url(request), total=len(found), links=links)
+
+
 def _search(kind: str, request: Request) -> JSONResponse:
     try:
         _check_params(kind, request)
         found: list[Any] = []
         if kind in ("ServiceRequest", "Task"):
-            return _json(searchset(search_referrals(kind, request), _base_url(request)))
+            return _json(_page(list(search_referrals(kind, request)), request))
         for entry in _studies(request):
             if not entry.visible or not _matches_status(entry.status, request):
                 continue
@@ -234,7 +265,7 @@ def _search(kind: str, request: Request) -> JSONResponse:
                 found.extend(study.observations)
             elif study.risk is not None:
                 found.append(study.risk)
-        return _json(searchset(found, _base_url(request)))
+        return _json(_page(found, request))
     except FhirError as exc:
         return _error(exc)
 

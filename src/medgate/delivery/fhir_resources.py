@@ -343,8 +343,15 @@ class StudyResources:
         return resources
 
 
-def searchset(resources: Iterable[Resource], base_url: str) -> Bundle:
-    """A ``searchset`` Bundle of ``resources`` with full URLs under ``base_url``."""
+def searchset(
+    resources: Iterable[Resource],
+    base_url: str,
+    total: int | None = None,
+    links: dict[str, str] | None = None,
+) -> Bundle:
+    """A ``searchset`` Bundle of ``resources`` (one page of a search when ``total``, the number of
+    matches, is larger) with full URLs under ``base_url`` and paging ``links`` by relation
+    (``self``, ``next``, ``previous``)."""
     entries = [
         {
             "fullUrl": f"{base_url.rstrip('/')}/{r.get_resource_type()}/{r.id}",
@@ -354,7 +361,12 @@ def searchset(resources: Iterable[Resource], base_url: str) -> Bundle:
         for r in resources
     ]
     return Bundle.model_validate(
-        {"type": "searchset", "total": len(entries), "entry": entries or None}
+        {
+            "type": "searchset",
+            "total": len(entries) if total is None else total,
+            "link": [{"relation": rel, "url": url} for rel, url in (links or {}).items()] or None,
+            "entry": entries or None,
+        }
     )
 
 
