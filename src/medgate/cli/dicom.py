@@ -241,6 +241,41 @@ def outbox(
     console.print(table)
 
 
+def deliveries(
+    status: Annotated[
+        str | None, typer.Option(help="pending, delivered or dead-letter (default: all)")
+    ] = None,
+    study: Annotated[str | None, typer.Option(help="only this Study Instance UID")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """List results queued for, delivered to, or dead-lettered by the sites' own systems (HIS by
+    HL7 v2, FHIR server, site PACS); ``medgate outbox`` lists the regional PACS's."""
+    from medgate.cli.dicom_service import open_index
+    from medgate.store.deliveries import DeliveryStore
+    from medgate.store.schema import DELIVERY_STATUSES
+
+    settings = settings_or_exit(config)
+    if status not in (None, *DELIVERY_STATUSES):
+        fail(f"--status must be one of {', '.join(DELIVERY_STATUSES)}")
+    rows = DeliveryStore(open_index(settings).engine).entries(study_uid=study, status=status)
+    table = Table(title=f"site deliveries: {len(rows)} messages")
+    columns = ("study", "site", "destination", "channel", "result", "status", "attempts")
+    for column in (*columns, "next try / delivered", "ack", "last error"):
+        table.add_column(column)
+    for row in rows:
+        when = row["delivered_at"] if row["status"] == "delivered" else row["next_attempt_at"]
+        table.add_row(
+            *(str(row[key]) for key in ("study_instance_uid", "site", "destination", "channel")),
+            str(row["result_status"]),
+            str(row["status"]),
+            str(row["attempts"]),
+            when.strftime("%Y-%m-%d %H:%M:%S") if when else "",
+            row["ack_code"] or "",
+            (row["last_error"] or "")[:60],
+        )
+    console.print(table)
+
+
 def receive(config: ConfigOption = None) -> None:
     """Run the DICOM service alone in the foreground until SIGTERM or Ctrl-C.
 
@@ -283,4 +318,5 @@ def register(app: typer.Typer) -> None:
     app.command("pull")(pull)
     app.command("studies")(studies)
     app.command("outbox")(outbox)
+    app.command("deliveries")(deliveries)
     app.command("receive")(receive)
