@@ -43,6 +43,8 @@ def test_rayservice_import_paths_build_the_applications(tmp_path: Path) -> None:
     toml = tmp_path / "medgate.toml"
     toml.write_text(
         f'[storage]\npath = "{tmp_path / "storage"}"\n[models]\npath = "{REPO / "models"}"\n'
+        '[audit]\nhash_key = "deploy-test-key"\n'
+        '[api]\ntokens = { "deploy-test-token" = ["admin"] }\n'
     )
     routes = {}
     for application in config["applications"]:
@@ -52,6 +54,13 @@ def test_rayservice_import_paths_build_the_applications(tmp_path: Path) -> None:
         assert isinstance(app, serve.Application)
         routes[application["name"]] = application["route_prefix"]
     bundles = image_bundles(Settings(models={"path": str(REPO / "models")}))
+    open_toml = tmp_path / "open.toml"  # no tokens, the public audit key: refused, as serve does
+    open_toml.write_text(f'[storage]\npath = "{tmp_path / "storage"}"\n')
+    for application in config["applications"]:
+        module_name, _, attribute = application["import_path"].partition(":")
+        builder = getattr(importlib.import_module(module_name), attribute)
+        with pytest.raises(ValueError, match=r"audit\.hash_key.*api\.tokens"):
+            builder({**application.get("args", {}), "config": str(open_toml)})
     expected = {APP_NAME: "/", **{model_app_name(b): model_route_prefix(b) for b in bundles}}
     assert routes == expected
 

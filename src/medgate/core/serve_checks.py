@@ -36,8 +36,14 @@ def has_api_authentication(settings: Settings) -> bool:
     return bool(settings.api.tokens or settings.api.cds_jwt_issuers or site_tokens)
 
 
-def serve_refusals(settings: Settings) -> list[str]:
-    """Reasons not to start, each saying how to fix it; empty when the gateway may start."""
+def serve_refusals(settings: Settings, api_reachable: bool | None = None) -> list[str]:
+    """Reasons not to start, each saying how to fix it; empty when the gateway may start.
+
+    ``api_reachable`` overrides what ``api.host`` says: an application a Ray cluster deploys
+    from its config file (KubeRay RayService, ``serve deploy``) is served by the cluster's HTTP
+    proxy, which listens wherever the cluster says, so it is judged as reachable.
+    """
+    reachable = not is_loopback(settings.api.host) if api_reachable is None else api_reachable
     reasons = []
     if settings.audit.hash_key == DEFAULT_HASH_KEY:
         reasons.append(
@@ -45,11 +51,7 @@ def serve_refusals(settings: Settings) -> list[str]:
             "([audit] hash_key in the config file, or MEDGATE_AUDIT__HASH_KEY=$(openssl rand "
             "-hex 32)) and keep it: it keys the audit trail and the identifiers in logs"
         )
-    if (
-        not is_loopback(settings.api.host)
-        and not has_api_authentication(settings)
-        and not settings.api.allow_anonymous
-    ):
+    if reachable and not has_api_authentication(settings) and not settings.api.allow_anonymous:
         reasons.append(
             f"api.host {settings.api.host!r} is reachable from the network and the API has no "
             "tokens and no CDS JWT issuers, so anyone could read results: set api.tokens "

@@ -12,16 +12,30 @@ CLI (``args.config`` or ``MEDGATE_CONFIG``, plus ``MEDGATE_*`` environment):
   each model can be rolled out on its own.
 
 deploy/k8s/rayservice.yaml names them; tests/deploy keep those names importable.
+
+Both refuse what ``medgate serve`` refuses (``core.serve_checks``: the public default audit key,
+an API without tokens), judging the API reachable from the network, as a cluster's HTTP proxy is:
+the error reaches the RayService's status instead of an open gateway.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from medgate.core.config import load_settings
+from medgate.core.config import Settings, load_settings
+from medgate.core.serve_checks import serve_refusals
 
 IMPORT_PATH = "medgate.serving.rayservice:build"
 MODEL_IMPORT_PATH = "medgate.serving.rayservice:build_model"
+
+
+def _checked_settings(args: dict[str, Any]) -> Settings:
+    config = args.pop("config", None)
+    settings = load_settings(config, **args)
+    refusals = serve_refusals(settings, api_reachable=True)
+    if refusals:
+        raise ValueError("medgate will not build its Serve application: " + "; ".join(refusals))
+    return settings
 
 
 def build(args: dict[str, Any] | None = None) -> Any:
@@ -29,9 +43,7 @@ def build(args: dict[str, Any] | None = None) -> Any:
     overrides (e.g. ``{"models": {"path": "/models"}}``)."""
     from medgate.serving.deployments import build_api_application, image_bundles
 
-    args = dict(args or {})
-    config = args.pop("config", None)
-    settings = load_settings(config, **args)
+    settings = _checked_settings(dict(args or {}))
     return build_api_application(settings, list(image_bundles(settings)))
 
 
@@ -40,9 +52,8 @@ def build_model(args: dict[str, Any] | None = None) -> Any:
     from medgate.serving.deployments import build_model_application, image_bundles
 
     args = dict(args or {})
-    config = args.pop("config", None)
     bundle = args.pop("bundle", None)
-    settings = load_settings(config, **args)
+    settings = _checked_settings(args)
     bundles = image_bundles(settings)
     if bundle not in bundles:
         known = ", ".join(bundles) or "none"
