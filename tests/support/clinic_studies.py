@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pydicom
 import sqlalchemy as sa
-from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from tests.support.delivery_studies import write_instance
 from tests.support.stored_study import insert_done_study
 
 from medgate.core.config import Settings
@@ -91,28 +91,16 @@ def add_study(
 ) -> str:
     """A ``done`` chest CT sent by ``calling_ae``; returns its StudyInstanceUID."""
     study_uid = generate_uid()
-    ds = pydicom.Dataset()
-    ds.SpecificCharacterSet = "ISO_IR 192"
-    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
-    ds.SOPInstanceUID = generate_uid()
-    ds.StudyInstanceUID = study_uid
-    ds.SeriesInstanceUID = generate_uid()
-    ds.PatientID = patient_id
-    ds.PatientName = name
-    ds.PatientBirthDate = "19650304"
-    ds.PatientSex = sex
-    ds.StudyDate = study_date
-    ds.StudyTime = "093000"
-    ds.StudyDescription = "胸部CT平扫 Chest CT"
-    ds.Modality = "CT"
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    folder = Path(settings.storage.path) / "instances"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{ds.SOPInstanceUID}.dcm"
-    ds.save_as(path, enforce_file_format=True)
+    path = write_instance(
+        Path(settings.storage.path) / "instances",
+        study_uid,
+        patient_id,
+        name,
+        sex=sex,
+        study_date=study_date,
+        description="胸部CT平扫 Chest CT",
+    )
+    ds = pydicom.dcmread(path)
     result = result_json(study_uid, nodule_mm, priority)
     return insert_done_study(
         engine,

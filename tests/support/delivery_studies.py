@@ -93,8 +93,17 @@ def result_json(study_uid: str, sr_uid: str) -> dict[str, Any]:
 
 
 def write_instance(
-    folder: Path, study_uid: str, patient_id: str, name: str, accession: str
+    folder: Path,
+    study_uid: str,
+    patient_id: str,
+    name: str,
+    accession: str | None = None,
+    *,
+    sex: str = "F",
+    study_date: str = "20261205",
+    description: str | None = None,
 ) -> Path:
+    """One chest CT instance (UTF-8 names) saved under ``folder``; its path."""
     ds = pydicom.Dataset()
     ds.SpecificCharacterSet = "ISO_IR 192"
     ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
@@ -104,10 +113,13 @@ def write_instance(
     ds.PatientID = patient_id
     ds.PatientName = name
     ds.PatientBirthDate = "19650304"
-    ds.PatientSex = "F"
-    ds.AccessionNumber = accession
-    ds.StudyDate = "20261205"
+    ds.PatientSex = sex
+    if accession is not None:
+        ds.AccessionNumber = accession
+    ds.StudyDate = study_date
     ds.StudyTime = "093000"
+    if description is not None:
+        ds.StudyDescription = description
     ds.Modality = "CT"
     ds.file_meta = FileMetaDataset()
     ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
