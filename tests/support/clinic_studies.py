@@ -14,67 +14,12 @@ from pathlib import Path
 import pydicom
 import sqlalchemy as sa
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-from tests.support.delivery_studies import write_instance
+from tests.support.delivery_studies import result_json, write_instance
 from tests.support.stored_study import insert_done_study
 
 from medgate.core.config import Settings
-from medgate.models.findings import (
-    Code,
-    Finding,
-    Measurement,
-    ModelResult,
-    StudyResult,
-    TriageResult,
-)
 from medgate.store.deliveries import DeliveryStore
 from medgate.store.schema import studies
-
-NODULE = Code(value="27925004", scheme="SCT", meaning="Nodule")
-LUNG = Code(value="39607008", scheme="SCT", meaning="Lung structure")
-EFFUSION = Code(value="60046008", scheme="SCT", meaning="Pleural effusion")
-DIAMETER = Code(value="81827009", scheme="SCT", meaning="Diameter")
-MM = Code(value="mm", scheme="UCUM", meaning="millimeter")
-
-
-def result_json(study_uid: str, nodule_mm: float | None, priority: str) -> dict:
-    from medgate.clinical.guidance import guidance_for
-    from medgate.pipeline.routing import RouteDecision
-    from medgate.pipeline.worker import study_result_json
-
-    findings = []
-    measurements = []
-    if nodule_mm is not None:
-        size = Measurement(name=DIAMETER, value=nodule_mm, unit=MM, finding_site=LUNG)
-        measurements.append(size)
-        findings.append(
-            Finding(
-                label="nodule",
-                finding_type=NODULE,
-                finding_site=LUNG,
-                probability=0.91,
-                present=True,
-                measurements=[size],
-            )
-        )
-    findings.append(
-        Finding(label="effusion", finding_type=EFFUSION, probability=0.04, present=False)
-    )
-    model = ModelResult(
-        bundle_name="ct_nodule_seg",
-        bundle_version="1.0.0",
-        task="segmentation",
-        findings=findings,
-        measurements=measurements,
-    )
-    reasons = [f"nodule {nodule_mm} mm"] if nodule_mm else []
-    study = StudyResult(
-        study_instance_uid=study_uid,
-        model_results=[model],
-        triage=TriageResult(priority=priority, reasons=reasons),
-    )
-    study.guidance = list(guidance_for(study, patient_age=61))
-    decision = RouteDecision(bundles={"ct_nodule_seg": []}, rules=["chest-ct"])
-    return study_result_json(study, decision, [])
 
 
 def add_study(
@@ -101,7 +46,7 @@ def add_study(
         description="胸部CT平扫 Chest CT",
     )
     ds = pydicom.dcmread(path)
-    result = result_json(study_uid, nodule_mm, priority)
+    result = result_json(study_uid, nodule_mm=nodule_mm, priority=priority)
     return insert_done_study(
         engine,
         ds,

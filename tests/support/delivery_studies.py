@@ -58,17 +58,25 @@ def sites_config(port_a: int, port_b: int) -> list[dict[str, Any]]:
     ]
 
 
-def result_json(study_uid: str, sr_uid: str) -> dict[str, Any]:
+def result_json(
+    study_uid: str,
+    sr_uid: str | None = None,
+    *,
+    nodule_mm: float | None = 9.5,
+    priority: str = "urgent",
+) -> dict[str, Any]:
+    """A chest CT's result JSON as the worker writes it: a nodule of ``nodule_mm`` (none when
+    None), no effusion, guidance from the clinical rules, and the SR ``sr_uid`` when given."""
     from medgate.clinical.guidance import guidance_for
     from medgate.pipeline.routing import RouteDecision
     from medgate.pipeline.worker import study_result_json
 
-    size = Measurement(name=DIAMETER, value=9.5, unit=MM, finding_site=LUNG)
-    model = ModelResult(
-        bundle_name="ct_nodule_seg",
-        bundle_version="1.0.0",
-        task="segmentation",
-        findings=[
+    findings = []
+    measurements = []
+    if nodule_mm is not None:
+        size = Measurement(name=DIAMETER, value=nodule_mm, unit=MM, finding_site=LUNG)
+        measurements.append(size)
+        findings.append(
             Finding(
                 label="nodule",
                 finding_type=NODULE,
@@ -76,19 +84,30 @@ def result_json(study_uid: str, sr_uid: str) -> dict[str, Any]:
                 probability=0.91,
                 present=True,
                 measurements=[size],
-            ),
-            Finding(label="effusion", finding_type=EFFUSION, probability=0.07, present=False),
-        ],
-        measurements=[size],
+            )
+        )
+    findings.append(
+        Finding(label="effusion", finding_type=EFFUSION, probability=0.07, present=False)
+    )
+    model = ModelResult(
+        bundle_name="ct_nodule_seg",
+        bundle_version="1.0.0",
+        task="segmentation",
+        findings=findings,
+        measurements=measurements,
     )
     study = StudyResult(
         study_instance_uid=study_uid,
         model_results=[model],
-        triage=TriageResult(priority="urgent", reasons=["nodule 9.5 mm"]),
+        triage=TriageResult(
+            priority=priority, reasons=[f"nodule {nodule_mm} mm"] if nodule_mm else []
+        ),
     )
     study.guidance = list(guidance_for(study, patient_age=61))
     decision = RouteDecision(bundles={"ct_nodule_seg": []}, rules=["chest-ct"])
-    objects = [{"sop_instance_uid": sr_uid, "sop_class_uid": SR_CLASS, "kind": "sr"}]
+    objects = (
+        [{"sop_instance_uid": sr_uid, "sop_class_uid": SR_CLASS, "kind": "sr"}] if sr_uid else []
+    )
     return study_result_json(study, decision, objects)
 
 
