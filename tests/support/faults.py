@@ -188,19 +188,34 @@ class ReceiverProcess:
 
 @dataclass
 class BackgroundSend:
-    """``store_files`` in a thread, so a fault can be injected while it runs."""
+    """``store_files`` in a thread, so a fault can be injected while it runs.
+
+    ``pace_seconds`` waits that long after each instance, as a slow modality does: it keeps the
+    run in flight long enough that a fault aimed at it cannot arrive after the last response,
+    however fast the machine.
+    """
 
     port: int
     files: list[Path]
+    pace_seconds: float = 0.0
     report: SendReport = field(default_factory=SendReport)
     error: BaseException | None = None
     thread: threading.Thread | None = None
+    answered: int = 0  # instances the SCU has had a response (or failure) for so far
 
     def start(self) -> BackgroundSend:
+        def after_each() -> None:
+            self.answered += 1
+            if self.pace_seconds:
+                time.sleep(self.pace_seconds)
+
         def run() -> None:
             try:
                 self.report = store_files(
-                    scu_settings(), Peer("MEDGATE", "127.0.0.1", self.port), self.files
+                    scu_settings(),
+                    Peer("MEDGATE", "127.0.0.1", self.port),
+                    self.files,
+                    progress=after_each,
                 )
             except BaseException as exc:
                 self.error = exc
@@ -214,6 +229,11 @@ class BackgroundSend:
         self.thread.join(timeout)
         assert not self.thread.is_alive(), "the SCU did not finish"
         return self
+
+    def in_flight(self) -> bool:
+        """True while the SCU still has instances to send and its thread runs."""
+        alive = self.thread is not None and self.thread.is_alive()
+        return alive and self.answered < len(self.files)
 
     def acknowledged(self) -> list[Path]:
         return [p for p, code, _ in self.report.results if code is not None and code == 0]

@@ -14,8 +14,9 @@ After each kill the gateway is started again from what is on disk, and at the en
 * no process of a killed gateway (Ray's included) outlives it.
 
 The injection counts join ``faults_helpers.INJECTIONS`` (one report, one minimum).
-Each kill is aimed at a moment when a study is ``processing`` (polled every 5 ms) and the first
-instance of a 6-study C-STORE run has just been stored; it counts once. Short form: one kill (two
+Each kill is aimed at a moment when a study is ``processing`` and a 6-study C-STORE run, paced
+at 0.4 s an instance like a slow modality, is still sending (both seen at one 2 ms poll); it
+counts once. Short form: one kill (two
 gateway starts; more if a kill missed processing or the sends); ``--long``: 20 kills.
 """
 
@@ -47,6 +48,7 @@ from medgate.store.db import Index
 
 PROCESSING_STUDIES = 3
 SENT_STUDIES = 6
+SEND_PACE_SECONDS = 0.4  # 6 studies: the run stays in flight ~2.4 s, past the 1 s study idle
 
 
 def _gateway_settings(
@@ -139,22 +141,35 @@ def test_kill9_gateway_during_sends_and_processing(
                 0.005,
                 "a study in processing",
             )
-            # ... and a C-STORE run in flight
+            # ... and a C-STORE run in flight, paced like a slow modality so that it is still
+            # sending when the kill comes, however fast the machine
             sending = _phantoms(tmp_path / f"s{kills}", 1000 * kills + 500, SENT_STUDIES)
-            studies.update(_study_uid(p) for p in sending)
-            sender = BackgroundSend(port, sending).start()
+            sending_uids = [_study_uid(p) for p in sending]
+            studies.update(sending_uids)
+            sender = BackgroundSend(port, sending, pace_seconds=SEND_PACE_SECONDS).start()
             wait_for(
                 lambda sending=sending: index.instances.get(sop_uid(sending[0])) is not None,
                 60,
                 0.002,
                 "the first instance stored",
             )
-            time.sleep(rng.uniform(0.0, 0.05))
+            # the kill comes at a poll that sees both at once: a study in processing (one of
+            # the first batch, or a study of this run that its idle time has just closed) and
+            # the run still sending; a random extra delay varies the moment within that overlap
+            round_studies = uids + sending_uids
+            overlap_seen = False
+            while sender.in_flight():
+                if any(_status(index, u) == "processing" for u in round_studies):
+                    overlap_seen = True
+                    break
+                time.sleep(0.002)
+            if overlap_seen:
+                time.sleep(rng.uniform(0.0, 0.005))
             survivors = gateway.kill9()
             kills += 1
             _count("kill9-gateway")
             assert not survivors, f"processes outlived the killed gateway: {survivors}"
-            cut_in_processing |= {u for u in uids if _status(index, u) == "processing"}
+            cut_in_processing |= {u for u in round_studies if _status(index, u) == "processing"}
             sender.join()
             cut_sends += len(sending) - len(sender.acknowledged())
             acknowledged.update(sender.acknowledged())
