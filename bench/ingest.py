@@ -21,12 +21,24 @@ medgate's durable file write (``FilePool.write``: pre-made file, fdatasync, rena
 per association, no network, no parsing and no index. storescp does not fsync, so on a disk
 where one fsync costs more than storescp needs for a whole instance, that ceiling (not medgate's
 code) bounds the ratio; medgate's share of the ceiling shows what the receiver's own overhead costs.
+
+And the CPU each receiver spends per instance: all cores' busy time during the send (/proc/stat)
+less the senders' own (their rusage). On a host with few cores, storescu shares them with the
+receiver, so a receiver that needs more CPU per instance cannot keep up however it is spread
+over processes.
+
+``--breakdown`` then times medgate cut down step by step, over 1 and 4 associations: the
+acceptor alone, the acceptor with only the durable file write, the full receiver in one process,
+the same with no sync at all (unsafe, an upper bound that shows what durability costs), and the
+full receiver with its default process count.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -34,7 +46,13 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from dataclasses import astuple, dataclass
 from pathlib import Path
+from typing import Any
+from unittest import mock
+
+from sqlalchemy import event
 
 from medgate.core.config import load_settings
 from medgate.core.ports import free_port
@@ -76,12 +94,44 @@ def _wait_port(port: int, timeout: float = 10.0) -> None:
     raise TimeoutError(f"nothing listens on port {port}")
 
 
-def send(files: list[Path], port: int, called: str, parallel: int) -> float:
-    """Send ``files`` with storescu over ``parallel`` associations; return elapsed seconds."""
+@dataclass(frozen=True)
+class Measured:
+    """One run: wall seconds, CPU seconds of the receiver and of the storescu senders."""
+
+    seconds: float
+    receiver_cpu: float
+    sender_cpu: float
+
+    @staticmethod
+    def mean(a: Measured, b: Measured) -> Measured:
+        return Measured(*((x + y) / 2 for x, y in zip(astuple(a), astuple(b), strict=True)))
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _machine_busy() -> float:
+    """CPU seconds all cores have spent busy since boot (/proc/stat: all but idle and iowait).
+
+    The receiver's CPU is this machine-wide figure over a send minus the senders' own: storescp
+    ``--fork`` waits for its association processes late or never, so their CPU is in no rusage
+    a parent can read, and medgate's receiver processes are measured the same way.
+    """
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def send(files: list[Path], port: int, called: str, parallel: int) -> tuple[float, float]:
+    """Send ``files`` with storescu over ``parallel`` associations; return elapsed seconds and
+    the senders' CPU seconds."""
     groups = [files[i::parallel] for i in range(parallel)]
     # The sender is the same for both receivers; without TCP_NODELAY DCMTK's small command PDUs
     # wait for delayed ACKs and the benchmark would measure Nagle's algorithm instead.
     env = {**os.environ, "TCP_NODELAY": "1"}
+    cpu_before = _children_cpu()
     start = time.perf_counter()
     procs = [
         subprocess.Popen(
@@ -105,10 +155,10 @@ def send(files: list[Path], port: int, called: str, parallel: int) -> float:
         _, err = proc.communicate()
         if proc.returncode != 0:
             raise RuntimeError(f"storescu failed: {err.decode(errors='replace')[-500:]}")
-    return time.perf_counter() - start
+    return time.perf_counter() - start, _children_cpu() - cpu_before
 
 
-def bench_storescp(files: list[Path], parallel: int, workdir: Path, fork: bool) -> float:
+def bench_storescp(files: list[Path], parallel: int, workdir: Path, fork: bool) -> Measured:
     out = workdir / f"storescp-{parallel}-{'fork' if fork else 'single'}"
     out.mkdir()
     port = free_port()
@@ -121,7 +171,9 @@ def bench_storescp(files: list[Path], parallel: int, workdir: Path, fork: bool) 
     )
     try:
         _wait_port(port)
-        return send(files, port, "STORESCP", parallel)
+        before = _machine_busy()
+        seconds, sender_cpu = send(files, port, "STORESCP", parallel)
+        return Measured(seconds, _machine_busy() - before - sender_cpu, sender_cpu)
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -149,13 +201,35 @@ class DurableWriteOnly(StorageReceiver):
         return 0x0000, None
 
 
+class NoDurability(StorageReceiver):
+    """Breakdown, unsafe, an upper bound only: the full receiver with no ``fdatasync`` of the
+    instance files and SQLite ``synchronous=OFF``; what the receiver's own work (parse, hash,
+    write, index, audit) allows when durability costs nothing."""
+
+
+@contextlib.contextmanager
+def durability_off(index: Index) -> Iterator[None]:
+    """No ``os.fdatasync`` in this process and ``synchronous=OFF`` on the index's connections."""
+
+    def sync_off(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.execute("PRAGMA synchronous=OFF")
+
+    event.listen(index.engine, "connect", sync_off)  # after medgate's own pragmas
+    index.engine.dispose()  # pooled connections reconnect, with the listener
+    try:
+        with mock.patch("os.fdatasync", lambda fd: None):
+            yield
+    finally:
+        event.remove(index.engine, "connect", sync_off)
+
+
 def bench_medgate(
     files: list[Path],
     parallel: int,
     workdir: Path,
     receiver_class: type[StorageReceiver] = StorageReceiver,
     processes: int | None = None,
-) -> float:
+) -> Measured:
     """medgate's receiver; the cut-down breakdown classes run in this process only."""
     store = workdir / f"medgate-{parallel}-{receiver_class.__name__}"
     if receiver_class is not StorageReceiver:
@@ -173,19 +247,23 @@ def bench_medgate(
     )
     store.mkdir()
     index = Index(settings.storage.resolved_database_url())
-    receiver = receiver_class(settings, index, AuditLog(settings.audit_path, "bench"))
-    receiver.start()
-    try:
-        _wait_port(receiver.port)
-        elapsed = send(files, receiver.port, "MEDGATE", parallel)
-    finally:
-        receiver.stop()
-        receiver.store.close()
+    unsafe = durability_off(index) if receiver_class is NoDurability else contextlib.nullcontext()
+    with unsafe:
+        receiver = receiver_class(settings, index, AuditLog(settings.audit_path, "bench"))
+        receiver.start()
+        try:
+            _wait_port(receiver.port)
+            before = _machine_busy()
+            elapsed, sender_cpu = send(files, receiver.port, "MEDGATE", parallel)
+            receiver_cpu = _machine_busy() - before - sender_cpu
+        finally:
+            receiver.stop()
+            receiver.store.close()
     stored = index.instances.count() if receiver_class is StorageReceiver else receiver.received
     index.close()
     if stored != len(files):
         raise RuntimeError(f"medgate indexed {stored} of {len(files)} instances")
-    return elapsed
+    return Measured(elapsed, receiver_cpu, sender_cpu)
 
 
 def bench_durable_ceiling(files: list[Path], parallel: int, workdir: Path) -> float:
@@ -218,34 +296,45 @@ def bracketed(
     workdir: Path,
     receiver_class: type[StorageReceiver] = StorageReceiver,
     processes: int | None = None,
-) -> tuple[float, float, float]:
-    """Seconds for storescp and storescp --fork (each the mean of the runs just before and just
-    after) and for medgate."""
+) -> tuple[Measured, Measured, Measured]:
+    """storescp and storescp --fork (each the mean of the runs just before and just after) and
+    medgate."""
     (workdir / "before").mkdir()
     (workdir / "after").mkdir()
     before = [bench_storescp(files, parallel, workdir / "before", fork) for fork in (False, True)]
     medgate = bench_medgate(files, parallel, workdir, receiver_class, processes)
     after = [bench_storescp(files, parallel, workdir / "after", fork) for fork in (True, False)]
-    return (before[0] + after[1]) / 2, (before[1] + after[0]) / 2, medgate
+    return Measured.mean(before[0], after[1]), Measured.mean(before[1], after[0]), medgate
 
 
-def breakdown(files: list[Path], repeat: int, workdir: Path) -> None:
-    """One association: storescp vs medgate with its handler cut down, paired runs."""
-    print("breakdown, 1 association (median ratio to storescp, bracketed runs):")
-    for label, receiver_class in (
-        ("acceptor only, nothing stored", AcceptOnly),
-        ("acceptor + durable file write only", DurableWriteOnly),
-        ("full receiver (parse, hash, file, index, audit)", StorageReceiver),
-    ):
-        ratios = []
-        for run in range(repeat):
-            run_dir = workdir / f"breakdown-{receiver_class.__name__}-{run}"
-            run_dir.mkdir()
-            ref, _fork, mg = bracketed(files, 1, run_dir, receiver_class)
-            ratios.append(ref / mg)
-            shutil.rmtree(run_dir)
-        spread = f"{min(ratios):.2f}-{max(ratios):.2f}"
-        print(f"  {label:<50} {statistics.median(ratios):>5.2f} ({spread})")
+def breakdown(files: list[Path], repeat: int, workdir: Path, processes: int) -> None:
+    """Where the receiver's time goes: medgate cut down step by step, paired storescp runs."""
+    rows: list[tuple[str, type[StorageReceiver], int]] = [
+        ("acceptor only, nothing stored", AcceptOnly, 1),
+        ("acceptor + durable file write only", DurableWriteOnly, 1),
+        ("full receiver, 1 process", StorageReceiver, 1),
+        ("full receiver, no sync at all (unsafe), 1 process", NoDurability, 1),
+        (f"full receiver, {processes} processes", StorageReceiver, processes),
+    ]
+    for parallel in (1, 4):
+        print(
+            f"breakdown, {parallel} association(s): median ratio to storescp and to storescp "
+            "--fork (range), bracketed runs"
+        )
+        for label, receiver_class, count in rows:
+            ratios, fork_ratios = [], []
+            for run in range(repeat):
+                run_dir = workdir / f"breakdown-{parallel}-{receiver_class.__name__}-{count}-{run}"
+                run_dir.mkdir()
+                ref, fork, mg = bracketed(files, parallel, run_dir, receiver_class, count)
+                ratios.append(ref.seconds / mg.seconds)
+                fork_ratios.append(fork.seconds / mg.seconds)
+                shutil.rmtree(run_dir)
+            print(
+                f"  {label:<52} {statistics.median(ratios):>5.2f} "
+                f"({min(ratios):.2f}-{max(ratios):.2f})  {statistics.median(fork_ratios):>5.2f} "
+                f"({min(fork_ratios):.2f}-{max(fork_ratios):.2f})"
+            )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -256,8 +345,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--breakdown",
         action="store_true",
-        help="also time medgate's acceptor alone and with only the durable file write "
-        "(one association): where the receiver's time goes",
+        help="also time medgate cut down step by step (acceptor alone, with only the durable "
+        "file write, the full receiver in one process, the same with no sync at all: an unsafe "
+        "upper bound) over 1 and 4 associations: where the receiver's time goes",
     )
     parser.add_argument(
         "--processes",
@@ -288,15 +378,20 @@ def main(argv: list[str] | None = None) -> int:
             f" {'ratio':>6} {'range':>9} {'fork ratio':>10} {'range':>9}"
             f" {'ceiling/s':>10} {'medgate/ceiling':>15}"
         )
+        cpu_rows: list[str] = []
         for parallel in (1, 4):
             refs, forks, mgs, caps, ratios, fork_ratios = [], [], [], [], [], []
+            cpu: dict[str, list[float]] = {"storescp": [], "fork": [], "medgate": [], "sent": []}
             for run in range(args.repeat):
                 run_dir = workdir / f"run{parallel}-{run}"
                 run_dir.mkdir()
                 # each medgate run is bracketed by storescp runs: the disk's speed drifts
                 # within minutes, and the runs see about the same disk
-                ref_s, fork_s, mg_s = bracketed(files, parallel, run_dir, processes=processes)
-                ref, fork, mg = (len(files) / t for t in (ref_s, fork_s, mg_s))
+                runs = bracketed(files, parallel, run_dir, processes=processes)
+                ref, fork, mg = (len(files) / r.seconds for r in runs)
+                for key, measured in zip(("storescp", "fork", "medgate"), runs, strict=True):
+                    cpu[key].append(measured.receiver_cpu / len(files) * 1e3)
+                cpu["sent"].append(runs[2].sender_cpu / len(files) * 1e3)
                 caps.append(len(files) / bench_durable_ceiling(files, parallel, run_dir))
                 refs.append(ref)
                 forks.append(fork)
@@ -313,8 +408,19 @@ def main(argv: list[str] | None = None) -> int:
                 f" {statistics.median(fork_ratios):>10.2f} {fork_spread:>9}"
                 f" {cap:>10.1f} {mg / cap:>15.2f}"
             )
+            ms = {key: statistics.median(values) for key, values in cpu.items()}
+            cpu_rows.append(
+                f"{parallel:>12} {ms['storescp']:>9.2f} {ms['fork']:>9.2f} {ms['medgate']:>9.2f}"
+                f" {ms['sent']:>13.2f} {ms['medgate'] / ms['fork']:>17.1f}"
+            )
+        print(
+            f"CPU ms per instance (all cores' busy time during the send, less the senders'):\n"
+            f"{'associations':>12} {'storescp':>9} {'--fork':>9} {'medgate':>9}"
+            f" {'storescu':>13} {'medgate/--fork':>17}"
+        )
+        print("\n".join(cpu_rows))
         if args.breakdown:
-            breakdown(files, args.repeat, workdir)
+            breakdown(files, args.repeat, workdir, processes)
         print(
             f"load average after: {os.getloadavg()[0]:.1f} (figures on a busy machine vary a lot)"
         )
