@@ -43,7 +43,7 @@ SYNTHETIC_PHI = {
     "DeviceSerialNumber": "SN-7731-AB",
     "StudyID": "STUDY8812",
     "PatientAddress": "Flat 3, 88 Orchard Lane",
-    "PatientTelephoneNumbers": "+86-139-0000-4521",
+    "PatientTelephoneNumbers": "+86-13900004521",
     "RequestingPhysician": "Zhou^Yanping",
 }
 

@@ -4,17 +4,19 @@ A file counts as a valid storage object when pydicom reads all of it, its SOP cl
 SOP class, its File Meta names a transfer syntax, and its UIDs (SOP Instance, Study, Series) are
 present and agree with the File Meta. The rest (files without meta, DICOMDIRs, bad UIDs ...) are
 what the malformed tests send.
+
+Only the files installed with pydicom are used: ``pydicom.data.get_testdata_files`` would also
+try to download pydicom's online test files, and nothing is downloaded at run time.
 """
 
 from __future__ import annotations
 
-import os
 import warnings
 from functools import cache
 from pathlib import Path
 
 import pydicom
-from pydicom.data import get_testdata_files
+from pydicom.data.data_manager import DATA_ROOT
 from pynetdicom import AllStoragePresentationContexts
 
 STORAGE_CLASSES = {c.abstract_syntax for c in AllStoragePresentationContexts}
@@ -53,8 +55,9 @@ def classified() -> tuple[tuple[Path, ...], tuple[tuple[Path, str], ...]]:
     """(valid storage objects, (invalid file, why) pairs), stable order."""
     valid: list[Path] = []
     invalid: list[tuple[Path, str]] = []
-    for name in sorted(set(get_testdata_files())):
-        if not os.path.isfile(name) or name.endswith((".json", ".txt")) or "README" in name:
+    for path in sorted((Path(DATA_ROOT) / "test_files").glob("**/*")):
+        name = str(path)
+        if not path.is_file() or name.endswith((".json", ".txt", ".py")) or "README" in name:
             continue
         problem = _problem(name)
         if problem is None:
