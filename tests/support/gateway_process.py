@@ -110,6 +110,10 @@ class GatewayProcess:
         survivors are then killed, so that the next start begins from the disk alone."""
         if self.process is None or self.process.poll() is not None:
             return []
+        # Frozen first, so the kill lands at the moment the caller chose: listing a gateway's
+        # descendants (Ray's included) takes tens of milliseconds, in which it would go on
+        # working, e.g. finish the study the kill was aimed at.
+        self.process.send_signal(signal.SIGSTOP)
         family = self.descendants()
         agents = [p for p in family if _name(p) in LINGERING_AGENTS]
         others = [p for p in family if p not in agents]
