@@ -219,13 +219,18 @@ def durability_off(index: Index) -> Iterator[None]:
     event.listen(index.engine, "connect", sync_off)  # after medgate's own pragmas
     index.engine.dispose()  # pooled connections reconnect, with the listener
     hot = index.instances._hot  # the bench reaches in on purpose
+    hot_setting = 0
     if hot is not None:
+        hot_setting = int(hot.connection.execute("PRAGMA synchronous").fetchone()[0])
         sync_off(hot.connection)
     try:
         with mock.patch("os.fdatasync", lambda fd: None):
             yield
     finally:
         event.remove(index.engine, "connect", sync_off)
+        index.engine.dispose()  # pooled connections reconnect with the index's own pragmas
+        if hot is not None:
+            hot.connection.execute(f"PRAGMA synchronous={hot_setting}")
 
 
 def bench_medgate(
