@@ -16,8 +16,8 @@ After each kill the gateway is started again from what is on disk, and at the en
 The injection counts join ``faults_helpers.INJECTIONS`` (one report, one minimum).
 Each kill is aimed at a moment when a study is ``processing`` and a 6-study C-STORE run, paced
 at 0.4 s an instance like a slow modality, is still sending (both seen at one 2 ms poll); it
-counts once. Short form: one kill (two
-gateway starts; more if a kill missed processing or the sends); ``--long``: 20 kills.
+counts once. Short form: one kill (two gateway starts; more if a kill missed processing or the
+sends); ``--long``: 20 kills.
 """
 
 from __future__ import annotations
