@@ -4,6 +4,7 @@ without English, FHIR smoking / diabetes type kept as recorded."""
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from typing import Any
 
@@ -13,7 +14,7 @@ from tests.support.cds_fhir_data import PATIENT, bp, hook, obs, searchset
 
 from medgate.api.cds_fhir import summary_from_prefetch
 from medgate.api.routes_cds import cards_for
-from medgate.clinical.assess import assess
+from medgate.clinical.assess import ADULT_ONLY, NOT_ASSESSED, UNDER_16, assess
 from medgate.clinical.common import DISCLAIMER
 from medgate.clinical.schemas import AssessRequest
 
@@ -106,7 +107,7 @@ def test_impossible_pair_in_fhir_is_dropped_and_said(client: TestClient) -> None
     prefetch = {"patient": PATIENT, "observations": searchset([bp(80, 150, "2024-05-01")])}
     found = cards(client, prefetch, EN)
     assert all(c["indicator"] == "info" for c in found)
-    assert "ignored out-of-range value: sbp_mmhg" in found[-1]["detail"]
+    assert "ignored out-of-range value: `sbp_mmhg`" in found[-1]["detail"]
 
 
 CRITICAL_VITALS = {
@@ -304,3 +305,78 @@ def test_fhir_bmi_is_read_from_its_loinc_code() -> None:
     """BMI (LOINC 39156-5) decides the remaining-lifetime rule's BMI >= 28 factor."""
     summary = summary_from_prefetch({"observations": searchset([obs("39156-5", 29.4, "kg/m2")])})
     assert summary["bmi"] == pytest.approx(29.4)
+
+
+def _born_years_ago(years: int) -> str:
+    today = dt.date.today()
+    return today.replace(year=today.year - years, day=1).isoformat()
+
+
+def _vitals(sbp: int, dbp: int) -> dict[str, Any]:
+    return searchset(
+        [
+            bp(sbp, dbp, "2024-05-01T09:00:00Z"),
+            obs("9279-1", 30, "/min"),
+            obs("8867-4", 125, "/min"),
+            obs("59408-5", 97, "%"),
+            obs("8310-5", 37.6, "Cel"),
+            obs("2339-0", 5.4, "mmol/L"),
+        ]
+    )
+
+
+@pytest.mark.parametrize("headers", [EN, ZH])
+def test_a_child_gets_no_adult_score_and_is_told_why(
+    client: TestClient, headers: dict[str, str]
+) -> None:
+    """A child's age was dropped as out of range, and adult scores ran on the child's values."""
+    lang = headers["Accept-Language"]
+    patient = {**PATIENT, "birthDate": _born_years_ago(10)}
+    found = cards(client, {"patient": patient, "observations": _vitals(105, 65)}, headers)
+    assert len(found) == 1, found
+    card = found[0]
+    assert card["indicator"] == "warning"
+    assert card["summary"] == NOT_ASSESSED["summary"][lang]
+    assert card["detail"] == f"{NOT_ASSESSED['detail'][lang]}\n\n*{DISCLAIMER[lang]}*"
+    if lang == "zh":
+        assert not latin_words(card["summary"] + card["detail"])
+
+
+def test_a_child_with_a_crisis_reading_still_gets_the_urgent_card(client: TestClient) -> None:
+    patient = {**PATIENT, "birthDate": _born_years_ago(10)}
+    found = cards(client, {"patient": patient, "observations": _vitals(186, 112)}, EN)
+    assert found[0]["indicator"] == "critical"
+    assert found[0]["summary"].startswith("Urgent referral: ")
+    assert NOT_ASSESSED["detail"]["en"] in found[0]["detail"]  # a child's thresholds are lower
+    assert found[1]["summary"] == NOT_ASSESSED["summary"]["en"]
+    order = client.post(
+        "/cds-services/medgate-order-safety",
+        json=hook({"patient": patient, "observations": _vitals(186, 112)}, hook="order-select"),
+    )
+    assert [c["indicator"] for c in order.json()["cards"]] == ["critical"]
+
+
+@pytest.mark.parametrize(("age", "news2"), [(15, False), (16, True), (17, True), (18, True)])
+def test_assess_scores_by_age(client: TestClient, age: int, news2: bool) -> None:
+    response = client.post(
+        "/api/v1/cds/assess", json={**CRITICAL_VITALS, "age": age, "suspected_infection": True}
+    )
+    assert response.status_code == 200, response.text
+    data = response.json()
+    if not news2:
+        assert data["news2"] is None and data["referral"]["level"] == "none"
+        assert {"score": "news2", "reason": UNDER_16, "missing": []} in data["not_computed"]
+        return
+    assert data["news2"]["score"] >= 7 and data["referral"]["level"] == "emergency"
+    if age < 18:  # qSOFA is an adult score: not computed, and said so
+        assert data["qsofa"] is None
+        assert {"score": "qsofa", "reason": ADULT_ONLY, "missing": []} in data["not_computed"]
+    else:
+        assert data["qsofa"]["score"] == 2
+
+
+def test_dropped_values_are_named_in_chinese(client: TestClient) -> None:
+    prefetch = {"patient": PATIENT, "observations": searchset([bp(80, 150, "2024-05-01")])}
+    found = cards(client, prefetch, ZH)
+    assert "已忽略超出范围的数值：`sbp_mmhg`" in found[-1]["detail"]
+    assert not latin_words(found[-1]["summary"] + found[-1]["detail"])

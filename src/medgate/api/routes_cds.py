@@ -30,8 +30,12 @@ from medgate.clinical import china_par as cp
 from medgate.clinical import followup as fu
 from medgate.clinical import news2 as nw
 from medgate.clinical.assess import (
+    ADULT_MIN_AGE,
+    ADULT_ONLY,
     CATEGORY_ZH,
     NEWS2_RISK_ZH,
+    NOT_ASSESSED,
+    UNDER_16,
     AssessResult,
     Language,
     Level,
@@ -344,6 +348,8 @@ NOT_COMPUTED_ZH = {
     "inputs missing": "缺少输入",
     "model bundle not available on this server": "服务器未安装模型",
     "applies only to patients with diabetes (its training population)": "仅适用于糖尿病患者",
+    ADULT_ONLY: f"成人评分，适用于{ADULT_MIN_AGE}岁及以上",
+    UNDER_16: f"患者未满{nw.NEWS2_MIN_AGE}岁，请使用儿童早期预警评分",
 }
 SCORE_ZH = {
     "china_par": "China-PAR",
@@ -520,7 +526,12 @@ def cards_for(
                 {"label": "medgate demo model cds_diabetes_risk", "url": SOURCE["url"]},
             )
         )
-    if result.not_computed:
+    if any(n.reason == UNDER_16 for n in result.not_computed):
+        # A child: one card says no score applies and why, instead of a list of each score.
+        cards.append(
+            _card(NOT_ASSESSED["summary"][lang], "warning", NOT_ASSESSED["detail"][lang], lang)
+        )
+    elif result.not_computed:
         if zh:
             detail = "\n".join(
                 f"- {SCORE_ZH.get(n.score, n.score)}：{NOT_COMPUTED_ZH.get(n.reason, '不适用')}"
@@ -600,7 +611,8 @@ def call_service(
     result = assess(request, model, lang)
     cards = cards_for(result, patient_id, lang, only_urgent=service["hook"] == "order-select")
     if notes or ignored:
-        detail = "\n".join([*notes, *(f"ignored out-of-range value: {k}" for k in ignored)])
+        dropped = "已忽略超出范围的数值：" if lang == "zh" else "ignored out-of-range value: "
+        detail = "\n".join([*notes, *(f"{dropped}`{k}`" for k in ignored)])
         title = "部分数据无法使用" if lang == "zh" else "Data could not all be used"
         cards.append(_card(title, "info", detail, lang))
     cards = cds_trace.complete_cards(cards, http_request, patient_id, lang)

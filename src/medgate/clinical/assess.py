@@ -15,6 +15,12 @@ Referral levels, most severe first (each criterion with its source in ``urgent``
 Safety rule: the rules decide the level; the learned model's score is shown for information only
 and marked as overridden when a rule applies. Whatever cannot be computed is listed with the
 missing inputs.
+
+Who it is for: NEWS2 from age 16 (RCP 2017); qSOFA, China-PAR, the follow-up rules and the
+learned model from 18 (``ADULT_MIN_AGE``). A younger patient gets no score at all, since adult
+bands would call a child's normal breathing and heart rates an emergency; the urgent readings
+(BP, glucose) are still checked at every age, because a reading at an adult crisis value is a
+crisis in a child too, and the answer says a child's own thresholds are lower.
 """
 
 from __future__ import annotations
@@ -46,6 +52,32 @@ Level = Literal["emergency", "urgent", "routine", "none"]
 NOT_FOR_CLINICAL = {
     "en": DISCLAIMER["en"] + " The learned model is a demonstration, not for clinical use.",
     "zh": DISCLAIMER["zh"] + "机器学习模型仅为演示，不用于临床。",
+}
+#: The adult scores' population. qSOFA: Seymour 2016 derived and validated it in encounters of
+#: patients aged 18 and over (Singer 2016: Sepsis-3 is an adult definition). China-PAR (2019
+#: guideline, adults) and the hypertension / type 2 diabetes follow-up (Spec 2017, 基层指南) are
+#: adult guidelines; the learned model was trained on adults.
+ADULT_MIN_AGE = 18
+ADULT_ONLY = f"an adult score: for ages {ADULT_MIN_AGE} and over"
+UNDER_16 = f"patient under {nw.NEWS2_MIN_AGE}: use a paediatric early warning score"
+#: What a patient below every score's population is told (NEWS2: RCP 2017, from 16).
+NOT_ASSESSED: dict[str, dict[str, str]] = {
+    "summary": {
+        "en": f"Scores not applied: patient under {nw.NEWS2_MIN_AGE}",
+        "zh": f"未计算评分：患者未满{nw.NEWS2_MIN_AGE}岁",
+    },
+    "detail": {
+        "en": f"medgate's scores are for patients aged {nw.NEWS2_MIN_AGE} and over (NEWS2, RCP "
+        "2017; qSOFA, China-PAR and the follow-up rules are adult scores), so none was computed. "
+        "Only readings at adult crisis values (BP >= 180 and/or >= 110 mmHg, glucose >= 16.7 or "
+        "<= 3.9 mmol/L) are flagged; a child's thresholds are lower, so no flag does not mean "
+        "normal. Assess this patient with a paediatric early warning score and paediatric "
+        "reference ranges.",
+        "zh": f"本决策支持的评分仅适用于{nw.NEWS2_MIN_AGE}岁及以上患者（NEWS2用于"
+        f"{nw.NEWS2_MIN_AGE}岁及以上；qSOFA、China-PAR和随访规则为成人评分），因此未计算任何评分。"
+        "仅对达到成人危急值的读数给出提示（血压≥180和/或≥110毫米汞柱，血糖≥16.7或≤3.9毫摩尔/升）；"
+        "儿童的界值更低，未提示不等于正常。请使用儿童早期预警评分和儿童参考范围评估该患者。",
+    },
 }
 CATEGORY_ZH = {"low": "低危", "intermediate": "中危", "high": "高危"}
 NEWS2_RISK_ZH = {"low": "低风险", "low-medium": "低-中风险", "medium": "中风险", "high": "高风险"}
@@ -399,11 +431,14 @@ DIRECT_ZH = {
 def assess(x: AssessRequest, predictor: TabularPredictor | None, lang: Language) -> AssessResult:
     """Run every score that the summary allows; the rules decide the referral level."""
     not_computed: list[NotComputed] = []
-    par_or = _china_par(x)
-    n2_or = _news2(x, lang)
-    qs_or = _qsofa(x, lang)
+    child = x.age is not None and x.age < nw.NEWS2_MIN_AGE
+    adult = x.age is None or x.age >= ADULT_MIN_AGE
+    skipped = NotComputed(score="", reason=UNDER_16 if child else ADULT_ONLY)
+    par_or = _china_par(x) if adult else skipped.model_copy(update={"score": "china_par"})
+    n2_or = skipped.model_copy(update={"score": "news2"}) if child else _news2(x, lang)
+    qs_or = _qsofa(x, lang) if adult else skipped.model_copy(update={"score": "qsofa"})
     par = par_or if isinstance(par_or, cp.ChinaParResult) else None
-    fup_or = _follow_up(x, par)
+    fup_or = _follow_up(x, par) if adult else skipped.model_copy(update={"score": "follow_up"})
     n2 = n2_or if isinstance(n2_or, nw.News2Result) else None
     qs = qs_or if isinstance(qs_or, nw.QsofaResult) else None
     fup = fup_or if isinstance(fup_or, fu.FollowUpResult) else None
@@ -439,7 +474,9 @@ def assess(x: AssessRequest, predictor: TabularPredictor | None, lang: Language)
             )
     level = decision.level()
     learned: dict[str, Any] | None = None
-    if x.has_diabetes():
+    if not adult:
+        not_computed.append(skipped.model_copy(update={"score": "learned_model"}))
+    elif x.has_diabetes():
         values, missing = model_inputs(x)
         if predictor is None:
             not_computed.append(
@@ -469,6 +506,8 @@ def assess(x: AssessRequest, predictor: TabularPredictor | None, lang: Language)
                 reason="applies only to patients with diabetes (its training population)",
             )
         )
+    if child:
+        guidance.insert(0, NOT_ASSESSED["detail"][lang])
     if level != "none":
         guidance.insert(0, GUIDANCE[level][lang])
     return AssessResult(

@@ -219,9 +219,13 @@ class DiabetesProgressionRequest(_Strict):
 
 
 class AssessRequest(LipidsMixin, VisitReadings, VisitHistory):
-    """One patient summary; every field optional, each score computed when it can be."""
+    """One patient summary; every field optional, each score computed when it can be.
 
-    age: int | None = Field(None, ge=18, le=120)
+    Any age is taken: which scores apply at which age is decided in ``clinical.assess`` (no score
+    under 16, the adult scores from 18), and the answer says what was not computed and why.
+    """
+
+    age: int | None = Field(None, ge=0, le=120, description="years")
     sex: Literal["male", "female"] | None = None
     region: Literal["north", "south"] | None = None
     residence: Literal["urban", "rural"] | None = None
