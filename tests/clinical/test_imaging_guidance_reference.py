@@ -1,17 +1,28 @@
 """Imaging guidance against its publications: every Fleischner cell at the rounding boundaries,
-the subsolid table, and the cardiothoracic ratio only on PA films.
+the subsolid table, the nodule type words, and the cardiothoracic ratio only on PA films.
 
 MacMahon 2017 = MacMahon H, et al. Radiology 2017;284(1):228-243, Table 1 (A solid, B subsolid).
 Bankier 2017 = Bankier AA, et al. Radiology 2017;285(2):584-600 (average of long and short axes,
 rounded to the nearest millimetre). CTR: Danzer 1919; PA projection (AP and supine magnify).
+DICOM PS3.3 C.7.3.1.1.2 = Patient Position (0018,5100) defined terms HFP, HFS, HFDR, HFDL, FFDR,
+FFDL, FFP, FFS; PS3.3 C.8.11.5.1.2 = View Position (0018,5101): AP, PA, LL, RL, RLD, LLD, RLO, LLO.
 """
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from pydicom.dataset import Dataset
 
-from medgate.clinical.context import StudyContext, age_from_dicom, study_context
+from medgate.clinical.context import (
+    StudyContext,
+    age_from_dicom,
+    decubitus_from_dicom,
+    study_context,
+    supine_from_dicom,
+)
+from medgate.clinical.findings import nodule_type
 from medgate.clinical.guidance import fleischner_size_mm, guidance_for
 from medgate.models.findings import (
     Code,
@@ -27,6 +38,7 @@ LONG = Code(value="103339001", scheme="SCT", meaning="Long axis")
 SHORT = Code(value="103340004", scheme="SCT", meaning="Short axis")
 DIAMETER = Code(value="81827009", scheme="SCT", meaning="Diameter")
 CTR = Code(value="59076-0", scheme="LN", meaning="Cardiothoracic Area Ratio")
+CARDIOMEGALY = Code(value="287272002", scheme="SCT", meaning="Cardiomegaly")
 MM = Code(value="mm", scheme="UCUM", meaning="millimeter")
 ONE = Code(value="1", scheme="UCUM", meaning="no units")
 
@@ -55,6 +67,16 @@ def study(findings: list[Finding], measurements: list[Measurement] | None = None
 def only(statements: list[GuidanceStatement]) -> GuidanceStatement:
     assert len(statements) == 1, [s.rule_id for s in statements]
     return statements[0]
+
+
+#: Latin letters allowed in Chinese guidance text: imaging acronyms; the echocardiography advice
+#: names its lab test as BNP/NT-proBNP (as in tests/cds/test_safety.py).
+ALLOWED_LATIN = {"CT", "PA", "AP", "AI"}
+
+
+def latin_words(zh: str) -> set[str]:
+    zh = zh.replace("BNP/NT-proBNP", "")
+    return {word for word in re.findall(r"[A-Za-z]+", zh) if word not in ALLOWED_LATIN}
 
 
 # (measured mm, rounded mm, source)
@@ -201,6 +223,83 @@ def test_nodule_type_is_stated_or_said_not_assessed() -> None:
     assert "Nodule type (solid / subsolid) not assessed" in untyped.text["en"]
 
 
+# (label, code meaning, Fleischner type, source): separators (space, underscore, hyphen) and case
+# do not matter; an unknown or missing type word is "not assessed", never solid.
+GG = "ground_glass"
+PS = "part_solid"
+NODULE_TYPES = [
+    ("non_solid_nodule", "Nodule", GG, "MacMahon 2017 Table 1B: ground glass (nonsolid)"),
+    ("nonsolid nodule", "Nodule", GG, "MacMahon 2017 Table 1B: ground glass (nonsolid)"),
+    ("non-solid", "Nodule", GG, "MacMahon 2017 Table 1B: ground glass (nonsolid)"),
+    ("Non Solid Nodule", "Nodule", GG, "MacMahon 2017 Table 1B: ground glass (nonsolid)"),
+    ("ground_glass", "Nodule", GG, "MacMahon 2017 Table 1B: ground glass"),
+    ("ground-glass nodule", "Nodule", GG, "MacMahon 2017 Table 1B: ground glass"),
+    ("GGN", "Nodule", GG, "ground-glass nodule (abbreviation)"),
+    ("GGO", "Nodule", GG, "ground-glass opacity (abbreviation)"),
+    ("lesion", "Ground glass nodule", GG, "type from the code meaning of a coded finding"),
+    ("semi-solid nodule", "Nodule", PS, "MacMahon 2017 Table 1B: part solid (semisolid)"),
+    ("semisolid", "Nodule", PS, "MacMahon 2017 Table 1B: part solid (semisolid)"),
+    ("part_solid", "Nodule", PS, "MacMahon 2017 Table 1B: part solid"),
+    ("Part-Solid nodule", "Nodule", PS, "MacMahon 2017 Table 1B: part solid"),
+    ("mixed ground-glass nodule", "Nodule", PS, "mixed = part solid"),
+    ("subsolid_nodule", "Nodule", PS, "subsolid without more: the more cautious part-solid row"),
+    ("solid_nodule", "Nodule", "solid", "MacMahon 2017 Table 1A"),
+    ("nodule", "Nodule", None, "no type word: not assessed"),
+    ("calcified_nodule", "Nodule", None, "unknown type word: not assessed"),
+    ("nodule_near_consolidation", "Nodule", None, "'consolidation' is not the word 'solid'"),
+]
+ACTION = {
+    GG: "Follow-up chest CT at 6-12 months to confirm persistence, then CT every 2 years until "
+    "5 years.",
+    PS: "Follow-up chest CT at 3-6 months to confirm persistence; if unchanged and the solid "
+    "component remains < 6 mm, annual CT for 5 years.",
+    "solid": "Follow-up chest CT at 6-12 months, then CT at 18-24 months.",
+    None: "Follow-up chest CT at 6-12 months, then CT at 18-24 months.",
+}
+
+
+@pytest.mark.parametrize(("label", "meaning", "kind", "source"), NODULE_TYPES)
+def test_nodule_type_words(label: str, meaning: str, kind: str | None, source: str) -> None:
+    """Audit: "non_solid_nodule", "semisolid" ... were read as solid; a 7 mm ground-glass nodule
+    then got "CT at 6-12 months, then 18-24 months" and surveillance stopped 3 years early."""
+    code = NODULE if meaning == "Nodule" else Code(value="GGN", scheme="99LOCAL", meaning=meaning)
+    finding = Finding(
+        label=label,
+        finding_type=code,
+        probability=0.9,
+        present=True,
+        measurements=[Measurement(name=DIAMETER, value=7.0, unit=MM)],
+    )
+    assert nodule_type(finding) == kind, source
+    statement = only(guidance_for(study([finding]), patient_age=60))
+    assert ACTION[kind] in statement.text["en"], (source, statement.text["en"])
+    subsolid = kind in (GG, PS)
+    assert statement.rule_id == (
+        "fleischner-2017-subsolid-nodule" if subsolid else "fleischner-2017-solid-nodule"
+    ), source
+    if kind == GG:
+        assert "纯磨玻璃（亚实性）结节" in statement.text["zh"]
+    if kind == PS:
+        assert "部分实性（亚实性）结节" in statement.text["zh"]
+    assert ("not assessed" in statement.text["en"]) is (kind is None), source
+    assert ("AI未判断结节类型" in statement.text["zh"]) is (kind is None), source
+    assert ("solid lung nodule" in statement.text["en"]) is (kind == "solid"), source
+
+
+def test_ggn_label_alone_is_a_nodule() -> None:
+    """A bundle label "GGN" (ground-glass nodule) under a local code is still a nodule."""
+    code = Code(value="1", scheme="99LOCAL", meaning="GGN")
+    finding = Finding(
+        label="GGN",
+        finding_type=code,
+        probability=0.9,
+        present=True,
+        measurements=[Measurement(name=DIAMETER, value=7.0, unit=MM)],
+    )
+    statement = only(guidance_for(study([finding]), patient_age=60))
+    assert statement.rule_id == "fleischner-2017-subsolid-nodule"
+
+
 def _header(**attributes: str) -> Dataset:
     ds = Dataset()
     for name, value in attributes.items():
@@ -212,9 +311,41 @@ def _header(**attributes: str) -> Dataset:
 CONTEXTS = [
     ({"ViewPosition": "PA", "PatientAge": "052Y"}, StudyContext(52, "PA", None), "DICOM 0018,5101"),
     ({"ViewPosition": "AP"}, StudyContext(None, "AP", None), "DICOM 0018,5101"),
-    ({"ViewPosition": "AP", "PatientPosition": "HFS"}, StudyContext(None, "AP", True), "0018,5100"),
+    (
+        {"ViewPosition": "AP", "PatientPosition": "HFS"},
+        StudyContext(None, "AP", True, False),
+        "0018,5100 HFS: supine",
+    ),
+    (
+        {"ViewPosition": "PA", "PatientPosition": "HFDR"},
+        StudyContext(None, "PA", False, True),
+        "0018,5100 HFDR: decubitus",
+    ),
+    ({"ViewPosition": "LLD"}, StudyContext(None, "other", None, True), "0018,5101 LLD: decubitus"),
+    ({"ViewPosition": "LL"}, StudyContext(None, "lateral", None, None), "0018,5101 LL: lateral"),
+    ({"PatientPosition": "FFP"}, StudyContext(None, "unknown", False, False), "0018,5100 prone"),
     ({}, StudyContext(None, "unknown", None), "no header attributes"),
 ]
+
+
+# (PatientPosition, supine, decubitus): DICOM PS3.3 C.7.3.1.1.2 defined terms
+POSITIONS = [
+    ("HFS", True, False),
+    ("FFS", True, False),
+    ("HFP", False, False),
+    ("FFP", False, False),
+    ("HFDR", False, True),
+    ("HFDL", False, True),
+    ("FFDR", False, True),
+    ("FFDL", False, True),
+    ("", None, None),
+]
+
+
+@pytest.mark.parametrize(("position", "supine", "decubitus"), POSITIONS)
+def test_patient_position(position: str, supine: bool | None, decubitus: bool | None) -> None:
+    assert supine_from_dicom(position) is supine
+    assert decubitus_from_dicom(position) is decubitus
 
 
 @pytest.mark.parametrize(("attributes", "context", "source"), CONTEXTS)
@@ -250,6 +381,23 @@ CTR_ROWS = [
         "not recorded as PA",
         "unknown projection: advice with the PA condition stated",
     ),
+    (
+        StudyContext(projection="lateral"),
+        0.60,
+        True,
+        "routine",
+        "cannot be judged",
+        "CTR is defined on the PA film only: not on a lateral film",
+    ),
+    (
+        StudyContext(projection="PA", decubitus=True),
+        0.60,
+        True,
+        "routine",
+        "cannot be judged",
+        "CTR is defined on the PA film only: not on a decubitus film",
+    ),
+    (StudyContext(projection="lateral"), 0.45, False, None, None, "nothing abnormal to say"),
 ]
 
 
@@ -286,3 +434,151 @@ def test_chinese_guidance_names_no_english_label() -> None:
     statement = only(guidance_for(study(findings)))
     assert "实变" in statement.text["zh"] and "其他1项异常" in statement.text["zh"]
     assert "consolidation" not in statement.text["zh"] and "weird" not in statement.text["zh"]
+
+
+@pytest.mark.parametrize(
+    ("attributes", "view"),
+    [
+        ({"ViewPosition": "PA", "PatientPosition": "HFDL"}, "decubitus"),
+        ({"ViewPosition": "RLD"}, "decubitus"),
+        ({"ViewPosition": "RL"}, "lateral"),
+        ({"ViewPosition": "PA", "PatientPosition": "FFS"}, "supine"),
+    ],
+)
+def test_ctr_not_judged_from_header(attributes: dict, view: str) -> None:
+    """End to end from the DICOM header: CTR 0.6 on a non-PA film is not called enlarged."""
+    ratio = [Measurement(name=CTR, value=0.6, unit=ONE)]
+    context = study_context([_header(**attributes)])
+    statement = only(guidance_for(study([], ratio), context=context))
+    assert f"cannot be judged on this {view} radiograph" in statement.text["en"]
+    assert statement.urgency == "routine"
+    assert "Possible enlarged heart" not in statement.text["en"]
+    assert "无法判断心脏大小" in statement.text["zh"]
+    assert not latin_words(statement.text["zh"])
+
+
+# A present cardiomegaly finding is never answered with "no abnormality".
+# (context, CTR or None, urgency, English words, Chinese words, source)
+CARDIOMEGALY_ROWS = [
+    (
+        StudyContext(projection="PA"),
+        0.48,
+        "routine",
+        "The AI flagged an enlarged heart (cardiomegaly), but the measured cardiothoracic ratio "
+        "0.48 is not above 0.5: the two disagree, so review the image",
+        "AI提示心脏增大，但测得的心胸比0.48未超过0.5：两者不一致，请复核影像",
+        "PA, CTR <= 0.5: the AI finding and the ratio disagree (Danzer 1919)",
+    ),
+    (
+        StudyContext(projection="PA"),
+        0.50,
+        "routine",
+        "but the measured cardiothoracic ratio 0.5 is not above 0.5",
+        "心胸比0.5未超过0.5",
+        "PA, CTR 0.5: > 0.5 strictly",
+    ),
+    (
+        StudyContext(projection="AP"),
+        0.45,
+        "routine",
+        "The AI flagged an enlarged heart (cardiomegaly), but heart size cannot be judged on this "
+        "AP radiograph (cardiothoracic ratio 0.45)",
+        "AI提示心脏增大，但该胸片为前后位（AP）摄片（心胸比0.45），无法判断心脏大小",
+        "AP magnifies the heart",
+    ),
+    (
+        StudyContext(projection="AP", supine=True),
+        0.45,
+        "routine",
+        "but heart size cannot be judged on this supine radiograph",
+        "AI提示心脏增大，但该胸片为仰卧位摄片",
+        "supine magnifies the heart",
+    ),
+    (
+        StudyContext(projection="AP"),
+        None,
+        "routine",
+        "The AI flagged an enlarged heart (cardiomegaly), but heart size cannot be judged on this "
+        "AP radiograph: ",
+        "AI提示心脏增大，但该胸片为前后位（AP）摄片，无法判断心脏大小",
+        "AP, no ratio",
+    ),
+    (
+        StudyContext(projection="PA"),
+        None,
+        "soon",
+        "the AI flagged cardiomegaly; no usable cardiothoracic ratio was measured). Within 2 "
+        "weeks, arrange echocardiography",
+        "胸片AI提示心脏增大，未获得可用的心胸比测量值）。请在2周内安排超声心动图检查",
+        "no ratio: the finding's own advice (ESC HF 2021 echocardiography)",
+    ),
+    (
+        StudyContext(projection="PA"),
+        0.55,
+        "soon",
+        "Possible enlarged heart (cardiothoracic ratio 0.55 > 0.5",
+        "心胸比0.55，大于0.5",
+        "PA, CTR > 0.5 and the finding agree",
+    ),
+]
+
+
+@pytest.mark.parametrize(("context", "ratio", "urgency", "en", "zh", "source"), CARDIOMEGALY_ROWS)
+def test_cardiomegaly_finding_is_never_contradicted(
+    context: StudyContext, ratio: float | None, urgency: str, en: str, zh: str, source: str
+) -> None:
+    """Audit: cardiomegaly present with CTR 0.48 (PA) or 0.45 (AP) got "AI found no abnormality
+    it was trained to detect"."""
+    finding = Finding(
+        label="cardiomegaly", finding_type=CARDIOMEGALY, probability=0.8, present=True
+    )
+    measurements = [] if ratio is None else [Measurement(name=CTR, value=ratio, unit=ONE)]
+    statement = only(guidance_for(study([finding], measurements), context=context))
+    assert statement.rule_id == "ctr-enlarged-heart", source
+    assert statement.urgency == urgency, source
+    assert en in statement.text["en"], (source, statement.text["en"])
+    assert zh in statement.text["zh"], (source, statement.text["zh"])
+    assert "no abnormality" not in statement.text["en"]
+    assert "未发现" not in statement.text["zh"]
+    assert not latin_words(statement.text["zh"]), statement.text["zh"]
+
+
+# (values, cardiomegaly present, urgency, source): a ratio outside (0, 1) is not a ratio
+IMPLAUSIBLE = [
+    ([55.0], False, "routine", "55: a percentage, not a ratio"),
+    ([1.2], False, "routine", "1.2: the heart cannot be wider than the chest"),
+    ([0.0], False, "routine", "0: no heart"),
+    ([55.0], True, "soon", "55 with cardiomegaly present: the finding's own advice"),
+]
+
+
+@pytest.mark.parametrize(("values", "flagged", "urgency", "source"), IMPLAUSIBLE)
+def test_implausible_ctr_is_not_judged(
+    values: list[float], flagged: bool, urgency: str, source: str
+) -> None:
+    """Audit: CTR 55 was read as "ratio 55 > 0.5"."""
+    findings = (
+        [Finding(label="cardiomegaly", finding_type=CARDIOMEGALY, probability=0.8, present=True)]
+        if flagged
+        else []
+    )
+    ratios = [Measurement(name=CTR, value=value, unit=ONE) for value in values]
+    statement = only(guidance_for(study(findings, ratios), context=StudyContext(projection="PA")))
+    shown = f"{values[0]:g}"
+    assert statement.rule_id == "ctr-enlarged-heart", source
+    assert statement.urgency == urgency, source
+    assert f"cardiothoracic ratio value {shown} is implausible" in statement.text["en"], source
+    assert "cannot be used" in statement.text["en"]
+    assert f"心胸比数值{shown}不合理" in statement.text["zh"] and "无法使用" in statement.text["zh"]
+    assert "> 0.5" not in statement.text["en"] and "大于0.5" not in statement.text["zh"]
+    assert ("Possible enlarged heart" in statement.text["en"]) is flagged, source
+    assert not latin_words(statement.text["zh"]), statement.text["zh"]
+
+
+def test_implausible_ctr_beside_a_plausible_one() -> None:
+    """The plausible ratio is judged; the implausible one is named as unusable."""
+    ratios = [Measurement(name=CTR, value=v, unit=ONE) for v in (1.2, 0.55)]
+    statement = only(guidance_for(study([], ratios), context=StudyContext(projection="PA")))
+    assert "cardiothoracic ratio 0.55 > 0.5" in statement.text["en"]
+    assert "value 1.2 is implausible" in statement.text["en"]
+    assert "1.2 > 0.5" not in statement.text["en"]

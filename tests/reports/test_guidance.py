@@ -15,6 +15,7 @@ from tests.support.reports_data import (
     PNEUMOTHORAX,
 )
 
+from medgate.clinical.context import StudyContext
 from medgate.clinical.guidance import (
     AI_NOTE,
     RULESET_VERSION,
@@ -142,7 +143,7 @@ FLEISCHNER_GOLDEN = [
 def test_fleischner_golden(size: float, risk: str, urgency: str, en: str, zh: str) -> None:
     statement = _only(guidance_for(_study([_nodule(size)]), patient_age=60, risk=risk))
     assert statement.rule_id == "fleischner-2017-solid-nodule"
-    assert statement.rule_version == f"{RULESET_VERSION}/2.0"
+    assert statement.rule_version == f"{RULESET_VERSION}/2.1"
     assert statement.urgency == urgency
     assert "Fleischner Society 2017" in statement.guideline
     assert "Bankier" in statement.guideline
@@ -184,6 +185,27 @@ def test_unknown_risk_gets_high_risk_advice_and_says_so() -> None:
     assert "Patient risk was not given, so the high-risk advice is shown" in unknown.text["en"]
     assert "未提供患者风险分层，按高风险给出建议" in unknown.text["zh"]
     assert "not given" not in low.text["en"]
+
+
+def test_non_solid_nodule_exact_text() -> None:
+    """Audit: "non_solid_nodule" fell through to solid (6-12 then 18-24 months). MacMahon 2017
+    Table 1B, single ground glass >= 6 mm: 6-12 months, then every 2 years until 5 years."""
+    statement = _only(
+        guidance_for(_study([_nodule(7.0, label="non_solid_nodule")]), patient_age=60)
+    )
+    assert statement.rule_id == "fleischner-2017-subsolid-nodule"
+    assert statement.text["en"] == (
+        "AI found a pure ground-glass (subsolid) lung nodule of 7.0 mm (rounded to 7 mm) "
+        "(Fleischner subsolid band >= 6 mm). Follow-up chest CT at 6-12 months to confirm "
+        "persistence, then CT every 2 years until 5 years. Not for lung cancer screening, known "
+        "cancer or immunosuppressed patients. This is an AI result and must be confirmed by a "
+        "radiologist."
+    )
+    assert statement.text["zh"] == (
+        "AI发现肺部纯磨玻璃（亚实性）结节，大小7.0毫米（取整为7毫米）（Fleischner亚实性结节分级"
+        "≥6毫米）。6-12个月复查胸部CT确认是否持续存在，之后每2年复查一次CT，直至满5年。"
+        "不适用于肺癌筛查、已知恶性肿瘤或免疫抑制患者。以上为AI辅助结果，须经放射科医生确认。"
+    )
 
 
 def test_untyped_nodule_says_type_not_assessed() -> None:
@@ -260,7 +282,64 @@ def test_ctr_boundary(ctr: float, enlarged: bool) -> None:
 def test_cardiomegaly_finding_without_ctr_still_advises_echo() -> None:
     statement = _only(guidance_for(_study([_finding(CARDIOMEGALY, "cardiomegaly")])))
     assert statement.rule_id == "ctr-enlarged-heart"
+    assert statement.urgency == "soon"
     assert "Possible enlarged heart (AI finding" in statement.text["en"]
+    assert "the AI flagged cardiomegaly" in statement.text["en"]
+    assert "AI提示心脏增大" in statement.text["zh"] and "超声心动图" in statement.text["zh"]
+
+
+def test_cardiomegaly_with_low_ratio_on_pa_exact_text() -> None:
+    """Audit: cardiomegaly present with CTR 0.48 on a PA film got "AI found no abnormality"."""
+    study = _study(
+        [_finding(CARDIOMEGALY, "cardiomegaly")], [Measurement(name=CTR, value=0.48, unit=ONE)]
+    )
+    statement = _only(guidance_for(study, context=StudyContext(projection="PA")))
+    assert statement.rule_id == "ctr-enlarged-heart"
+    assert statement.urgency == "routine"
+    assert statement.text["en"] == (
+        "The AI flagged an enlarged heart (cardiomegaly), but the measured cardiothoracic ratio "
+        "0.48 is not above 0.5: the two disagree, so review the image and act on the "
+        "radiologist's report. If heart failure is suspected clinically, arrange "
+        "echocardiography. This is an AI result and must be confirmed by a radiologist."
+    )
+    assert statement.text["zh"] == (
+        "AI提示心脏增大，但测得的心胸比0.48未超过0.5：两者不一致，请复核影像，并以放射科医生报告"
+        "为准。如临床怀疑心力衰竭，请行超声心动图检查。以上为AI辅助结果，须经放射科医生确认。"
+    )
+
+
+def test_cardiomegaly_on_ap_film_says_not_judged_and_names_the_finding() -> None:
+    """Audit: cardiomegaly present with CTR 0.45 on an AP film got "AI found no abnormality"."""
+    study = _study(
+        [_finding(CARDIOMEGALY, "cardiomegaly")], [Measurement(name=CTR, value=0.45, unit=ONE)]
+    )
+    statement = _only(guidance_for(study, context=StudyContext(projection="AP")))
+    assert statement.urgency == "routine"
+    assert statement.text["en"].startswith(
+        "The AI flagged an enlarged heart (cardiomegaly), but heart size cannot be judged on "
+        "this AP radiograph (cardiothoracic ratio 0.45)"
+    )
+    assert "arrange a PA chest radiograph or echocardiography" in statement.text["en"]
+    assert statement.text["zh"].startswith(
+        "AI提示心脏增大，但该胸片为前后位（AP）摄片（心胸比0.45），无法判断心脏大小"
+    )
+
+
+@pytest.mark.parametrize("ctr", [55.0, 1.2])
+def test_implausible_ctr_exact_text(ctr: float) -> None:
+    """Audit: CTR 55 (a percentage) was read as "ratio 55 > 0.5"."""
+    study = _study([], [Measurement(name=CTR, value=ctr, unit=ONE)])
+    statement = _only(guidance_for(study, context=StudyContext(projection="PA")))
+    assert statement.urgency == "routine"
+    assert statement.text["en"] == (
+        f"The reported cardiothoracic ratio value {ctr:g} is implausible (a ratio lies between "
+        "0 and 1) and cannot be used: heart size is not judged from it; act on the "
+        "radiologist's report. This is an AI result and must be confirmed by a radiologist."
+    )
+    assert statement.text["zh"] == (
+        f"报告的心胸比数值{ctr:g}不合理（比值应在0与1之间），无法使用，不据此判断心脏大小；"
+        "请以放射科医生报告为准。以上为AI辅助结果，须经放射科医生确认。"
+    )
 
 
 # ------------------------------------------------------------------------- pleura

@@ -7,6 +7,8 @@ follow-up advice.
 
 from __future__ import annotations
 
+import re
+
 from medgate.models.findings import Code, Finding, Measurement
 
 NODULE_CODES = {("SCT", "27925004"), ("SCT", "786838002"), ("SCT", "427359005")}
@@ -38,10 +40,15 @@ def finding_is(finding: Finding, kind: str) -> bool:
         "effusion": ("effusion",),
         "cardiomegaly": ("cardiomegaly", "enlarged heart"),
     }
+    #: whole words (separators ignored) that name the finding on their own: "GGN" is a
+    #: ground-glass nodule
+    acronyms = {"nodule": ("ggn",)}
     if _key(finding.finding_type) in sets[kind]:
         return True
-    text = f"{finding.label} {finding.finding_type.meaning}".lower().replace("_", " ")
-    return any(word in text for word in words[kind])
+    texts = [" ".join(_tokens(text)) for text in _texts(finding)]
+    if any(word in text for text in texts for word in words[kind]):
+        return True
+    return any(_has_word(finding, word) for word in acronyms.get(kind, ()))
 
 
 def measurement_is_ctr(measurement: Measurement) -> bool:
@@ -67,21 +74,49 @@ def axis_kind(measurement: Measurement) -> str | None:
     return None
 
 
-#: Words in a finding's label or code meaning that give the Fleischner nodule type. A bundle that
-#: does not type its nodules gets None ("type not assessed").
+def _texts(finding: Finding) -> tuple[str, str]:
+    """The words that can name a finding: the bundle's label and its code's meaning."""
+    return finding.label, finding.finding_type.meaning
+
+
+def _tokens(text: str) -> list[str]:
+    """Lower-case words of ``text``: spaces, underscores, hyphens and other separators split."""
+    return re.findall(r"[a-z0-9]+", text.lower())
+
+
+def _has_word(finding: Finding, word: str) -> bool:
+    """Whether the label or code meaning holds ``word`` (written without separators) as one
+    whole word or as consecutive words run together: "non_solid", "non-solid", "non solid" and
+    "nonsolid" all hold "nonsolid"; "consolidation" does not hold "solid"."""
+    for text in _texts(finding):
+        tokens = _tokens(text)
+        for start in range(len(tokens)):
+            joined = ""
+            for token in tokens[start:]:
+                joined += token
+                if joined == word:
+                    return True
+                if not word.startswith(joined):
+                    break
+    return False
+
+
+#: Words (without separators, see ``_has_word``) in a finding's label or code meaning that give
+#: the Fleischner 2017 nodule type, checked in this order (so "non-solid" is never read as
+#: "solid"). Fleischner: "subsolid" = ground-glass (non-solid) or part-solid; "semisolid" is a
+#: synonym of part-solid. A bundle that does not type its nodules gets None ("type not assessed").
 _TYPE_WORDS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("part_solid", ("part-solid", "part solid", "partsolid", "mixed ground")),
-    ("ground_glass", ("ground-glass", "ground glass", "groundglass", "ggn", "ggo", "non-solid")),
+    ("part_solid", ("partsolid", "semisolid", "mixedgroundglass")),
+    ("ground_glass", ("nonsolid", "groundglass", "ggn", "ggo")),
     # "subsolid" without more: the part-solid row (the more cautious of the two) is used
-    ("part_solid", ("subsolid", "sub-solid")),
+    ("part_solid", ("subsolid",)),
     ("solid", ("solid",)),
 )
 
 
 def nodule_type(finding: Finding) -> str | None:
     """'solid', 'ground_glass' or 'part_solid' from the label / code meaning, else None."""
-    text = f"{finding.label} {finding.finding_type.meaning}".lower().replace("_", " ")
     for kind, words in _TYPE_WORDS:
-        if any(word in text for word in words):
+        if any(_has_word(finding, word) for word in words):
             return kind
     return None

@@ -10,14 +10,20 @@ Boundaries (golden-tested in tests/reports/test_guidance.py and tests/clinical/)
   (or the single diameter), rounded to the nearest whole millimetre (Bankier 2017) *before* the
   row is chosen: solid < 6 mm (<= 5 after rounding), 6-8 mm, > 8 mm (>= 9); subsolid < 6 / >= 6.
   Unknown patient risk -> the high-risk advice, said so. The nodule type is stated; a nodule the
-  AI did not type gets the solid table and the words "type not assessed".
+  AI did not type gets the solid table and the words "type not assessed" (type words are read by
+  ``clinical.findings.nodule_type``: non-solid / ground-glass / GGN / GGO, part-solid /
+  semi-solid, subsolid, solid, whatever the separators).
 * Cardiothoracic ratio ``> 0.5`` (strictly) suggests an enlarged heart on a PA radiograph only;
-  on AP or supine films the heart is magnified and the ratio is not judged (said so).
+  on AP, lateral, supine or decubitus films the ratio is not judged (said so); with the
+  projection not recorded the advice is given with the PA condition stated. A ratio outside
+  (0, 1) is implausible: said so, never judged. A present cardiomegaly finding always gets a
+  statement: never "no abnormality", whatever the ratio or the projection.
 * Pneumothorax present: emergency. Pleural effusion present: further work-up soon.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
@@ -49,7 +55,7 @@ class Rule:
 
 FLEISCHNER = Rule(
     "fleischner-2017-solid-nodule",
-    "2.0",
+    "2.1",
     "MacMahon H, et al. Guidelines for Management of Incidental Pulmonary Nodules Detected on CT "
     "Images: From the Fleischner Society 2017. Radiology 2017;284(1):228-243 (Table 1). "
     "Measurement: Bankier AA, et al. Recommendations for Measuring Pulmonary Nodules at CT: "
@@ -57,12 +63,12 @@ FLEISCHNER = Rule(
 )
 FLEISCHNER_SUBSOLID = Rule(
     "fleischner-2017-subsolid-nodule",
-    "2.0",
+    "2.1",
     FLEISCHNER.guideline,
 )
 CTR_RULE = Rule(
     "ctr-enlarged-heart",
-    "2.0",
+    "2.1",
     "Cardiothoracic ratio > 0.5 on a PA chest radiograph suggests cardiomegaly (Danzer 1919); "
     "echocardiography for suspected heart failure: 2021 ESC Heart Failure Guidelines; "
     "Chinese Guidelines for the Diagnosis and Treatment of Heart Failure 2018.",
@@ -359,42 +365,135 @@ def _nodule_guidance(
     return _statement(rule, urgency, " ".join(en), "".join(zh))
 
 
-def _ctr_guidance(ctr: float | None, context: StudyContext) -> GuidanceStatement:
-    """CTR > 0.5 on a PA film; an AP or supine film magnifies the heart: not judged."""
-    value_en = f"cardiothoracic ratio {ctr:.3g}" if ctr is not None else "AI finding"
-    value_zh = f"心胸比{ctr:.3g}" if ctr is not None else "AI提示"
-    if context.projection == "AP" or context.supine:
-        view_en = "supine" if context.supine else "AP"
-        view_zh = "卧位" if context.supine else "前后位（AP）"
-        return _statement(
-            CTR_RULE,
-            "routine",
-            f"Heart size cannot be judged on this {view_en} radiograph ({value_en}): the "
-            "cardiothoracic ratio > 0.5 rule holds for PA films only, and AP or supine films "
-            "magnify the heart. If heart failure is suspected clinically, arrange a PA chest "
-            "radiograph or echocardiography.",
-            f"该胸片为{view_zh}摄片（{value_zh}），无法判断心脏大小：心胸比>0.5的标准仅适用于"
-            "后前位（PA）胸片，前后位或卧位片会放大心影。如临床怀疑心力衰竭，请加摄后前位胸片"
-            "或行超声心动图检查。",
+def _number(value: float) -> str:
+    """A measured value for the text, without exponent notation (no Latin letters in Chinese)."""
+    if not math.isfinite(value):
+        return "?"
+    shown = f"{value:.3g}"
+    return shown if "e" not in shown else f"{value:.4f}".rstrip("0").rstrip(".")
+
+
+def ctr_is_plausible(value: float) -> bool:
+    """A cardiothoracic ratio lies strictly between 0 and 1; anything else (55 written as a
+    percentage, 1.2, 0, a negative or non-finite number) is not a ratio and is not judged."""
+    return 0.0 < value < 1.0
+
+
+def _unjudged_view(context: StudyContext) -> tuple[str, str, str, str] | None:
+    """(view, view in Chinese, reason, reason in Chinese) for a projection on which the
+    cardiothoracic ratio is not defined, else None (PA, or the projection not recorded)."""
+    magnify = ("AP and supine films magnify the heart", "前后位或仰卧位片会放大心影")
+    if context.decubitus:
+        return (
+            "decubitus",
+            "侧卧位",
+            "decubitus films magnify and displace the heart",
+            "侧卧位片会放大并移位心影",
         )
-    shown_en = f"{value_en} > {CTR_LIMIT}" if ctr is not None else value_en
-    shown_zh = f"{value_zh}，大于{CTR_LIMIT}" if ctr is not None else value_zh
-    en = (
-        f"Possible enlarged heart ({shown_en} on the chest radiograph). Within 2 weeks, arrange "
-        "echocardiography and check for heart failure (symptoms, BNP/NT-proBNP, ECG); refer to "
-        "cardiology if confirmed or if the patient is breathless."
-    )
-    zh = (
-        f"可能存在心脏增大（胸片{shown_zh}）。请在2周内安排超声心动图检查，并评估心力衰竭"
-        "（症状、BNP/NT-proBNP、心电图）；确诊或患者气促时转诊心内科。"
-    )
-    if context.projection != "PA":
-        en += (
-            " The projection is not recorded as PA: the ratio is valid only on a PA film "
-            "(AP or supine films magnify the heart)."
+    if context.supine:
+        return ("supine", "仰卧位", *magnify)
+    if context.projection == "AP":
+        return ("AP", "前后位（AP）", *magnify)
+    if context.projection == "lateral":
+        return (
+            "lateral",
+            "侧位",
+            "a lateral film does not show the widths the ratio compares",
+            "侧位片不显示心胸比所比较的横径",
         )
-        zh += "影像未标明为后前位（PA）：心胸比仅在后前位片上有效（前后位或卧位片会放大心影）。"
-    return _statement(CTR_RULE, "soon", en, zh)
+    return None
+
+
+def _ctr_guidance(
+    ctr: float | None, implausible: list[float], flagged: bool, context: StudyContext
+) -> GuidanceStatement | None:
+    """The heart-size statement from a plausible CTR (the largest, or None), any implausible CTR
+    values and whether a cardiomegaly finding is present; None when there is nothing to say.
+
+    CTR > 0.5 suggests an enlarged heart on a PA film only: on AP, lateral, supine or decubitus
+    films heart size is not judged (said so). A present cardiomegaly finding is never dropped:
+    with a ratio not above 0.5 the disagreement is stated; without a ratio the finding's own
+    advice is given. An implausible ratio is said to be unusable and is never judged.
+    """
+    enlarged = ctr is not None and ctr > CTR_LIMIT
+    if not (enlarged or flagged or implausible):
+        return None
+    ratio_en = f"cardiothoracic ratio {_number(ctr)}" if ctr is not None else ""
+    ratio_zh = f"心胸比{_number(ctr)}" if ctr is not None else ""
+    flag_en = "The AI flagged an enlarged heart (cardiomegaly), but heart" if flagged else "Heart"
+    flag_zh = "AI提示心脏增大，但" if flagged else ""
+    en: list[str] = []
+    zh: list[str] = []
+    urgency: Urgency = "routine"
+    view = _unjudged_view(context)
+    if view is not None:
+        view_en, view_zh, reason_en, reason_zh = view
+        shown_en = f" ({ratio_en})" if ratio_en else ""
+        shown_zh = f"（{ratio_zh}）" if ratio_zh else ""
+        en.append(
+            f"{flag_en} size cannot be judged on this {view_en} radiograph{shown_en}: the "
+            f"cardiothoracic ratio > 0.5 rule holds for PA films only ({reason_en}). If heart "
+            "failure is suspected clinically, arrange a PA chest radiograph or echocardiography."
+        )
+        zh.append(
+            f"{flag_zh}该胸片为{view_zh}摄片{shown_zh}，无法判断心脏大小：心胸比>0.5的标准仅适用于"
+            f"后前位（PA）胸片（{reason_zh}）。如临床怀疑心力衰竭，请加摄后前位胸片或行超声心动图"
+            "检查。"
+        )
+    elif enlarged or (flagged and ctr is None):
+        if ctr is not None:
+            shown_en = f"{ratio_en} > {CTR_LIMIT} on the chest radiograph"
+            shown_zh = f"胸片{ratio_zh}，大于{CTR_LIMIT}"
+        else:
+            shown_en = (
+                "AI finding on the chest radiograph: the AI flagged cardiomegaly; no usable "
+                "cardiothoracic ratio was measured"
+            )
+            shown_zh = "胸片AI提示心脏增大，未获得可用的心胸比测量值"
+        en.append(
+            f"Possible enlarged heart ({shown_en}). Within 2 weeks, arrange echocardiography and "
+            "check for heart failure (symptoms, BNP/NT-proBNP, ECG); refer to cardiology if "
+            "confirmed or if the patient is breathless."
+        )
+        zh.append(
+            f"可能存在心脏增大（{shown_zh}）。请在2周内安排超声心动图检查，并评估心力衰竭"
+            "（症状、BNP/NT-proBNP、心电图）；确诊或患者气促时转诊心内科。"
+        )
+        urgency = "soon"
+    elif flagged and ctr is not None:
+        en.append(
+            f"The AI flagged an enlarged heart (cardiomegaly), but the measured {ratio_en} is not "
+            f"above {CTR_LIMIT}: the two disagree, so review the image and act on the "
+            "radiologist's report. If heart failure is suspected clinically, arrange "
+            "echocardiography."
+        )
+        zh.append(
+            f"AI提示心脏增大，但测得的{ratio_zh}未超过{CTR_LIMIT}：两者不一致，请复核影像，并以放射科"
+            "医生报告为准。如临床怀疑心力衰竭，请行超声心动图检查。"
+        )
+    if view is None and (ctr is not None or flagged) and context.projection != "PA":
+        what_en = "the ratio is valid" if ctr is not None else "heart size is judged"
+        what_zh = "心胸比仅在后前位片上有效" if ctr is not None else "心脏大小仅能在后前位片上判断"
+        en.append(
+            f"The projection is not recorded as PA: {what_en} only on a PA film (AP or supine "
+            "films magnify the heart)."
+        )
+        zh.append(f"影像未标明为后前位（PA）：{what_zh}（前后位或卧位片会放大心影）。")
+    if implausible:
+        values = ", ".join(_number(v) for v in implausible)
+        values_zh = "、".join(_number(v) for v in implausible)
+        one = len(implausible) == 1
+        en.append(
+            f"The reported cardiothoracic ratio {'value' if one else 'values'} {values} "
+            f"{'is' if one else 'are'} implausible (a ratio lies between 0 and 1) and cannot be "
+            "used: heart size is not judged from "
+            f"{'it' if one else 'them'}; act on the radiologist's report."
+        )
+        zh.append(
+            f"报告的心胸比数值{values_zh}不合理（比值应在0与1之间），无法使用，不据此判断心脏大小；"
+            "请以放射科医生报告为准。"
+        )
+    return _statement(CTR_RULE, urgency, " ".join(en), "".join(zh))
 
 
 def _pneumothorax_guidance() -> GuidanceStatement:
@@ -498,10 +597,13 @@ def guidance_for(
     if nodules:
         statements.append(_nodule_guidance(nodules, patient_age, risk))
     ctrs = [m.value for m in _measurements(study) if measurement_is_ctr(m)]
-    ctr = max(ctrs) if ctrs else None
-    cardiomegaly = take("cardiomegaly")
-    if (ctr is not None and ctr > CTR_LIMIT) or (cardiomegaly and ctr is None):
-        statements.append(_ctr_guidance(ctr, context))
+    plausible = [value for value in ctrs if ctr_is_plausible(value)]
+    implausible = list(dict.fromkeys(value for value in ctrs if not ctr_is_plausible(value)))
+    heart = _ctr_guidance(
+        max(plausible) if plausible else None, implausible, bool(take("cardiomegaly")), context
+    )
+    if heart is not None:
+        statements.append(heart)
     if take("effusion"):
         statements.append(_effusion_guidance())
     others = [f.label for f in present if id(f) not in covered]
