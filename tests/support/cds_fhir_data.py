@@ -122,3 +122,48 @@ def hook(prefetch: dict[str, Any] | None, **extra: Any) -> dict[str, Any]:
         body["prefetch"] = prefetch
     body.update(extra)
     return body
+
+
+def fhir_condition(
+    code: str,
+    system: str = "http://hl7.org/fhir/sid/icd-10",
+    clinical_status: str | None = "active",
+    verification_status: str | None = None,
+) -> dict[str, Any]:
+    """An R4 Condition; ``clinical_status=None`` leaves clinicalStatus out (allowed in R4)."""
+    resource: dict[str, Any] = {
+        "resourceType": "Condition",
+        "id": f"c-{code}-{clinical_status}-{verification_status}",
+        "subject": {"reference": "Patient/p1"},
+        "code": {"coding": [{"system": system, "code": code}]},
+    }
+    if clinical_status is not None:
+        resource["clinicalStatus"] = {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
+                    "code": clinical_status,
+                }
+            ]
+        }
+    if verification_status is not None:
+        resource["verificationStatus"] = {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/condition-ver-status",
+                    "code": verification_status,
+                }
+            ]
+        }
+    return resource
+
+
+def smoking_status(snomed: str, when: str = "2024-05-01T09:00:00Z") -> dict[str, Any]:
+    """A smoking-status Observation (LOINC 72166-2) valued with a SNOMED CT code."""
+    return obs(
+        "72166-2",
+        None,
+        "",
+        when,
+        valueCodeableConcept={"coding": [{"system": "http://snomed.info/sct", "code": snomed}]},
+    )

@@ -1,35 +1,56 @@
-"""FHIR R4 prefetch for CDS Hooks: parse with fhir.resources, map to an ``AssessRequest``.
+"""FHIR R4 prefetch for CDS Hooks: parsed with the fhir.resources R4B models, mapped to an
+``AssessRequest``.
 
-Observations are chosen by LOINC code (latest effective time wins); Conditions by SNOMED CT or
-ICD-10 codes for diabetes and hypertension. Missing prefetch is fetched from ``fhirServer`` with
-the ``fhirAuthorization`` bearer token when the hook request carries them.
+Observations are chosen by LOINC code (latest effective time wins; systolic and diastolic BP come
+from one reading); Conditions by SNOMED CT or ICD-10 codes for diabetes and hypertension, unless
+refuted or entered in error. Missing prefetch is fetched from ``fhirServer`` with the
+``fhirAuthorization`` bearer token when the hook request carries them.
 """
 
 from __future__ import annotations
 
+import calendar
 import datetime as dt
 from collections.abc import Iterable
 from typing import Any
 
 import httpx
-from fhir.resources.bundle import Bundle
-from fhir.resources.condition import Condition
-from fhir.resources.observation import Observation
-from fhir.resources.patient import Patient
+
+# CDS Hooks carries FHIR R4: fhir.resources' top-level models are R5 (where e.g.
+# Condition.clinicalStatus is required); R4B (4.3) reads R4 resources unchanged.
+from fhir.resources.R4B.bundle import Bundle
+from fhir.resources.R4B.condition import Condition
+from fhir.resources.R4B.observation import Observation
+from fhir.resources.R4B.patient import Patient
 
 from medgate.clinical.common import MG_DL_PER_MMOL_L_CHOLESTEROL, MG_DL_PER_MMOL_L_GLUCOSE
 
 LOINC = "http://loinc.org"
-BP_PANEL = "85354-9"
+BP_PANEL = "85354-9"  # Blood pressure panel with all children optional
+BP_PANELS = {BP_PANEL, "55284-4"}  # 55284-4: Blood pressure systolic and diastolic
+SBP = "8480-6"  # Systolic blood pressure
+DBP = "8462-4"  # Diastolic blood pressure
+# Lab codes come in mass ([Mass/volume], usually mg/dL) and molar ([Moles/volume], mmol/L, what
+# Chinese labs report) variants; the quantity's unit decides any conversion (``_quantity``).
 CODES: dict[str, str] = {
-    "8480-6": "sbp_mmhg",
-    "8462-4": "dbp_mmhg",
-    "2093-3": "total_cholesterol",
-    "2085-9": "hdl_cholesterol",
-    "4548-4": "hba1c_percent",
-    "1558-6": "fasting_glucose_mmol_l",
-    "2339-0": "random_glucose_mmol_l",
-    "2345-7": "random_glucose_mmol_l",
+    SBP: "sbp_mmhg",
+    DBP: "dbp_mmhg",
+    "2093-3": "total_cholesterol",  # Cholesterol [Mass/volume] in Serum or Plasma
+    "14647-2": "total_cholesterol",  # Cholesterol [Moles/volume] in Serum or Plasma
+    "2085-9": "hdl_cholesterol",  # Cholesterol in HDL [Mass/volume] in Serum or Plasma
+    "14646-4": "hdl_cholesterol",  # Cholesterol in HDL [Moles/volume] in Serum or Plasma
+    "2089-1": "ldl_cholesterol",  # Cholesterol in LDL [Mass/volume] in Serum or Plasma
+    "13457-7": "ldl_cholesterol",  # Cholesterol in LDL [Mass/volume] in S/P by calculation
+    "18262-6": "ldl_cholesterol",  # Cholesterol in LDL [Mass/volume] in S/P by direct assay
+    "22748-8": "ldl_cholesterol",  # Cholesterol in LDL [Moles/volume] in Serum or Plasma
+    "39469-2": "ldl_cholesterol",  # Cholesterol in LDL [Moles/volume] in S/P by calculation
+    "4548-4": "hba1c_percent",  # Hemoglobin A1c/Hemoglobin.total in Blood
+    "1558-6": "fasting_glucose_mmol_l",  # Fasting glucose [Mass/volume] in Serum or Plasma
+    "14771-0": "fasting_glucose_mmol_l",  # Fasting glucose [Moles/volume] in Serum or Plasma
+    "2339-0": "random_glucose_mmol_l",  # Glucose [Mass/volume] in Blood
+    "2345-7": "random_glucose_mmol_l",  # Glucose [Mass/volume] in Serum or Plasma
+    "15074-8": "random_glucose_mmol_l",  # Glucose [Moles/volume] in Blood
+    "14749-6": "random_glucose_mmol_l",  # Glucose [Moles/volume] in Serum or Plasma
     "8867-4": "heart_rate",
     "9279-1": "respiratory_rate",
     "59408-5": "spo2",
@@ -39,18 +60,23 @@ CODES: dict[str, str] = {
     "39156-5": "bmi",
     "72166-2": "smoking",
 }
-OBSERVATION_CODES = [BP_PANEL, *CODES]
+OBSERVATION_CODES = [*sorted(BP_PANELS), *CODES]
+LIPIDS = {"total_cholesterol", "hdl_cholesterol", "ldl_cholesterol"}
+# Smoking status (LOINC 72166-2) is valued with the SNOMED CT codes of the US Core / HL7
+# smoking-status value set. Current smokers: every day (449868002), some day (428041000124106),
+# heavy (428071000124103), light (428061000124105); also 65568007 "cigarette smoker", a current
+# finding outside that value set.
 CURRENT_SMOKER_SNOMED = {
     "449868002",
     "428041000124106",
-    "77176002",
-    "65568007",
     "428071000124103",
     "428061000124105",
+    "65568007",
 }
-# never smoked, ex-smoker: not a current smoker. Any other code (266927001 "smoking status
-# unknown", 77176002 is current above) leaves current_smoker unset: unknown stays unknown.
-NON_SMOKER_SNOMED = {"266919005", "8517006"}
+# Ex-smoker (8517006) and never smoker (266919005): not a current smoker.
+NON_SMOKER_SNOMED = {"8517006", "266919005"}
+# Any other code leaves current_smoker unset, unknown stays unknown: 77176002 "Smoker, current
+# status unknown" (has smoked; whether now is not known) and 266927001 "Unknown if ever smoked".
 TYPE2_DIABETES = {"44054006", "E11"}
 TYPE1_DIABETES = {"46635009", "E10"}
 # Diabetes of unspecified type: treated as type 2 (the large majority of adult diabetes in China);
@@ -58,14 +84,21 @@ TYPE1_DIABETES = {"46635009", "E10"}
 UNSPECIFIED_DIABETES = {"73211009", "E14"}
 DIABETES = TYPE2_DIABETES | TYPE1_DIABETES | UNSPECIFIED_DIABETES
 HYPERTENSION = {"38341003", "59621000", "I10", "I11", "I12", "I13", "I15"}
+# Condition.clinicalStatus: these count (no clinicalStatus, allowed in R4, counts as active).
+ACTIVE_CLINICAL_STATUS = {"active", "recurrence", "relapse"}
+# Condition.verificationStatus: these are not a diagnosis. unconfirmed / provisional /
+# differential still count: a suspected diagnosis changes targets conservatively.
+NOT_A_DIAGNOSIS = {"refuted", "entered-in-error"}
 
 PREFETCH_TEMPLATES = {
     "patient": "Patient/{{context.patientId}}",
     "observations": "Observation?patient={{context.patientId}}&code="
     + ",".join(f"{LOINC}|{code}" for code in OBSERVATION_CODES)
     + "&_sort=-date&_count=200",
-    "conditions": "Condition?patient={{context.patientId}}&clinical-status=active",
+    "conditions": "Condition?patient={{context.patientId}}"
+    "&clinical-status=active,recurrence,relapse",
 }
+NO_TIME = dt.datetime.min.replace(tzinfo=dt.UTC)
 
 
 class FhirFetchError(RuntimeError):
@@ -123,11 +156,31 @@ def _when(obs: Observation) -> dt.datetime:
         return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
     if isinstance(value, dt.date):
         return dt.datetime(value.year, value.month, value.day, tzinfo=dt.UTC)
-    return dt.datetime.min.replace(tzinfo=dt.UTC)
+    return NO_TIME  # absent, or a partial date ("2024", "2024-05"): oldest, never paired
+
+
+def _age(born: dt.date | str, today: dt.date) -> int | None:
+    """Age in whole years; a partial birthDate ("1966", "1966-03") gives the youngest possible age.
+
+    The youngest age never puts a child above the NEWS2 (16) or adult (18) thresholds.
+    """
+    if isinstance(born, dt.date):
+        last = born
+    else:
+        try:
+            year, month = int(str(born)[:4]), int(str(born)[5:7] or 12)
+        except ValueError:
+            return None
+        last = dt.date(year, month, calendar.monthrange(year, month)[1])
+    return today.year - last.year - ((today.month, today.day) < (last.month, last.day))
 
 
 def _loinc(concept: Any) -> list[str]:
     return [c.code for c in (concept.coding or []) if c.system == LOINC and c.code]
+
+
+def _codes(concept: Any) -> set[str]:
+    return {c.code for c in (concept.coding or []) if c.code} if concept else set()
 
 
 def _quantity(name: str, quantity: Any) -> float | None:
@@ -135,7 +188,7 @@ def _quantity(name: str, quantity: Any) -> float | None:
         return None
     value = float(quantity.value)
     unit = (quantity.code or quantity.unit or "").lower()
-    if name in {"total_cholesterol", "hdl_cholesterol"}:
+    if name in LIPIDS:
         return value / MG_DL_PER_MMOL_L_CHOLESTEROL if "mg" in unit else value
     if name.endswith("glucose_mmol_l") and "mg" in unit:
         return value / MG_DL_PER_MMOL_L_GLUCOSE
@@ -144,24 +197,83 @@ def _quantity(name: str, quantity: Any) -> float | None:
     return value
 
 
+#: Where an input came from: its resource, code and effective time (``read_prefetch``).
+Source = dict[str, Any]
+#: One BP reading: its time, values by field and the source of each value.
+Reading = tuple[dt.datetime, dict[str, float], dict[str, Source]]
+
+
+def _blood_pressure(
+    panels: list[Reading], alone: list[Reading]
+) -> tuple[dict[str, float], dict[str, Source]]:
+    """Systolic and diastolic of one reading: never a pair assembled from two measurements.
+
+    A reading is one BP panel's components, or the stand-alone systolic / diastolic Observations
+    with the same effective time (a panel at that time takes precedence; untimed stand-alone
+    Observations are never paired). The latest reading with a systolic wins, with its diastolic
+    if that reading has one (systolic alone otherwise); without any systolic, the latest diastolic.
+    """
+    readings: dict[Any, Reading] = {}
+    for n, (when, values, sources) in enumerate(panels):
+        key: Any = when if when != NO_TIME and when not in readings else ("panel", n)
+        readings[key] = (when, dict(values), dict(sources))
+    for n, (when, values, sources) in enumerate(alone):
+        key = when if when != NO_TIME else ("alone", n)
+        _, merged, merged_sources = readings.setdefault(key, (when, {}, {}))
+        for name, value in values.items():
+            if name not in merged:
+                merged[name] = value
+                merged_sources[name] = sources[name]
+    with_sbp = [r for r in readings.values() if "sbp_mmhg" in r[1]]
+    pool = with_sbp or list(readings.values())
+    if not pool:
+        return {}, {}
+    _, values, sources = max(pool, key=lambda r: r[0])
+    return values, sources
+
+
 def summary_from_prefetch(prefetch: dict[str, Any], today: dt.date | None = None) -> dict[str, Any]:
     """A dict of ``AssessRequest`` fields from Patient, Observations and Conditions."""
+    return read_prefetch(prefetch, today)[0]
+
+
+def _source(resource: Any, kind: str, code: str, when: dt.datetime | None) -> Source:
+    return {
+        "source": f"{kind}/{resource.id or '?'}",
+        "code": code,
+        "effective": None
+        if when is None or when == NO_TIME
+        else when.isoformat().replace("+00:00", "Z"),
+    }
+
+
+def read_prefetch(
+    prefetch: dict[str, Any], today: dt.date | None = None
+) -> tuple[dict[str, Any], list[Source]]:
+    """The ``AssessRequest`` fields, and where each came from (the audit trace's provenance).
+
+    One pass decides both, so the trace names exactly the resource behind each value: one
+    Observation per input (two for a BP reading of stand-alone systolic and diastolic), every
+    Condition with whether it counted.
+    """
     out: dict[str, Any] = {}
+    sources: list[Source] = []
     today = today or dt.date.today()
     for raw in _entries(prefetch.get("patient"), "Patient"):
         patient = Patient.model_validate(raw)
         if patient.gender in {"male", "female"}:
             out["sex"] = patient.gender
         if patient.birthDate:
-            born = patient.birthDate
-            out["age"] = (
-                today.year - born.year - ((today.month, today.day) < (born.month, born.day))
-            )
-    latest: dict[str, tuple[dt.datetime, Any]] = {}
+            age = _age(patient.birthDate, today)
+            if age is not None:
+                out["age"] = age
+    latest: dict[str, tuple[dt.datetime, Any, Source]] = {}
+    panels: list[Reading] = []
+    alone: list[Reading] = []
 
-    def keep(name: str, when: dt.datetime, value: Any) -> None:
+    def keep(name: str, when: dt.datetime, value: Any, source: Source) -> None:
         if value is not None and (name not in latest or when > latest[name][0]):
-            latest[name] = (when, value)
+            latest[name] = (when, value, source)
 
     for raw in _entries(prefetch.get("observations"), "Observation"):
         obs = Observation.model_validate(raw)
@@ -169,45 +281,77 @@ def summary_from_prefetch(prefetch: dict[str, Any], today: dt.date | None = None
             continue
         when = _when(obs)
         codes = _loinc(obs.code)
-        if BP_PANEL in codes:
+        if BP_PANELS & set(codes):
+            reading: dict[str, float] = {}
+            reading_sources: dict[str, Source] = {}
             for comp in obs.component or []:
                 for code in _loinc(comp.code):
-                    if code in ("8480-6", "8462-4"):
-                        keep(CODES[code], when, _quantity(CODES[code], comp.valueQuantity))
+                    if code in (SBP, DBP):
+                        value = _quantity(CODES[code], comp.valueQuantity)
+                        if value is not None and CODES[code] not in reading:
+                            reading[CODES[code]] = value
+                            reading_sources[CODES[code]] = _source(
+                                obs, "Observation", f"{LOINC}|{code}", when
+                            )
+            if reading:
+                panels.append((when, reading, reading_sources))
+            continue
         for code in codes:
             name = CODES.get(code)
             if name is None:
                 continue
-            if name == "smoking":
-                concept = obs.valueCodeableConcept
-                snomed = {c.code for c in (concept.coding or [])} if concept else set()
+            source = _source(obs, "Observation", f"{LOINC}|{code}", when)
+            if name in {"sbp_mmhg", "dbp_mmhg"}:
+                value = _quantity(name, obs.valueQuantity)
+                if value is not None:
+                    alone.append((when, {name: value}, {name: source}))
+            elif name == "smoking":
+                snomed = _codes(obs.valueCodeableConcept)
                 if snomed & CURRENT_SMOKER_SNOMED:
-                    keep("current_smoker", when, True)
+                    keep("current_smoker", when, True, source)
                 elif snomed & NON_SMOKER_SNOMED:
-                    keep("current_smoker", when, False)
+                    keep("current_smoker", when, False, source)
             else:
-                keep(name, when, _quantity(name, obs.valueQuantity))
-    for name, (_, value) in latest.items():
-        if name in {"total_cholesterol", "hdl_cholesterol"}:
-            out[f"{name}_mmol_l"] = round(value, 3)
-        elif name in {"sbp_mmhg", "dbp_mmhg", "heart_rate", "respiratory_rate", "spo2"}:
-            out[name] = round(value)
+                keep(name, when, _quantity(name, obs.valueQuantity), source)
+    bp_values, bp_sources = _blood_pressure(panels, alone)
+    for name, value in bp_values.items():
+        out[name] = round(value)
+        sources.append({"input": name, **bp_sources[name]})
+    for name, (_, value, source) in latest.items():
+        field = f"{name}_mmol_l" if name in LIPIDS else name
+        if name in LIPIDS:
+            out[field] = round(value, 3)
+        elif name in {"heart_rate", "respiratory_rate", "spo2"}:
+            out[field] = round(value)
         else:
-            out[name] = value
+            out[field] = value
+        sources.append({"input": field, **source})
     conditions: list[str] = []
     diabetes_types: set[str] = set()
     for raw in _entries(prefetch.get("conditions"), "Condition"):
         cond = Condition.model_validate(raw)
-        status = (
-            cond.clinicalStatus.coding[0].code
-            if cond.clinicalStatus and cond.clinicalStatus.coding
-            else "active"
+        clinical = _codes(cond.clinicalStatus)
+        counted = not (clinical and not clinical & ACTIVE_CLINICAL_STATUS) and not (
+            _codes(cond.verificationStatus) & NOT_A_DIAGNOSIS
         )
-        if status not in {"active", "recurrence", "relapse"}:
+        first = next(iter(cond.code.coding or []), None) if cond.code else None
+        sources.append(
+            {
+                "input": "condition",
+                "value": (first.display or first.code) if first else None,
+                **_source(
+                    cond,
+                    "Condition",
+                    f"{first.system or ''}|{first.code or ''}" if first else "",
+                    None,
+                ),
+                "effective": str(cond.recordedDate or cond.onsetDateTime or "") or None,
+                "used": counted,
+            }
+        )
+        if not counted:
             continue
-        coded: set[str] = (
-            {c.code for c in (cond.code.coding or []) if c.code} if cond.code else set()
-        )
+        coded = _codes(cond.code)
         both = coded | {code.split(".")[0] for code in coded}
         if both & TYPE1_DIABETES:
             diabetes_types.add("type1")
@@ -226,4 +370,4 @@ def summary_from_prefetch(prefetch: dict[str, Any], today: dt.date | None = None
             conditions.append("type2_diabetes")
     if conditions:
         out["conditions"] = sorted(set(conditions))
-    return out
+    return out, sources

@@ -24,8 +24,8 @@ from fhir.resources.R4B.coding import Coding
 from pydantic import BaseModel
 
 from medgate import __version__
+from medgate.api import cds_fhir as fh
 from medgate.api.audit_log import app_audit
-from medgate.api.cds_fhir import BP_PANEL, CODES, LOINC
 from medgate.api.routes_referrals import actor_of, open_referral, patient_key, token_site
 from medgate.store.cds_answers import CdsAnswerStore, NewAnswer
 from medgate.store.referrals import Evidence, NewReferral, ReferralStore
@@ -135,78 +135,31 @@ def _referral_card(request: Request, patient_id: str, lang: str) -> dict[str, An
 # ---------------------------------------------------------------- answer
 
 
-def _entries(resource: Mapping[str, Any] | None, kind: str) -> Iterable[Mapping[str, Any]]:
-    if not resource:
-        return []
-    if resource.get("resourceType") == "Bundle":
-        return [
-            e["resource"]
-            for e in resource.get("entry") or []
-            if isinstance(e, Mapping)
-            and isinstance(e.get("resource"), Mapping)
-            and e["resource"].get("resourceType") == kind
-        ]
-    return [resource] if resource.get("resourceType") == kind else []
-
-
-def _effective(resource: Mapping[str, Any]) -> str | None:
-    period = resource.get("effectivePeriod") or {}
-    value = resource.get("effectiveDateTime") or period.get("start") or resource.get("issued")
-    return str(value) if value else None
-
-
-def _loinc(concept: Mapping[str, Any] | None) -> list[str]:
-    return [
-        str(c.get("code"))
-        for c in (concept or {}).get("coding") or []
-        if c.get("system") == LOINC and c.get("code")
-    ]
-
-
 def provenance(
     prefetch: Mapping[str, Any], summary: Mapping[str, Any], ignored: Iterable[str]
 ) -> list[dict[str, Any]]:
     """For each input of the assessment: the resource that gave it and when it was measured.
 
-    Mirrors ``cds_fhir.summary_from_prefetch`` (latest effective time wins per input); a value
-    dropped as out of range is listed with ``used: false``."""
+    The sources come from the same pass that built the summary (``cds_fhir.read_prefetch``), so
+    the trace names the very Observation behind each value; a value dropped as out of range is
+    listed with ``used: false``, and so is a Condition that did not count (refuted, inactive).
+    """
     dropped = set(ignored)
-    latest: dict[str, dict[str, Any]] = {}
-
-    def keep(name: str, obs: Mapping[str, Any], code: str) -> None:
-        when = _effective(obs) or ""
-        if name not in latest or when > (latest[name]["effective"] or ""):
-            latest[name] = {
-                "input": name,
-                "source": f"Observation/{obs.get('id', '?')}",
-                "code": f"{LOINC}|{code}",
-                "effective": when or None,
-            }
-
-    for obs in _entries(prefetch.get("observations"), "Observation"):
-        if obs.get("status") in {"entered-in-error", "cancelled"}:
-            continue
-        codes = _loinc(obs.get("code"))
-        if BP_PANEL in codes:
-            for comp in obs.get("component") or []:
-                for code in _loinc(comp.get("code")):
-                    if code in ("8480-6", "8462-4"):
-                        keep(CODES[code], obs, code)
-        for code in codes:
-            name = CODES.get(code)
-            if name is not None:
-                keep("current_smoker" if name == "smoking" else name, obs, code)
+    _, sources = fh.read_prefetch(dict(prefetch))
     inputs: list[dict[str, Any]] = []
-    for name, item in sorted(latest.items()):
-        field = f"{name}_mmol_l" if name in {"total_cholesterol", "hdl_cholesterol"} else name
+    for item in sources:
+        field = item["input"]
+        if field == "condition":
+            inputs.append(item)
+            continue
         inputs.append(
             {
                 **item,
-                "input": field,
                 "value": summary.get(field),
                 "used": field in summary and field not in dropped,
             }
         )
+    inputs.sort(key=lambda item: (item["input"] == "condition", item["input"]))
     for field in ("age", "sex"):
         if field in summary:
             inputs.append(
@@ -219,18 +172,6 @@ def provenance(
                     "used": field not in dropped,
                 }
             )
-    for cond in _entries(prefetch.get("conditions"), "Condition"):
-        coding = ((cond.get("code") or {}).get("coding") or [{}])[0]
-        inputs.append(
-            {
-                "input": "condition",
-                "value": coding.get("display") or coding.get("code"),
-                "source": f"Condition/{cond.get('id', '?')}",
-                "code": f"{coding.get('system', '')}|{coding.get('code', '')}",
-                "effective": cond.get("recordedDate") or cond.get("onsetDateTime"),
-                "used": True,
-            }
-        )
     return inputs
 
 
