@@ -11,12 +11,14 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from tests.support.cds_fhir_data import PATIENT, bp, hook, obs, searchset
+from tests.support.paths import MODELS
 
 from medgate.api.cds_fhir import summary_from_prefetch
 from medgate.api.routes_cds import cards_for
 from medgate.clinical.assess import ADULT_ONLY, NOT_ASSESSED, UNDER_16, assess
 from medgate.clinical.common import DISCLAIMER
 from medgate.clinical.schemas import AssessRequest
+from medgate.models.tabular import DEFAULT_BUNDLE, load_predictor
 
 ZH = {"Accept-Language": "zh"}
 EN = {"Accept-Language": "en"}
@@ -365,12 +367,12 @@ def test_assess_scores_by_age(client: TestClient, age: int, news2: bool) -> None
     data = response.json()
     if not news2:
         assert data["news2"] is None and data["referral"]["level"] == "none"
-        assert {"score": "news2", "reason": UNDER_16, "missing": []} in data["not_computed"]
+        assert ("news2", UNDER_16) in {(n["score"], n["reason"]) for n in data["not_computed"]}
         return
     assert data["news2"]["score"] >= 7 and data["referral"]["level"] == "emergency"
     if age < 18:  # qSOFA is an adult score: not computed, and said so
         assert data["qsofa"] is None
-        assert {"score": "qsofa", "reason": ADULT_ONLY, "missing": []} in data["not_computed"]
+        assert ("qsofa", ADULT_ONLY) in {(n["score"], n["reason"]) for n in data["not_computed"]}
     else:
         assert data["qsofa"]["score"] == 2
 
@@ -380,3 +382,95 @@ def test_dropped_values_are_named_in_chinese(client: TestClient) -> None:
     found = cards(client, prefetch, ZH)
     assert "已忽略超出范围的数值：`sbp_mmhg`" in found[-1]["detail"]
     assert not latin_words(found[-1]["summary"] + found[-1]["detail"])
+
+
+def _shock() -> dict[str, Any]:
+    return searchset(
+        [
+            bp(85, 50, "2024-05-01T09:00:00Z"),
+            obs("8867-4", 140, "/min"),
+            obs("9279-1", 32, "/min"),
+            obs("59408-5", 84, "%"),
+            obs("8310-5", 39.8, "Cel"),
+        ]
+    )
+
+
+@pytest.mark.parametrize("service", ["medgate-primary-care", "medgate-order-safety"])
+def test_fhir_vitals_without_consciousness_or_oxygen_still_act(
+    client: TestClient, service: str
+) -> None:
+    """FHIR carries no ACVPU or oxygen, so NEWS2 was never complete and shock gave no card."""
+    hook_name = "patient-view" if service == "medgate-primary-care" else "order-select"
+    body = hook({"patient": PATIENT, "observations": _shock()}, hook=hook_name)
+    response = client.post(f"/cds-services/{service}", json=body, headers=ZH)
+    found = response.json()["cards"]
+    assert found[0]["indicator"] == "critical", found
+    assert found[0]["summary"].startswith("急救：NEWS2至少14分")
+    assert not latin_words(found[0]["summary"] + found[0]["detail"])
+
+
+def test_severe_hypotension_in_a_managed_patient_is_answered(client: TestClient) -> None:
+    """SBP 45 was taken by /assess but refused by the follow-up's input: a 500."""
+    body = {"age": 60, "conditions": ["hypertension"], "sbp_mmhg": 45, "dbp_mmhg": 30}
+    response = client.post("/api/v1/cds/assess", json=body, headers=EN)
+    assert response.status_code == 200, response.text
+    assert response.json()["referral"]["level"] == "urgent"
+
+
+def test_chinese_texts_keep_their_content() -> None:
+    """The zh answers said only "不适用" where the en ones said why, named no NEWS2 parameter, and
+    called a qSOFA emergency "紧急转诊"; established ASCVD had no secondary-prevention line."""
+    ascvd = assess(AssessRequest(**{**FULL_PROFILE, "ascvd": True}), None, "zh")
+    detail = cards_for(ascvd, "p1", "zh")[-1]["detail"]
+    assert "China-PAR：已确诊动脉粥样硬化性心血管病：极高危，二级预防" in detail
+    assert any(
+        line.startswith("已确诊动脉粥样硬化性心血管病：极高危，二级预防") for line in ascvd.guidance
+    )
+    en = assess(AssessRequest(**{**FULL_PROFILE, "ascvd": True}), None, "en")
+    assert any(line.startswith("Established ASCVD: very high risk") for line in en.guidance)
+    confused = assess(AssessRequest(**{**FULL_PROFILE, "consciousness": "C"}), None, "zh")
+    assert "NEWS2单项参数评分为3分（意识）" in confused.referral.reasons
+    sepsis = assess(
+        AssessRequest(**{**FULL_PROFILE, **CRITICAL_VITALS, "suspected_infection": True}),
+        None,
+        "zh",
+    )
+    assert sepsis.qsofa is not None and "立即转运急诊（急救）" in sepsis.qsofa.interpretation
+
+
+def test_the_demo_model_card_is_chinese_in_chinese() -> None:
+    predictor = load_predictor(MODELS, DEFAULT_BUNDLE)
+    summary = {
+        **FULL_PROFILE,
+        "diabetes": True,
+        "conditions": ["type2_diabetes"],
+        "bmi": 27.0,
+        "ldl_cholesterol_mmol_l": 3.4,
+        "triglycerides_mmol_l": 2.0,
+        "fasting_glucose_mmol_l": 7.5,
+    }
+    result = assess(AssessRequest(**summary), predictor, "zh")
+    assert result.learned_model is not None
+    card = next(c for c in cards_for(result, "p1", "zh") if c["summary"].startswith("演示模型"))
+    assert not latin_words(card["summary"] + card["detail"]), latin_words(card["detail"])
+    assert "仅为演示，不用于临床" in card["detail"]
+
+
+@pytest.mark.parametrize("headers", [ZH, EN])
+def test_the_demo_model_answer_carries_the_disclaimer(
+    client: TestClient, headers: dict[str, str]
+) -> None:
+    body = {
+        "age": 55,
+        "bmi": 29.1,
+        "mean_arterial_pressure_mmhg": 105,
+        "total_cholesterol_mg_dl": 220,
+        "ldl_cholesterol_mg_dl": 140,
+        "hdl_cholesterol_mg_dl": 38,
+        "tc_hdl_ratio": 5.8,
+        "ln_triglycerides_mg_dl": 5.4,
+        "glucose_mg_dl": 110,
+    }
+    data = client.post("/api/v1/cds/diabetes-progression", json=body, headers=headers).json()
+    assert data["disclaimer"].startswith(DISCLAIMER[headers["Accept-Language"]])

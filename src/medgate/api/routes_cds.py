@@ -30,11 +30,10 @@ from medgate.clinical import china_par as cp
 from medgate.clinical import followup as fu
 from medgate.clinical import news2 as nw
 from medgate.clinical.assess import (
-    ADULT_MIN_AGE,
-    ADULT_ONLY,
     CATEGORY_ZH,
     NEWS2_RISK_ZH,
     NOT_ASSESSED,
+    NOT_FOR_CLINICAL,
     UNDER_16,
     AssessResult,
     Language,
@@ -238,15 +237,23 @@ def follow_up_route(body: FollowUpRequest) -> fu.FollowUpResult:
     return fu.follow_up(fu.FollowUpInput(**body.model_dump()))
 
 
-@router.post("/api/v1/cds/diabetes-progression", response_model=ModelPrediction)
+class DiabetesProgressionResponse(ModelPrediction):
+    """The demo model's answer with the disclaimer every decision-support answer carries."""
+
+    disclaimer: str
+
+
+@router.post("/api/v1/cds/diabetes-progression", response_model=DiabetesProgressionResponse)
 def diabetes_progression_route(
     body: DiabetesProgressionRequest,
+    lang: Language = Depends(language),
     model: TabularPredictor | None = Depends(predictor),
-) -> ModelPrediction:
+) -> DiabetesProgressionResponse:
     """The demo learned model (not for clinical use) with reason codes."""
     if model is None:
         raise HTTPException(503, f"model bundle {DEFAULT_BUNDLE!r} is not installed")
-    return model.predict(body.model_dump())
+    prediction = model.predict(body.model_dump())
+    return DiabetesProgressionResponse(**prediction.model_dump(), disclaimer=NOT_FOR_CLINICAL[lang])
 
 
 @router.post("/api/v1/cds/assess", response_model=AssessResult)
@@ -344,13 +351,6 @@ REFERRAL_TITLE: dict[str, dict[str, str]] = {
     "urgent": {"zh": "紧急转诊：", "en": "Urgent referral: "},
     "routine": {"zh": "建议转诊：", "en": "Referral advised: "},
 }
-NOT_COMPUTED_ZH = {
-    "inputs missing": "缺少输入",
-    "model bundle not available on this server": "服务器未安装模型",
-    "applies only to patients with diabetes (its training population)": "仅适用于糖尿病患者",
-    ADULT_ONLY: f"成人评分，适用于{ADULT_MIN_AGE}岁及以上",
-    UNDER_16: f"患者未满{nw.NEWS2_MIN_AGE}岁，请使用儿童早期预警评分",
-}
 SCORE_ZH = {
     "china_par": "China-PAR",
     "news2": "NEWS2",
@@ -359,6 +359,25 @@ SCORE_ZH = {
     "learned_model": "机器学习模型",
 }
 CONDITION_ZH = {"hypertension": "高血压", "type2_diabetes": "2型糖尿病"}
+#: The demo model's inputs (its bundle's metadata) in Chinese, for the zh card.
+MODEL_FEATURE_ZH = {
+    "age": "年龄",
+    "bmi": "体重指数",
+    "mean_arterial_pressure_mmhg": "平均动脉压",
+    "total_cholesterol_mg_dl": "总胆固醇",
+    "ldl_cholesterol_mg_dl": "低密度脂蛋白胆固醇",
+    "hdl_cholesterol_mg_dl": "高密度脂蛋白胆固醇",
+    "tc_hdl_ratio": "总胆固醇/高密度脂蛋白胆固醇比值",
+    "ln_triglycerides_mg_dl": "甘油三酯（对数）",
+    "glucose_mg_dl": "血糖",
+}
+MODEL_UNIT_ZH = {
+    "a": "岁",
+    "kg/m2": "千克/平方米",
+    "mm[Hg]": "毫米汞柱",
+    "mg/dL": "毫克/分升",
+    "1": "",
+}
 
 
 def _referral_suggestion(patient_id: str, level: str, lang: Language) -> dict[str, Any]:
@@ -509,8 +528,17 @@ def cards_for(
     if result.learned_model is not None:
         p = result.learned_model["probability"]
         reasons = "\n".join(
-            f"- {r['feature']} = {r['value']:g} {r['unit']}: {r['direction']}"
+            f"- {MODEL_FEATURE_ZH.get(r['feature'], r['feature'])}"
+            f"{r['value']:g}{MODEL_UNIT_ZH.get(r['unit'], r['unit'])}："
+            f"{'升高风险' if r['contribution_log_odds'] > 0 else '降低风险'}"
+            if zh
+            else f"- {r['feature']} = {r['value']:g} {r['unit']}: {r['direction']}"
             for r in result.learned_model["reasons"]
+        )
+        intended_use = (
+            "仅为演示，不用于临床：展示学习型表格风险模型如何训练、校准、导出并与指南计算器一同提供。"
+            if zh
+            else result.learned_model["model"]["intended_use"]
         )
         summary = (
             f"演示模型（不用于临床）：糖尿病进展较快的概率{p:.0%}"
@@ -521,7 +549,7 @@ def cards_for(
             _card(
                 summary,
                 "info",
-                reasons + "\n\n" + result.learned_model["model"]["intended_use"],
+                reasons + "\n\n" + intended_use,
                 lang,
                 {"label": "medgate demo model cds_diabetes_risk", "url": SOURCE["url"]},
             )
@@ -534,7 +562,7 @@ def cards_for(
     elif result.not_computed:
         if zh:
             detail = "\n".join(
-                f"- {SCORE_ZH.get(n.score, n.score)}：{NOT_COMPUTED_ZH.get(n.reason, '不适用')}"
+                f"- {SCORE_ZH.get(n.score, n.score)}：{n.reason_zh or '不适用'}"
                 + (f"（`{'`、`'.join(n.missing)}`）" if n.missing else "")
                 for n in result.not_computed
             )

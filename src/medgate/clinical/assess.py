@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from medgate.clinical import china_par as cp
 from medgate.clinical import followup as fu
@@ -60,6 +60,15 @@ NOT_FOR_CLINICAL = {
 ADULT_MIN_AGE = 18
 ADULT_ONLY = f"an adult score: for ages {ADULT_MIN_AGE} and over"
 UNDER_16 = f"patient under {nw.NEWS2_MIN_AGE}: use a paediatric early warning score"
+ADULT_ONLY_ZH = f"成人评分，适用于{ADULT_MIN_AGE}岁及以上"
+UNDER_16_ZH = f"患者未满{nw.NEWS2_MIN_AGE}岁，请使用儿童早期预警评分"
+#: Why the China-PAR flow did not apply, by its route (the English is ``ChinaParResult.reason``).
+CHINA_PAR_NOT_APPLICABLE_ZH = {
+    "established-ascvd": "已确诊动脉粥样硬化性心血管病：极高危，二级预防；"
+    "China-PAR仅用于无心血管病者",
+    "not-applicable": f"China-PAR在{cp.AGE_RANGE[0]}-{cp.AGE_RANGE[1]}岁成人中建立，"
+    "该年龄不在此范围",
+}
 #: What a patient below every score's population is told (NEWS2: RCP 2017, from 16).
 NOT_ASSESSED: dict[str, dict[str, str]] = {
     "summary": {
@@ -70,13 +79,14 @@ NOT_ASSESSED: dict[str, dict[str, str]] = {
         "en": f"medgate's scores are for patients aged {nw.NEWS2_MIN_AGE} and over (NEWS2, RCP "
         "2017; qSOFA, China-PAR and the follow-up rules are adult scores), so none was computed. "
         "Only readings at adult crisis values (BP >= 180 and/or >= 110 mmHg, glucose >= 16.7 or "
-        "<= 3.9 mmol/L) are flagged; a child's thresholds are lower, so no flag does not mean "
-        "normal. Assess this patient with a paediatric early warning score and paediatric "
-        "reference ranges.",
+        "<= 3.9 mmol/L) and the danger symptoms entered are flagged; a child's thresholds are "
+        "lower, so no flag does not mean normal. Assess this patient with a paediatric early "
+        "warning score and paediatric reference ranges.",
         "zh": f"本决策支持的评分仅适用于{nw.NEWS2_MIN_AGE}岁及以上患者（NEWS2用于"
         f"{nw.NEWS2_MIN_AGE}岁及以上；qSOFA、China-PAR和随访规则为成人评分），因此未计算任何评分。"
-        "仅对达到成人危急值的读数给出提示（血压≥180和/或≥110毫米汞柱，血糖≥16.7或≤3.9毫摩尔/升）；"
-        "儿童的界值更低，未提示不等于正常。请使用儿童早期预警评分和儿童参考范围评估该患者。",
+        "仅对达到成人危急值的读数（血压≥180和/或≥110毫米汞柱，血糖≥16.7或≤3.9毫摩尔/升）和所填"
+        "危急症状给出提示；儿童的界值更低，未提示不等于正常。请使用儿童早期预警评分和儿童参考范围"
+        "评估该患者。",
     },
 }
 CATEGORY_ZH = {"low": "低危", "intermediate": "中危", "high": "高危"}
@@ -87,6 +97,8 @@ class NotComputed(BaseModel):
     score: str
     reason: str
     missing: list[str] = []
+    #: the reason in Chinese, for Chinese cards (None: the card says only that it does not apply)
+    reason_zh: str | None = None
 
 
 class Referral(BaseModel):
@@ -101,6 +113,8 @@ class AssessResult(BaseModel):
     language: Language
     china_par: cp.ChinaParResult | None = None
     news2: nw.News2Result | None = None
+    #: NEWS2 from the recorded parameters when some are missing: a floor (``news2_lower_bound``)
+    news2_at_least: nw.News2LowerBound | None = None
     qsofa: nw.QsofaResult | None = None
     follow_up: fu.FollowUpResult | None = None
     learned_model: dict[str, Any] | None = None
@@ -131,8 +145,19 @@ def _calculator_input(
             missing.append(ask_for)
         values[name] = value
     if missing:
-        return NotComputed(score=score, reason="inputs missing", missing=missing)
-    return model.model_validate(values)
+        return NotComputed(
+            score=score, reason="inputs missing", missing=missing, reason_zh="缺少输入"
+        )
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:  # a value the summary takes but this calculator cannot use
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        return NotComputed(
+            score=score,
+            reason=f"input outside this score's range: {where}",
+            reason_zh=f"输入超出该评分的适用范围：`{where}`",
+        )
 
 
 def _china_par(x: AssessRequest) -> cp.ChinaParResult | NotComputed:
@@ -186,7 +211,7 @@ def ascvd_high_risk_basis(par: cp.ChinaParResult | None) -> str | None:
 
 def _follow_up(x: AssessRequest, par: cp.ChinaParResult | None) -> fu.FollowUpResult | NotComputed:
     conditions = list(dict.fromkeys(x.conditions))
-    if x.diabetes and x.diabetes_type != "type1" and "type2_diabetes" not in conditions:
+    if x.has_diabetes() and x.diabetes_type != "type1" and "type2_diabetes" not in conditions:
         conditions.append("type2_diabetes")
     if x.diabetes_type == "type1" and "type2_diabetes" in conditions:
         conditions.remove("type2_diabetes")
@@ -195,12 +220,15 @@ def _follow_up(x: AssessRequest, par: cp.ChinaParResult | None) -> fu.FollowUpRe
             return NotComputed(
                 score="follow_up",
                 reason="type 1 diabetes: the type 2 diabetes follow-up rules do not apply "
-                "(urgent BP and glucose readings are still checked)",
+                "(urgent readings, danger symptoms and the diabetes vital signs are still checked)",
+                reason_zh="1型糖尿病：2型糖尿病随访规则不适用（仍检查危急读数、危急症状和糖尿病"
+                "危急体征）",
             )
         return NotComputed(
             score="follow_up",
             reason="no hypertension or type 2 diabetes in conditions: follow-up rules do not apply "
-            "(urgent BP and glucose readings are still checked)",
+            "(urgent readings and danger symptoms are still checked)",
+            reason_zh="无高血压或2型糖尿病诊断：随访规则不适用（仍检查危急读数和危急症状）",
         )
     fup_input = _calculator_input(
         x,
@@ -208,6 +236,7 @@ def _follow_up(x: AssessRequest, par: cp.ChinaParResult | None) -> fu.FollowUpRe
         "follow_up",
         {
             "conditions": (conditions, "conditions"),
+            "type1_diabetes": (x.diabetes_type == "type1", ""),
             "ckd": (x.ckd or x.ckd_stage_3_4, "ckd"),
             "ascvd_high_risk_basis": (ascvd_high_risk_basis(par), ""),
         },
@@ -286,6 +315,12 @@ GUIDANCE: dict[str, dict[str, str]] = {
         "zh": "10年心血管病风险5%–9.9%（中危）：戒烟、控制体重、增加体力活动，必要时在医生指导下"
         "治疗。",
     },
+    "cvd-established": {
+        "en": "Established ASCVD: very high risk, secondary prevention: LDL-C target < 1.8 mmol/L "
+        "(Lipid 2016), BP, glucose and lifestyle managed with the specialist.",
+        "zh": "已确诊动脉粥样硬化性心血管病：极高危，二级预防：LDL-C目标<1.8 mmol/L（2016年血脂"
+        "指南），与专科共同管理血压、血糖和生活方式。",
+    },
     "cvd-low": {
         "en": "10-year ASCVD risk < 5 % (low): keep a healthy lifestyle.",
         "zh": "10年心血管病风险<5%（低危）：保持健康生活方式。",
@@ -335,53 +370,87 @@ NEWS2_BAND_ACTIONS: dict[str, tuple[str, str, str, str]] = {
 }
 
 
-def _news2_criteria(n2: nw.News2Result, deteriorating: bool | None, d: _Decision) -> None:
-    """RCP 2017 responses mapped to primary-care action levels."""
-    if n2.response_band in NEWS2_BAND_ACTIONS:
-        level, code, en_range, zh_range = NEWS2_BAND_ACTIONS[n2.response_band]
+def _news2_criteria(
+    n2: nw.News2Result | nw.News2LowerBound, deteriorating: bool | None, d: _Decision
+) -> None:
+    """RCP 2017 responses mapped to primary-care action levels.
+
+    A floor (``News2LowerBound``, some parameters not recorded) acts on the triggers it already
+    crosses, since the missing parameters can only add points; its reasons say it is a floor.
+    """
+    floor = isinstance(n2, nw.News2LowerBound)
+    score = n2.score_at_least if isinstance(n2, nw.News2LowerBound) else n2.score
+    band = nw.response_band(score, n2.single_parameter_3)
+    if isinstance(n2, nw.News2LowerBound):
+        gaps_en = ", ".join(n2.missing)
+        gaps_zh = "、".join(nw.PARAMETER_ZH.get(m, m) for m in n2.missing)
+        score_en = f"NEWS2 at least {score} from the recorded parameters (not recorded: {gaps_en})"
+        score_zh = f"NEWS2至少{score}分（按已记录参数，未记录：{gaps_zh}）"
+    else:
+        score_en, score_zh = f"NEWS2 {score}", f"NEWS2 {score}分"
+    if band in NEWS2_BAND_ACTIONS:
+        level, code, en_range, zh_range = NEWS2_BAND_ACTIONS[band]
+        risk: nw.Risk = nw.RESPONSES[band]["risk"]  # type: ignore[assignment]
         d.add(
             level,
             Reason(
                 code=code,
-                en=f"NEWS2 {n2.score} ({en_range}, {n2.risk})",
-                zh=f"NEWS2 {n2.score}分（{zh_range}，{NEWS2_RISK_ZH[n2.risk]}）",
+                en=f"{score_en} ({en_range}, {risk})" if not floor else f"{score_en}: {en_range}",
+                zh=f"{score_zh}（{zh_range}，{NEWS2_RISK_ZH[risk]}）"
+                if not floor
+                else f"{score_zh}：{zh_range}",
                 source=nw.NEWS2_SOURCE,
             ),
         )
     if n2.single_parameter_3:
-        names = ", ".join(k for k, v in n2.parameters.items() if v == 3)
+        threes = [k for k, v in n2.parameters.items() if v == 3]
         level = "emergency" if deteriorating else "urgent"
         d.add(
             level,
             Reason(
                 code="news2-single-3",
-                en=f"a single NEWS2 parameter scores 3 ({names})"
+                en=f"a single NEWS2 parameter scores 3 ({', '.join(threes)})"
                 + (" with deterioration" if deteriorating else ""),
-                zh="NEWS2单项参数评分为3分" + ("且病情恶化" if deteriorating else ""),
+                zh=f"NEWS2单项参数评分为3分（{'、'.join(nw.PARAMETER_ZH[k] for k in threes)}）"
+                + ("且病情恶化" if deteriorating else ""),
                 source=nw.NEWS2_SOURCE,
             ),
         )
 
 
-def _qsofa_criteria(qs: nw.QsofaResult, d: _Decision) -> None:
-    """Sepsis-3: qSOFA >= 2 with suspected infection is an emergency; unknown infection urgent."""
-    if not qs.positive or qs.suspected_infection is False:
+def _qsofa_criteria(
+    score: int, suspected_infection: bool | None, d: _Decision, at_least: bool = False
+) -> None:
+    """Sepsis-3: qSOFA >= 2 with suspected infection is an emergency; unknown infection urgent.
+
+    ``at_least``: the score counts only the criteria recorded (two met already make it >= 2).
+    """
+    if score < 2 or suspected_infection is False:
         return
-    infected = qs.suspected_infection is True
+    infected = suspected_infection is True
+    shown_en = (
+        f"qSOFA at least {score} from the recorded criteria" if at_least else f"qSOFA {score}"
+    )
+    shown_zh = f"qSOFA至少{score}分（按已记录指标）" if at_least else f"qSOFA {score}分"
     d.add(
         "emergency" if infected else "urgent",
         Reason(
             code="qsofa",
-            en=f"qSOFA {qs.score} "
+            en=f"{shown_en} "
             + ("with suspected infection" if infected else "(ask whether infection is suspected)"),
-            zh=f"qSOFA {qs.score}分" + ("且怀疑感染" if infected else "（请确认是否怀疑感染）"),
+            zh=shown_zh + ("且怀疑感染" if infected else "（请确认是否怀疑感染）"),
             source=nw.QSOFA_SOURCE,
         ),
     )
 
 
-def _readings_criteria(x: AssessRequest, d: _Decision) -> None:
-    """Urgent BP and glucose readings for every patient, with or without a diagnosis."""
+def _readings_criteria(x: AssessRequest, d: _Decision, child: bool) -> None:
+    """Urgent readings and danger symptoms for every patient, with or without a diagnosis.
+
+    BP and glucose crisis values and the specification's danger symptoms at every age; the
+    diabetes vital signs (heart rate > 100, temperature > 39) for diabetes of either type from 16,
+    since a child's heart rate is often above 100.
+    """
     altered = (x.consciousness is not None and x.consciousness != "A") or (
         "behaviour_change" in x.symptoms
     )
@@ -389,12 +458,17 @@ def _readings_criteria(x: AssessRequest, d: _Decision) -> None:
     found += ur.glucose_criteria(
         [("fasting", x.fasting_glucose_mmol_l), ("random", x.random_glucose_mmol_l)], altered
     )
+    found += fu.symptom_criteria(list(x.symptoms))
+    if x.has_diabetes() and not child:
+        found += fu.diabetes_vital_criteria(x.heart_rate, x.temperature_c)
     for criterion in found:
         d.add(criterion.level, criterion.reason)
 
 
 def _cvd_guidance(par: cp.ChinaParResult, lang: Language) -> list[str]:
     lines: list[str] = []
+    if par.route == "established-ascvd":
+        lines.append(GUIDANCE["cvd-established"][lang])
     if par.route == "direct-high-risk":
         reasons = "; ".join(par.direct_high_risk_reasons)
         lines.append(
@@ -433,7 +507,11 @@ def assess(x: AssessRequest, predictor: TabularPredictor | None, lang: Language)
     not_computed: list[NotComputed] = []
     child = x.age is not None and x.age < nw.NEWS2_MIN_AGE
     adult = x.age is None or x.age >= ADULT_MIN_AGE
-    skipped = NotComputed(score="", reason=UNDER_16 if child else ADULT_ONLY)
+    skipped = NotComputed(
+        score="",
+        reason=UNDER_16 if child else ADULT_ONLY,
+        reason_zh=UNDER_16_ZH if child else ADULT_ONLY_ZH,
+    )
     par_or = _china_par(x) if adult else skipped.model_copy(update={"score": "china_par"})
     n2_or = skipped.model_copy(update={"score": "news2"}) if child else _news2(x, lang)
     qs_or = _qsofa(x, lang) if adult else skipped.model_copy(update={"score": "qsofa"})
@@ -446,6 +524,7 @@ def assess(x: AssessRequest, predictor: TabularPredictor | None, lang: Language)
 
     decision = _Decision(lang)
     guidance: list[str] = []
+    fup_line: int | None = None  # where the follow-up's advice is, replaced if another rule refers
     if n2 is not None:
         _news2_criteria(n2, x.deteriorating, decision)
         monitoring = f"NEWS2 {n2.score}: {n2.monitoring}. {n2.clinical_response}"
@@ -454,25 +533,53 @@ def assess(x: AssessRequest, predictor: TabularPredictor | None, lang: Language)
             if lang == "en"
             else f"NEWS2 {n2.score}分：{n2.monitoring}。{n2.clinical_response}"
         )
+    news2_floor: nw.News2LowerBound | None = None
+    if n2 is None and not child:
+        floor = nw.news2_lower_bound(
+            **{k: getattr(x, k) for k in nw.News2Input.model_fields}  # the recorded ones
+        )
+        if floor.parameters:
+            news2_floor = floor
+            _news2_criteria(floor, x.deteriorating, decision)
+            missing_zh = "、".join(nw.PARAMETER_ZH.get(m, m) for m in floor.missing)
+            guidance.append(
+                f"NEWS2 incomplete: at least {floor.score_at_least} from the recorded parameters; "
+                f"record {', '.join(floor.missing)} to complete it."
+                if lang == "en"
+                else f"NEWS2不完整：按已记录参数至少{floor.score_at_least}分；请补充{missing_zh}。"
+            )
     if qs is not None:
-        _qsofa_criteria(qs, decision)
+        _qsofa_criteria(qs.score, qs.suspected_infection, decision)
         if qs.positive:
             guidance.append(qs.interpretation)
-    _readings_criteria(x, decision)
+    elif adult:
+        known = nw.qsofa_criteria_known(x.respiratory_rate, x.sbp_mmhg, x.consciousness)
+        _qsofa_criteria(sum(known.values()), x.suspected_infection, decision, at_least=True)
+    _readings_criteria(x, decision, child)
     if fup is not None:
         for reason in fup.urgent_reasons:
             level = "emergency" if reason.code in EMERGENCY_CODES else "urgent"
             decision.add(level, reason)
         for reason in fup.routine_reasons:
             decision.add("routine", reason)
+        fup_line = len(guidance)
         guidance.append(getattr(fup.advice, lang))
     if par is not None:
         guidance += _cvd_guidance(par, lang)
         if not par.applicable:
             not_computed.append(
-                NotComputed(score="china_par", reason=par.reason or "not applicable")
+                NotComputed(
+                    score="china_par",
+                    reason=par.reason or "not applicable",
+                    reason_zh=CHINA_PAR_NOT_APPLICABLE_ZH.get(par.route),
+                )
             )
     level = decision.level()
+    if fup is not None and fup_line is not None and level != "none":
+        referred = fu.after_referral(fup, level)
+        if referred is not fup:  # the level's own line says it: no second referral line
+            fup = referred
+            del guidance[fup_line]
     learned: dict[str, Any] | None = None
     if not adult:
         not_computed.append(skipped.model_copy(update={"score": "learned_model"}))
@@ -481,18 +588,27 @@ def assess(x: AssessRequest, predictor: TabularPredictor | None, lang: Language)
         if predictor is None:
             not_computed.append(
                 NotComputed(
-                    score="learned_model", reason="model bundle not available on this server"
+                    score="learned_model",
+                    reason="model bundle not available on this server",
+                    reason_zh="服务器未安装模型",
                 )
             )
         elif missing:
             not_computed.append(
-                NotComputed(score="learned_model", reason="inputs missing", missing=missing)
+                NotComputed(
+                    score="learned_model",
+                    reason="inputs missing",
+                    missing=missing,
+                    reason_zh="缺少输入",
+                )
             )
         else:
             try:
                 prediction = predictor.predict(values)
             except (BundleError, ValueError) as exc:
-                not_computed.append(NotComputed(score="learned_model", reason=str(exc)))
+                not_computed.append(
+                    NotComputed(score="learned_model", reason=str(exc), reason_zh="模型无法计算")
+                )
             else:
                 learned = prediction.model_dump()
                 learned["overridden_by_urgent_rule"] = level in ("emergency", "urgent")
@@ -504,6 +620,7 @@ def assess(x: AssessRequest, predictor: TabularPredictor | None, lang: Language)
             NotComputed(
                 score="learned_model",
                 reason="applies only to patients with diabetes (its training population)",
+                reason_zh="仅适用于糖尿病患者（模型的训练人群）",
             )
         )
     if child:
@@ -514,6 +631,7 @@ def assess(x: AssessRequest, predictor: TabularPredictor | None, lang: Language)
         language=lang,
         china_par=par,
         news2=n2,
+        news2_at_least=news2_floor,
         qsofa=qs,
         follow_up=fup,
         learned_model=learned,
@@ -541,7 +659,7 @@ def news2_action(
 def qsofa_action(qs: nw.QsofaResult, lang: Language) -> tuple[Level, list[str]]:
     """The action level qSOFA alone calls for, and why (for the stand-alone qSOFA route)."""
     decision = _Decision(lang)
-    _qsofa_criteria(qs, decision)
+    _qsofa_criteria(qs.score, qs.suspected_infection, decision)
     referral = decision.referral()
     return referral.level, referral.reasons
 

@@ -149,7 +149,10 @@ class FollowUpInput(VisitHistory):
     ascvd: bool = False
     #: why the ASCVD risk assessment (China-PAR flow) put the person at high risk, if it did
     ascvd_high_risk_basis: str | None = None
-    sbp_mmhg: int | None = Field(None, ge=50, le=300)
+    #: type 1 diabetes besides ``conditions``: its glucose control is not judged by these rules
+    #: (SPEC_2017 manages type 2), but the BP and LDL-C targets and urgent signs of diabetes apply
+    type1_diabetes: bool = False
+    sbp_mmhg: int | None = Field(None, ge=40, le=300)
     dbp_mmhg: int | None = Field(None, ge=20, le=200)
     fasting_glucose_mmol_l: float | None = Field(None, ge=0.5, le=50)
     random_glucose_mmol_l: float | None = Field(None, ge=0.5, le=50)
@@ -308,11 +311,16 @@ def _pair(name: str) -> tuple[int, int]:
     return int(value[0]), int(value[1])
 
 
+def has_diabetes(x: FollowUpInput) -> bool:
+    """Diabetes of either type, for the rules that do not depend on the type."""
+    return "type2_diabetes" in x.conditions or x.type1_diabetes
+
+
 def urgent_criteria(
     x: FollowUpInput, bp: SeriesSummary | None, glu: SeriesSummary | None
 ) -> list[ur.Criterion]:
     """SPEC_2017 危急情况 for a managed patient, each with its level."""
-    diabetes = "type2_diabetes" in x.conditions
+    diabetes = has_diabetes(x)
     altered = (x.consciousness is not None and x.consciousness != "A") or (
         "behaviour_change" in x.symptoms
     )
@@ -333,56 +341,91 @@ def urgent_criteria(
         glucose.append(("home", glu.latest["glucose_mmol_l"]))
     found += ur.glucose_criteria(glucose, altered)
 
-    def urgent(code: str, en: str, zh: str) -> None:
-        found.append(ur.Criterion.of("urgent", code, en, zh, SPEC_2017))
-
-    # SPEC_2017 diabetes list only: 持续性心动过速（心率超过100次/分钟）; 体温超过39摄氏度.
-    if (
-        diabetes
-        and x.heart_rate is not None
-        and x.heart_rate > _t("urgent_heart_rate_above_diabetes")
-    ):
-        urgent(
-            "tachycardia",
-            f"heart rate {x.heart_rate}/min (> 100, diabetes)",
-            f"心率 {x.heart_rate} 次/分（>100）",
-        )
-    if (
-        diabetes
-        and x.temperature_c is not None
-        and x.temperature_c > _t("urgent_temperature_above_c_diabetes")
-    ):
-        urgent(
-            "fever",
-            f"temperature {x.temperature_c:g} C (> 39)",
-            f"体温 {x.temperature_c:g}℃（>39）",
-        )
+    if diabetes:
+        found += diabetes_vital_criteria(x.heart_rate, x.temperature_c)
     if x.consciousness is not None and x.consciousness != "A":
-        urgent("altered-consciousness", "altered consciousness", "意识改变")
+        found.append(
+            ur.Criterion.of(
+                "urgent", "altered-consciousness", "altered consciousness", "意识改变", SPEC_2017
+            )
+        )
     if x.pregnant_or_lactating:
         raised = _pregnancy_raised(x)
         if raised is not None:
-            urgent(
-                "pregnancy",
-                f"pregnant or lactating with {raised[0]}",
-                f"妊娠期或哺乳期且{raised[1]}",
+            found.append(
+                ur.Criterion.of(
+                    "urgent",
+                    "pregnancy",
+                    f"pregnant or lactating with {raised[0]}",
+                    f"妊娠期或哺乳期且{raised[1]}",
+                    SPEC_2017,
+                )
             )
-    for symptom in x.symptoms:
-        en, zh = SYMPTOM_TEXT[symptom]
-        urgent(f"symptom-{symptom}", en, zh)
+    return found + symptom_criteria(x.symptoms)
+
+
+def diabetes_vital_criteria(
+    heart_rate: int | None, temperature_c: float | None
+) -> list[ur.Criterion]:
+    """SPEC_2017 diabetes list: 持续性心动过速（心率超过100次/分钟）; 体温超过39摄氏度.
+
+    For diabetes of any type: these are signs of ketoacidosis or a hyperosmolar state, which
+    type 1 diabetes meets at least as often as type 2.
+    """
+    found: list[ur.Criterion] = []
+    if heart_rate is not None and heart_rate > _t("urgent_heart_rate_above_diabetes"):
+        found.append(
+            ur.Criterion.of(
+                "urgent",
+                "tachycardia",
+                f"heart rate {heart_rate}/min (> 100, diabetes)",
+                f"心率 {heart_rate} 次/分（>100）",
+                SPEC_2017,
+            )
+        )
+    if temperature_c is not None and temperature_c > _t("urgent_temperature_above_c_diabetes"):
+        found.append(
+            ur.Criterion.of(
+                "urgent",
+                "fever",
+                f"temperature {temperature_c:g} C (> 39)",
+                f"体温 {temperature_c:g}℃（>39）",
+                SPEC_2017,
+            )
+        )
     return found
 
 
+def symptom_criteria(symptoms: list[Symptom]) -> list[ur.Criterion]:
+    """SPEC_2017 危急情况 symptoms, each an urgent referral (the lists of both specifications)."""
+    return [
+        ur.Criterion.of("urgent", f"symptom-{symptom}", *SYMPTOM_TEXT[symptom], SPEC_2017)
+        for symptom in symptoms
+    ]
+
+
 def _pregnancy_raised(x: FollowUpInput) -> tuple[str, str] | None:
-    """SPEC_2017: pregnancy / lactation counts *with* BP or glucose above normal."""
+    """SPEC_2017: pregnancy / lactation counts *with* BP or glucose above normal.
+
+    Office values and the latest home reading alike: a home BP of 160/100 in pregnancy is the
+    pre-eclampsia warning the rule is for, whether or not it was measured in the clinic.
+    """
     s, d = _pair("pregnancy_bp_above")
-    if (x.sbp_mmhg is not None and x.sbp_mmhg >= s) or (x.dbp_mmhg is not None and x.dbp_mmhg >= d):
-        return "BP above normal (>= 140/90)", "血压高于正常（≥140/90 mmHg）"
-    fasting = x.fasting_glucose_mmol_l
-    random = x.random_glucose_mmol_l
-    if (fasting is not None and fasting >= _t("pregnancy_fasting_glucose_above_normal")) or (
-        random is not None and random >= _t("pregnancy_random_glucose_above_normal")
-    ):
+    pairs = [(x.sbp_mmhg, x.dbp_mmhg)]
+    if x.home_bp:
+        home = max(x.home_bp, key=lambda r: r.time)
+        pairs.append((home.sbp_mmhg, home.dbp_mmhg))
+    for sbp, dbp in pairs:
+        if (sbp is not None and sbp >= s) or (dbp is not None and dbp >= d):
+            return "BP above normal (>= 140/90)", "血压高于正常（≥140/90 mmHg）"
+    fasting_limit = _t("pregnancy_fasting_glucose_above_normal")
+    random_limit = _t("pregnancy_random_glucose_above_normal")
+    readings = [(x.fasting_glucose_mmol_l, fasting_limit), (x.random_glucose_mmol_l, random_limit)]
+    if x.home_glucose:
+        home_glucose = max(x.home_glucose, key=lambda r: r.time)
+        limit = fasting_limit if home_glucose.fasting else random_limit
+        readings.append((home_glucose.glucose_mmol_l, limit))
+    if any(value is not None and value >= limit for value, limit in readings):
         return "glucose above normal", "血糖高于正常"
     return None
 
@@ -396,7 +439,7 @@ def bp_target(x: FollowUpInput) -> tuple[tuple[int, int], str]:
     if x.age is not None and x.age >= x.elderly_target_age:
         edition = SPEC_2017 if x.elderly_target_age < 80 else HTN_2020
         return _pair("office_bp_target_elderly"), f"{edition}, age >= {x.elderly_target_age}"
-    if "type2_diabetes" in x.conditions or x.ckd:
+    if has_diabetes(x) or x.ckd:
         return _pair("office_bp_target_diabetes_ckd"), f"{HTN_2020}; {DM_2022}"
     return _pair("office_bp_target"), SPEC_2017
 
@@ -507,7 +550,7 @@ def ldl_target(x: FollowUpInput) -> tuple[float, str]:
     (LIPID_2016 low/intermediate)."""
     if x.ascvd:
         return _t("ldl_target_very_high"), f"{LIPID_2016} very high risk (ASCVD); {DM_2022}"
-    if "type2_diabetes" in x.conditions or x.ckd:
+    if has_diabetes(x) or x.ckd:
         return _t("ldl_target_high"), f"{LIPID_2016} high risk (diabetes / CKD); {DM_2022}"
     if x.ascvd_high_risk_basis:
         return _t("ldl_target_high"), f"{LIPID_2016} high risk ({x.ascvd_high_risk_basis})"
@@ -625,3 +668,21 @@ def follow_up(x: FollowUpInput) -> FollowUpResult:
         home_bp_summary=bp,
         home_glucose_summary=glu,
     )
+
+
+def after_referral(
+    result: FollowUpResult, level: Literal["emergency", "urgent", "routine"]
+) -> FollowUpResult:
+    """The follow-up when another rule (NEWS2, qSOFA, a reading) refers the patient.
+
+    SPEC_2017 follows every referral up within 2 weeks, so the visit interval and advice follow
+    the most severe referral: the answer never says "next visit in 90 days" beside "call 120".
+    The control status and targets stay as measured.
+    """
+    order = {"emergency": 0, "urgent": 1, "routine": 2}
+    if order.get(result.advice.code, 3) <= order[level]:
+        return result
+    days = int(_t("days_after_referral"))
+    en, zh = ADVICE[level]
+    advice = Reason(code=level, en=en.format(days=days), zh=zh.format(days=days), source=SPEC_2017)
+    return result.model_copy(update={"next_follow_up_days": days, "advice": advice})

@@ -105,9 +105,12 @@ NEWS2_INFO: CalculatorInfo = make_info(
     {"bands": BANDS, "oxygen": OXYGEN_POINTS, "responses": RESPONSES, "min_age": NEWS2_MIN_AGE},
     NEWS2_SOURCE,
 )
+#: Seymour 2016: respiratory rate >= 22/min, systolic BP <= 100 mmHg, altered mentation.
+QSOFA_RR_MIN = 22
+QSOFA_SBP_MAX = 100
 QSOFA_CRITERIA = {
-    "respiratory_rate_min": 22,
-    "sbp_mmhg_max": 100,
+    "respiratory_rate_min": QSOFA_RR_MIN,
+    "sbp_mmhg_max": QSOFA_SBP_MAX,
     "altered_mentation": "not A",
     "interpreted_only_with_suspected_infection": True,
 }
@@ -217,10 +220,108 @@ def news2(x: News2Input, lang: Literal["en", "zh"] = "en") -> News2Result:
     )
 
 
+#: Parameter names in Chinese, for the reasons and cards.
+PARAMETER_ZH = {
+    "respiratory_rate": "呼吸频率",
+    "spo2": "血氧饱和度",
+    "air_or_oxygen": "吸氧",
+    "on_oxygen": "是否吸氧",
+    "sbp_mmhg": "收缩压",
+    "heart_rate": "心率",
+    "consciousness": "意识",
+    "temperature_c": "体温",
+}
+
+
+class News2LowerBound(BaseModel):
+    """NEWS2 from the parameters that were recorded: a floor, never the score.
+
+    Every chart parameter scores 0 or more, so the points of the known parameters are the least
+    the full score can be. A floor of 7, 5 or a single 3 already crosses that RCP trigger, so a
+    shocked patient with one vital sign unrecorded is not left without an action level.
+    """
+
+    score_at_least: int
+    parameters: dict[str, int]
+    single_parameter_3: bool
+    missing: list[str]
+
+
+def news2_lower_bound(
+    *,
+    respiratory_rate: int | None = None,
+    spo2: int | None = None,
+    spo2_scale: Literal[1, 2] = 1,
+    on_oxygen: bool | None = None,
+    sbp_mmhg: int | None = None,
+    heart_rate: int | None = None,
+    consciousness: Consciousness | None = None,
+    temperature_c: float | None = None,
+) -> News2LowerBound:
+    """The least NEWS2 the recorded parameters allow; an unknown one counts its lowest points.
+
+    SpO2 on scale 2 depends on air or oxygen: with that unknown it takes the lower of the two.
+    """
+    parameters: dict[str, int] = {}
+    missing: list[str] = []
+    if respiratory_rate is not None:
+        parameters["respiratory_rate"] = band_points("respiratory_rate", respiratory_rate)
+    else:
+        missing.append("respiratory_rate")
+    if spo2 is None:
+        missing.append("spo2")
+    elif spo2_scale == 1:
+        parameters["spo2"] = band_points("spo2_scale1", spo2)
+    else:
+        air = band_points("spo2_scale2_air", spo2)
+        oxygen = band_points("spo2_scale2_oxygen", spo2)
+        parameters["spo2"] = {None: min(air, oxygen), True: oxygen, False: air}[on_oxygen]
+    if on_oxygen is not None:
+        parameters["air_or_oxygen"] = OXYGEN_POINTS if on_oxygen else 0
+    else:
+        missing.append("on_oxygen")
+    if sbp_mmhg is not None:
+        parameters["sbp_mmhg"] = band_points("sbp_mmhg", sbp_mmhg)
+    else:
+        missing.append("sbp_mmhg")
+    if heart_rate is not None:
+        parameters["heart_rate"] = band_points("heart_rate", heart_rate)
+    else:
+        missing.append("heart_rate")
+    if consciousness is not None:
+        parameters["consciousness"] = 0 if consciousness == "A" else 3
+    else:
+        missing.append("consciousness")
+    if temperature_c is not None:
+        parameters["temperature_c"] = band_points("temperature_c", chart_temperature(temperature_c))
+    else:
+        missing.append("temperature_c")
+    return News2LowerBound(
+        score_at_least=sum(parameters.values()),
+        parameters=parameters,
+        single_parameter_3=any(points == 3 for points in parameters.values()),
+        missing=missing,
+    )
+
+
+def qsofa_criteria_known(
+    respiratory_rate: int | None, sbp_mmhg: int | None, consciousness: Consciousness | None
+) -> dict[str, bool]:
+    """The qSOFA criteria that can be judged from what was recorded (an unknown one is left out)."""
+    known: dict[str, bool] = {}
+    if respiratory_rate is not None:
+        known["respiratory_rate_ge_22"] = respiratory_rate >= QSOFA_RR_MIN
+    if sbp_mmhg is not None:
+        known["sbp_le_100"] = sbp_mmhg <= QSOFA_SBP_MAX
+    if consciousness is not None:
+        known["altered_mentation"] = consciousness != "A"
+    return known
+
+
 QSOFA_TEXT = {
     "positive-infection": {
         "en": "qSOFA >= 2 with suspected infection: likely sepsis, emergency transfer.",
-        "zh": "qSOFA≥2且怀疑感染：高度怀疑脓毒症，需紧急转诊。",
+        "zh": "qSOFA≥2且怀疑感染：高度怀疑脓毒症，需立即转运急诊（急救）。",
     },
     "positive-unknown": {
         "en": "qSOFA >= 2: ask whether infection is suspected (qSOFA is interpreted only with "
@@ -245,11 +346,7 @@ def qsofa(x: QsofaInput, lang: Literal["en", "zh"] = "en") -> QsofaResult:
     Sepsis-3 defines qSOFA for adults with *suspected infection*; ``positive`` is the score
     threshold (>= 2) and ``interpretation`` says what it means given the infection answer.
     """
-    criteria = {
-        "respiratory_rate_ge_22": x.respiratory_rate >= 22,
-        "sbp_le_100": x.sbp_mmhg <= 100,
-        "altered_mentation": x.consciousness != "A",
-    }
+    criteria = qsofa_criteria_known(x.respiratory_rate, x.sbp_mmhg, x.consciousness)
     score = sum(criteria.values())
     if score < 2:
         key = "negative"

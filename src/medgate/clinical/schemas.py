@@ -254,9 +254,21 @@ class AssessRequest(LipidsMixin, VisitReadings, VisitHistory):
         self._one_unit_each(required=False)
         return self
 
+    @model_validator(mode="after")
+    def _diabetes_agrees(self) -> AssessRequest:
+        """``diabetes: false`` beside a diabetes condition or type is a contradiction: China-PAR
+        would count the patient as non-diabetic while the follow-up used diabetic targets."""
+        if self.diabetes is False and (
+            "type2_diabetes" in self.conditions or self.diabetes_type is not None
+        ):
+            raise ValueError(
+                "diabetes is false but conditions or diabetes_type say diabetes: send one answer"
+            )
+        return self
+
     def has_diabetes(self) -> bool | None:
         if self.diabetes is not None:
             return self.diabetes
-        if "type2_diabetes" in self.conditions:
+        if "type2_diabetes" in self.conditions or self.diabetes_type is not None:
             return True
         return None
