@@ -11,6 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 from sklearn.metrics import brier_score_loss, roc_auc_score
+from tests.support.cds_data import DEMO_MODEL_INPUTS
 from tests.support.paths import MODELS, REPO
 
 from medgate.models.tabular import BundleError, TabularPredictor
@@ -94,17 +95,7 @@ def test_tampered_bundle_is_refused(fitted: tabular.TabularFit, tmp_path: Path) 
 
 
 def test_model_endpoint(client: TestClient) -> None:
-    body = {
-        "age": 50,
-        "bmi": 32,
-        "mean_arterial_pressure_mmhg": 105,
-        "total_cholesterol_mg_dl": 220,
-        "ldl_cholesterol_mg_dl": 140,
-        "hdl_cholesterol_mg_dl": 38,
-        "tc_hdl_ratio": 5.8,
-        "ln_triglycerides_mg_dl": 5.4,
-        "glucose_mg_dl": 110,
-    }
+    body = DEMO_MODEL_INPUTS
     data = client.post("/api/v1/cds/diabetes-progression", json=body).json()
     assert 0 < data["probability"] < 1
     assert data["model"]["demo_not_for_clinical_use"] is True

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from tests.support.cds_data import DEMO_MODEL_INPUTS
 from tests.support.cds_fhir_data import PATIENT, bp, hook, obs, searchset
 from tests.support.paths import MODELS
 
@@ -461,16 +462,6 @@ def test_the_demo_model_card_is_chinese_in_chinese() -> None:
 def test_the_demo_model_answer_carries_the_disclaimer(
     client: TestClient, headers: dict[str, str]
 ) -> None:
-    body = {
-        "age": 55,
-        "bmi": 29.1,
-        "mean_arterial_pressure_mmhg": 105,
-        "total_cholesterol_mg_dl": 220,
-        "ldl_cholesterol_mg_dl": 140,
-        "hdl_cholesterol_mg_dl": 38,
-        "tc_hdl_ratio": 5.8,
-        "ln_triglycerides_mg_dl": 5.4,
-        "glucose_mg_dl": 110,
-    }
-    data = client.post("/api/v1/cds/diabetes-progression", json=body, headers=headers).json()
+    url = "/api/v1/cds/diabetes-progression"
+    data = client.post(url, json=DEMO_MODEL_INPUTS, headers=headers).json()
     assert data["disclaimer"].startswith(DISCLAIMER[headers["Accept-Language"]])

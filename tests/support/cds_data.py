@@ -26,3 +26,17 @@ def profile(sex: str, age: float, **changes: object) -> dict[str, object]:
     )
     body.update(changes)
     return body
+
+
+#: One patient's inputs to the demo diabetes-progression model, in its training units.
+DEMO_MODEL_INPUTS: dict[str, float] = {
+    "age": 50,
+    "bmi": 32,
+    "mean_arterial_pressure_mmhg": 105,
+    "total_cholesterol_mg_dl": 220,
+    "ldl_cholesterol_mg_dl": 140,
+    "hdl_cholesterol_mg_dl": 38,
+    "tc_hdl_ratio": 5.8,
+    "ln_triglycerides_mg_dl": 5.4,
+    "glucose_mg_dl": 110,
+}

@@ -535,9 +535,7 @@ def assess(x: AssessRequest, predictor: TabularPredictor | None, lang: Language)
         )
     news2_floor: nw.News2LowerBound | None = None
     if n2 is None and not child:
-        floor = nw.news2_lower_bound(
-            **{k: getattr(x, k) for k in nw.News2Input.model_fields}  # the recorded ones
-        )
+        floor = nw.news2_lower_bound({k: getattr(x, k) for k in nw.News2Input.model_fields})
         if floor.parameters:
             news2_floor = floor
             _news2_criteria(floor, x.deteriorating, decision)

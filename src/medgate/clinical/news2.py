@@ -13,8 +13,9 @@ says it is not validated in pregnancy or in children.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
@@ -247,21 +248,20 @@ class News2LowerBound(BaseModel):
     missing: list[str]
 
 
-def news2_lower_bound(
-    *,
-    respiratory_rate: int | None = None,
-    spo2: int | None = None,
-    spo2_scale: Literal[1, 2] = 1,
-    on_oxygen: bool | None = None,
-    sbp_mmhg: int | None = None,
-    heart_rate: int | None = None,
-    consciousness: Consciousness | None = None,
-    temperature_c: float | None = None,
-) -> News2LowerBound:
+def news2_lower_bound(recorded: Mapping[str, Any]) -> News2LowerBound:
     """The least NEWS2 the recorded parameters allow; an unknown one counts its lowest points.
 
+    ``recorded`` holds ``News2Input``'s fields by name, None (or absent) where not recorded.
     SpO2 on scale 2 depends on air or oxygen: with that unknown it takes the lower of the two.
     """
+    respiratory_rate = recorded.get("respiratory_rate")
+    spo2 = recorded.get("spo2")
+    spo2_scale = recorded.get("spo2_scale") or 1
+    on_oxygen = recorded.get("on_oxygen")
+    sbp_mmhg = recorded.get("sbp_mmhg")
+    heart_rate = recorded.get("heart_rate")
+    consciousness = recorded.get("consciousness")
+    temperature_c = recorded.get("temperature_c")
     parameters: dict[str, int] = {}
     missing: list[str] = []
     if respiratory_rate is not None:
