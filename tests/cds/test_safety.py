@@ -37,6 +37,7 @@ ALLOWED_LATIN = {
     "mmol",
     "HbA",
     "LDL",
+    "C",  # LDL-C, HDL-C: the Chinese guidelines' own abbreviations
     "TC",
     "BNP",
     "NT",
@@ -465,3 +466,45 @@ def test_the_demo_model_answer_carries_the_disclaimer(
     url = "/api/v1/cds/diabetes-progression"
     data = client.post(url, json=DEMO_MODEL_INPUTS, headers=headers).json()
     assert data["disclaimer"].startswith(DISCLAIMER[headers["Accept-Language"]])
+
+
+@pytest.mark.parametrize("headers", [ZH, EN])
+def test_established_ascvd_and_an_unmet_ldl_target_reach_the_cards(
+    headers: dict[str, str],
+) -> None:
+    """JSON had the secondary-prevention line and the unmet LDL-C target; the cards showed only
+    "controlled, 90 days" (and no ASCVD line at all when China-PAR's inputs were missing)."""
+    lang = headers["Accept-Language"]
+    summary: dict[str, Any] = {
+        "age": 45,
+        "ascvd": True,
+        "conditions": ["hypertension"],
+        "sbp_mmhg": 130,
+        "dbp_mmhg": 80,
+        "ldl_cholesterol_mmol_l": 2.5,
+    }
+    result = assess(AssessRequest(**summary), None, lang)  # type: ignore[arg-type]
+    found = cards_for(result, "p1", lang)  # type: ignore[arg-type]
+    ascvd = next(c for c in found if c["indicator"] == "warning")
+    follow_up = next(c for c in found if c["summary"].startswith(("随访", "Follow-up")))
+    if lang == "zh":
+        assert ascvd["summary"] == "已确诊动脉粥样硬化性心血管病：极高危，二级预防"
+        assert "LDL-C 2.5 毫摩尔/升，未达标（目标< 1.8 毫摩尔/升）" in follow_up["detail"]
+        assert not latin_words(ascvd["detail"] + follow_up["detail"])
+    else:
+        assert ascvd["summary"] == "Established ASCVD: very high risk, secondary prevention"
+        assert "LDL-C 2.5 mmol/L: not at target (< 1.8 mmol/L)" in follow_up["detail"]
+
+
+def test_a_naive_home_reading_time_is_a_422_not_a_500(client: TestClient) -> None:
+    body = {
+        "conditions": ["hypertension"],
+        "home_bp": [
+            {"time": "2024-05-01T08:00:00", "sbp_mmhg": 185, "dbp_mmhg": 100},
+            {"time": "2024-05-02T08:00:00+08:00", "sbp_mmhg": 150, "dbp_mmhg": 95},
+        ],
+    }
+    for route in ("follow-up", "assess"):
+        response = client.post(f"/api/v1/cds/{route}", json=body)
+        assert response.status_code == 422, response.text
+        assert "time needs a UTC offset" in response.text

@@ -290,3 +290,74 @@ def test_each_recorded_subset_is_a_valid_request() -> None:
     for size in range(len(vitals) + 1):
         for keys in itertools.combinations(vitals, size):
             assess(AssessRequest(age=70, **{k: vitals[k] for k in keys}), None, "zh")
+
+
+@pytest.mark.parametrize(
+    ("summary", "source"),
+    [
+        ({"sbp_mmhg": 165, "dbp_mmhg": 108}, "Spec 2017: pregnancy with BP above normal"),
+        ({"fasting_glucose_mmol_l": 8.0}, "Spec 2017: pregnancy with glucose above normal"),
+        (
+            {"diabetes_type": "type1", "fasting_glucose_mmol_l": 9.0},
+            "Spec 2017: pregnancy with glucose above normal, type 1 diabetes",
+        ),
+    ],
+)
+def test_pregnancy_with_raised_readings_is_urgent_without_a_managed_condition(
+    summary: dict[str, Any], source: str
+) -> None:
+    result = assess(AssessRequest(age=30, pregnant_or_lactating=True, **summary), None, "en")
+    assert result.referral.level == "urgent", source
+    assert any(r.startswith("pregnant or lactating with") for r in result.referral.reasons)
+
+
+@pytest.mark.parametrize(
+    ("symptom", "conditions", "level"),
+    [
+        ("loss_of_appetite", [], "none"),  # a danger sign in a diabetic, not in anyone
+        ("loss_of_appetite", ["type2_diabetes"], "urgent"),  # Spec 2017 diabetes list
+        ("severe_headache", [], "none"),
+        ("severe_headache", ["hypertension"], "urgent"),  # Spec 2017 hypertension list
+        ("dyspnoea", [], "urgent"),  # universal: breathlessness lying flat
+    ],
+)
+def test_which_symptoms_are_urgent_without_a_diagnosis(
+    symptom: str, conditions: list[str], level: str
+) -> None:
+    summary: dict[str, Any] = {"age": 50, "symptoms": [symptom], "conditions": conditions}
+    assert assess(AssessRequest(**summary), None, "en").referral.level == level
+
+
+def test_the_follow_up_flags_say_what_its_advice_says() -> None:
+    """A referral from another rule: the follow-up's flags agree with its 'call 120' advice."""
+    result = assess(
+        AssessRequest(
+            age=60,
+            conditions=["hypertension"],
+            sbp_mmhg=85,
+            dbp_mmhg=50,
+            respiratory_rate=30,
+            heart_rate=140,
+        ),
+        None,
+        "en",
+    )
+    fup = result.follow_up
+    assert result.referral.level == "emergency" and fup is not None
+    assert (fup.advice.code, fup.emergency, fup.urgent_referral) == ("emergency", True, True)
+
+
+@pytest.mark.parametrize("field", ["home_bp", "home_glucose"])
+def test_a_home_reading_without_a_utc_offset_is_refused(field: str) -> None:
+    """Naive and offset times cannot be ordered: a 500 before, a clear 422 now."""
+    reading: dict[str, Any] = (
+        {"sbp_mmhg": 185, "dbp_mmhg": 100}
+        if field == "home_bp"
+        else {"glucose_mmol_l": 6.0, "fasting": True}
+    )
+    series = [
+        {**reading, "time": "2024-05-01T08:00:00"},
+        {**reading, "time": "2024-05-02T08:00:00+08:00"},
+    ]
+    with pytest.raises(ValidationError, match="time needs a UTC offset"):
+        AssessRequest(age=50, conditions=["hypertension"], **{field: series})

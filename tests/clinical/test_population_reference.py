@@ -125,3 +125,38 @@ def test_urgent_readings_are_checked_at_every_age(
     assert result.referral.level == level, source
     if age < NEWS2_MIN_AGE:  # the answer says a child's thresholds are lower
         assert NOT_ASSESSED["detail"]["en"] in result.guidance, source
+
+
+# (age, recorded, level, source): a child's own limits, checked where no score runs (under 16)
+CHILD_SIGNS: list[tuple[int, dict[str, Any], str, str]] = [
+    (12, {"sbp_mmhg": 89, "dbp_mmhg": 50}, "emergency", "PALS 2020: < 90 mmHg from 10 years"),
+    (12, {"sbp_mmhg": 90, "dbp_mmhg": 50}, "none", "PALS 2020: 90 is not hypotension at 12"),
+    (5, {"sbp_mmhg": 79, "dbp_mmhg": 45}, "emergency", "PALS 2020: < 70 + 2 x 5 = 80"),
+    (5, {"sbp_mmhg": 80, "dbp_mmhg": 45}, "none", "PALS 2020: 80 is the limit, not below it"),
+    (0, {"sbp_mmhg": 69, "dbp_mmhg": 40}, "emergency", "PALS 2020: < 70 in infants"),
+    (8, {"spo2": 89}, "emergency", "WHO 2013: SpO2 < 90 %, give oxygen"),
+    (8, {"spo2": 90}, "none", "WHO 2013: 90 % is not below 90"),
+    (10, {"consciousness": "U"}, "emergency", "WHO 2013 emergency signs: coma"),
+    (
+        10,
+        {"consciousness": "P"},
+        "emergency",
+        "WHO 2013 emergency signs: coma (responds to pain only)",
+    ),
+    (10, {"consciousness": "V"}, "urgent", "Spec 2017 危急情况: 意识改变"),
+    (
+        10,
+        {"respiratory_rate": 30, "heart_rate": 125},
+        "none",
+        "a child's ordinary rates: not judged",
+    ),
+]
+
+
+@pytest.mark.parametrize(("age", "recorded", "level", "source"), CHILD_SIGNS)
+def test_a_childs_own_danger_signs(
+    age: int, recorded: dict[str, Any], level: str, source: str
+) -> None:
+    result = assess(AssessRequest(age=age, **recorded), None, "en")
+    assert result.news2 is None and result.news2_at_least is None, source  # no adult score
+    assert result.referral.level == level, source

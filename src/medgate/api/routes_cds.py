@@ -31,6 +31,7 @@ from medgate.clinical import followup as fu
 from medgate.clinical import news2 as nw
 from medgate.clinical.assess import (
     CATEGORY_ZH,
+    GUIDANCE,
     NEWS2_RISK_ZH,
     NOT_ASSESSED,
     NOT_FOR_CLINICAL,
@@ -359,6 +360,8 @@ SCORE_ZH = {
     "learned_model": "机器学习模型",
 }
 CONDITION_ZH = {"hypertension": "高血压", "type2_diabetes": "2型糖尿病"}
+MMOL_ZH = "毫摩尔/升"
+
 #: The demo model's inputs (its bundle's metadata) in Chinese, for the zh card.
 MODEL_FEATURE_ZH = {
     "age": "年龄",
@@ -462,6 +465,15 @@ def _follow_up_card(fup: fu.FollowUpResult, lang: Language) -> dict[str, Any]:
         else:
             state = {True: "controlled", False: "not controlled", None: "unknown"}[s.controlled]
             lines.append(f"- {s.condition}: {state} ({s.target}; {s.basis})")
+    for t in fup.targets:
+        # BP and glucose show in the status lines above; an unmet LDL-C target shows here,
+        # since it does not change the visit interval (a "controlled, 90 days" card would hide it)
+        if t.measure == "ldl_cholesterol_mmol_l" and t.met is False:
+            lines.append(
+                f"- LDL-C {t.value} 毫摩尔/升，未达标（目标{t.target.replace('mmol/L', MMOL_ZH)}）"
+                if zh
+                else f"- LDL-C {t.value} mmol/L: not at target ({t.target})"
+            )
     lines.append(getattr(fup.advice, lang))
     summary = (
         f"随访：{fup.next_follow_up_days}天内复诊"
@@ -522,6 +534,17 @@ def cards_for(
     par = result.china_par
     if par is not None and par.applicable and par.category is not None:
         cards.append(_china_par_card(par, lang))
+    if par is not None and par.route == "established-ascvd":
+        cards.append(
+            _card(
+                "已确诊动脉粥样硬化性心血管病：极高危，二级预防"
+                if zh
+                else "Established ASCVD: very high risk, secondary prevention",
+                "warning",
+                GUIDANCE["cvd-established"][lang],
+                lang,
+            )
+        )
     fup = result.follow_up
     if fup is not None and not fup.urgent_referral:
         cards.append(_follow_up_card(fup, lang))

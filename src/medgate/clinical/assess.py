@@ -78,15 +78,15 @@ NOT_ASSESSED: dict[str, dict[str, str]] = {
     "detail": {
         "en": f"medgate's scores are for patients aged {nw.NEWS2_MIN_AGE} and over (NEWS2, RCP "
         "2017; qSOFA, China-PAR and the follow-up rules are adult scores), so none was computed. "
-        "Only readings at adult crisis values (BP >= 180 and/or >= 110 mmHg, glucose >= 16.7 or "
-        "<= 3.9 mmol/L) and the danger symptoms entered are flagged; a child's thresholds are "
-        "lower, so no flag does not mean normal. Assess this patient with a paediatric early "
-        "warning score and paediatric reference ranges.",
+        "Flagged for a child: hypotension for the age, SpO2 < 90 %, altered consciousness, BP >= "
+        "180 and/or >= 110 mmHg, glucose >= 16.7 or <= 3.9 mmol/L and the danger symptoms "
+        "entered. Breathing and heart rates are not judged against a child's own ranges, so no "
+        "flag does not mean normal: assess this patient with a paediatric early warning score.",
         "zh": f"本决策支持的评分仅适用于{nw.NEWS2_MIN_AGE}岁及以上患者（NEWS2用于"
         f"{nw.NEWS2_MIN_AGE}岁及以上；qSOFA、China-PAR和随访规则为成人评分），因此未计算任何评分。"
-        "仅对达到成人危急值的读数（血压≥180和/或≥110毫米汞柱，血糖≥16.7或≤3.9毫摩尔/升）和所填"
-        "危急症状给出提示；儿童的界值更低，未提示不等于正常。请使用儿童早期预警评分和儿童参考范围"
-        "评估该患者。",
+        "对儿童提示：按年龄的低血压、血氧饱和度<90%、意识改变、血压≥180和/或≥110毫米汞柱、血糖"
+        "≥16.7或≤3.9毫摩尔/升以及所填危急症状。呼吸频率和心率未按儿童参考范围判断，未提示不等于"
+        "正常：请使用儿童早期预警评分评估该患者。",
     },
 }
 CATEGORY_ZH = {"low": "低危", "intermediate": "中危", "high": "高危"}
@@ -161,6 +161,8 @@ def _calculator_input(
 
 
 def _china_par(x: AssessRequest) -> cp.ChinaParResult | NotComputed:
+    if x.ascvd:  # very high risk whatever the equation's inputs: nothing to ask for
+        return cp.established_ascvd()
     ldl = x.ldl_cholesterol_mmol_l
     par_input = _calculator_input(
         x,
@@ -318,7 +320,7 @@ GUIDANCE: dict[str, dict[str, str]] = {
     "cvd-established": {
         "en": "Established ASCVD: very high risk, secondary prevention: LDL-C target < 1.8 mmol/L "
         "(Lipid 2016), BP, glucose and lifestyle managed with the specialist.",
-        "zh": "已确诊动脉粥样硬化性心血管病：极高危，二级预防：LDL-C目标<1.8 mmol/L（2016年血脂"
+        "zh": "已确诊动脉粥样硬化性心血管病：极高危，二级预防：LDL-C目标<1.8毫摩尔/升（2016年血脂"
         "指南），与专科共同管理血压、血糖和生活方式。",
     },
     "cvd-low": {
@@ -445,11 +447,14 @@ def _qsofa_criteria(
 
 
 def _readings_criteria(x: AssessRequest, d: _Decision, child: bool) -> None:
-    """Urgent readings and danger symptoms for every patient, with or without a diagnosis.
+    """Urgent readings and danger signs for every patient, with or without a diagnosis.
 
-    BP and glucose crisis values and the specification's danger symptoms at every age; the
-    diabetes vital signs (heart rate > 100, temperature > 39) for diabetes of either type from 16,
-    since a child's heart rate is often above 100.
+    At every age: BP and glucose crisis values, altered consciousness, pregnancy with raised BP
+    or glucose, and the danger symptoms (all of the specification's lists for a managed patient,
+    ``followup.UNIVERSAL_SYMPTOMS`` for anyone else). The diabetes vital signs (heart rate > 100,
+    temperature > 39) for diabetes of either type from 16, since a child's heart rate is often
+    above 100; a child's own limits for hypotension, SpO2 and responsiveness under 16, where no
+    score runs.
     """
     altered = (x.consciousness is not None and x.consciousness != "A") or (
         "behaviour_change" in x.symptoms
@@ -458,9 +463,22 @@ def _readings_criteria(x: AssessRequest, d: _Decision, child: bool) -> None:
     found += ur.glucose_criteria(
         [("fasting", x.fasting_glucose_mmol_l), ("random", x.random_glucose_mmol_l)], altered
     )
-    found += fu.symptom_criteria(list(x.symptoms))
+    managed = bool(x.conditions) or bool(x.has_diabetes())
+    found += fu.symptom_criteria([s for s in x.symptoms if managed or s in fu.UNIVERSAL_SYMPTOMS])
+    found += fu.consciousness_criteria(x.consciousness)
+    if x.pregnant_or_lactating:
+        found += fu.pregnancy_criteria(
+            x.sbp_mmhg,
+            x.dbp_mmhg,
+            x.fasting_glucose_mmol_l,
+            x.random_glucose_mmol_l,
+            x.home_bp,
+            x.home_glucose,
+        )
     if x.has_diabetes() and not child:
         found += fu.diabetes_vital_criteria(x.heart_rate, x.temperature_c)
+    if child and x.age is not None:
+        found += ur.child_criteria(x.age, x.sbp_mmhg, x.spo2, x.consciousness)
     for criterion in found:
         d.add(criterion.level, criterion.reason)
 
@@ -495,8 +513,8 @@ def _cvd_guidance(par: cp.ChinaParResult, lang: Language) -> list[str]:
 
 DIRECT_ZH = {
     "diabetes at age >= 40": "糖尿病且年龄≥40岁",
-    "LDL-C >= 4.9 mmol/L": "LDL-C≥4.9 mmol/L",
-    "TC >= 7.2 mmol/L": "TC≥7.2 mmol/L",
+    "LDL-C >= 4.9 mmol/L": "LDL-C≥4.9毫摩尔/升",
+    "TC >= 7.2 mmol/L": "TC≥7.2毫摩尔/升",
     "grade 3 hypertension (>= 180 and/or >= 110 mmHg)": "3级高血压（≥180和/或≥110 mmHg）",
     "chronic kidney disease stage 3-4": "慢性肾脏病3-4期",
 }

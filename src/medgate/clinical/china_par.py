@@ -305,15 +305,20 @@ def _lifetime(x: ChinaParInput, risk: float | None) -> dict[str, Any]:
     }
 
 
+def established_ascvd() -> ChinaParResult:
+    """GUIDELINE_2019: established ASCVD is very high risk by itself; no equation, no inputs."""
+    return ChinaParResult(
+        applicable=False,
+        route="established-ascvd",
+        reason="established ASCVD: very high risk, secondary prevention; China-PAR is for "
+        "people without cardiovascular disease",
+    )
+
+
 def china_par(x: ChinaParInput) -> ChinaParResult:
     """GUIDELINE_2019 risk assessment: ASCVD excluded, direct high risk, then the equation."""
     if x.ascvd:
-        return ChinaParResult(
-            applicable=False,
-            route="established-ascvd",
-            reason="established ASCVD: very high risk, secondary prevention; China-PAR is for "
-            "people without cardiovascular disease",
-        )
+        return established_ascvd()
     direct = direct_high_risk(x)
     if direct:
         return ChinaParResult(

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import datetime as dt
 from statistics import fmean
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, computed_field, model_validator
+from pydantic import AfterValidator, BaseModel, Field, computed_field, model_validator
 
 from medgate.clinical import urgent as ur
 from medgate.clinical.common import DISCLAIMER, CalculatorInfo, Reason, check_bp_pair, make_info
@@ -105,10 +105,20 @@ Symptom = Literal[
 ]
 
 
+def _aware(value: dt.datetime) -> dt.datetime:
+    """A reading's time must carry its UTC offset: naive and offset times cannot be ordered."""
+    if value.tzinfo is None:
+        raise ValueError(
+            "time needs a UTC offset (for example 2024-05-01T08:00:00+08:00): without one the "
+            "readings cannot be put in order"
+        )
+    return value
+
+
 class BpReading(BaseModel):
     """One timestamped home / wearable blood-pressure reading."""
 
-    time: dt.datetime
+    time: Annotated[dt.datetime, AfterValidator(_aware)]
     sbp_mmhg: int = Field(ge=50, le=300)
     dbp_mmhg: int = Field(ge=20, le=200)
     heart_rate: int | None = Field(None, ge=20, le=300)
@@ -122,7 +132,7 @@ class BpReading(BaseModel):
 class GlucoseReading(BaseModel):
     """One timestamped home / CGM glucose reading in mmol/L."""
 
-    time: dt.datetime
+    time: Annotated[dt.datetime, AfterValidator(_aware)]
     glucose_mmol_l: float = Field(ge=0.5, le=50)
     fasting: bool = True
 
@@ -343,25 +353,55 @@ def urgent_criteria(
 
     if diabetes:
         found += diabetes_vital_criteria(x.heart_rate, x.temperature_c)
-    if x.consciousness is not None and x.consciousness != "A":
-        found.append(
-            ur.Criterion.of(
-                "urgent", "altered-consciousness", "altered consciousness", "意识改变", SPEC_2017
-            )
-        )
+    found += consciousness_criteria(x.consciousness)
     if x.pregnant_or_lactating:
-        raised = _pregnancy_raised(x)
-        if raised is not None:
-            found.append(
-                ur.Criterion.of(
-                    "urgent",
-                    "pregnancy",
-                    f"pregnant or lactating with {raised[0]}",
-                    f"妊娠期或哺乳期且{raised[1]}",
-                    SPEC_2017,
-                )
-            )
+        found += pregnancy_criteria(
+            x.sbp_mmhg,
+            x.dbp_mmhg,
+            x.fasting_glucose_mmol_l,
+            x.random_glucose_mmol_l,
+            x.home_bp,
+            x.home_glucose,
+        )
     return found + symptom_criteria(x.symptoms)
+
+
+def consciousness_criteria(consciousness: str | None) -> list[ur.Criterion]:
+    """SPEC_2017 意识改变: altered consciousness (C, V, P or U) is an urgent referral."""
+    if consciousness is None or consciousness == "A":
+        return []
+    return [
+        ur.Criterion.of(
+            "urgent", "altered-consciousness", "altered consciousness", "意识改变", SPEC_2017
+        )
+    ]
+
+
+def pregnancy_criteria(
+    sbp: int | None,
+    dbp: int | None,
+    fasting: float | None,
+    random: float | None,
+    home_bp: list[BpReading],
+    home_glucose: list[GlucoseReading],
+) -> list[ur.Criterion]:
+    """SPEC_2017: pregnancy or lactation is urgent *with* BP or glucose above normal.
+
+    Applied to every pregnant or lactating patient, diagnosis or not: raised BP in pregnancy is
+    the pre-eclampsia warning, whether or not hypertension was known before.
+    """
+    raised = _pregnancy_raised(sbp, dbp, fasting, random, home_bp, home_glucose)
+    if raised is None:
+        return []
+    return [
+        ur.Criterion.of(
+            "urgent",
+            "pregnancy",
+            f"pregnant or lactating with {raised[0]}",
+            f"妊娠期或哺乳期且{raised[1]}",
+            SPEC_2017,
+        )
+    ]
 
 
 def diabetes_vital_criteria(
@@ -396,6 +436,24 @@ def diabetes_vital_criteria(
     return found
 
 
+#: Danger symptoms urgent in anyone, diagnosis or not (medgate's choice, docs/clinical.md §7):
+#: chest pain or tightness, breathlessness lying flat, altered behaviour, sudden loss of vision,
+#: and the ketoacidosis signs (diabetes often first shows as ketoacidosis). The rest of the
+#: SPEC_2017 lists (headache, dizziness, nausea, sweating, loss of appetite, ...) are danger
+#: signs *in a managed hypertension or diabetes patient*, which is where the lists apply them.
+UNIVERSAL_SYMPTOMS: frozenset[str] = frozenset(
+    {
+        "chest_pain",
+        "chest_tightness",
+        "dyspnoea",
+        "behaviour_change",
+        "sudden_vision_loss",
+        "fruity_breath",
+        "deep_rapid_breathing",
+    }
+)
+
+
 def symptom_criteria(symptoms: list[Symptom]) -> list[ur.Criterion]:
     """SPEC_2017 危急情况 symptoms, each an urgent referral (the lists of both specifications)."""
     return [
@@ -404,27 +462,34 @@ def symptom_criteria(symptoms: list[Symptom]) -> list[ur.Criterion]:
     ]
 
 
-def _pregnancy_raised(x: FollowUpInput) -> tuple[str, str] | None:
+def _pregnancy_raised(
+    sbp: int | None,
+    dbp: int | None,
+    fasting: float | None,
+    random: float | None,
+    home_bp: list[BpReading],
+    home_glucose: list[GlucoseReading],
+) -> tuple[str, str] | None:
     """SPEC_2017: pregnancy / lactation counts *with* BP or glucose above normal.
 
     Office values and the latest home reading alike: a home BP of 160/100 in pregnancy is the
     pre-eclampsia warning the rule is for, whether or not it was measured in the clinic.
     """
     s, d = _pair("pregnancy_bp_above")
-    pairs = [(x.sbp_mmhg, x.dbp_mmhg)]
-    if x.home_bp:
-        home = max(x.home_bp, key=lambda r: r.time)
+    pairs = [(sbp, dbp)]
+    if home_bp:
+        home = max(home_bp, key=lambda r: r.time)
         pairs.append((home.sbp_mmhg, home.dbp_mmhg))
-    for sbp, dbp in pairs:
-        if (sbp is not None and sbp >= s) or (dbp is not None and dbp >= d):
+    for systolic, diastolic in pairs:
+        if (systolic is not None and systolic >= s) or (diastolic is not None and diastolic >= d):
             return "BP above normal (>= 140/90)", "血压高于正常（≥140/90 mmHg）"
     fasting_limit = _t("pregnancy_fasting_glucose_above_normal")
     random_limit = _t("pregnancy_random_glucose_above_normal")
-    readings = [(x.fasting_glucose_mmol_l, fasting_limit), (x.random_glucose_mmol_l, random_limit)]
-    if x.home_glucose:
-        home_glucose = max(x.home_glucose, key=lambda r: r.time)
-        limit = fasting_limit if home_glucose.fasting else random_limit
-        readings.append((home_glucose.glucose_mmol_l, limit))
+    readings = [(fasting, fasting_limit), (random, random_limit)]
+    if home_glucose:
+        latest = max(home_glucose, key=lambda r: r.time)
+        limit = fasting_limit if latest.fasting else random_limit
+        readings.append((latest.glucose_mmol_l, limit))
     if any(value is not None and value >= limit for value, limit in readings):
         return "glucose above normal", "血糖高于正常"
     return None
@@ -685,4 +750,13 @@ def after_referral(
     days = int(_t("days_after_referral"))
     en, zh = ADVICE[level]
     advice = Reason(code=level, en=en.format(days=days), zh=zh.format(days=days), source=SPEC_2017)
-    return result.model_copy(update={"next_follow_up_days": days, "advice": advice})
+    return result.model_copy(
+        update={
+            "next_follow_up_days": days,
+            "advice": advice,
+            # the flags say what the advice says, so a system reading them sees the referral
+            "emergency": level == "emergency",
+            "urgent_referral": level in ("emergency", "urgent"),
+            "routine_referral": level == "routine",
+        }
+    )

@@ -58,6 +58,18 @@ HYPERTENSIVE_EMERGENCY_SYMPTOMS = frozenset(
 
 Level = Literal["emergency", "urgent"]
 
+PALS_2020_HYPOTENSION = (
+    "American Heart Association. Pediatric Advanced Life Support Provider Manual, 2020: "
+    "hypotension = SBP < 70 mmHg (infants 1-12 months), < 70 + 2 x age in years (1-10 years), "
+    "< 90 mmHg (10 years and over)"
+)
+WHO_2013_CHILDREN = (
+    "World Health Organization. Pocket book of hospital care for children, 2nd ed., 2013: "
+    "emergency signs (coma, SpO2 < 90 %: give oxygen)"
+)
+#: WHO 2013: give oxygen below this saturation (a child's emergency sign).
+CHILD_SPO2_BELOW = 90
+
 
 class Criterion(BaseModel):
     """A criterion that fired and the level it calls for."""
@@ -154,4 +166,56 @@ def glucose_criteria(
                     CDS_2020_HYPO,
                 )
             )
+    return found
+
+
+def child_hypotension_limit(age: int) -> int:
+    """PALS 2020: the systolic BP below which a child of ``age`` whole years is hypotensive."""
+    if age < 1:
+        return 70
+    if age < 10:
+        return 70 + 2 * age
+    return 90
+
+
+def child_criteria(
+    age: int, sbp: int | None, spo2: int | None, consciousness: str | None
+) -> list[Criterion]:
+    """Signs abnormal in a child whatever the adult scores say (no score runs under 16).
+
+    Hypotension by the child's own age-based limit (PALS 2020) and SpO2 < 90 % or coma (WHO
+    2013 emergency signs) are emergencies; responding only to voice or new confusion is urgent.
+    """
+    found: list[Criterion] = []
+    limit = child_hypotension_limit(age)
+    if sbp is not None and sbp < limit:
+        found.append(
+            Criterion.of(
+                "emergency",
+                "child-hypotension",
+                f"systolic BP {sbp} mmHg below {limit} (hypotension at age {age})",
+                f"收缩压 {sbp} mmHg，低于{limit}（{age}岁儿童低血压）",
+                PALS_2020_HYPOTENSION,
+            )
+        )
+    if spo2 is not None and spo2 < CHILD_SPO2_BELOW:
+        found.append(
+            Criterion.of(
+                "emergency",
+                "child-hypoxaemia",
+                f"SpO2 {spo2} % (< {CHILD_SPO2_BELOW} %: give oxygen)",
+                f"血氧饱和度 {spo2}%（<{CHILD_SPO2_BELOW}%，需吸氧）",
+                WHO_2013_CHILDREN,
+            )
+        )
+    if consciousness in ("P", "U"):
+        found.append(
+            Criterion.of(
+                "emergency",
+                "child-unresponsive",
+                "responds only to pain or unresponsive",
+                "仅对疼痛有反应或无反应",
+                WHO_2013_CHILDREN,
+            )
+        )
     return found
