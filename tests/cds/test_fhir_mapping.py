@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from tests.support.cds_fhir_data import (
@@ -18,7 +19,14 @@ from tests.support.cds_fhir_data import (
     smoking_status,
 )
 
-from medgate.api.cds_fhir import PREFETCH_TEMPLATES, read_prefetch, summary_from_prefetch
+from medgate.api import cds_fhir
+from medgate.api.cds_fhir import (
+    PREFETCH_TEMPLATES,
+    FhirFetchError,
+    fetch_missing,
+    read_prefetch,
+    summary_from_prefetch,
+)
 from medgate.clinical.assess import assess
 from medgate.clinical.schemas import AssessRequest
 
@@ -167,11 +175,12 @@ def test_latest_panel_wins_over_an_older_standalone_pair() -> None:
 
 
 def test_newer_diastolic_alone_does_not_pair_with_an_older_systolic() -> None:
+    """The latest reading wins whatever it holds: here a diastolic alone (never 100/105)."""
     summary = observations(
         obs("8480-6", 100, "mm[Hg]", "2024-01-01T09:00:00Z"),
         obs("8462-4", 105, "mm[Hg]", "2025-05-01T09:00:00Z"),
     )
-    assert summary["sbp_mmhg"] == 100 and "dbp_mmhg" not in summary
+    assert summary["dbp_mmhg"] == 105 and "sbp_mmhg" not in summary
 
 
 def test_systolic_crisis_alone_is_still_a_crisis(client: TestClient) -> None:
@@ -312,7 +321,7 @@ def test_provenance_names_the_resources_behind_each_value() -> None:
             [
                 {**obs("8480-6", 142, "mm[Hg]", "2025-05-01T09:00:00Z"), "id": "sbp-new"},
                 {**obs("8462-4", 88, "mm[Hg]", "2025-05-01T09:00:00Z"), "id": "dbp-new"},
-                {**obs("8462-4", 115, "mm[Hg]", "2025-06-01T09:00:00Z"), "id": "dbp-alone"},
+                {**obs("8462-4", 115, "mm[Hg]", "2025-04-01T09:00:00Z"), "id": "dbp-older"},
             ]
         ),
         "conditions": searchset(
@@ -331,3 +340,168 @@ def test_provenance_names_the_resources_behind_each_value() -> None:
     conditions = {s["code"].split("|")[1]: s["used"] for s in sources if s["input"] == "condition"}
     assert conditions == {"I10": True, "E11": False}
     assert summary["conditions"] == ["hypertension"]
+
+
+# 6. Audit: a diastolic crisis recorded on its own; timestamps in other valid forms; Chinese
+# FHIR fetch errors
+
+
+def test_standalone_systolic_and_diastolic_minutes_apart_are_one_reading(
+    client: TestClient,
+) -> None:
+    """Audit: SBP 150 at 09:00 and DBP 120 at 09:01 gave {sbp 150}; the DBP crisis was dropped."""
+    prefetch = {
+        "patient": PATIENT,
+        "observations": searchset(
+            [
+                obs("8480-6", 150, "mm[Hg]", "2024-05-01T09:00:00Z"),
+                obs("8462-4", 120, "mm[Hg]", "2024-05-01T09:01:00Z"),
+            ]
+        ),
+    }
+    summary = summary_from_prefetch(prefetch)
+    assert (summary["sbp_mmhg"], summary["dbp_mmhg"]) == (150, 120)
+    found = cards(client, prefetch)
+    assert found[0]["indicator"] == "critical" and "150/120" in found[0]["summary"]
+
+
+def test_the_nearest_standalone_values_within_5_minutes_pair() -> None:
+    summary = observations(
+        obs("8480-6", 150, "mm[Hg]", "2024-05-01T09:00:00Z"),
+        obs("8480-6", 160, "mm[Hg]", "2024-05-01T09:03:00Z"),
+        obs("8462-4", 100, "mm[Hg]", "2024-05-01T09:04:00Z"),
+    )
+    assert (summary["sbp_mmhg"], summary["dbp_mmhg"]) == (160, 100)
+    exactly_5 = observations(
+        obs("8480-6", 150, "mm[Hg]", "2024-05-01T09:00:00Z"),
+        obs("8462-4", 96, "mm[Hg]", "2024-05-01T09:05:00Z"),
+    )
+    assert (exactly_5["sbp_mmhg"], exactly_5["dbp_mmhg"]) == (150, 96)
+    apart = observations(
+        obs("8480-6", 150, "mm[Hg]", "2024-05-01T09:00:00Z"),
+        obs("8462-4", 96, "mm[Hg]", "2024-05-01T09:05:01Z"),
+    )
+    assert apart == {"dbp_mmhg": 96}  # more than 5 minutes: two readings, the later wins
+
+
+def test_newer_diastolic_crisis_alone_beats_an_older_panel(client: TestClient) -> None:
+    """Audit: panel 130/80, then DBP 125 alone: 130/80 was used and no crisis card appeared."""
+    prefetch = {
+        "patient": PATIENT,
+        "observations": searchset(
+            [
+                bp(130, 80, "2024-01-01T09:00:00Z"),
+                obs("8462-4", 125, "mm[Hg]", "2025-05-01T09:00:00Z"),
+            ]
+        ),
+    }
+    summary = summary_from_prefetch(prefetch)
+    assert summary["dbp_mmhg"] == 125 and "sbp_mmhg" not in summary
+    found = cards(client, prefetch)
+    assert found[0]["indicator"] == "critical" and "125" in found[0]["summary"]
+    assert not any("130/125" in c["summary"] or "130/80" in c["summary"] for c in found)
+
+
+def _timed(resource: dict[str, Any], **timing: Any) -> dict[str, Any]:
+    """``resource`` with its effectiveDateTime replaced by ``timing``."""
+    del resource["effectiveDateTime"]
+    return {**resource, **timing}
+
+
+def test_a_panel_timed_by_effective_instant_beats_an_older_one(client: TestClient) -> None:
+    """Audit: effectiveInstant was not read, so 128/78 from 2019 hid a 200/120 crisis."""
+    prefetch = {
+        "patient": PATIENT,
+        "observations": searchset(
+            [
+                bp(128, 78, "2019-01-01T09:00:00Z"),
+                _timed(bp(200, 120, "2024-05-01"), effectiveInstant="2024-05-01T09:00:00Z"),
+            ]
+        ),
+    }
+    summary, sources = read_prefetch(prefetch)
+    assert (summary["sbp_mmhg"], summary["dbp_mmhg"]) == (200, 120)
+    assert {s["effective"] for s in sources} == {"2024-05-01T09:00:00Z"}
+    body = hook(prefetch, hook="order-select")
+    body["context"].update(selections=["MedicationRequest/m1"], draftOrders=searchset([]))
+    response = client.post("/cds-services/medgate-order-safety", json=body, headers=EN)
+    found = response.json()["cards"]
+    assert [c["indicator"] for c in found] == ["critical"] and "200/120" in found[0]["summary"]
+
+
+@pytest.mark.parametrize("partial", ["2024-05", "2024"])
+def test_a_partial_date_orders_at_the_start_of_its_span(partial: str) -> None:
+    """Audit: "2024-05" was the oldest time, so 100 mg/dL from 2023 hid a glucose of 400."""
+    summary, sources = read_prefetch(
+        {
+            "observations": searchset(
+                [
+                    obs("2345-7", 400, "mg/dL", partial),
+                    obs("2345-7", 100, "mg/dL", "2023-01-01T09:00:00Z"),
+                ]
+            )
+        }
+    )
+    assert summary["random_glucose_mmol_l"] == pytest.approx(400 / 18.0, abs=0.1)
+    assert sources[0]["effective"] == partial
+    older = observations(
+        obs("2345-7", 400, "mg/dL", partial), obs("2345-7", 100, "mg/dL", "2025-01-01T09:00:00Z")
+    )
+    assert older["random_glucose_mmol_l"] == pytest.approx(100 / 18.0, abs=0.1)
+
+
+def test_effective_period_end_then_start_then_issued() -> None:
+    """Audit: a heart rate whose effectivePeriod has only an end was the oldest."""
+    only_end = _timed(obs("8867-4", 132, "/min"), effectivePeriod={"end": "2024-05-01T09:00:00Z"})
+    assert observations(obs("8867-4", 70, "/min", "2024-01-01T09:00:00Z"), only_end) == {
+        "heart_rate": 132
+    }
+    period = {"start": "2024-01-01T09:00:00Z", "end": "2024-06-01T09:00:00Z"}
+    ended = _timed(obs("8867-4", 132, "/min"), effectivePeriod=period)
+    assert observations(obs("8867-4", 70, "/min", "2024-03-01T09:00:00Z"), ended) == {
+        "heart_rate": 132
+    }
+    issued = _timed(obs("8867-4", 132, "/min"), issued="2024-05-01T09:00:00+08:00")
+    assert observations(obs("8867-4", 70, "/min", "2024-01-01T09:00:00Z"), issued) == {
+        "heart_rate": 132
+    }
+
+
+@pytest.mark.parametrize("day", ["2024-05", "2024", "2024-05-01"])
+def test_values_without_a_time_of_day_are_never_paired(day: str) -> None:
+    summary = observations(obs("8480-6", 150, "mm[Hg]", day), obs("8462-4", 96, "mm[Hg]", day))
+    assert len(summary) == 1
+
+
+@pytest.mark.parametrize(
+    ("failure", "en", "zh"),
+    [
+        (
+            httpx.ConnectError("refused"),
+            "FHIR server unreachable: ConnectError",
+            "无法连接FHIR服务器（ConnectError）",
+        ),
+        (500, "FHIR server answered 500 for patient", "FHIR服务器对patient返回500"),
+    ],
+    ids=["unreachable", "http-500"],
+)
+def test_fhir_fetch_errors_say_what_happened_in_both_languages(
+    monkeypatch: pytest.MonkeyPatch, failure: Exception | int, en: str, zh: str
+) -> None:
+    """Audit: the Chinese card "部分数据无法使用" showed the English fetch error."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if isinstance(failure, Exception):
+            raise failure
+        return httpx.Response(failure, json={"resourceType": "OperationOutcome"})
+
+    real = httpx.Client
+    monkeypatch.setattr(
+        cds_fhir.httpx,
+        "Client",
+        lambda **kwargs: real(transport=httpx.MockTransport(answer), **kwargs),
+    )
+    with pytest.raises(FhirFetchError) as caught:
+        fetch_missing({}, "p1", "http://fhir.invalid/fhir", "token")
+    assert str(caught.value) == caught.value.en == en
+    assert caught.value.zh == zh

@@ -1,16 +1,18 @@
 """FHIR R4 prefetch for CDS Hooks: parsed with the fhir.resources R4B models, mapped to an
 ``AssessRequest``.
 
-Observations are chosen by LOINC code (latest effective time wins; systolic and diastolic BP come
-from one reading); Conditions by SNOMED CT or ICD-10 codes for diabetes and hypertension, unless
-refuted or entered in error. Missing prefetch is fetched from ``fhirServer`` with the
-``fhirAuthorization`` bearer token when the hook request carries them.
+Observations are chosen by LOINC code (latest effective time wins; blood pressure is the latest
+reading, never a pair assembled from two readings: ``_blood_pressure``); Conditions by SNOMED CT
+or ICD-10 codes for diabetes and hypertension, unless refuted or entered in error. Missing
+prefetch is fetched from ``fhirServer`` with the ``fhirAuthorization`` bearer token when the
+hook request carries them.
 """
 
 from __future__ import annotations
 
 import calendar
 import datetime as dt
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -99,10 +101,21 @@ PREFETCH_TEMPLATES = {
     "&clinical-status=active,recurrence,relapse",
 }
 NO_TIME = dt.datetime.min.replace(tzinfo=dt.UTC)
+#: Stand-alone systolic and diastolic Observations this close in time are one BP reading.
+BP_PAIR_WINDOW = dt.timedelta(minutes=5)
 
 
 class FhirFetchError(RuntimeError):
-    """The FHIR server could not be reached or answered with an error."""
+    """The FHIR server could not be reached or answered with an error.
+
+    ``str(exc)`` and ``exc.en`` are the English message, ``exc.zh`` the Chinese one, for the card
+    in the request's language.
+    """
+
+    def __init__(self, en: str, zh: str) -> None:
+        super().__init__(en)
+        self.en = en
+        self.zh = zh
 
 
 def fetch_missing(
@@ -126,9 +139,15 @@ def fetch_missing(
             try:
                 response = c.get(path)
             except httpx.HTTPError as exc:
-                raise FhirFetchError(f"FHIR server unreachable: {type(exc).__name__}") from exc
+                kind = type(exc).__name__
+                raise FhirFetchError(
+                    f"FHIR server unreachable: {kind}", f"无法连接FHIR服务器（{kind}）"
+                ) from exc
             if response.status_code >= 400:
-                raise FhirFetchError(f"FHIR server answered {response.status_code} for {key}")
+                status = response.status_code
+                raise FhirFetchError(
+                    f"FHIR server answered {status} for {key}", f"FHIR服务器对{key}返回{status}"
+                )
             filled[key] = response.json()
     return filled
 
@@ -148,15 +167,46 @@ def _entries(resource: dict[str, Any] | None, kind: str) -> Iterable[dict[str, A
     return []
 
 
-def _when(obs: Observation) -> dt.datetime:
-    value = obs.effectiveDateTime or (obs.effectivePeriod.start if obs.effectivePeriod else None)
-    if value is None:
-        value = obs.issued
+#: An Observation's time: the instant it orders by, whether it has a time of day (only then can
+#: it be paired into a BP reading) and how the provenance shows it.
+When = tuple[dt.datetime, bool, str | None]
+PARTIAL_DATE = re.compile(r"(\d{4})(?:-(\d{2}))?(?:-(\d{2}))?")
+
+
+def _time(value: Any) -> When | None:
+    """A FHIR dateTime / instant / date. A date, or a partial date ("2024", "2024-05", which
+    fhir.resources hands back as ``str``), orders at the start of its span (2024-05 ->
+    2024-05-01T00:00Z) and has no time of day."""
     if isinstance(value, dt.datetime):
-        return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+        at = value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+        return at, True, at.isoformat().replace("+00:00", "Z")
     if isinstance(value, dt.date):
-        return dt.datetime(value.year, value.month, value.day, tzinfo=dt.UTC)
-    return NO_TIME  # absent, or a partial date ("2024", "2024-05"): oldest, never paired
+        return dt.datetime(value.year, value.month, value.day, tzinfo=dt.UTC), False, str(value)
+    match = PARTIAL_DATE.fullmatch(str(value)) if value is not None else None
+    if match is None:
+        return None
+    year, month, day = (int(part or 1) for part in match.groups())
+    try:
+        return dt.datetime(year, month, day, tzinfo=dt.UTC), False, str(value)
+    except ValueError:
+        return None
+
+
+def _when(obs: Observation) -> When:
+    """The Observation's time from, in order: effectiveDateTime, effectiveInstant,
+    effectivePeriod.end, effectivePeriod.start, issued. None of them: the oldest, never paired."""
+    period = obs.effectivePeriod
+    for value in (
+        obs.effectiveDateTime,
+        obs.effectiveInstant,
+        period.end if period else None,
+        period.start if period else None,
+        obs.issued,
+    ):
+        found = _time(value)
+        if found is not None:
+            return found
+    return NO_TIME, False, None
 
 
 def _age(born: dt.date | str, today: dt.date) -> int | None:
@@ -199,36 +249,57 @@ def _quantity(name: str, quantity: Any) -> float | None:
 
 #: Where an input came from: its resource, code and effective time (``read_prefetch``).
 Source = dict[str, Any]
-#: One BP reading: its time, values by field and the source of each value.
-Reading = tuple[dt.datetime, dict[str, float], dict[str, Source]]
+#: One BP reading: its time, whether that time has a time of day, values by field and the
+#: source of each value.
+Reading = tuple[dt.datetime, bool, dict[str, float], dict[str, Source]]
 
 
 def _blood_pressure(
     panels: list[Reading], alone: list[Reading]
 ) -> tuple[dict[str, float], dict[str, Source]]:
-    """Systolic and diastolic of one reading: never a pair assembled from two measurements.
+    """The values of the latest BP reading: never a pair assembled from two readings.
 
-    A reading is one BP panel's components, or the stand-alone systolic / diastolic Observations
-    with the same effective time (a panel at that time takes precedence; untimed stand-alone
-    Observations are never paired). The latest reading with a systolic wins, with its diastolic
-    if that reading has one (systolic alone otherwise); without any systolic, the latest diastolic.
+    A reading is one BP panel's components, or a stand-alone systolic and a stand-alone diastolic
+    Observation timed within ``BP_PAIR_WINDOW`` (5 minutes) of each other: the nearest in time
+    pair first, each Observation in one pair at most. A stand-alone Observation at exactly a
+    panel's time fills only what that panel lacks (the panel takes precedence). Observations
+    without a time of day (untimed, a date or a partial date) are never paired. The latest reading
+    wins whatever it holds: systolic and diastolic, systolic alone or diastolic alone (so a newer
+    diastolic crisis recorded alone is not hidden by an older panel). A paired reading is as
+    recent as its later Observation; at equal times a reading with more values, then one with a
+    systolic, wins.
     """
-    readings: dict[Any, Reading] = {}
-    for n, (when, values, sources) in enumerate(panels):
-        key: Any = when if when != NO_TIME and when not in readings else ("panel", n)
-        readings[key] = (when, dict(values), dict(sources))
-    for n, (when, values, sources) in enumerate(alone):
-        key = when if when != NO_TIME else ("alone", n)
-        _, merged, merged_sources = readings.setdefault(key, (when, {}, {}))
+    readings: list[Reading] = [(w, e, dict(v), dict(s)) for w, e, v, s in panels]
+    at_panel = {r[0]: r for r in reversed(readings) if r[1]}  # the first panel at each time
+    rest: list[Reading] = []
+    for when, exact, values, sources in alone:
+        panel = at_panel.get(when) if exact else None
+        if panel is None:
+            rest.append((when, exact, values, sources))
+            continue
         for name, value in values.items():
-            if name not in merged:
-                merged[name] = value
-                merged_sources[name] = sources[name]
-    with_sbp = [r for r in readings.values() if "sbp_mmhg" in r[1]]
-    pool = with_sbp or list(readings.values())
-    if not pool:
+            if name not in panel[2]:
+                panel[2][name] = value
+                panel[3][name] = sources[name]
+    systolic = [n for n, r in enumerate(rest) if "sbp_mmhg" in r[2]]
+    diastolic = [n for n, r in enumerate(rest) if "sbp_mmhg" not in r[2]]
+    candidates = sorted(
+        (abs(rest[s][0] - rest[d][0]), s, d)
+        for s in systolic
+        for d in diastolic
+        if rest[s][1] and rest[d][1] and abs(rest[s][0] - rest[d][0]) <= BP_PAIR_WINDOW
+    )
+    paired: set[int] = set()
+    for _, s, d in candidates:
+        if s in paired or d in paired:
+            continue
+        paired |= {s, d}
+        (s_when, _, s_values, s_sources), (d_when, _, d_values, d_sources) = rest[s], rest[d]
+        readings.append((max(s_when, d_when), True, s_values | d_values, s_sources | d_sources))
+    readings += [r for n, r in enumerate(rest) if n not in paired]
+    if not readings:
         return {}, {}
-    _, values, sources = max(pool, key=lambda r: r[0])
+    _, _, values, sources = max(readings, key=lambda r: (r[0], len(r[2]), "sbp_mmhg" in r[2]))
     return values, sources
 
 
@@ -237,14 +308,8 @@ def summary_from_prefetch(prefetch: dict[str, Any], today: dt.date | None = None
     return read_prefetch(prefetch, today)[0]
 
 
-def _source(resource: Any, kind: str, code: str, when: dt.datetime | None) -> Source:
-    return {
-        "source": f"{kind}/{resource.id or '?'}",
-        "code": code,
-        "effective": None
-        if when is None or when == NO_TIME
-        else when.isoformat().replace("+00:00", "Z"),
-    }
+def _source(resource: Any, kind: str, code: str, shown: str | None) -> Source:
+    return {"source": f"{kind}/{resource.id or '?'}", "code": code, "effective": shown}
 
 
 def read_prefetch(
@@ -279,7 +344,7 @@ def read_prefetch(
         obs = Observation.model_validate(raw)
         if obs.status in {"entered-in-error", "cancelled"}:
             continue
-        when = _when(obs)
+        when, exact, shown = _when(obs)
         codes = _loinc(obs.code)
         if BP_PANELS & set(codes):
             reading: dict[str, float] = {}
@@ -291,20 +356,20 @@ def read_prefetch(
                         if value is not None and CODES[code] not in reading:
                             reading[CODES[code]] = value
                             reading_sources[CODES[code]] = _source(
-                                obs, "Observation", f"{LOINC}|{code}", when
+                                obs, "Observation", f"{LOINC}|{code}", shown
                             )
             if reading:
-                panels.append((when, reading, reading_sources))
+                panels.append((when, exact, reading, reading_sources))
             continue
         for code in codes:
             name = CODES.get(code)
             if name is None:
                 continue
-            source = _source(obs, "Observation", f"{LOINC}|{code}", when)
+            source = _source(obs, "Observation", f"{LOINC}|{code}", shown)
             if name in {"sbp_mmhg", "dbp_mmhg"}:
                 value = _quantity(name, obs.valueQuantity)
                 if value is not None:
-                    alone.append((when, {name: value}, {name: source}))
+                    alone.append((when, exact, {name: value}, {name: source}))
             elif name == "smoking":
                 snomed = _codes(obs.valueCodeableConcept)
                 if snomed & CURRENT_SMOKER_SNOMED:

@@ -223,7 +223,7 @@ def score_series(answers: list[Answer]) -> list[dict[str, Any]]:
                 "inputs": a.inputs,
                 "sbp": sbp["value"] if sbp else None,
                 "dbp": dbp["value"] if dbp else None,
-                "bp_at": (sbp or {}).get("effective"),
+                "bp_at": (sbp or dbp or {}).get("effective"),
             }
         )
     return rows

@@ -651,7 +651,7 @@ def call_service(
             body.fhirAuthorization.access_token if body.fhirAuthorization else None,
         )
     except fh.FhirFetchError as exc:
-        notes.append(str(exc))
+        notes.append(exc.zh if lang == "zh" else exc.en)
     try:
         summary = fh.summary_from_prefetch(prefetch)
     except ValidationError as exc:
