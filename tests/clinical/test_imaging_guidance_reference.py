@@ -242,6 +242,28 @@ NODULE_TYPES = [
     ("part_solid", "Nodule", PS, "MacMahon 2017 Table 1B: part solid"),
     ("Part-Solid nodule", "Nodule", PS, "MacMahon 2017 Table 1B: part solid"),
     ("mixed ground-glass nodule", "Nodule", PS, "mixed = part solid"),
+    # audit: a 7 mm nodule under these words got the pure ground-glass or the solid row
+    ("mixed GGN", "Nodule", PS, "MacMahon 2017 Table 1B: mixed ground-glass nodule = part solid"),
+    ("mGGN", "Nodule", PS, "MacMahon 2017 Table 1B: mGGN (mixed GGN) = part solid"),
+    (
+        "ground-glass nodule with solid component",
+        "Nodule",
+        PS,
+        "MacMahon 2017 Table 1B: ground glass with a solid component = part solid",
+    ),
+    (
+        "partially solid nodule",
+        "Nodule",
+        PS,
+        "MacMahon 2017 Table 1B: partially solid = part solid",
+    ),
+    ("lesion", "Partially solid nodule", PS, "MacMahon 2017 Table 1B: from the code meaning"),
+    (
+        "ground-glass nodule without solid component",
+        "Nodule",
+        GG,
+        "MacMahon 2017 Table 1B: no solid component = ground glass (nonsolid)",
+    ),
     ("subsolid_nodule", "Nodule", PS, "subsolid without more: the more cautious part-solid row"),
     ("solid_nodule", "Nodule", "solid", "MacMahon 2017 Table 1A"),
     ("nodule", "Nodule", None, "no type word: not assessed"),
@@ -286,11 +308,13 @@ def test_nodule_type_words(label: str, meaning: str, kind: str | None, source: s
     assert ("solid lung nodule" in statement.text["en"]) is (kind == "solid"), source
 
 
-def test_ggn_label_alone_is_a_nodule() -> None:
-    """A bundle label "GGN" (ground-glass nodule) under a local code is still a nodule."""
-    code = Code(value="1", scheme="99LOCAL", meaning="GGN")
+@pytest.mark.parametrize("label", ["GGN", "mGGN"])
+def test_ggn_label_alone_is_a_nodule(label: str) -> None:
+    """A bundle label "GGN" (ground-glass nodule) or "mGGN" (mixed ground-glass nodule) under a
+    local code is still a nodule."""
+    code = Code(value="1", scheme="99LOCAL", meaning=label)
     finding = Finding(
-        label="GGN",
+        label=label,
         finding_type=code,
         probability=0.9,
         present=True,
@@ -298,6 +322,8 @@ def test_ggn_label_alone_is_a_nodule() -> None:
     )
     statement = only(guidance_for(study([finding]), patient_age=60))
     assert statement.rule_id == "fleischner-2017-subsolid-nodule"
+    if label == "mGGN":
+        assert "部分实性（亚实性）结节" in statement.text["zh"]
 
 
 def _header(**attributes: str) -> Dataset:
@@ -541,6 +567,39 @@ def test_cardiomegaly_finding_is_never_contradicted(
     assert "no abnormality" not in statement.text["en"]
     assert "未发现" not in statement.text["zh"]
     assert not latin_words(statement.text["zh"]), statement.text["zh"]
+
+
+# (ratio, shown): a ratio above 0.5 never prints as "0.5", one below never as "0.5" either
+CTR_SHOWN = [
+    (0.5004, "0.5004"),
+    (0.50049, "0.5005"),
+    (0.5000001, "0.5000001"),
+    (0.504, "0.504"),
+    (0.55, "0.55"),
+    (0.5123, "0.512"),  # three significant digits where they already say "above 0.5"
+]
+
+
+@pytest.mark.parametrize(("ratio", "shown"), CTR_SHOWN)
+def test_ctr_above_the_limit_is_never_shown_as_the_limit(ratio: float, shown: str) -> None:
+    """Audit: 0.5004 on a PA film read "cardiothoracic ratio 0.5 > 0.5" / "心胸比0.5，大于0.5"."""
+    ctr = [Measurement(name=CTR, value=ratio, unit=ONE)]
+    statement = only(guidance_for(study([], ctr), context=StudyContext(projection="PA")))
+    assert statement.rule_id == "ctr-enlarged-heart" and statement.urgency == "soon"
+    assert f"cardiothoracic ratio {shown} > 0.5 on the chest radiograph" in statement.text["en"]
+    assert f"胸片心胸比{shown}，大于0.5" in statement.text["zh"], statement.text["zh"]
+    assert "ratio 0.5 >" not in statement.text["en"] and "心胸比0.5，" not in statement.text["zh"]
+
+
+def test_ctr_just_below_the_limit_is_not_shown_as_the_limit() -> None:
+    """With cardiomegaly flagged, 0.49996 "is not above 0.5": shown as 0.49996, not 0.5."""
+    finding = Finding(
+        label="cardiomegaly", finding_type=CARDIOMEGALY, probability=0.8, present=True
+    )
+    ctr = [Measurement(name=CTR, value=0.49996, unit=ONE)]
+    statement = only(guidance_for(study([finding], ctr), context=StudyContext(projection="PA")))
+    assert "measured cardiothoracic ratio 0.49996 is not above 0.5" in statement.text["en"]
+    assert "测得的心胸比0.49996未超过0.5" in statement.text["zh"]
 
 
 # (values, cardiomegaly present, urgency, source): a ratio outside (0, 1) is not a ratio

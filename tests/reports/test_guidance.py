@@ -261,8 +261,11 @@ def test_absent_nodule_gives_no_nodule_advice() -> None:
 
 
 # ------------------------------------------------------------------------- cardiothoracic ratio
-@pytest.mark.parametrize(("ctr", "enlarged"), [(0.49, False), (0.5, False), (0.51, True)])
-def test_ctr_boundary(ctr: float, enlarged: bool) -> None:
+@pytest.mark.parametrize(
+    ("ctr", "enlarged", "shown"),
+    [(0.49, False, ""), (0.5, False, ""), (0.5004, True, "0.5004"), (0.51, True, "0.51")],
+)
+def test_ctr_boundary(ctr: float, enlarged: bool, shown: str) -> None:
     study = _study([], [Measurement(name=CTR, value=ctr, unit=ONE)])
     statements = guidance_for(study)
     rule_ids = [s.rule_id for s in statements]
@@ -270,9 +273,9 @@ def test_ctr_boundary(ctr: float, enlarged: bool) -> None:
         statement = _only(statements)
         assert rule_ids == ["ctr-enlarged-heart"]
         assert statement.urgency == "soon"
-        assert f"cardiothoracic ratio {ctr:.3g} > 0.5" in statement.text["en"]
+        assert f"cardiothoracic ratio {shown} > 0.5" in statement.text["en"]
         assert "arrange echocardiography" in statement.text["en"]
-        assert f"心胸比{ctr:.3g}，大于0.5" in statement.text["zh"]
+        assert f"心胸比{shown}，大于0.5" in statement.text["zh"]
         assert "超声心动图" in statement.text["zh"]
         assert "ESC Heart Failure" in statement.guideline
     else:

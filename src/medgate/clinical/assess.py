@@ -592,10 +592,9 @@ def assess(x: AssessRequest, predictor: TabularPredictor | None, lang: Language)
             )
     level = decision.level()
     if fup is not None and fup_line is not None and level != "none":
-        referred = fu.after_referral(fup, level)
-        if referred is not fup:  # the level's own line says it: no second referral line
-            fup = referred
-            del guidance[fup_line]
+        # the follow-up now advises the referral, which the level's own first line says already
+        fup = fu.after_referral(fup, level)
+        del guidance[fup_line]
     learned: dict[str, Any] | None = None
     if not adult:
         not_computed.append(skipped.model_copy(update={"score": "learned_model"}))

@@ -41,8 +41,8 @@ def finding_is(finding: Finding, kind: str) -> bool:
         "cardiomegaly": ("cardiomegaly", "enlarged heart"),
     }
     #: whole words (separators ignored) that name the finding on their own: "GGN" is a
-    #: ground-glass nodule
-    acronyms = {"nodule": ("ggn",)}
+    #: ground-glass nodule, "mGGN" a mixed ground-glass nodule
+    acronyms = {"nodule": ("ggn", "mggn")}
     if _key(finding.finding_type) in sets[kind]:
         return True
     texts = [" ".join(_tokens(text)) for text in _texts(finding)]
@@ -102,11 +102,27 @@ def _has_word(finding: Finding, word: str) -> bool:
 
 
 #: Words (without separators, see ``_has_word``) in a finding's label or code meaning that give
-#: the Fleischner 2017 nodule type, checked in this order (so "non-solid" is never read as
-#: "solid"). Fleischner: "subsolid" = ground-glass (non-solid) or part-solid; "semisolid" is a
-#: synonym of part-solid. A bundle that does not type its nodules gets None ("type not assessed").
+#: the Fleischner 2017 nodule type, checked in this order: part-solid words before ground-glass
+#: and solid ones ("mixed GGN", "ground-glass nodule with solid component" and "partially solid
+#: nodule" are part-solid, never pure ground-glass or solid), so "non-solid" is never read as
+#: "solid" either. Fleischner: "subsolid" = ground-glass (non-solid) or part-solid; "semisolid",
+#: "mixed ground-glass" (mGGN) and "partially solid" are synonyms of part-solid. A ground-glass
+#: nodule "without" / with "no" solid component is pure ground-glass. A bundle that does not type
+#: its nodules gets None ("type not assessed").
 _TYPE_WORDS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("part_solid", ("partsolid", "semisolid", "mixedgroundglass")),
+    ("ground_glass", ("withoutsolidcomponent", "withoutasolidcomponent", "nosolidcomponent")),
+    (
+        "part_solid",
+        (
+            "partsolid",
+            "partiallysolid",
+            "semisolid",
+            "mixedgroundglass",
+            "mixedggn",
+            "mggn",
+            "solidcomponent",
+        ),
+    ),
     ("ground_glass", ("nonsolid", "groundglass", "ggn", "ggo")),
     # "subsolid" without more: the part-solid row (the more cautious of the two) is used
     ("part_solid", ("subsolid",)),

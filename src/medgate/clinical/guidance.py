@@ -365,12 +365,25 @@ def _nodule_guidance(
     return _statement(rule, urgency, " ".join(en), "".join(zh))
 
 
-def _number(value: float) -> str:
-    """A measured value for the text, without exponent notation (no Latin letters in Chinese)."""
+def _number(value: float, limit: float | None = None) -> str:
+    """A measured value for the text, without exponent notation (no Latin letters in Chinese).
+
+    Three significant digits, more where needed so the value shown lies on the same side of
+    ``limit`` as the value itself: 0.5004 against 0.5 is "0.5004", never "0.5" (which would read
+    "0.5 > 0.5"); 0.49996 is "0.49996".
+    """
     if not math.isfinite(value):
         return "?"
-    shown = f"{value:.3g}"
-    return shown if "e" not in shown else f"{value:.4f}".rstrip("0").rstrip(".")
+    for digits in range(3, 18):
+        shown = f"{value:.{digits}g}"
+        if "e" in shown:
+            shown = f"{value:.{digits + 4}f}".rstrip("0").rstrip(".")
+        if limit is None or (
+            (float(shown) > limit) == (value > limit)
+            and (float(shown) == limit) == (value == limit)
+        ):
+            return shown
+    return repr(value)
 
 
 def ctr_is_plausible(value: float) -> bool:
@@ -418,8 +431,9 @@ def _ctr_guidance(
     enlarged = ctr is not None and ctr > CTR_LIMIT
     if not (enlarged or flagged or implausible):
         return None
-    ratio_en = f"cardiothoracic ratio {_number(ctr)}" if ctr is not None else ""
-    ratio_zh = f"心胸比{_number(ctr)}" if ctr is not None else ""
+    ratio = _number(ctr, CTR_LIMIT) if ctr is not None else ""
+    ratio_en = f"cardiothoracic ratio {ratio}" if ctr is not None else ""
+    ratio_zh = f"心胸比{ratio}" if ctr is not None else ""
     flag_en = "The AI flagged an enlarged heart (cardiomegaly), but heart" if flagged else "Heart"
     flag_zh = "AI提示心脏增大，但" if flagged else ""
     en: list[str] = []
