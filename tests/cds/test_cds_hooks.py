@@ -51,10 +51,13 @@ def test_patient_view_with_prefetch(client: TestClient) -> None:
     action = first["suggestions"][0]["actions"][0]
     assert action["resource"]["resourceType"] == "ServiceRequest"
     assert action["resource"]["subject"]["reference"] == "Patient/p1"
-    # FHIR carries no region, residence, family history, oxygen or ACVPU: those scores say so
+    # diabetes at 58 and BP 184/112: high risk without the equation (Guideline 2019), though
+    # FHIR carries no region, residence or family history
+    assert any(c["summary"] == "ASCVD risk: high (no calculation)" for c in cards)
+    # FHIR carries no oxygen or ACVPU: NEWS2 says so
     missing = cards[-1]["detail"]
     assert cards[-1]["summary"] == "Some scores could not be computed"
-    assert "china_par: inputs missing" in missing and "region" in missing
+    assert "china_par" not in missing
     assert "news2: inputs missing" in missing and "consciousness" in missing
     assert "total_cholesterol" not in missing and "waist_cm" not in missing  # from LOINC
 

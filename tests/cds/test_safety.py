@@ -84,7 +84,7 @@ def test_bp_crisis_without_a_diagnosis_is_urgent(client: TestClient) -> None:
     ).json()
     assert data["referral"]["level"] == "urgent"
     assert "186/112" in data["referral"]["reasons"][0]
-    prefetch = {"patient": PATIENT, "observations": searchset([bp(186, 112, "2024-05-01")])}
+    prefetch = {"patient": PATIENT, "observations": searchset([bp(186, 112)])}
     found = cards(client, prefetch, EN)
     assert found[0]["indicator"] == "critical" and "186/112" in found[0]["summary"]
 
@@ -108,7 +108,7 @@ def test_impossible_bp_pair_is_refused_not_a_crisis(client: TestClient, route: s
 
 
 def test_impossible_pair_in_fhir_is_dropped_and_said(client: TestClient) -> None:
-    prefetch = {"patient": PATIENT, "observations": searchset([bp(80, 150, "2024-05-01")])}
+    prefetch = {"patient": PATIENT, "observations": searchset([bp(80, 150)])}
     found = cards(client, prefetch, EN)
     assert all(c["indicator"] == "info" for c in found)
     assert "ignored out-of-range value: `sbp_mmhg`" in found[-1]["detail"]
@@ -146,7 +146,7 @@ def test_emergency_level_over_http(client: TestClient) -> None:
 def _observations() -> dict[str, Any]:
     return searchset(
         [
-            bp(186, 112, "2024-05-01T09:00:00Z"),
+            bp(186, 112),
             obs("8867-4", 88, "/min"),
             obs("1558-6", 8.4, "mmol/L"),
             obs("2093-3", 5.2, "mmol/L"),
@@ -319,7 +319,7 @@ def _born_years_ago(years: int) -> str:
 def _vitals(sbp: int, dbp: int) -> dict[str, Any]:
     return searchset(
         [
-            bp(sbp, dbp, "2024-05-01T09:00:00Z"),
+            bp(sbp, dbp),
             obs("9279-1", 30, "/min"),
             obs("8867-4", 125, "/min"),
             obs("59408-5", 97, "%"),
@@ -351,13 +351,17 @@ def test_a_child_with_a_crisis_reading_still_gets_the_urgent_card(client: TestCl
     found = cards(client, {"patient": patient, "observations": _vitals(186, 112)}, EN)
     assert found[0]["indicator"] == "critical"
     assert found[0]["summary"].startswith("Urgent referral: ")
-    assert NOT_ASSESSED["detail"]["en"] in found[0]["detail"]  # a child's thresholds are lower
-    assert found[1]["summary"] == NOT_ASSESSED["summary"]["en"]
+    assert found[1]["summary"] == NOT_ASSESSED["summary"]["en"]  # what is not judged for a child
+    assert NOT_ASSESSED["detail"]["en"] in found[1]["detail"]
+    assert NOT_ASSESSED["detail"]["en"] not in found[0]["detail"]  # said once, on its own card
     order = client.post(
         "/cds-services/medgate-order-safety",
         json=hook({"patient": patient, "observations": _vitals(186, 112)}, hook="order-select"),
+        headers=EN,
     )
-    assert [c["indicator"] for c in order.json()["cards"]] == ["critical"]
+    order_cards = order.json()["cards"]
+    assert [c["indicator"] for c in order_cards] == ["critical"]
+    assert NOT_ASSESSED["detail"]["en"] in order_cards[0]["detail"]  # the only card says it
 
 
 @pytest.mark.parametrize(("age", "news2"), [(15, False), (16, True), (17, True), (18, True)])
@@ -380,7 +384,7 @@ def test_assess_scores_by_age(client: TestClient, age: int, news2: bool) -> None
 
 
 def test_dropped_values_are_named_in_chinese(client: TestClient) -> None:
-    prefetch = {"patient": PATIENT, "observations": searchset([bp(80, 150, "2024-05-01")])}
+    prefetch = {"patient": PATIENT, "observations": searchset([bp(80, 150)])}
     found = cards(client, prefetch, ZH)
     assert "已忽略超出范围的数值：`sbp_mmhg`" in found[-1]["detail"]
     assert not latin_words(found[-1]["summary"] + found[-1]["detail"])
@@ -389,7 +393,7 @@ def test_dropped_values_are_named_in_chinese(client: TestClient) -> None:
 def _shock() -> dict[str, Any]:
     return searchset(
         [
-            bp(85, 50, "2024-05-01T09:00:00Z"),
+            bp(85, 50),
             obs("8867-4", 140, "/min"),
             obs("9279-1", 32, "/min"),
             obs("59408-5", 84, "%"),
@@ -508,3 +512,25 @@ def test_a_naive_home_reading_time_is_a_422_not_a_500(client: TestClient) -> Non
         response = client.post(f"/api/v1/cds/{route}", json=body)
         assert response.status_code == 422, response.text
         assert "time needs a UTC offset" in response.text
+
+
+def test_chinese_not_computed_card_names_the_inputs_in_chinese() -> None:
+    result = assess(AssessRequest(age=50, sex="male", sbp_mmhg=130, dbp_mmhg=80), None, "zh")
+    card = next(c for c in cards_for(result, "p1", "zh") if c["summary"] == "部分评分无法计算")
+    assert "呼吸频率（`respiratory_rate`）" in card["detail"]
+    assert "南方或北方（`region`）" in card["detail"]
+    assert not latin_words(card["detail"])
+
+
+def test_a_converted_ldl_value_is_shown_to_two_decimals() -> None:
+    summary: dict[str, Any] = {
+        "age": 60,
+        "ascvd": True,
+        "conditions": ["hypertension"],
+        "sbp_mmhg": 128,
+        "dbp_mmhg": 78,
+        "ldl_cholesterol_mmol_l": 3.626,  # 140 mg/dL from FHIR
+    }
+    found = cards_for(assess(AssessRequest(**summary), None, "en"), "p1", "en")
+    follow_up = next(c for c in found if c["summary"].startswith("Follow-up"))
+    assert "LDL-C 3.63 mmol/L: not at target (< 1.8 mmol/L)" in follow_up["detail"]

@@ -227,6 +227,9 @@ def test_nodule_type_is_stated_or_said_not_assessed() -> None:
 # do not matter; an unknown or missing type word is "not assessed", never solid.
 GG = "ground_glass"
 PS = "part_solid"
+FLEISCHNER_1B = "MacMahon H, et al. Radiology 2017;284:228-243 (Table 1B)"
+#: terms 实性结节 (solid), 部分实性结节 (part-solid, also 混杂密度结节), 纯磨玻璃结节 (pure GGN)
+CHINA_2018 = "肺结节诊治中国专家共识（2018年版）"
 NODULE_TYPES = [
     ("non_solid_nodule", "Nodule", GG, "MacMahon 2017 Table 1B: ground glass (nonsolid)"),
     ("nonsolid nodule", "Nodule", GG, "MacMahon 2017 Table 1B: ground glass (nonsolid)"),
@@ -269,6 +272,60 @@ NODULE_TYPES = [
     ("nodule", "Nodule", None, "no type word: not assessed"),
     ("calcified_nodule", "Nodule", None, "unknown type word: not assessed"),
     ("nodule_near_consolidation", "Nodule", None, "'consolidation' is not the word 'solid'"),
+    # audit 2: a 7 mm part-solid nodule under these words got the 6-12 month row (or no type)
+    ("partly solid nodule", "Nodule", PS, f"{FLEISCHNER_1B}: partly solid = part solid"),
+    ("partly-solid nodule", "Nodule", PS, f"{FLEISCHNER_1B}: partly solid = part solid"),
+    (
+        "ground-glass nodule with solid components",
+        "Nodule",
+        PS,
+        f"{FLEISCHNER_1B}: ground glass with solid components = part solid",
+    ),
+    ("GGN with solid portion", "Nodule", PS, f"{FLEISCHNER_1B}: GGN + solid portion = part solid"),
+    (
+        "ground glass nodule, solid part 3 mm",
+        "Nodule",
+        PS,
+        f"{FLEISCHNER_1B}: ground glass with a solid part = part solid",
+    ),
+    (
+        "ground glass nodule with a solid core",
+        "Nodule",
+        PS,
+        f"{FLEISCHNER_1B}: ground glass with a solid core = part solid",
+    ),
+    (
+        "nodule with solid and ground-glass components",
+        "Nodule",
+        PS,
+        f"{FLEISCHNER_1B}: solid and ground-glass components = part solid",
+    ),
+    ("mixed GGO", "Nodule", PS, f"{FLEISCHNER_1B}: mixed ground glass = part solid"),
+    ("mGGO", "Nodule", PS, f"{FLEISCHNER_1B}: mGGO (mixed GGO) = part solid"),
+    ("pGGN", "Nodule", GG, f"{FLEISCHNER_1B}: pGGN (pure GGN) = ground glass (nonsolid)"),
+    (
+        "ground-glass opacity without any solid component",
+        "Nodule",
+        GG,
+        f"{FLEISCHNER_1B}: no solid component = ground glass (nonsolid)",
+    ),
+    ("nodule, not solid", "Nodule", GG, f"{FLEISCHNER_1B}: not solid = nonsolid"),
+    (
+        "solid nodule without ground-glass component",
+        "Nodule",
+        "solid",
+        "MacMahon H, et al. Radiology 2017;284:228-243 (Table 1A): solid",
+    ),
+    ("磨玻璃结节", "Nodule", GG, f"{CHINA_2018}: 磨玻璃结节 = ground glass ({FLEISCHNER_1B})"),
+    ("纯磨玻璃结节", "Nodule", GG, f"{CHINA_2018}: 纯磨玻璃结节 = pure ground glass"),
+    ("非实性结节", "Nodule", GG, f"{CHINA_2018}: 非实性 = nonsolid ({FLEISCHNER_1B})"),
+    ("磨玻璃结节，无实性成分", "Nodule", GG, f"{CHINA_2018}: no solid component = pure GGN"),
+    ("部分实性结节", "Nodule", PS, f"{CHINA_2018}: 部分实性结节 = part solid"),
+    ("混合磨玻璃结节", "Nodule", PS, f"{CHINA_2018}: 混合磨玻璃结节 (mGGN) = 部分实性结节"),
+    ("混杂密度结节", "Nodule", PS, f"{CHINA_2018}: 混杂密度结节 = 部分实性结节"),
+    ("磨玻璃结节伴实性成分", "Nodule", PS, f"{CHINA_2018}: ground glass + solid = 部分实性结节"),
+    ("亚实性结节", "Nodule", PS, f"{CHINA_2018}: 亚实性 = subsolid, the more cautious row"),
+    ("实性结节", "Nodule", "solid", f"{CHINA_2018}: 实性结节 = solid (MacMahon 2017 Table 1A)"),
 ]
 ACTION = {
     GG: "Follow-up chest CT at 6-12 months to confirm persistence, then CT every 2 years until "
@@ -308,9 +365,22 @@ def test_nodule_type_words(label: str, meaning: str, kind: str | None, source: s
     assert ("solid lung nodule" in statement.text["en"]) is (kind == "solid"), source
 
 
-@pytest.mark.parametrize("label", ["GGN", "mGGN"])
+@pytest.mark.parametrize(
+    "label",
+    [
+        "GGN",
+        "mGGN",
+        "pGGN",
+        "磨玻璃结节",
+        "纯磨玻璃结节",
+        "部分实性结节",
+        "混合磨玻璃结节",
+        "混杂密度结节",
+    ],
+)
 def test_ggn_label_alone_is_a_nodule(label: str) -> None:
-    """A bundle label "GGN" (ground-glass nodule) or "mGGN" (mixed ground-glass nodule) under a
+    """A bundle label "GGN" (ground-glass nodule), "mGGN" (mixed ground-glass nodule), "pGGN"
+    (pure GGN) or a Chinese nodule term (结节 = nodule, 肺结节诊治中国专家共识（2018年版）) under a
     local code is still a nodule."""
     code = Code(value="1", scheme="99LOCAL", meaning=label)
     finding = Finding(
@@ -322,8 +392,27 @@ def test_ggn_label_alone_is_a_nodule(label: str) -> None:
     )
     statement = only(guidance_for(study([finding]), patient_age=60))
     assert statement.rule_id == "fleischner-2017-subsolid-nodule"
-    if label == "mGGN":
+    if label in ("mGGN", "部分实性结节", "混合磨玻璃结节", "混杂密度结节"):
         assert "部分实性（亚实性）结节" in statement.text["zh"]
+    else:
+        assert "纯磨玻璃（亚实性）结节" in statement.text["zh"]
+
+
+def test_chinese_solid_nodule_label_alone_is_a_solid_nodule() -> None:
+    """ "实性结节" (solid nodule, 肺结节诊治中国专家共识（2018年版）) under a local code: a nodule,
+    and the solid table (MacMahon 2017 Table 1A), not "type not assessed"."""
+    code = Code(value="1", scheme="99LOCAL", meaning="实性结节")
+    finding = Finding(
+        label="实性结节",
+        finding_type=code,
+        probability=0.9,
+        present=True,
+        measurements=[Measurement(name=DIAMETER, value=7.0, unit=MM)],
+    )
+    statement = only(guidance_for(study([finding]), patient_age=60))
+    assert statement.rule_id == "fleischner-2017-solid-nodule"
+    assert "solid lung nodule" in statement.text["en"]
+    assert "not assessed" not in statement.text["en"]
 
 
 def _header(**attributes: str) -> Dataset:

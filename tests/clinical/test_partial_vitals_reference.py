@@ -85,7 +85,8 @@ def test_news2_floor_acts_on_the_triggers_it_crosses(
     assert result.referral.level == level, source
     if level != "none":
         assert any("NEWS2" in r for r in result.referral.reasons), source
-    assert any(g.startswith("NEWS2 incomplete") for g in result.guidance), source
+    incomplete = any(g.startswith("NEWS2 incomplete") for g in result.guidance)
+    assert incomplete is (floor > 0), source  # "at least 0" would say nothing
 
 
 COMPLETE = st.fixed_dictionaries(
@@ -361,3 +362,90 @@ def test_a_home_reading_without_a_utc_offset_is_refused(field: str) -> None:
     ]
     with pytest.raises(ValidationError, match="time needs a UTC offset"):
         AssessRequest(age=50, conditions=["hypertension"], **{field: series})
+
+
+T_HOME = dt.datetime(2026, 12, 5, 8, 0, tzinfo=dt.UTC)
+
+
+@pytest.mark.parametrize(
+    ("summary", "level", "source"),
+    [
+        (
+            {"age": 30, "diabetes_type": "type1",
+             "home_glucose": [{"time": T_HOME, "glucose_mmol_l": 2.2}]},
+            "emergency",
+            "CDS 2020: level-2 hypoglycaemia < 3.0, at home, type 1 diabetes",
+        ),
+        (
+            {"age": 50, "home_bp": [{"time": T_HOME + dt.timedelta(hours=h), "sbp_mmhg": 210,
+                                     "dbp_mmhg": 125} for h in range(3)]},
+            "urgent",
+            "Spec 2017: BP >= 180/110, the latest home reading, no diagnosis",
+        ),
+        (
+            {"age": 10, "diabetes_type": "type1",
+             "home_glucose": [{"time": T_HOME, "glucose_mmol_l": 2.0}]},
+            "emergency",
+            "CDS 2020: level-2 hypoglycaemia at home, a child",
+        ),
+    ],
+)  # fmt: skip
+def test_a_home_crisis_is_judged_for_everyone(
+    summary: dict[str, Any], level: str, source: str
+) -> None:
+    assert assess(AssessRequest(**summary), None, "en").referral.level == level, source
+
+
+@pytest.mark.parametrize(
+    ("summary", "level", "source"),
+    [
+        ({"age": 6, "spo2": 46, "sbp_mmhg": 36, "dbp_mmhg": 20}, "emergency", "WHO 2013; PALS"),
+        ({"age": 50, "spo2": 48, "heart_rate": 128}, "urgent", "RCP 2017: SpO2 <= 91 -> 3"),
+        ({"age": 50, "sbp_mmhg": 38, "dbp_mmhg": 20}, "urgent", "RCP 2017: SBP <= 90 -> 3"),
+    ],
+)
+def test_extreme_vital_signs_are_assessed_not_refused(
+    summary: dict[str, Any], level: str, source: str
+) -> None:
+    """SBP below 40 and SpO2 below 50 were refused as out of range: shock was silent."""
+    assert assess(AssessRequest(**summary), None, "en").referral.level == level, source
+
+
+@pytest.mark.parametrize(
+    ("summary", "reason", "source"),
+    [
+        (
+            {"age": 55, "conditions": ["hypertension"], "ldl_cholesterol_mmol_l": 5.2,
+             "total_cholesterol_mmol_l": 7.6, "sbp_mmhg": 130, "dbp_mmhg": 80},
+            "LDL-C >= 4.9 mmol/L",
+            "Guideline 2019: LDL-C >= 4.9 -> high risk without calculation",
+        ),
+        (
+            {"age": 50, "diabetes": True, "sbp_mmhg": 130, "dbp_mmhg": 80},
+            "diabetes at age >= 40",
+            "Guideline 2019: diabetes at age >= 40 -> high risk without calculation",
+        ),
+    ],
+)  # fmt: skip
+def test_a_direct_high_risk_criterion_needs_only_its_own_inputs(
+    summary: dict[str, Any], reason: str, source: str
+) -> None:
+    result = assess(AssessRequest(**summary), None, "en")
+    par = result.china_par
+    assert par is not None and par.route == "direct-high-risk", source
+    assert reason in par.direct_high_risk_reasons, source
+    assert "china_par" not in {n.score for n in result.not_computed}, source
+    if result.follow_up is not None:  # the high-risk LDL-C target follows
+        ldl = next(t for t in result.follow_up.targets if t.measure == "ldl_cholesterol_mmol_l")
+        assert "< 2.6" in ldl.target, source
+
+
+@pytest.mark.parametrize("symptom", ["severe_headache", "blurred_vision"])
+def test_pre_eclampsia_symptoms_are_urgent_in_pregnancy(symptom: str) -> None:
+    """NICE NG133 (2019): symptoms of pre-eclampsia, whatever the BP (here 138/88)."""
+    pregnant = AssessRequest(
+        age=30, pregnant_or_lactating=True, sbp_mmhg=138, dbp_mmhg=88, symptoms=[symptom]
+    )
+    assert assess(pregnant, None, "en").referral.level == "urgent"
+    not_pregnant = AssessRequest(age=30, sbp_mmhg=138, dbp_mmhg=88, symptoms=[symptom])
+    assert assess(not_pregnant, None, "en").referral.level == "none"

@@ -5,6 +5,7 @@ an accepted referral suggestion creating the referral (once), and ``medgate audi
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 from pathlib import Path
@@ -17,12 +18,21 @@ from tests.support.patient_view_hook import PATIENT_ID, hook
 from tests.support.referral_site import HOSPITAL, SITE_A, SITE_B
 from typer.testing import CliRunner
 
+from medgate.api import cds_fhir
 from medgate.cli.main import app as cli
 from medgate.clinical.followup import INFO as FOLLOW_UP
 from medgate.core.config import Settings
 from medgate.core.logs import phi_hash
 
 HOOK_URL = "/cds-services/medgate-primary-care"
+#: The hook's readings were measured on 5 December 2026 (``patient_view_hook``): it is answered
+#: that morning, so they are recent enough to use (``cds_fhir.MAX_AGE``).
+ANSWERED_AT = dt.datetime(2026, 12, 5, 9, 0, tzinfo=dt.UTC)
+
+
+@pytest.fixture(autouse=True)
+def answered_that_morning(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cds_fhir, "utc_now", lambda: ANSWERED_AT)
 
 
 def referral_card(cards: list[dict[str, Any]]) -> dict[str, Any]:

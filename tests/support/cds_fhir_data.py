@@ -1,15 +1,29 @@
-"""FHIR R4 resources and CDS Hooks request bodies for the decision-support tests."""
+"""FHIR R4 resources and CDS Hooks request bodies for the decision-support tests.
+
+A hook is answered with the values recent enough to use (``cds_fhir.MAX_AGE``): the resources
+here are measured an hour ago unless a test says when (``ago``, or a fixed date for a value
+that is meant to be old, or for a unit test of ``read_prefetch`` without ``now``).
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 PATIENT = {"resourceType": "Patient", "id": "p1", "gender": "male", "birthDate": "1966-03-01"}
 
 
+def ago(**delta: float) -> str:
+    """A FHIR dateTime this long before now, in UTC to the second: ``ago(hours=1)``."""
+    at = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(**delta)
+    return at.isoformat().replace("+00:00", "Z")
+
+
 def obs(
-    code: str, value: float | None, unit: str, when: str = "2024-05-01T09:00:00Z", **extra: Any
+    code: str, value: float | None, unit: str, when: str | None = None, **extra: Any
 ) -> dict[str, Any]:
+    """An Observation; ``when`` defaults to an hour before now (computed at each call)."""
+    when = when or ago(hours=1)
     resource: dict[str, Any] = {
         "resourceType": "Observation",
         "id": f"o-{code}-{when[:10]}",
@@ -29,7 +43,8 @@ def obs(
     return resource
 
 
-def bp(sbp: int, dbp: int, when: str) -> dict[str, Any]:
+def bp(sbp: int, dbp: int, when: str | None = None) -> dict[str, Any]:
+    """A BP panel (85354-9); ``when`` defaults to an hour before now."""
     return obs(
         "85354-9",
         None,
@@ -58,8 +73,8 @@ def searchset(resources: list[dict[str, Any]]) -> dict[str, Any]:
 
 OBSERVATIONS = searchset(
     [
-        bp(150, 95, "2024-04-01T09:00:00Z"),
-        bp(184, 112, "2024-05-01T09:00:00Z"),  # latest: a crisis
+        bp(150, 95, ago(days=30)),
+        bp(184, 112),  # latest (an hour ago): a crisis
         obs("2093-3", 212, "mg/dL"),
         obs("2085-9", 1.3, "mmol/L"),
         obs("8867-4", 88, "/min"),
@@ -158,7 +173,7 @@ def fhir_condition(
     return resource
 
 
-def smoking_status(snomed: str, when: str = "2024-05-01T09:00:00Z") -> dict[str, Any]:
+def smoking_status(snomed: str, when: str | None = None) -> dict[str, Any]:
     """A smoking-status Observation (LOINC 72166-2) valued with a SNOMED CT code."""
     return obs(
         "72166-2",

@@ -4,19 +4,28 @@ API; what the tests look them up by (the patients' ids and their keyed hashes)."
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
+from unittest import mock
 
 from fastapi.testclient import TestClient
 from tests.support.clinic_studies import add_study, verify
 from tests.support.patient_view_hook import hook
 from tests.support.referral_site import HOSPITAL, SITE_A
 
+from medgate.api import cds_fhir
 from medgate.core.config import Settings
 
 URGENT_PATIENT = "A-0001"
 ROUTINE_PATIENT = "A-0002"
 VERIFIED_PATIENT = "A-0003"
 B_PATIENT = "B-0001"
+#: When each CDS answer of the urgent patient was asked for: the morning of each visit, so the
+#: readings of that visit are recent enough to use (``cds_fhir.MAX_AGE``).
+VISITS = (
+    dt.datetime(2026, 11, 20, 9, 15, tzinfo=dt.UTC),
+    dt.datetime(2026, 12, 5, 9, 0, tzinfo=dt.UTC),
+)
 
 
 @dataclass
@@ -59,10 +68,9 @@ def populate(client: TestClient, settings: Settings) -> ClinicData:
             bp["component"][0]["valueQuantity"]["value"] = 168
             bp["component"][1]["valueQuantity"]["value"] = 102
             bp["effectiveDateTime"] = "2026-11-20T09:00:00Z"
-        assert (
-            client.post("/cds-services/medgate-primary-care", json=body, headers=SITE_A).status_code
-            == 200
-        )
+        with mock.patch.object(cds_fhir, "utc_now", return_value=VISITS[n]):
+            response = client.post("/cds-services/medgate-primary-care", json=body, headers=SITE_A)
+        assert response.status_code == 200
     referral = client.post(
         "/api/v1/referrals",
         json={

@@ -136,21 +136,22 @@ def _referral_card(request: Request, patient_id: str, lang: str) -> dict[str, An
 
 
 def provenance(
-    prefetch: Mapping[str, Any], summary: Mapping[str, Any], ignored: Iterable[str]
+    sources: Iterable[fh.Source], summary: Mapping[str, Any], ignored: Iterable[str]
 ) -> list[dict[str, Any]]:
     """For each input of the assessment: the resource that gave it and when it was measured.
 
-    The sources come from the same pass that built the summary (``cds_fhir.read_prefetch``), so
-    the trace names the very Observation behind each value; a value dropped as out of range is
-    listed with ``used: false``, and so is a Condition that did not count (refuted, inactive).
+    ``sources`` are those of the very pass that built the summary (``cds_fhir.read_prefetch``,
+    with the request's ``now``), so the trace names the Observation behind each value; a value
+    dropped as out of range is listed with ``used: false``, and so is one left out for its age
+    (with its value and ``unused``), a resource that is not valid FHIR R4 and a Condition that
+    was not used (refuted, inactive, or mapping to no input).
     """
     dropped = set(ignored)
-    _, sources = fh.read_prefetch(dict(prefetch))
     inputs: list[dict[str, Any]] = []
     for item in sources:
         field = item["input"]
-        if field == "condition":
-            inputs.append(item)
+        if field == "condition" or "unused" in item:
+            inputs.append(dict(item))
             continue
         inputs.append(
             {
@@ -234,13 +235,14 @@ def record_answer(
     hook: str,
     hook_instance: str,
     patient_id: str,
-    prefetch: Mapping[str, Any],
+    sources: Iterable[fh.Source],
     summary: Mapping[str, Any],
     ignored: Iterable[str],
     result: BaseModel,
     cards: list[dict[str, Any]],
 ) -> str:
-    """Keep one CDS Hooks answer (store + audit); returns its id."""
+    """Keep one CDS Hooks answer (store + audit); returns its id. ``sources``: the provenance
+    ``cds_fhir.read_prefetch`` gave with ``summary``."""
     settings = request.app.state.settings
     new = NewAnswer(
         patient_key=patient_key(settings, patient_id),
@@ -248,7 +250,7 @@ def record_answer(
         service=service_id,
         hook=hook,
         hook_instance=hook_instance,
-        inputs=provenance(prefetch, summary, ignored),
+        inputs=provenance(sources, summary, ignored),
         versions=versions(result),
         scores=scores(result),
         cards=cards,

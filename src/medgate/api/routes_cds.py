@@ -455,6 +455,42 @@ def _qsofa_card(qs: nw.QsofaResult, lang: Language) -> dict[str, Any]:
     return _card(summary, indicator, detail, lang, source)
 
 
+def _shown(value: float | str | None) -> str:
+    """A lab value as a doctor reads it: two decimals at most (3.626 converted from mg/dL: 3.63)."""
+    return f"{round(value, 2):g}" if isinstance(value, int | float) else str(value)
+
+
+#: Input names in Chinese, for the list of what a score is missing (the field name follows).
+INPUT_ZH = {
+    **nw.PARAMETER_ZH,
+    "age": "年龄",
+    "sex": "性别",
+    "dbp_mmhg": "舒张压",
+    "on_bp_treatment": "是否服用降压药",
+    "total_cholesterol_mmol_l": "总胆固醇",
+    "hdl_cholesterol_mmol_l": "高密度脂蛋白胆固醇",
+    "ldl_cholesterol_mmol_l": "低密度脂蛋白胆固醇",
+    "triglycerides_mmol_l": "甘油三酯",
+    "fasting_glucose_mmol_l": "空腹血糖",
+    "waist_cm": "腰围",
+    "bmi": "体重指数",
+    "current_smoker": "是否吸烟",
+    "diabetes": "是否患糖尿病",
+    "region": "南方或北方",
+    "residence": "城市或农村",
+    "family_history_ascvd": "心血管病家族史",
+    "conditions": "诊断",
+}
+
+
+def _input_zh(name: str) -> str:
+    """One missing input ("a|b" or "a+b" alternatives named by the first) in Chinese, with its
+    field name quoted for the integrator."""
+    first = name.replace("+", "|").split("|")[0]
+    label = INPUT_ZH.get(first)
+    return f"{label}（`{name}`）" if label else f"`{name}`"
+
+
 def _follow_up_card(fup: fu.FollowUpResult, lang: Language) -> dict[str, Any]:
     zh = lang == "zh"
     lines = []
@@ -469,10 +505,11 @@ def _follow_up_card(fup: fu.FollowUpResult, lang: Language) -> dict[str, Any]:
         # BP and glucose show in the status lines above; an unmet LDL-C target shows here,
         # since it does not change the visit interval (a "controlled, 90 days" card would hide it)
         if t.measure == "ldl_cholesterol_mmol_l" and t.met is False:
+            target_zh = t.target.replace("mmol/L", MMOL_ZH)
             lines.append(
-                f"- LDL-C {t.value} 毫摩尔/升，未达标（目标{t.target.replace('mmol/L', MMOL_ZH)}）"
+                f"- LDL-C {_shown(t.value)} 毫摩尔/升，未达标（目标{target_zh}）"
                 if zh
-                else f"- LDL-C {t.value} mmol/L: not at target ({t.target})"
+                else f"- LDL-C {_shown(t.value)} mmol/L: not at target ({t.target})"
             )
     lines.append(getattr(fup.advice, lang))
     summary = (
@@ -510,23 +547,29 @@ def cards_for(
     result: AssessResult, patient_id: str, lang: Language, only_urgent: bool = False
 ) -> list[dict[str, Any]]:
     """CDS Hooks cards for one assessment, in one language, each with the disclaimer."""
+    ref = result.referral
+    others = [] if only_urgent else _other_cards(result, lang)
+    if ref.level == "none":
+        return others
+    zh = lang == "zh"
+    reasons = "；".join(ref.reasons) if zh else "; ".join(ref.reasons)
+    shown = "\n".join(card["detail"] for card in others)
+    lines = [*ref.reasons, *(g for g in result.guidance if g not in shown)]  # each line once
+    referral = _card(
+        REFERRAL_TITLE[ref.level][lang] + reasons,
+        "critical" if ref.level in ("emergency", "urgent") else "warning",
+        "\n".join(f"- {line}" for line in lines),
+        lang,
+        {"label": "国家基本公共卫生服务规范（第三版）/ RCP NEWS2", "url": fu.SOURCE_URL},
+        [_referral_suggestion(patient_id, ref.level, lang)],
+    )
+    return [referral, *others]
+
+
+def _other_cards(result: AssessResult, lang: Language) -> list[dict[str, Any]]:
+    """The cards besides the referral one: scores, risk, follow-up, demo model, not computed."""
     zh = lang == "zh"
     cards: list[dict[str, Any]] = []
-    ref = result.referral
-    if ref.level != "none":
-        reasons = "；".join(ref.reasons) if zh else "; ".join(ref.reasons)
-        cards.append(
-            _card(
-                REFERRAL_TITLE[ref.level][lang] + reasons,
-                "critical" if ref.level in ("emergency", "urgent") else "warning",
-                "\n".join(f"- {line}" for line in [*ref.reasons, *result.guidance]),
-                lang,
-                {"label": "国家基本公共卫生服务规范（第三版）/ RCP NEWS2", "url": fu.SOURCE_URL},
-                [_referral_suggestion(patient_id, ref.level, lang)],
-            )
-        )
-    if only_urgent:
-        return cards
     if result.news2 is not None:
         cards.append(_news2_card(result.news2, lang))
     if result.qsofa is not None and result.qsofa.positive:
@@ -586,7 +629,7 @@ def cards_for(
         if zh:
             detail = "\n".join(
                 f"- {SCORE_ZH.get(n.score, n.score)}：{n.reason_zh or '不适用'}"
-                + (f"（`{'`、`'.join(n.missing)}`）" if n.missing else "")
+                + (f"（{'、'.join(_input_zh(m) for m in n.missing)}）" if n.missing else "")
                 for n in result.not_computed
             )
         else:
@@ -653,11 +696,12 @@ def call_service(
     except fh.FhirFetchError as exc:
         notes.append(exc.zh if lang == "zh" else exc.en)
     try:
-        summary = fh.summary_from_prefetch(prefetch)
+        summary, sources = fh.read_prefetch(prefetch, now=fh.utc_now())
     except ValidationError as exc:
         raise HTTPException(
             400, f"prefetch is not valid FHIR R4: {exc.errors()[0]['msg']}"
         ) from exc
+    notes += fh.not_used(sources, lang)  # too old to use; resources not valid FHIR R4
     request, ignored = _assess_request(summary)
     result = assess(request, model, lang)
     cards = cards_for(result, patient_id, lang, only_urgent=service["hook"] == "order-select")
@@ -673,7 +717,7 @@ def call_service(
         body.hook,
         body.hookInstance,
         patient_id,
-        prefetch,
+        sources,
         summary,
         ignored,
         result,

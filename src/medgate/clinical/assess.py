@@ -184,7 +184,22 @@ def _china_par(x: AssessRequest) -> cp.ChinaParResult | NotComputed:
             ),
         },
     )
-    return par_input if isinstance(par_input, NotComputed) else cp.china_par(par_input)
+    if not isinstance(par_input, NotComputed):
+        return cp.china_par(par_input)
+    # the equation cannot run, but a direct criterion needs only its own inputs
+    tc = x.lipid_mg_dl("total_cholesterol")
+    direct = cp.direct_high_risk_from(
+        age=x.age,
+        diabetes=x.has_diabetes(),
+        ldl_cholesterol_mg_dl=None if ldl is None else ldl * MG_DL_PER_MMOL_L_CHOLESTEROL,
+        total_cholesterol_mg_dl=tc,
+        sbp_mmhg=x.sbp_mmhg,
+        dbp_mmhg=x.dbp_mmhg,
+        ckd_stage_3_4=x.ckd_stage_3_4,
+    )
+    if direct:
+        return cp.direct_result(direct)
+    return par_input
 
 
 def _news2(x: AssessRequest, lang: Language) -> nw.News2Result | NotComputed:
@@ -447,36 +462,15 @@ def _qsofa_criteria(
 
 
 def _readings_criteria(x: AssessRequest, d: _Decision, child: bool) -> None:
-    """Urgent readings and danger signs for every patient, with or without a diagnosis.
-
-    At every age: BP and glucose crisis values, altered consciousness, pregnancy with raised BP
-    or glucose, and the danger symptoms (all of the specification's lists for a managed patient,
-    ``followup.UNIVERSAL_SYMPTOMS`` for anyone else). The diabetes vital signs (heart rate > 100,
-    temperature > 39) for diabetes of either type from 16, since a child's heart rate is often
-    above 100; a child's own limits for hypotension, SpO2 and responsiveness under 16, where no
-    score runs.
-    """
-    altered = (x.consciousness is not None and x.consciousness != "A") or (
-        "behaviour_change" in x.symptoms
+    """The danger criteria for every patient, with or without a diagnosis
+    (``followup.danger_criteria``), and a child's own limits for hypotension, SpO2 and
+    responsiveness under 16, where no score runs."""
+    found = fu.danger_criteria(
+        x,
+        hypertension="hypertension" in x.conditions,
+        diabetes=bool(x.has_diabetes()),
+        child=child,
     )
-    found = ur.bp_criteria(x.sbp_mmhg, x.dbp_mmhg, list(x.symptoms), altered)
-    found += ur.glucose_criteria(
-        [("fasting", x.fasting_glucose_mmol_l), ("random", x.random_glucose_mmol_l)], altered
-    )
-    managed = bool(x.conditions) or bool(x.has_diabetes())
-    found += fu.symptom_criteria([s for s in x.symptoms if managed or s in fu.UNIVERSAL_SYMPTOMS])
-    found += fu.consciousness_criteria(x.consciousness)
-    if x.pregnant_or_lactating:
-        found += fu.pregnancy_criteria(
-            x.sbp_mmhg,
-            x.dbp_mmhg,
-            x.fasting_glucose_mmol_l,
-            x.random_glucose_mmol_l,
-            x.home_bp,
-            x.home_glucose,
-        )
-    if x.has_diabetes() and not child:
-        found += fu.diabetes_vital_criteria(x.heart_rate, x.temperature_c)
     if child and x.age is not None:
         found += ur.child_criteria(x.age, x.sbp_mmhg, x.spo2, x.consciousness)
     for criterion in found:
@@ -557,6 +551,7 @@ def assess(x: AssessRequest, predictor: TabularPredictor | None, lang: Language)
         if floor.parameters:
             news2_floor = floor
             _news2_criteria(floor, x.deteriorating, decision)
+        if floor.score_at_least > 0:  # "at least 0" says nothing
             missing_zh = "、".join(nw.PARAMETER_ZH.get(m, m) for m in floor.missing)
             guidance.append(
                 f"NEWS2 incomplete: at least {floor.score_at_least} from the recorded parameters; "
@@ -628,7 +623,7 @@ def assess(x: AssessRequest, predictor: TabularPredictor | None, lang: Language)
                 learned = prediction.model_dump()
                 learned["overridden_by_urgent_rule"] = level in ("emergency", "urgent")
                 guidance.append(GUIDANCE["model"][lang].format(p=prediction.probability))
-                if level != "none":
+                if level in ("emergency", "urgent"):  # as overridden_by_urgent_rule says
                     guidance.append(GUIDANCE["model-overridden"][lang])
     else:
         not_computed.append(

@@ -229,24 +229,61 @@ def risk_percent(x: ChinaParInput, table: dict[str, dict[str, float]] = COEFFICI
 
 def direct_high_risk(x: ChinaParInput) -> list[str]:
     """GUIDELINE_2019: the criteria that make a person high risk without the equation."""
+    return direct_high_risk_from(
+        age=x.age,
+        diabetes=x.diabetes,
+        ldl_cholesterol_mg_dl=x.ldl_cholesterol_mg_dl,
+        total_cholesterol_mg_dl=x.total_cholesterol_mg_dl,
+        sbp_mmhg=x.sbp_mmhg,
+        dbp_mmhg=x.dbp_mmhg,
+        ckd_stage_3_4=x.ckd_stage_3_4,
+    )
+
+
+def direct_high_risk_from(
+    *,
+    age: float | None,
+    diabetes: bool | None,
+    ldl_cholesterol_mg_dl: float | None,
+    total_cholesterol_mg_dl: float | None,
+    sbp_mmhg: float | None,
+    dbp_mmhg: float | None,
+    ckd_stage_3_4: bool,
+) -> list[str]:
+    """The GUIDELINE_2019 direct criteria met by whatever is known: each needs only its own
+    inputs, so a patient with LDL-C 5.2 is high risk even when the equation's inputs are missing."""
     c = DIRECT_HIGH_RISK
     found: list[str] = []
-    if x.diabetes and x.age >= c["diabetes_min_age"]:
+    if diabetes and age is not None and age >= c["diabetes_min_age"]:
         found.append("diabetes at age >= 40")
     if (
-        x.ldl_cholesterol_mg_dl is not None
-        and x.ldl_cholesterol_mg_dl / MG_DL_PER_MMOL_L >= c["ldl_mmol_l_min"]
+        ldl_cholesterol_mg_dl is not None
+        and ldl_cholesterol_mg_dl / MG_DL_PER_MMOL_L >= c["ldl_mmol_l_min"]
     ):
         found.append("LDL-C >= 4.9 mmol/L")
-    if x.total_cholesterol_mg_dl / MG_DL_PER_MMOL_L >= c["tc_mmol_l_min"]:
+    if (
+        total_cholesterol_mg_dl is not None
+        and total_cholesterol_mg_dl / MG_DL_PER_MMOL_L >= c["tc_mmol_l_min"]
+    ):
         found.append("TC >= 7.2 mmol/L")
-    if x.sbp_mmhg >= c["grade3_sbp_min"] or (
-        x.dbp_mmhg is not None and x.dbp_mmhg >= c["grade3_dbp_min"]
+    if (sbp_mmhg is not None and sbp_mmhg >= c["grade3_sbp_min"]) or (
+        dbp_mmhg is not None and dbp_mmhg >= c["grade3_dbp_min"]
     ):
         found.append("grade 3 hypertension (>= 180 and/or >= 110 mmHg)")
-    if x.ckd_stage_3_4:
+    if ckd_stage_3_4:
         found.append("chronic kidney disease stage 3-4")
     return found
+
+
+def direct_result(reasons: list[str]) -> ChinaParResult:
+    """High risk without calculation, for the reasons given (GUIDELINE_2019)."""
+    return ChinaParResult(
+        applicable=True,
+        route="direct-high-risk",
+        category="high",
+        direct_high_risk_reasons=reasons,
+        reason="high risk without calculation (2019 guideline): " + "; ".join(reasons),
+    )
 
 
 def artefact_cautions(x: ChinaParInput) -> list[Reason]:
@@ -321,13 +358,7 @@ def china_par(x: ChinaParInput) -> ChinaParResult:
         return established_ascvd()
     direct = direct_high_risk(x)
     if direct:
-        return ChinaParResult(
-            applicable=True,
-            route="direct-high-risk",
-            category="high",
-            direct_high_risk_reasons=direct,
-            reason="high risk without calculation (2019 guideline): " + "; ".join(direct),
-        )
+        return direct_result(direct)
     low, high = AGE_RANGE
     if not low <= x.age <= high:
         return ChinaParResult(

@@ -41,8 +41,9 @@ def finding_is(finding: Finding, kind: str) -> bool:
         "cardiomegaly": ("cardiomegaly", "enlarged heart"),
     }
     #: whole words (separators ignored) that name the finding on their own: "GGN" is a
-    #: ground-glass nodule, "mGGN" a mixed ground-glass nodule
-    acronyms = {"nodule": ("ggn", "mggn")}
+    #: ground-glass nodule, "mGGN" a mixed and "pGGN" a pure ground-glass nodule; Chinese "结节"
+    #: (nodule) is read as "nodule" (see ``_tokens``)
+    acronyms = {"nodule": ("ggn", "mggn", "pggn")}
     if _key(finding.finding_type) in sets[kind]:
         return True
     texts = [" ".join(_tokens(text)) for text in _texts(finding)]
@@ -79,9 +80,32 @@ def _texts(finding: Finding) -> tuple[str, str]:
     return finding.label, finding.finding_type.meaning
 
 
+#: Chinese nodule terms (肺结节诊治中国专家共识（2018年版）: 实性结节, 部分实性结节 = 混杂密度结节,
+#: 纯磨玻璃结节) and the English words they are read as. Chinese is written without spaces, so a
+#: term is found anywhere in the text, the longest term first: "部分实性" is part-solid, never
+#: "实性" (solid); "亚实性" (subsolid) and "非实性" (non-solid) are not "实性" either.
+_CHINESE_WORDS = {
+    "无实性成分": " without solid component ",
+    "部分实性": " part solid ",
+    "混杂密度": " part solid ",
+    "混合性磨玻璃": " mixed ground glass ",
+    "混合磨玻璃": " mixed ground glass ",
+    "纯磨玻璃": " pure ground glass ",
+    "磨玻璃": " ground glass ",
+    "亚实性": " subsolid ",
+    "非实性": " nonsolid ",
+    "实性成分": " solid component ",
+    "实性": " solid ",
+    "结节": " nodule ",
+}
+_CHINESE = re.compile("|".join(sorted(_CHINESE_WORDS, key=len, reverse=True)))
+
+
 def _tokens(text: str) -> list[str]:
-    """Lower-case words of ``text``: spaces, underscores, hyphens and other separators split."""
-    return re.findall(r"[a-z0-9]+", text.lower())
+    """Lower-case words of ``text``: spaces, underscores, hyphens and other separators split;
+    the Chinese terms of ``_CHINESE_WORDS`` are read as their English words."""
+    english = _CHINESE.sub(lambda term: _CHINESE_WORDS[term.group()], text.lower())
+    return re.findall(r"[a-z0-9]+", english)
 
 
 def _has_word(finding: Finding, word: str) -> bool:
@@ -101,38 +125,56 @@ def _has_word(finding: Finding, word: str) -> bool:
     return False
 
 
-#: Words (without separators, see ``_has_word``) in a finding's label or code meaning that give
-#: the Fleischner 2017 nodule type, checked in this order: part-solid words before ground-glass
-#: and solid ones ("mixed GGN", "ground-glass nodule with solid component" and "partially solid
-#: nodule" are part-solid, never pure ground-glass or solid), so "non-solid" is never read as
-#: "solid" either. Fleischner: "subsolid" = ground-glass (non-solid) or part-solid; "semisolid",
-#: "mixed ground-glass" (mGGN) and "partially solid" are synonyms of part-solid. A ground-glass
-#: nodule "without" / with "no" solid component is pure ground-glass. A bundle that does not type
-#: its nodules gets None ("type not assessed").
-_TYPE_WORDS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("ground_glass", ("withoutsolidcomponent", "withoutasolidcomponent", "nosolidcomponent")),
-    (
-        "part_solid",
-        (
-            "partsolid",
-            "partiallysolid",
-            "semisolid",
-            "mixedgroundglass",
-            "mixedggn",
-            "mggn",
-            "solidcomponent",
-        ),
-    ),
-    ("ground_glass", ("nonsolid", "groundglass", "ggn", "ggo")),
-    # "subsolid" without more: the part-solid row (the more cautious of the two) is used
-    ("part_solid", ("subsolid",)),
-    ("solid", ("solid",)),
+# The Fleischner 2017 nodule type (MacMahon 2017, Table 1B) is read from the words of the label
+# and the code meaning together (``_tokens``: lower case, one space between words), whole words
+# only; in the patterns " ?" lets two words also be written as one ("groundglass", "partsolid").
+_COMPONENT = r"(?:components?|parts?|portions?|cores?|areas?)"
+_GROUND_GLASS_WORD = r"(?:ground ?glass|no[nt] ?solid|(?:p ?)?gg[no])"
+#: a component said to be absent: "without (a|any) solid component", "no solid part", "without
+#: ground-glass component"; group 1 is what is absent
+_ABSENT = re.compile(
+    rf"\b(?:without|no)(?: (?:any|a|an))? (solid|{_GROUND_GLASS_WORD}) {_COMPONENT}\b"
 )
+#: words that say part-solid on their own: part / partly / partially / semi solid, mGGN / mGGO,
+#: a solid component / part / portion / core / area
+_PART_SOLID = re.compile(
+    rf"\b(?:(?:part|partly|partially|semi) ?solid|m ?gg[no]|solid {_COMPONENT})\b"
+)
+#: ground glass, non-solid ("not solid"), GGN / GGO, pGGN (pure GGN)
+_GROUND_GLASS = re.compile(rf"\b{_GROUND_GLASS_WORD}\b")
+#: "solid" as a word of its own: not "non(-)solid", "sub(-)solid" nor "consolidation"
+_SOLID = re.compile(r"(?<!non )(?<!not )(?<!sub )\bsolid\b")
+_MIXED = re.compile(r"\bmixed\b")
+_SUBSOLID = re.compile(r"\bsub ?solid\b")
 
 
 def nodule_type(finding: Finding) -> str | None:
-    """'solid', 'ground_glass' or 'part_solid' from the label / code meaning, else None."""
-    for kind, words in _TYPE_WORDS:
-        if any(_has_word(finding, word) for word in words):
-            return kind
+    """'solid', 'ground_glass' or 'part_solid' from the label / code meaning, else None.
+
+    Rules, in this order (a part-solid nodule read as anything else gets its 3-6 month CT late):
+
+    1. a component said to be absent ("without any solid component", "no ground-glass part") is
+       set aside, and says nothing of its own kind;
+    2. a part-solid word -> part-solid;
+    3. a ground-glass word -> part-solid with any solid word ("solid and ground-glass
+       components") or "mixed" ("mixed GGO"), else ground-glass;
+    4. an absent solid component ("nodule without solid component") -> ground-glass;
+    5. "subsolid" without more -> part-solid (the more cautious of the two subsolid rows);
+    6. "solid" -> solid.
+
+    Any other words (none, "calcified", "consolidation") -> None ("type not assessed").
+    """
+    text = " ; ".join(" ".join(_tokens(text)) for text in _texts(finding))
+    no_solid = any(absent.group(1) == "solid" for absent in _ABSENT.finditer(text))
+    text = _ABSENT.sub(" ; ", text)
+    if _PART_SOLID.search(text):
+        return "part_solid"
+    if _GROUND_GLASS.search(text):
+        return "part_solid" if _SOLID.search(text) or _MIXED.search(text) else "ground_glass"
+    if no_solid:
+        return "ground_glass"
+    if _SUBSOLID.search(text):
+        return "part_solid"
+    if _SOLID.search(text):
+        return "solid"
     return None

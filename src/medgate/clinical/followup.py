@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 from statistics import fmean
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Protocol
 
 from pydantic import AfterValidator, BaseModel, Field, computed_field, model_validator
 
@@ -162,7 +162,7 @@ class FollowUpInput(VisitHistory):
     #: type 1 diabetes besides ``conditions``: its glucose control is not judged by these rules
     #: (SPEC_2017 manages type 2), but the BP and LDL-C targets and urgent signs of diabetes apply
     type1_diabetes: bool = False
-    sbp_mmhg: int | None = Field(None, ge=40, le=300)
+    sbp_mmhg: int | None = Field(None, ge=20, le=300)
     dbp_mmhg: int | None = Field(None, ge=20, le=200)
     fasting_glucose_mmol_l: float | None = Field(None, ge=0.5, le=50)
     random_glucose_mmol_l: float | None = Field(None, ge=0.5, le=50)
@@ -201,8 +201,8 @@ class TargetCheck(BaseModel):
 
 #: Words of the English target text and their Chinese, longest first (``target_zh``).
 TARGET_ZH: tuple[tuple[str, str], ...] = (
-    ("non_fasting_glucose_mmol_l", "非空腹血糖（mmol/L）"),
-    ("fasting_glucose_mmol_l", "空腹血糖（mmol/L）"),
+    ("non_fasting_glucose_mmol_l", "非空腹血糖"),
+    ("fasting_glucose_mmol_l", "空腹血糖"),
     ("hba1c_percent", "糖化血红蛋白"),
     ("mean home BP", "家庭血压均值"),
     ("office BP", "诊室血压"),
@@ -326,44 +326,57 @@ def has_diabetes(x: FollowUpInput) -> bool:
     return "type2_diabetes" in x.conditions or x.type1_diabetes
 
 
-def urgent_criteria(
-    x: FollowUpInput, bp: SeriesSummary | None, glu: SeriesSummary | None
+class DangerInputs(Protocol):
+    """What the danger criteria read: today's readings, the home series and the history (the
+    follow-up's input and the whole-patient summary both have these fields)."""
+
+    sbp_mmhg: int | None
+    dbp_mmhg: int | None
+    fasting_glucose_mmol_l: float | None
+    random_glucose_mmol_l: float | None
+    heart_rate: int | None
+    temperature_c: float | None
+    consciousness: Literal["A", "C", "V", "P", "U"] | None
+    symptoms: list[Symptom]
+    pregnant_or_lactating: bool
+    home_bp: list[BpReading]
+    home_glucose: list[GlucoseReading]
+
+
+def danger_criteria(
+    x: DangerInputs, *, hypertension: bool, diabetes: bool, child: bool = False
 ) -> list[ur.Criterion]:
-    """SPEC_2017 危急情况 for a managed patient, each with its level."""
-    diabetes = has_diabetes(x)
+    """SPEC_2017 危急情况, each with its level: the office and latest home BP and glucose, altered
+    consciousness, pregnancy with raised BP or glucose, the danger symptoms for this patient
+    (``danger_symptoms``) and, for diabetes of either type from 16, heart rate > 100 and
+    temperature > 39 (a child's heart rate is often above 100).
+
+    One list for the follow-up of a managed patient and for the whole-patient assessment of
+    anyone, so the two cannot drift apart.
+    """
     altered = (x.consciousness is not None and x.consciousness != "A") or (
         "behaviour_change" in x.symptoms
     )
     found = ur.bp_criteria(x.sbp_mmhg, x.dbp_mmhg, list(x.symptoms), altered)
-    if bp is not None:
+    if x.home_bp:
+        home = max(x.home_bp, key=lambda r: r.time)
         found += ur.bp_criteria(
-            int(bp.latest["sbp_mmhg"]),
-            int(bp.latest["dbp_mmhg"]),
-            list(x.symptoms),
-            altered,
-            label="home",
+            home.sbp_mmhg, home.dbp_mmhg, list(x.symptoms), altered, label="home"
         )
     glucose: list[tuple[str, float | None]] = [
         ("fasting", x.fasting_glucose_mmol_l),
         ("random", x.random_glucose_mmol_l),
     ]
-    if glu is not None:
-        glucose.append(("home", glu.latest["glucose_mmol_l"]))
+    if x.home_glucose:
+        glucose.append(("home", max(x.home_glucose, key=lambda r: r.time).glucose_mmol_l))
     found += ur.glucose_criteria(glucose, altered)
-
-    if diabetes:
+    if diabetes and not child:
         found += diabetes_vital_criteria(x.heart_rate, x.temperature_c)
     found += consciousness_criteria(x.consciousness)
     if x.pregnant_or_lactating:
-        found += pregnancy_criteria(
-            x.sbp_mmhg,
-            x.dbp_mmhg,
-            x.fasting_glucose_mmol_l,
-            x.random_glucose_mmol_l,
-            x.home_bp,
-            x.home_glucose,
-        )
-    return found + symptom_criteria(x.symptoms)
+        found += pregnancy_criteria(x)
+    symptoms = danger_symptoms(x.symptoms, hypertension, diabetes, x.pregnant_or_lactating)
+    return found + symptom_criteria(symptoms)
 
 
 def consciousness_criteria(consciousness: str | None) -> list[ur.Criterion]:
@@ -377,20 +390,13 @@ def consciousness_criteria(consciousness: str | None) -> list[ur.Criterion]:
     ]
 
 
-def pregnancy_criteria(
-    sbp: int | None,
-    dbp: int | None,
-    fasting: float | None,
-    random: float | None,
-    home_bp: list[BpReading],
-    home_glucose: list[GlucoseReading],
-) -> list[ur.Criterion]:
+def pregnancy_criteria(x: DangerInputs) -> list[ur.Criterion]:
     """SPEC_2017: pregnancy or lactation is urgent *with* BP or glucose above normal.
 
     Applied to every pregnant or lactating patient, diagnosis or not: raised BP in pregnancy is
     the pre-eclampsia warning, whether or not hypertension was known before.
     """
-    raised = _pregnancy_raised(sbp, dbp, fasting, random, home_bp, home_glucose)
+    raised = _pregnancy_raised(x)
     if raised is None:
         return []
     return [
@@ -436,11 +442,42 @@ def diabetes_vital_criteria(
     return found
 
 
+#: SPEC_2017's two lists of danger symptoms (危急情况): hypertension (剧烈头痛或头晕、恶心呕吐、
+#: 视力模糊、眼痛、心悸、胸闷、喘憋不能平卧) and type 2 diabetes (意识或行为改变、
+#: 呼气有烂苹果样丙酮味、心悸、出汗、食欲减退、恶心、呕吐、多饮、多尿、腹痛、有深大呼吸、皮肤潮红、
+#: 视力骤降). Each list is applied to its own patients: loss of appetite is a ketoacidosis sign in
+#: a diabetic, not a reason to transfer a hypertension-only patient.
+HYPERTENSION_SYMPTOMS: frozenset[str] = frozenset(
+    {
+        "severe_headache",
+        "severe_dizziness",
+        "nausea_vomiting",
+        "blurred_vision",
+        "eye_pain",
+        "palpitations",
+        "chest_tightness",
+        "dyspnoea",
+    }
+)
+DIABETES_SYMPTOMS: frozenset[str] = frozenset(
+    {
+        "behaviour_change",
+        "fruity_breath",
+        "palpitations",
+        "profuse_sweating",
+        "loss_of_appetite",
+        "nausea_vomiting",
+        "polyuria_polydipsia",
+        "abdominal_pain",
+        "deep_rapid_breathing",
+        "skin_flushing",
+        "sudden_vision_loss",
+    }
+)
 #: Danger symptoms urgent in anyone, diagnosis or not (medgate's choice, docs/clinical.md §7):
-#: chest pain or tightness, breathlessness lying flat, altered behaviour, sudden loss of vision,
-#: and the ketoacidosis signs (diabetes often first shows as ketoacidosis). The rest of the
-#: SPEC_2017 lists (headache, dizziness, nausea, sweating, loss of appetite, ...) are danger
-#: signs *in a managed hypertension or diabetes patient*, which is where the lists apply them.
+#: chest pain (medgate's addition) or tightness, breathlessness lying flat, altered behaviour,
+#: sudden loss of vision, and the ketoacidosis signs (diabetes often first shows as
+#: ketoacidosis).
 UNIVERSAL_SYMPTOMS: frozenset[str] = frozenset(
     {
         "chest_pain",
@@ -452,6 +489,31 @@ UNIVERSAL_SYMPTOMS: frozenset[str] = frozenset(
         "deep_rapid_breathing",
     }
 )
+#: NICE NG133 (2019), hypertension in pregnancy: symptoms of pre-eclampsia (severe headache,
+#: problems with vision, severe pain just below the ribs, vomiting) - urgent in pregnancy with or
+#: without raised BP.
+PREGNANCY_SYMPTOMS: frozenset[str] = frozenset(
+    {"severe_headache", "blurred_vision", "sudden_vision_loss", "abdominal_pain", "nausea_vomiting"}
+)
+NICE_NG133 = (
+    "NICE guideline NG133 (2019). Hypertension in pregnancy: diagnosis and management, "
+    "symptoms of pre-eclampsia"
+)
+
+
+def danger_symptoms(
+    symptoms: list[Symptom], hypertension: bool, diabetes: bool, pregnant: bool
+) -> list[Symptom]:
+    """The symptoms that are danger signs for this patient: the universal ones, each
+    specification list for its own patients, and the pre-eclampsia ones in pregnancy."""
+    wanted = set(UNIVERSAL_SYMPTOMS)
+    if hypertension:
+        wanted |= HYPERTENSION_SYMPTOMS | {"chest_pain"}
+    if diabetes:
+        wanted |= DIABETES_SYMPTOMS
+    if pregnant:
+        wanted |= PREGNANCY_SYMPTOMS
+    return [s for s in symptoms if s in wanted]
 
 
 def symptom_criteria(symptoms: list[Symptom]) -> list[ur.Criterion]:
@@ -462,32 +524,25 @@ def symptom_criteria(symptoms: list[Symptom]) -> list[ur.Criterion]:
     ]
 
 
-def _pregnancy_raised(
-    sbp: int | None,
-    dbp: int | None,
-    fasting: float | None,
-    random: float | None,
-    home_bp: list[BpReading],
-    home_glucose: list[GlucoseReading],
-) -> tuple[str, str] | None:
+def _pregnancy_raised(x: DangerInputs) -> tuple[str, str] | None:
     """SPEC_2017: pregnancy / lactation counts *with* BP or glucose above normal.
 
     Office values and the latest home reading alike: a home BP of 160/100 in pregnancy is the
     pre-eclampsia warning the rule is for, whether or not it was measured in the clinic.
     """
     s, d = _pair("pregnancy_bp_above")
-    pairs = [(sbp, dbp)]
-    if home_bp:
-        home = max(home_bp, key=lambda r: r.time)
+    pairs = [(x.sbp_mmhg, x.dbp_mmhg)]
+    if x.home_bp:
+        home = max(x.home_bp, key=lambda r: r.time)
         pairs.append((home.sbp_mmhg, home.dbp_mmhg))
     for systolic, diastolic in pairs:
         if (systolic is not None and systolic >= s) or (diastolic is not None and diastolic >= d):
             return "BP above normal (>= 140/90)", "血压高于正常（≥140/90 mmHg）"
     fasting_limit = _t("pregnancy_fasting_glucose_above_normal")
     random_limit = _t("pregnancy_random_glucose_above_normal")
-    readings = [(fasting, fasting_limit), (random, random_limit)]
-    if home_glucose:
-        latest = max(home_glucose, key=lambda r: r.time)
+    readings = [(x.fasting_glucose_mmol_l, fasting_limit), (x.random_glucose_mmol_l, random_limit)]
+    if x.home_glucose:
+        latest = max(x.home_glucose, key=lambda r: r.time)
         limit = fasting_limit if latest.fasting else random_limit
         readings.append((latest.glucose_mmol_l, limit))
     if any(value is not None and value >= limit for value, limit in readings):
@@ -655,7 +710,9 @@ def follow_up(x: FollowUpInput) -> FollowUpResult:
     """Control status, urgent / routine referral and the next follow-up interval (SPEC_2017)."""
     bp = summarise_bp(x.home_bp)
     glu = summarise_glucose(x.home_glucose)
-    criteria = urgent_criteria(x, bp, glu)
+    criteria = danger_criteria(
+        x, hypertension="hypertension" in x.conditions, diabetes=has_diabetes(x)
+    )
     status: list[ConditionStatus] = []
     targets: list[TargetCheck] = []
     if "hypertension" in x.conditions:

@@ -177,7 +177,8 @@ class QsofaRequest(_Strict):
 class VisitReadings(_Ranged):
     """Today's readings that the follow-up and urgent rules judge, each optional."""
 
-    sbp_mmhg: int | None = Field(None, ge=40, le=300)
+    # down to 20: a shocked patient's systolic pressure is a reading to act on, not to refuse
+    sbp_mmhg: int | None = Field(None, ge=20, le=300)
     dbp_mmhg: int | None = Field(None, ge=20, le=200)
     fasting_glucose_mmol_l: float | None = None
     random_glucose_mmol_l: float | None = None
@@ -240,7 +241,8 @@ class AssessRequest(LipidsMixin, VisitReadings, VisitHistory):
     family_history_ascvd: bool | None = None
     on_bp_treatment: bool | None = None
     respiratory_rate: int | None = Field(None, ge=0, le=80)
-    spo2: int | None = Field(None, ge=50, le=100)
+    # down to 20: severe hypoxaemia is to act on (a fraction such as 0.97 still fails, as 1)
+    spo2: int | None = Field(None, ge=20, le=100)
     spo2_scale: Literal[1, 2] = 1
     on_oxygen: bool | None = None
     suspected_infection: bool | None = None
