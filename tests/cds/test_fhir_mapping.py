@@ -901,3 +901,39 @@ def test_a_prefetch_that_is_not_a_resource_or_bundle_is_a_400(
     )
     assert response.status_code == 400
     assert response.json()["detail"].startswith("prefetch is not valid FHIR R4")
+
+
+def test_a_shock_reading_is_not_hidden_by_a_later_diastolic_alone(client: TestClient) -> None:
+    """Audit: a panel 60/40 20 minutes ago, then a diastolic 35 alone: the shock disappeared.
+    A low systolic (<= 90, NEWS2's 3 points) is kept like a high one."""
+    observations_ = [bp(60, 40, ago(minutes=20)), obs("8462-4", 35, "mm[Hg]", ago(minutes=5))]
+    summary = summary_from_prefetch({"observations": searchset(observations_)})
+    assert (summary["sbp_mmhg"], summary["dbp_mmhg"]) == (60, 40)
+    found = cards(client, {"patient": PATIENT, "observations": searchset(observations_)})
+    assert found[0]["indicator"] == "critical"
+
+
+@pytest.mark.parametrize(
+    ("recorded", "birth", "pregnant"),
+    [
+        ("2019-03-01", "1965-01-01", None),  # an obstetric Condition left open for years
+        (None, "1965-01-01", None),  # undated, but the patient is 61
+        ("recent", "1994-01-01", True),
+        (None, "1994-01-01", True),  # undated, the patient is 32: it counts
+    ],
+)
+def test_only_a_current_pregnancy_counts(
+    recorded: str | None, birth: str, pregnant: bool | None
+) -> None:
+    condition = fhir_condition("O24.4")
+    if recorded is not None:
+        when = ago(days=30)[:10] if recorded == "recent" else recorded
+        condition["recordedDate"] = when
+    prefetch = {
+        "patient": {**PATIENT, "gender": "female", "birthDate": birth},
+        "conditions": searchset([condition]),
+    }
+    summary, sources = read_prefetch(prefetch, now=dt.datetime.now(dt.UTC))
+    assert summary.get("pregnant_or_lactating") is pregnant
+    used = next(s["used"] for s in sources if s["input"] == "condition")
+    assert used is bool(pregnant)

@@ -534,3 +534,14 @@ def test_a_converted_ldl_value_is_shown_to_two_decimals() -> None:
     found = cards_for(assess(AssessRequest(**summary), None, "en"), "p1", "en")
     follow_up = next(c for c in found if c["summary"].startswith("Follow-up"))
     assert "LDL-C 3.63 mmol/L: not at target (< 1.8 mmol/L)" in follow_up["detail"]
+
+
+def test_the_follow_up_never_calls_shock_controlled(client: TestClient) -> None:
+    """BP 45/30 was refused by /follow-up (/assess took it), and 60/40 was 'controlled, 90 days'."""
+    for sbp, dbp in ((45, 30), (60, 40)):
+        body = {"conditions": ["hypertension"], "sbp_mmhg": sbp, "dbp_mmhg": dbp}
+        response = client.post("/api/v1/cds/follow-up", json=body)
+        assert response.status_code == 200, response.text
+        data = response.json()
+        assert data["urgent_referral"] and data["next_follow_up_days"] == 14
+        assert any(r["code"] == "low-sbp" for r in data["urgent_reasons"])

@@ -326,6 +326,63 @@ NODULE_TYPES = [
     ("磨玻璃结节伴实性成分", "Nodule", PS, f"{CHINA_2018}: ground glass + solid = 部分实性结节"),
     ("亚实性结节", "Nodule", PS, f"{CHINA_2018}: 亚实性 = subsolid, the more cautious row"),
     ("实性结节", "Nodule", "solid", f"{CHINA_2018}: 实性结节 = solid (MacMahon 2017 Table 1A)"),
+    # audit 3: semi-solid / mixed-density Chinese terms, ground glass with consolidation, negated
+    # solid components and a ground-glass halo were misread
+    (
+        "半实性结节",
+        "Nodule",
+        PS,
+        f"{CHINA_2018}: 半实性 = semisolid = part solid ({FLEISCHNER_1B})",
+    ),
+    ("混合密度结节", "Nodule", PS, f"{CHINA_2018}: 混合密度 = 混杂密度 = part solid"),
+    (
+        "ground-glass nodule with consolidative component",
+        "Nodule",
+        PS,
+        f"{FLEISCHNER_1B}: ground glass with a consolidative (solid) component = part solid",
+    ),
+    (
+        "GGO with central consolidation",
+        "Nodule",
+        PS,
+        f"{FLEISCHNER_1B}: ground glass with central consolidation = part solid",
+    ),
+    ("磨玻璃结节伴实变", "Nodule", PS, f"{CHINA_2018}: ground glass + 实变 = 部分实性结节"),
+    ("磨玻璃结节，未见实性成分", "Nodule", GG, f"{CHINA_2018}: no solid component = pure GGN"),
+    ("磨玻璃结节，不含实性成分", "Nodule", GG, f"{CHINA_2018}: no solid component = pure GGN"),
+    ("磨玻璃结节，无明显实性成分", "Nodule", GG, f"{CHINA_2018}: no solid component = pure GGN"),
+    (
+        "ground-glass nodule, no definite solid component",
+        "Nodule",
+        GG,
+        f"{FLEISCHNER_1B}: no solid component = ground glass (nonsolid)",
+    ),
+    (
+        "GGN, no measurable solid part",
+        "Nodule",
+        GG,
+        f"{FLEISCHNER_1B}: no solid component = ground glass (nonsolid)",
+    ),
+    (
+        "GGN (solid component absent)",
+        "Nodule",
+        GG,
+        f"{FLEISCHNER_1B}: solid component absent = ground glass (nonsolid)",
+    ),
+    (
+        "ground-glass nodule, solid component not seen",
+        "Nodule",
+        GG,
+        f"{FLEISCHNER_1B}: solid component not seen = ground glass (nonsolid)",
+    ),
+    (
+        "solid nodule with ground-glass halo",
+        "Nodule",
+        "solid",
+        "MacMahon H, et al. Radiology 2017;284:228-243 (Table 1A): a halo is not a subsolid "
+        "component",
+    ),
+    ("consolidation", "Nodule", None, "consolidation without ground glass: not assessed"),
 ]
 ACTION = {
     GG: "Follow-up chest CT at 6-12 months to confirm persistence, then CT every 2 years until "

@@ -449,3 +449,31 @@ def test_pre_eclampsia_symptoms_are_urgent_in_pregnancy(symptom: str) -> None:
     assert assess(pregnant, None, "en").referral.level == "urgent"
     not_pregnant = AssessRequest(age=30, sbp_mmhg=138, dbp_mmhg=88, symptoms=[symptom])
     assert assess(not_pregnant, None, "en").referral.level == "none"
+
+
+def test_no_cardiovascular_risk_flow_in_pregnancy() -> None:
+    """A BP of 165/112 in pregnancy is pre-eclampsia's, not 'grade 3 hypertension, treat lipids'."""
+    result = assess(
+        AssessRequest(
+            age=30,
+            pregnant_or_lactating=True,
+            sbp_mmhg=165,
+            dbp_mmhg=112,
+            symptoms=["severe_headache"],
+        ),
+        None,
+        "en",
+    )
+    assert result.referral.level == "emergency"
+    assert result.china_par is None
+    assert not [g for g in result.guidance if "ASCVD" in g or "lipids" in g]
+
+
+@pytest.mark.parametrize(("conditions", "direct"), [([], False), (["hypertension"], True)])
+def test_grade_3_from_partial_inputs_needs_known_hypertension(
+    conditions: list[str], direct: bool
+) -> None:
+    """One crisis reading is not grade 3 hypertension (Guideline 2019 speaks of the diagnosis)."""
+    summary = AssessRequest(age=50, sbp_mmhg=185, dbp_mmhg=100, conditions=conditions)
+    par = assess(summary, None, "en").china_par
+    assert (par is not None and par.route == "direct-high-risk") is direct

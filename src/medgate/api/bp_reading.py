@@ -78,9 +78,18 @@ def _complete(reading: Reading) -> bool:
     return {"sbp_mmhg", "dbp_mmhg"} <= set(reading.values)
 
 
+#: A systolic pressure this low is a crisis too: NEWS2's 3-point band (RCP 2017), the shock that
+#: NEWS2 and qSOFA act on.
+LOW_SBP_CRISIS = 90
+
+
 def _crisis(reading: Reading) -> bool:
+    """SBP >= 180 or DBP >= 110 (the 2017 specification's crisis), or SBP <= 90 (shock)."""
     sbp, dbp = URGENT_BP
-    return reading.values.get("sbp_mmhg", 0) >= sbp or reading.values.get("dbp_mmhg", 0) >= dbp
+    systolic = reading.values.get("sbp_mmhg")
+    return (
+        systolic is not None and (systolic >= sbp or systolic <= LOW_SBP_CRISIS)
+    ) or reading.values.get("dbp_mmhg", 0) >= dbp
 
 
 def chosen_reading(readings: Sequence[Reading]) -> Reading | None:
@@ -90,11 +99,11 @@ def chosen_reading(readings: Sequence[Reading]) -> Reading | None:
     systolic); it may hold both values, the systolic alone or the diastolic alone (so a newer
     diastolic crisis recorded alone is not hidden by an older panel). But when that latest
     reading is partial (systolic or diastolic missing) and a reading within the hour before it
-    (``BP_CRISIS_WINDOW``) holds a crisis value (SBP >= 180 or DBP >= 110), that crisis reading
-    is used instead, the latest such: a crisis minutes ago does not vanish behind an incomplete
-    reading. A complete reading re-measured after the crisis settles it (re-measuring a high BP
-    is the standard practice): a crisis before the latest complete reading is not brought back,
-    and a complete latest reading always wins.
+    (``BP_CRISIS_WINDOW``) holds a crisis value (SBP >= 180 or DBP >= 110, or SBP <= 90), that
+    crisis reading is used instead, the latest such: a crisis minutes ago does not vanish behind
+    an incomplete reading. A complete reading re-measured after the crisis settles it
+    (re-measuring a high BP is the standard practice): a crisis before the latest complete
+    reading is not brought back, and a complete latest reading always wins.
     """
     if not readings:
         return None

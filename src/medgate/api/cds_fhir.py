@@ -51,7 +51,15 @@ from medgate.api.fhir_codes import (
     UNSPECIFIED_DIABETES,
     matches,
 )
-from medgate.api.fhir_time import MAX_AGE, UNDATED, When, latest, observation_time, too_old
+from medgate.api.fhir_time import (
+    MAX_AGE,
+    UNDATED,
+    When,
+    latest,
+    observation_time,
+    time_of,
+    too_old,
+)
 from medgate.clinical.common import MG_DL_PER_MMOL_L_CHOLESTEROL, MG_DL_PER_MMOL_L_GLUCOSE
 
 PREFETCH_TEMPLATES = {
@@ -237,6 +245,23 @@ def _stale(field: str, value: Any, source: Source, name: str, when: When) -> Sou
     }
 
 
+#: A pregnancy or lactation Condition counts for this long after it was recorded or began (a
+#: pregnancy and the months of breastfeeding after it), and not from this age: obstetric
+#: Conditions are often left open in the record for years. medgate's choice (docs/clinical.md §7).
+PREGNANCY_MAX_AGE = dt.timedelta(days=365)
+PREGNANCY_MAX_PATIENT_AGE = 55
+
+
+def _pregnancy_current(cond: Condition, now: dt.datetime | None, age: Any) -> bool:
+    """Whether a pregnancy / obstetric Condition describes the patient now (see
+    ``PREGNANCY_MAX_AGE``): recorded or begun within the window, and an age at which pregnancy
+    is possible. Undated, or with no ``now`` to compare with, it counts."""
+    if isinstance(age, int) and age > PREGNANCY_MAX_PATIENT_AGE:
+        return False
+    when = time_of(cond.onsetDateTime) or time_of(cond.recordedDate)
+    return now is None or when is None or now - when.until <= PREGNANCY_MAX_AGE
+
+
 def read_prefetch(
     prefetch: dict[str, Any], today: dt.date | None = None, *, now: dt.datetime | None = None
 ) -> tuple[dict[str, Any], list[Source]]:
@@ -339,7 +364,7 @@ def read_prefetch(
             _codes(cond.verificationStatus) & NOT_A_DIAGNOSIS
         )
         coded = _codes(cond.code)
-        mapped = False
+        mapped = stale_pregnancy = False
         if counted:
             if matches(coded, TYPE1_DIABETES):
                 diabetes_types.add("type1")
@@ -350,8 +375,11 @@ def read_prefetch(
             if matches(coded, HYPERTENSION):
                 conditions.append("hypertension")
             if matches(coded, PREGNANCY) or any(OBSTETRIC_CHAPTER.fullmatch(c) for c in coded):
-                out["pregnant_or_lactating"] = True
-                mapped = True
+                if _pregnancy_current(cond, now, out.get("age")):
+                    out["pregnant_or_lactating"] = True
+                    mapped = True
+                else:  # an obstetric Condition left open for years is not a pregnancy now
+                    counted, stale_pregnancy = False, True
             if matches(coded, ASCVD):
                 out["ascvd"] = True
                 mapped = True
@@ -369,6 +397,11 @@ def read_prefetch(
                 ),
                 "effective": str(cond.recordedDate or cond.onsetDateTime or "") or None,
                 "used": counted and mapped,
+                **(
+                    {"unused": "stale", "max_age_days": PREGNANCY_MAX_AGE.days}
+                    if stale_pregnancy
+                    else {}
+                ),
             }
         )
     if diabetes_types:

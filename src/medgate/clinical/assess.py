@@ -163,6 +163,14 @@ def _calculator_input(
 def _china_par(x: AssessRequest) -> cp.ChinaParResult | NotComputed:
     if x.ascvd:  # very high risk whatever the equation's inputs: nothing to ask for
         return cp.established_ascvd()
+    if x.pregnant_or_lactating:
+        # the long-term risk flow (and its lipid-lowering advice) is not for pregnancy or
+        # breastfeeding, and a raised BP then is pre-eclampsia's, not grade 3 hypertension's
+        return NotComputed(
+            score="china_par",
+            reason="pregnant or lactating: the cardiovascular risk assessment waits until after",
+            reason_zh="妊娠期或哺乳期：心血管病风险评估待其后进行",
+        )
     ldl = x.ldl_cholesterol_mmol_l
     par_input = _calculator_input(
         x,
@@ -186,15 +194,17 @@ def _china_par(x: AssessRequest) -> cp.ChinaParResult | NotComputed:
     )
     if not isinstance(par_input, NotComputed):
         return cp.china_par(par_input)
-    # the equation cannot run, but a direct criterion needs only its own inputs
+    # the equation cannot run, but a direct criterion needs only its own inputs; grade 3
+    # hypertension only for a patient known to have hypertension (one crisis reading is not it)
     tc = x.lipid_mg_dl("total_cholesterol")
+    hypertensive = "hypertension" in x.conditions or bool(x.on_bp_treatment)
     direct = cp.direct_high_risk_from(
         age=x.age,
         diabetes=x.has_diabetes(),
         ldl_cholesterol_mg_dl=None if ldl is None else ldl * MG_DL_PER_MMOL_L_CHOLESTEROL,
         total_cholesterol_mg_dl=tc,
-        sbp_mmhg=x.sbp_mmhg,
-        dbp_mmhg=x.dbp_mmhg,
+        sbp_mmhg=x.sbp_mmhg if hypertensive else None,
+        dbp_mmhg=x.dbp_mmhg if hypertensive else None,
         ckd_stage_3_4=x.ckd_stage_3_4,
     )
     if direct:

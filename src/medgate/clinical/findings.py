@@ -82,12 +82,15 @@ def _texts(finding: Finding) -> tuple[str, str]:
 
 #: Chinese nodule terms (肺结节诊治中国专家共识（2018年版）: 实性结节, 部分实性结节 = 混杂密度结节,
 #: 纯磨玻璃结节) and the English words they are read as. Chinese is written without spaces, so a
-#: term is found anywhere in the text, the longest term first: "部分实性" is part-solid, never
-#: "实性" (solid); "亚实性" (subsolid) and "非实性" (non-solid) are not "实性" either.
+#: term is found anywhere in the text, the longest term first: "部分实性" / "半实性" is part-solid,
+#: never "实性" (solid); "亚实性" (subsolid) and "非实性" (non-solid) are not "实性" either. The
+#: negations 未见 / 不含 / 无 (无明显 = 无 + 明显) read as "no", so "未见实性成分" is "no solid
+#: component"; 实变 is consolidation and 晕 a halo ("磨玻璃晕" = ground-glass halo).
 _CHINESE_WORDS = {
-    "无实性成分": " without solid component ",
     "部分实性": " part solid ",
+    "半实性": " semi solid ",
     "混杂密度": " part solid ",
+    "混合密度": " part solid ",
     "混合性磨玻璃": " mixed ground glass ",
     "混合磨玻璃": " mixed ground glass ",
     "纯磨玻璃": " pure ground glass ",
@@ -96,7 +99,16 @@ _CHINESE_WORDS = {
     "非实性": " nonsolid ",
     "实性成分": " solid component ",
     "实性": " solid ",
+    "实变": " consolidation ",
     "结节": " nodule ",
+    "未见": " no ",
+    "不含": " no ",
+    "没有": " no ",
+    "无": " no ",
+    "明显": " obvious ",
+    "明确": " definite ",
+    "晕征": " halo sign ",
+    "晕": " halo ",
 }
 _CHINESE = re.compile("|".join(sorted(_CHINESE_WORDS, key=len, reverse=True)))
 
@@ -130,10 +142,27 @@ def _has_word(finding: Finding, word: str) -> bool:
 # only; in the patterns " ?" lets two words also be written as one ("groundglass", "partsolid").
 _COMPONENT = r"(?:components?|parts?|portions?|cores?|areas?)"
 _GROUND_GLASS_WORD = r"(?:ground ?glass|no[nt] ?solid|(?:p ?)?gg[no])"
-#: a component said to be absent: "without (a|any) solid component", "no solid part", "without
-#: ground-glass component"; group 1 is what is absent
+_CONSOLIDATION_WORD = r"consolidat(?:ion|ions|ive|ed)"
+#: a qualifier between "no" and what is absent: "no definite solid component"
+_QUALIFIER = r"(?:definite|obvious|measurable|discernible|discernable|evident|visible|appreciable)"
+#: what can be said to be absent: a solid or ground-glass component, consolidation
+_ABSENT_THING = (
+    rf"(?:solid {_COMPONENT}|{_GROUND_GLASS_WORD} {_COMPONENT}|{_CONSOLIDATION_WORD}"
+    rf"(?: {_COMPONENT})?)"
+)
+#: a component said to be absent: "without (a|any) solid component", "no definite solid part",
+#: "without ground-glass component", "solid component absent / not seen"; group "pre" or "post"
+#: is what is absent
 _ABSENT = re.compile(
-    rf"\b(?:without|no)(?: (?:any|a|an))? (solid|{_GROUND_GLASS_WORD}) {_COMPONENT}\b"
+    rf"\b(?:without|no)(?: (?:any|a|an))?(?: {_QUALIFIER})? (?P<pre>{_ABSENT_THING})\b"
+    rf"|\b(?P<post>{_ABSENT_THING}) (?:is |are )?"
+    r"(?:absent|not seen|not present|not identified|not visible)\b"
+)
+#: a ground-glass halo around a nodule ("solid nodule with ground-glass halo", "halo of ground
+#: glass", 磨玻璃晕) is not a subsolid component of it
+_HALO = re.compile(
+    rf"\b{_GROUND_GLASS_WORD} (?:halo|rim)s?\b"
+    rf"|\bhalos?(?: sign)?(?: of)?(?: surrounding)? {_GROUND_GLASS_WORD}\b"
 )
 #: words that say part-solid on their own: part / partly / partially / semi solid, mGGN / mGGO,
 #: a solid component / part / portion / core / area
@@ -142,6 +171,8 @@ _PART_SOLID = re.compile(
 )
 #: ground glass, non-solid ("not solid"), GGN / GGO, pGGN (pure GGN)
 _GROUND_GLASS = re.compile(rf"\b{_GROUND_GLASS_WORD}\b")
+#: consolidation, consolidative, consolidated (实变): a solid component only beside ground glass
+_CONSOLIDATION = re.compile(rf"\b{_CONSOLIDATION_WORD}\b")
 #: "solid" as a word of its own: not "non(-)solid", "sub(-)solid" nor "consolidation"
 _SOLID = re.compile(r"(?<!non )(?<!not )(?<!sub )\bsolid\b")
 _MIXED = re.compile(r"\bmixed\b")
@@ -153,24 +184,31 @@ def nodule_type(finding: Finding) -> str | None:
 
     Rules, in this order (a part-solid nodule read as anything else gets its 3-6 month CT late):
 
-    1. a component said to be absent ("without any solid component", "no ground-glass part") is
-       set aside, and says nothing of its own kind;
-    2. a part-solid word -> part-solid;
+    1. a component said to be absent ("without any solid component", "no definite solid part",
+       "solid component absent", "未见实性成分", "no consolidation") and a ground-glass halo
+       ("solid nodule with ground-glass halo") are set aside, and say nothing of their own kind;
+    2. a part-solid word ("part solid", "semisolid", 半实性, 混合密度) -> part-solid;
     3. a ground-glass word -> part-solid with any solid word ("solid and ground-glass
-       components") or "mixed" ("mixed GGO"), else ground-glass;
+       components"), "mixed" ("mixed GGO") or a consolidation word ("GGO with central
+       consolidation", 磨玻璃结节伴实变), else ground-glass;
     4. an absent solid component ("nodule without solid component") -> ground-glass;
     5. "subsolid" without more -> part-solid (the more cautious of the two subsolid rows);
     6. "solid" -> solid.
 
-    Any other words (none, "calcified", "consolidation") -> None ("type not assessed").
+    Any other words (none, "calcified", "consolidation" without ground glass) -> None ("type not
+    assessed").
     """
     text = " ; ".join(" ".join(_tokens(text)) for text in _texts(finding))
-    no_solid = any(absent.group(1) == "solid" for absent in _ABSENT.finditer(text))
-    text = _ABSENT.sub(" ; ", text)
+    no_solid = False
+    for absent in _ABSENT.finditer(text):
+        thing = absent.group("pre") or absent.group("post")
+        no_solid = no_solid or thing.startswith("solid")
+    text = _HALO.sub(" ; ", _ABSENT.sub(" ; ", text))
     if _PART_SOLID.search(text):
         return "part_solid"
     if _GROUND_GLASS.search(text):
-        return "part_solid" if _SOLID.search(text) or _MIXED.search(text) else "ground_glass"
+        beside = _SOLID.search(text) or _MIXED.search(text) or _CONSOLIDATION.search(text)
+        return "part_solid" if beside else "ground_glass"
     if no_solid:
         return "ground_glass"
     if _SUBSOLID.search(text):

@@ -202,7 +202,6 @@ class FollowUpRequest(VisitReadings, VisitHistory):
     )
     ckd: bool = False
     ascvd: bool = False
-    sbp_mmhg: int | None = Field(None, ge=50, le=300)
 
 
 class DiabetesProgressionRequest(_Strict):
