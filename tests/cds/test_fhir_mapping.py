@@ -937,3 +937,29 @@ def test_only_a_current_pregnancy_counts(
     assert summary.get("pregnant_or_lactating") is pregnant
     used = next(s["used"] for s in sources if s["input"] == "condition")
     assert used is bool(pregnant)
+
+
+@pytest.mark.parametrize(
+    ("code", "fields"),
+    [
+        ("N18.3", {"ckd": True, "ckd_stage_3_4": True}),  # ICD-10: CKD stage 3
+        ("N18.4", {"ckd": True, "ckd_stage_3_4": True}),  # ICD-10: CKD stage 4
+        ("N18.9", {"ckd": True}),  # ICD-10: CKD, unspecified
+        ("I69.3", {"ascvd": True}),  # ICD-10: sequelae of cerebral infarction
+    ],
+)
+def test_ckd_and_stroke_sequelae_conditions(code: str, fields: dict[str, bool]) -> None:
+    summary = summary_from_prefetch({"conditions": searchset([fhir_condition(code)])})
+    assert {k: summary[k] for k in ("ckd", "ckd_stage_3_4", "ascvd") if k in summary} == fields
+
+
+def test_ckd_stage_3_sets_the_targets_on_cds_hooks(client: TestClient) -> None:
+    """Audit: I10 + N18.3 with BP 136/84 read 'controlled (< 140/90), 90 days'."""
+    prefetch = {
+        "patient": {**PATIENT, "gender": "female", "birthDate": "1965-01-01"},
+        "observations": searchset([bp(136, 84)]),
+        "conditions": searchset([fhir_condition("I10"), fhir_condition("N18.3")]),
+    }
+    follow_up = next(c for c in cards(client, prefetch) if c["summary"].startswith("Follow-up"))
+    assert "not controlled (office BP < 130/80 mmHg" in follow_up["detail"]
+    assert follow_up["summary"] == "Follow-up: next visit within 14 days"

@@ -113,6 +113,7 @@ def test_home_readings_are_summarised_and_judged(client: TestClient) -> None:
         "basis": "home",
         "target": "mean home BP < 135/85 mmHg",
         "reason": None,
+        "reason_zh": None,
         "target_zh": "家庭血压均值 < 135/85 mmHg",
     }
     crisis = _series([(130, 80), (182, 100)])

@@ -35,6 +35,7 @@ ALLOWED_LATIN = {
     "PET",
     "mmHg",
     "mmol",
+    "L",  # mmol/L, the unit as Chinese clinical text writes it
     "HbA",
     "LDL",
     "C",  # LDL-C, HDL-C: the Chinese guidelines' own abbreviations
@@ -493,7 +494,7 @@ def test_established_ascvd_and_an_unmet_ldl_target_reach_the_cards(
     follow_up = next(c for c in found if c["summary"].startswith(("随访", "Follow-up")))
     if lang == "zh":
         assert ascvd["summary"] == "已确诊动脉粥样硬化性心血管病：极高危，二级预防"
-        assert "LDL-C 2.5 毫摩尔/升，未达标（目标< 1.8 毫摩尔/升）" in follow_up["detail"]
+        assert "LDL-C 2.5 mmol/L，未达标（目标 < 1.8 mmol/L）" in follow_up["detail"]
         assert not latin_words(ascvd["detail"] + follow_up["detail"])
     else:
         assert ascvd["summary"] == "Established ASCVD: very high risk, secondary prevention"

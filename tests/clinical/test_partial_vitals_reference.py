@@ -477,3 +477,38 @@ def test_grade_3_from_partial_inputs_needs_known_hypertension(
     summary = AssessRequest(age=50, sbp_mmhg=185, dbp_mmhg=100, conditions=conditions)
     par = assess(summary, None, "en").china_par
     assert (par is not None and par.route == "direct-high-risk") is direct
+
+
+def test_an_earlier_home_hypoglycaemia_is_not_hidden_by_a_later_normal_value() -> None:
+    """DM 2022: hypoglycaemia means reviewing the treatment; a 2.6 at 03:00 then 7.2 at 07:00 was
+    'controlled, next visit in 90 days'."""
+    result = assess(
+        AssessRequest(
+            age=66,
+            conditions=["type2_diabetes"],
+            fasting_glucose_mmol_l=6.5,
+            hba1c_percent=6.8,
+            home_glucose=[
+                {"time": T_HOME.replace(hour=3), "glucose_mmol_l": 2.6, "fasting": False},
+                {"time": T_HOME.replace(hour=7), "glucose_mmol_l": 7.2, "fasting": True},
+            ],
+        ),
+        None,
+        "zh",
+    )
+    assert result.follow_up is not None
+    status = result.follow_up.status[0]
+    assert status.controlled is False and status.reason_zh is not None
+    assert status.reason_zh.startswith("低血糖：血糖 2.6 mmol/L")
+    assert result.follow_up.next_follow_up_days == 14
+
+
+def test_a_hypoglycaemic_value_never_meets_the_glucose_target() -> None:
+    result = assess(
+        AssessRequest(age=66, conditions=["type2_diabetes"], fasting_glucose_mmol_l=3.3),
+        None,
+        "en",
+    )
+    assert result.follow_up is not None
+    fasting = next(t for t in result.follow_up.targets if t.measure == "fasting_glucose_mmol_l")
+    assert fasting.met is False and result.follow_up.status[0].controlled is False

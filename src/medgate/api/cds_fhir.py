@@ -33,6 +33,8 @@ from medgate.api.fhir_codes import (
     ACTIVE_CLINICAL_STATUS,
     ASCVD,
     BP_PANELS,
+    CKD,
+    CKD_STAGE_3_4,
     CODES,
     CURRENT_SMOKER_SNOMED,
     DBP,
@@ -382,6 +384,12 @@ def read_prefetch(
                     counted, stale_pregnancy = False, True
             if matches(coded, ASCVD):
                 out["ascvd"] = True
+                mapped = True
+            if matches(coded, CKD_STAGE_3_4):
+                out["ckd"] = out["ckd_stage_3_4"] = True
+                mapped = True
+            elif matches(coded, CKD):
+                out["ckd"] = True
                 mapped = True
             mapped = mapped or matches(coded, DIABETES | HYPERTENSION)
         first = next(iter(cond.code.coding or []), None) if cond.code else None

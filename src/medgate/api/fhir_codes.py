@@ -90,6 +90,7 @@ ASCVD = {
     "I24",  # ICD-10: other acute ischaemic heart diseases
     "I25",  # ICD-10: chronic ischaemic heart disease (I25.2: old myocardial infarction)
     "I63",  # ICD-10: cerebral infarction
+    "I69.3",  # ICD-10: sequelae of cerebral infarction (how a stroke follow-up is often coded)
     "G45",  # ICD-10: transient cerebral ischaemic attacks (TIA)
     "I70",  # ICD-10: atherosclerosis
     "Z95.1",  # ICD-10: presence of aortocoronary bypass graft
@@ -101,6 +102,21 @@ ASCVD = {
     "194828000",  # SNOMED CT: angina
     "432504007",  # SNOMED CT: cerebral infarction
     "266257000",  # SNOMED CT: transient ischaemic attack
+}
+# Chronic kidney disease (``ckd``: BP target < 130/80, LDL-C target < 2.6); stages 3-4 also
+# ``ckd_stage_3_4`` (high ASCVD risk without calculation, Guideline 2019).
+CKD = {
+    "N18",  # ICD-10: chronic kidney disease (any stage; N18.9 unspecified)
+    "709044004",  # SNOMED CT: chronic kidney disease
+    "431855005",  # SNOMED CT: chronic kidney disease stage 1
+    "431856006",  # SNOMED CT: chronic kidney disease stage 2
+    "433146000",  # SNOMED CT: chronic kidney disease stage 5
+}
+CKD_STAGE_3_4 = {
+    "N18.3",  # ICD-10: chronic kidney disease, stage 3
+    "N18.4",  # ICD-10: chronic kidney disease, stage 4
+    "433144002",  # SNOMED CT: chronic kidney disease stage 3
+    "431857002",  # SNOMED CT: chronic kidney disease stage 4
 }
 # Condition.clinicalStatus: these count (no clinicalStatus, allowed in R4, counts as active).
 ACTIVE_CLINICAL_STATUS = {"active", "recurrence", "relapse"}

@@ -360,7 +360,6 @@ SCORE_ZH = {
     "learned_model": "机器学习模型",
 }
 CONDITION_ZH = {"hypertension": "高血压", "type2_diabetes": "2型糖尿病"}
-MMOL_ZH = "毫摩尔/升"
 
 #: The demo model's inputs (its bundle's metadata) in Chinese, for the zh card.
 MODEL_FEATURE_ZH = {
@@ -484,11 +483,13 @@ INPUT_ZH = {
 
 
 def _input_zh(name: str) -> str:
-    """One missing input ("a|b" or "a+b" alternatives named by the first) in Chinese, with its
-    field name quoted for the integrator."""
-    first = name.replace("+", "|").split("|")[0]
-    label = INPUT_ZH.get(first)
-    return f"{label}（`{name}`）" if label else f"`{name}`"
+    """One missing input in Chinese, with its field name quoted for the integrator: "a|b" (either
+    unit) is named by the first, "a+b" (both needed) by each part."""
+    parts = [part.split("|")[0] for part in name.split("+")]
+    labels = [INPUT_ZH.get(part) or INPUT_ZH.get(f"{part}_mmol_l") for part in parts]
+    if not all(labels):
+        return f"`{name}`"
+    return f"{'和'.join(str(label) for label in labels)}（`{name}`）"
 
 
 def _follow_up_card(fup: fu.FollowUpResult, lang: Language) -> dict[str, Any]:
@@ -498,16 +499,19 @@ def _follow_up_card(fup: fu.FollowUpResult, lang: Language) -> dict[str, Any]:
         if zh:
             state = {True: "控制满意", False: "控制不满意", None: "无法判断"}[s.controlled]
             lines.append(f"- {CONDITION_ZH[s.condition]}：{state}（目标：{s.target_zh}）")
+            if s.reason_zh:
+                lines.append(f"  {s.reason_zh}")
         else:
             state = {True: "controlled", False: "not controlled", None: "unknown"}[s.controlled]
             lines.append(f"- {s.condition}: {state} ({s.target}; {s.basis})")
+            if s.reason_zh:  # a reason the doctor must read (the others say what is missing)
+                lines.append(f"  {s.reason}")
     for t in fup.targets:
         # BP and glucose show in the status lines above; an unmet LDL-C target shows here,
         # since it does not change the visit interval (a "controlled, 90 days" card would hide it)
         if t.measure == "ldl_cholesterol_mmol_l" and t.met is False:
-            target_zh = t.target.replace("mmol/L", MMOL_ZH)
             lines.append(
-                f"- LDL-C {_shown(t.value)} 毫摩尔/升，未达标（目标{target_zh}）"
+                f"- LDL-C {_shown(t.value)} mmol/L，未达标（目标 {t.target}）"
                 if zh
                 else f"- LDL-C {_shown(t.value)} mmol/L: not at target ({t.target})"
             )

@@ -219,6 +219,8 @@ class ConditionStatus(BaseModel):
     basis: Literal["office", "home", "none"]
     target: str
     reason: str | None = None
+    #: the reason in Chinese, where a card must show it (hypoglycaemia)
+    reason_zh: str | None = None
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -656,10 +658,29 @@ def _glucose_status(
     )
     for measure, value, limit, unit, source in measures:
         if value is not None:
-            checks.append(below_target(measure, value, limit, unit, source))
+            check = below_target(measure, value, limit, unit, source)
+            if measure != "hba1c_percent" and value <= ur.URGENT_GLUCOSE_LOW:
+                check = check.model_copy(update={"met": False})  # low is not "on target"
+            checks.append(check)
     target = "; ".join(f"{c.measure} {c.target}" for c in checks) or (
         f"fasting glucose < {fasting_target:g} mmol/L, HbA1c < 7 %"
     )
+    lowest = _lowest_glucose(x)
+    if lowest is not None:
+        # DM_2022: hypoglycaemia means the treatment is reviewed, whatever the averages say
+        return (
+            ConditionStatus(
+                condition="type2_diabetes",
+                controlled=False,
+                basis=basis,
+                target=target,
+                reason=f"hypoglycaemia: glucose {lowest:g} mmol/L (<= {ur.URGENT_GLUCOSE_LOW:g}): "
+                "review the treatment",
+                reason_zh=f"低血糖：血糖 {lowest:g} mmol/L"
+                f"（≤{ur.URGENT_GLUCOSE_LOW:g}），需调整治疗",
+            ),
+            checks,
+        )
     if not checks:
         return (
             ConditionStatus(
@@ -678,6 +699,15 @@ def _glucose_status(
         ),
         checks,
     )
+
+
+def _lowest_glucose(x: FollowUpInput) -> float | None:
+    """The lowest glucose at or below 3.9 mmol/L among today's values and every home reading
+    sent: an earlier hypoglycaemia is not hidden by a later normal reading."""
+    values = [x.fasting_glucose_mmol_l, x.random_glucose_mmol_l]
+    values += [r.glucose_mmol_l for r in x.home_glucose]
+    low = [v for v in values if v is not None and v <= ur.URGENT_GLUCOSE_LOW]
+    return min(low) if low else None
 
 
 def ldl_target(x: FollowUpInput) -> tuple[float, str]:
