@@ -120,6 +120,14 @@ SYMPTOMS = [
     ("skin_flushing", False, True, "Spec 2017 diabetes: 皮肤潮红"),
     ("sudden_vision_loss", True, True, "Spec 2017 diabetes: 视力突然骤降; universal"),
     ("chest_pain", True, True, "medgate: conservative addition; universal"),
+    (
+        "one_sided_weakness",
+        True,
+        True,
+        "Stroke 1-2-0 (Lancet Neurol 2017): arm weakness; universal",
+    ),
+    ("slurred_speech", True, True, "Stroke 1-2-0 (Lancet Neurol 2017): unclear speech; universal"),
+    ("facial_droop", True, True, "Stroke 1-2-0 (Lancet Neurol 2017): face asymmetry; universal"),
 ]
 
 

@@ -512,3 +512,17 @@ def test_a_hypoglycaemic_value_never_meets_the_glucose_target() -> None:
     assert result.follow_up is not None
     fasting = next(t for t in result.follow_up.targets if t.measure == "fasting_glucose_mmol_l")
     assert fasting.met is False and result.follow_up.status[0].controlled is False
+
+
+@pytest.mark.parametrize("symptom", ["one_sided_weakness", "slurred_speech", "facial_droop"])
+@pytest.mark.parametrize(("age", "conditions"), [(69, ["hypertension"]), (40, []), (12, [])])
+def test_a_stroke_sign_is_an_emergency_for_anyone(
+    symptom: str, age: int, conditions: list[str]
+) -> None:
+    """Stroke 1-2-0 (Zhao J, Liu R. Lancet Neurol 2017;16:27-28): face, arm, speech, call 120."""
+    summary = AssessRequest(age=age, conditions=conditions, symptoms=[symptom])
+    result = assess(summary, None, "zh")
+    assert result.referral.level == "emergency"
+    assert result.guidance[0].startswith("急救：立即拨打120")
+    if result.follow_up is not None:
+        assert result.follow_up.emergency and result.follow_up.next_follow_up_days == 14

@@ -663,7 +663,10 @@ def assess(x: AssessRequest, predictor: TabularPredictor | None, lang: Language)
 
 
 #: Follow-up reasons that are emergencies (``urgent.bp_criteria`` / ``glucose_criteria``).
-EMERGENCY_CODES = frozenset({"hypertensive-emergency", "severe-hypoglycaemia"})
+EMERGENCY_CODES = frozenset(
+    {"hypertensive-emergency", "severe-hypoglycaemia"}
+    | {f"symptom-{symptom}" for symptom in fu.STROKE_SYMPTOMS}
+)
 
 
 def news2_action(

@@ -82,7 +82,8 @@ Condition = Literal["hypertension", "type2_diabetes"]
 # Hypertension 危急情况 symptoms (SPEC_2017): 剧烈头痛或头晕、恶心呕吐、视力模糊、眼痛、心悸、胸闷、
 # 喘憋不能平卧. Diabetes (SPEC_2017): 意识或行为改变、呼气有烂苹果样丙酮味、心悸、出汗、食欲减退、
 # 恶心、呕吐、多饮、多尿、腹痛、有深大呼吸、皮肤潮红、视力突然骤降. chest_pain is medgate's
-# conservative addition (not in either list). Every symptom counts for every patient.
+# conservative addition (not in either list); which list counts for whom: ``danger_symptoms``.
+# one_sided_weakness, slurred_speech and facial_droop are the signs of a stroke (STROKE_120).
 Symptom = Literal[
     "severe_headache",
     "severe_dizziness",
@@ -102,6 +103,9 @@ Symptom = Literal[
     "skin_flushing",
     "behaviour_change",
     "sudden_vision_loss",
+    "one_sided_weakness",
+    "slurred_speech",
+    "facial_droop",
 ]
 
 
@@ -310,6 +314,15 @@ SYMPTOM_TEXT: dict[str, tuple[str, str]] = {
     "skin_flushing": ("flushed skin", "皮肤潮红"),
     "behaviour_change": ("change in behaviour", "行为改变"),
     "sudden_vision_loss": ("sudden loss of vision", "视力骤降"),
+    "one_sided_weakness": (
+        "weakness or numbness of one side (suspected stroke)",
+        "一侧肢体无力或麻木（疑似卒中）",
+    ),
+    "slurred_speech": ("slurred speech (suspected stroke)", "言语不清（疑似卒中）"),
+    "facial_droop": (
+        "one side of the face drooping (suspected stroke)",
+        "一侧口角歪斜（疑似卒中）",
+    ),
 }
 
 
@@ -524,7 +537,7 @@ def danger_symptoms(
 ) -> list[Symptom]:
     """The symptoms that are danger signs for this patient: the universal ones, each
     specification list for its own patients, and the pre-eclampsia ones in pregnancy."""
-    wanted = set(UNIVERSAL_SYMPTOMS)
+    wanted = set(UNIVERSAL_SYMPTOMS) | STROKE_SYMPTOMS
     if hypertension:
         wanted |= HYPERTENSION_SYMPTOMS | {"chest_pain"}
     if diabetes:
@@ -534,10 +547,24 @@ def danger_symptoms(
     return [s for s in symptoms if s in wanted]
 
 
+#: The signs of a stroke (中风120: 1 看1张脸, 2 查2只胳膊, 0 聆听语言 - then call 120): an
+#: emergency for anyone, at any age.
+STROKE_SYMPTOMS: frozenset[str] = frozenset(
+    {"one_sided_weakness", "slurred_speech", "facial_droop"}
+)
+STROKE_120 = (
+    "Zhao J, Liu R. Stroke 1-2-0: a rapid response programme for stroke in China. Lancet Neurol "
+    "2017;16(1):27-28 (中风120: face asymmetry, one-arm weakness, unclear speech: call 120)"
+)
+
+
 def symptom_criteria(symptoms: list[Symptom]) -> list[ur.Criterion]:
-    """SPEC_2017 危急情况 symptoms, each an urgent referral (the lists of both specifications)."""
+    """SPEC_2017 危急情况 symptoms, each an urgent referral (the lists of both specifications);
+    a stroke sign is an emergency (STROKE_120)."""
     return [
-        ur.Criterion.of("urgent", f"symptom-{symptom}", *SYMPTOM_TEXT[symptom], SPEC_2017)
+        ur.Criterion.of("emergency", f"symptom-{symptom}", *SYMPTOM_TEXT[symptom], STROKE_120)
+        if symptom in STROKE_SYMPTOMS
+        else ur.Criterion.of("urgent", f"symptom-{symptom}", *SYMPTOM_TEXT[symptom], SPEC_2017)
         for symptom in symptoms
     ]
 
