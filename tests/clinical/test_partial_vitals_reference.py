@@ -526,3 +526,10 @@ def test_a_stroke_sign_is_an_emergency_for_anyone(
     assert result.guidance[0].startswith("急救：立即拨打120")
     if result.follow_up is not None:
         assert result.follow_up.emergency and result.follow_up.next_follow_up_days == 14
+
+
+def test_the_low_systolic_limit_is_the_news2_chart_edge() -> None:
+    """RCP 2017 chart 1: SBP <= 90 scores 3; the follow-up and the BP-reading choice use it too."""
+    from medgate.clinical import urgent as ur
+
+    assert nw.BANDS["sbp_mmhg"][0] == (ur.LOW_SBP, 3)

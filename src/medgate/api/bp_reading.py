@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from medgate.api.fhir_time import When, order_keys
-from medgate.clinical.urgent import URGENT_BP
+from medgate.clinical.urgent import LOW_SBP, URGENT_BP
 
 #: Where a value came from: its resource, code and effective time (``cds_fhir.read_prefetch``).
 Source = dict[str, Any]
@@ -78,17 +78,12 @@ def _complete(reading: Reading) -> bool:
     return {"sbp_mmhg", "dbp_mmhg"} <= set(reading.values)
 
 
-#: A systolic pressure this low is a crisis too: NEWS2's 3-point band (RCP 2017), the shock that
-#: NEWS2 and qSOFA act on.
-LOW_SBP_CRISIS = 90
-
-
 def _crisis(reading: Reading) -> bool:
     """SBP >= 180 or DBP >= 110 (the 2017 specification's crisis), or SBP <= 90 (shock)."""
     sbp, dbp = URGENT_BP
     systolic = reading.values.get("sbp_mmhg")
     return (
-        systolic is not None and (systolic >= sbp or systolic <= LOW_SBP_CRISIS)
+        systolic is not None and (systolic >= sbp or systolic <= LOW_SBP)
     ) or reading.values.get("dbp_mmhg", 0) >= dbp
 
 

@@ -341,12 +341,6 @@ def has_diabetes(x: FollowUpInput) -> bool:
     return "type2_diabetes" in x.conditions or x.type1_diabetes
 
 
-#: RCP 2017 NEWS2 chart 1: a systolic BP <= 90 scores 3, a single 3 is an urgent response. In
-#: the follow-up of a treated patient it is over-treatment or shock, never "controlled".
-LOW_SBP = 90
-RCP_NEWS2_LOW_SBP = "Royal College of Physicians. NEWS2, 2017: systolic BP <= 90 mmHg scores 3"
-
-
 class DangerInputs(Protocol):
     """What the danger criteria read: today's readings, the home series and the history (the
     follow-up's input and the whole-patient summary both have these fields)."""
@@ -393,14 +387,14 @@ def danger_criteria(
     found += ur.glucose_criteria(glucose, altered)
     if diabetes and not child:
         found += diabetes_vital_criteria(x.heart_rate, x.temperature_c)
-    if not child and x.sbp_mmhg is not None and x.sbp_mmhg <= LOW_SBP:
+    if not child and x.sbp_mmhg is not None and x.sbp_mmhg <= ur.LOW_SBP:
         found.append(
             ur.Criterion.of(
                 "urgent",
                 "low-sbp",
-                f"systolic BP {x.sbp_mmhg} mmHg (<= {LOW_SBP})",
-                f"收缩压 {x.sbp_mmhg} mmHg（≤{LOW_SBP}）",
-                RCP_NEWS2_LOW_SBP,
+                f"systolic BP {x.sbp_mmhg} mmHg (<= {ur.LOW_SBP})",
+                f"收缩压 {x.sbp_mmhg} mmHg（≤{ur.LOW_SBP}）",
+                ur.RCP_NEWS2_LOW_SBP,
             )
         )
     found += consciousness_criteria(x.consciousness)

@@ -37,6 +37,11 @@ HTN_2018_EMERGENCY = (
 
 # 2017 spec: SBP >= 180 and/or DBP >= 110 mmHg; glucose >= 16.7 or <= 3.9 mmol/L.
 URGENT_BP = (180, 110)
+#: RCP 2017 NEWS2 chart 1: a systolic BP <= 90 scores 3 (a single 3 is an urgent response): shock,
+#: or in a treated patient over-treatment; never "controlled", and never hidden behind a later
+#: partial BP reading (``api.bp_reading``).
+LOW_SBP = 90
+RCP_NEWS2_LOW_SBP = "Royal College of Physicians. NEWS2, 2017: systolic BP <= 90 mmHg scores 3"
 URGENT_GLUCOSE_HIGH = 16.7
 URGENT_GLUCOSE_LOW = 3.9
 # CDS 2020: level-2 hypoglycaemia below 3.0 mmol/L.
