@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 
+import pytest
 import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
@@ -117,3 +119,70 @@ def test_a_database_made_at_0002_opens_with_every_row_readable(database_url: str
         assert claimed is not None and claimed.study_instance_uid == "2.1"
     finally:
         index.close()
+
+
+def _stamp(engine: sa.Engine, revisions: list[str]) -> None:
+    """Write ``alembic_version`` as a development build left it."""
+    with engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM alembic_version"))
+        for revision in revisions:
+            conn.execute(sa.text("INSERT INTO alembic_version VALUES (:r)"), {"r": revision})
+
+
+def _version_rows(engine: sa.Engine) -> list[str]:
+    with engine.connect() as conn:
+        return sorted(conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalars())
+
+
+def test_a_development_database_at_the_three_0003_branches_opens_at_0003(
+    database_url: str,
+) -> None:
+    """Development builds made 0003's tables as three sibling revisions of 0002; such a
+    database holds the same tables, so it is re-stamped, keeps its rows, and takes new work."""
+    engine = sa.create_engine(database_url)
+    migrations.upgrade(engine)
+    _stamp(engine, sorted(migrations.BRANCHES_OF_0003))
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO result_reports (study_instance_uid, status, issued_at)"
+                " VALUES ('3.1', 'final', :t)"
+            ),
+            {"t": "2026-11-01 00:00:00+00:00"},
+        )
+    engine.dispose()
+    index = Index(database_url)
+    try:
+        assert migrations.current_revisions(index.engine) == migrations.head_revisions()
+        assert _version_rows(index.engine) == ["0003"]
+        with index.engine.connect() as conn:
+            diff = compare_metadata(MigrationContext.configure(conn), metadata)
+            stored = conn.execute(sa.text("SELECT status FROM result_reports")).scalars().all()
+        assert diff == []
+        assert stored == ["final"]
+    finally:
+        index.close()
+
+
+def test_a_database_at_part_of_the_0003_branches_is_refused_unchanged(database_url: str) -> None:
+    engine = sa.create_engine(database_url)
+    migrations.upgrade(engine)
+    _stamp(engine, ["0003_deliveries", "0003_review"])
+    with pytest.raises(migrations.MigrationError, match="0003_deliveries, 0003_review"):
+        migrations.upgrade(engine)
+    assert _version_rows(engine) == ["0003_deliveries", "0003_review"]
+    engine.dispose()
+
+
+def test_0003_downgrades_to_0002_and_upgrades_again(database_url: str) -> None:
+    engine = sa.create_engine(database_url)
+    migrations.upgrade(engine)
+    config = migrations.alembic_config()
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, "0002")
+    assert _version_rows(engine) == ["0002"]
+    assert "deliveries" not in sa.inspect(engine).get_table_names()
+    migrations.upgrade(engine)
+    assert _version_rows(engine) == ["0003"]
+    engine.dispose()

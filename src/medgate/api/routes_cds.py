@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Coroutine
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.concurrency import run_in_threadpool
@@ -152,6 +152,11 @@ def predictor(request: Request) -> TabularPredictor | None:
         return None
 
 
+#: A route's reply language (``Accept-Language``) and the demo learned model, as parameters.
+ReplyLanguage = Annotated[Language, Depends(language)]
+DemoModel = Annotated[TabularPredictor | None, Depends(predictor)]
+
+
 #: the equation's lipid inputs, in mg/dL: the request gives them in either unit
 LIPIDS_MG_DL = {"total_cholesterol_mg_dl", "hdl_cholesterol_mg_dl", "ldl_cholesterol_mg_dl"}
 
@@ -179,7 +184,7 @@ class ChinaParResponse(ChinaParAnswer):
 
 
 @router.post("/api/v1/cds/china-par", response_model=ChinaParResponse)
-def china_par_route(body: ChinaParRequest, lang: Language = Depends(language)) -> ChinaParResponse:
+def china_par_route(body: ChinaParRequest, lang: ReplyLanguage) -> ChinaParResponse:
     """2019-guideline ASCVD risk assessment: direct high risk, else China-PAR (ages 35-74)."""
     tc = body.lipid_mg_dl("total_cholesterol")
     hdl = body.lipid_mg_dl("hdl_cholesterol")
@@ -209,7 +214,7 @@ class News2Response(nw.News2Result):
 
 
 @router.post("/api/v1/cds/news2", response_model=News2Response)
-def news2_route(body: News2Request, lang: Language = Depends(language)) -> News2Response:
+def news2_route(body: News2Request, lang: ReplyLanguage) -> News2Response:
     """NEWS2 aggregate score, RCP response band, monitoring frequency and action level."""
     fields = body.model_dump(exclude={"age", "deteriorating"})
     result = nw.news2(nw.News2Input(**fields), lang)
@@ -225,7 +230,7 @@ class QsofaResponse(nw.QsofaResult):
 
 
 @router.post("/api/v1/cds/qsofa", response_model=QsofaResponse)
-def qsofa_route(body: QsofaRequest, lang: Language = Depends(language)) -> QsofaResponse:
+def qsofa_route(body: QsofaRequest, lang: ReplyLanguage) -> QsofaResponse:
     """qSOFA (Sepsis-3), interpreted with the answer to "is infection suspected?"."""
     result = nw.qsofa(nw.QsofaInput(**body.model_dump()), lang)
     level, reasons = qsofa_action(result, lang)
@@ -246,9 +251,7 @@ class DiabetesProgressionResponse(ModelPrediction):
 
 @router.post("/api/v1/cds/diabetes-progression", response_model=DiabetesProgressionResponse)
 def diabetes_progression_route(
-    body: DiabetesProgressionRequest,
-    lang: Language = Depends(language),
-    model: TabularPredictor | None = Depends(predictor),
+    body: DiabetesProgressionRequest, lang: ReplyLanguage, model: DemoModel
 ) -> DiabetesProgressionResponse:
     """The demo learned model (not for clinical use) with reason codes."""
     if model is None:
@@ -258,11 +261,7 @@ def diabetes_progression_route(
 
 
 @router.post("/api/v1/cds/assess", response_model=AssessResult)
-def assess_route(
-    body: AssessRequest,
-    lang: Language = Depends(language),
-    model: TabularPredictor | None = Depends(predictor),
-) -> AssessResult:
+def assess_route(body: AssessRequest, lang: ReplyLanguage, model: DemoModel) -> AssessResult:
     """Every applicable score, referral advice and guidance for one patient summary."""
     return assess(body, model, lang)
 
@@ -676,8 +675,8 @@ def call_service(
     service_id: str,
     body: HookRequest,
     http_request: Request,
-    lang: Language = Depends(language),
-    model: TabularPredictor | None = Depends(predictor),
+    lang: ReplyLanguage,
+    model: DemoModel,
 ) -> dict[str, Any]:
     """Run a CDS service on the hook's prefetch (fetching what is missing when possible)."""
     service = SERVICES.get(service_id)

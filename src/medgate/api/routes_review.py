@@ -9,12 +9,12 @@ referral for the study's patient (``origin = "review"``, one per review revision
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Request, Response
+from fastapi import APIRouter, FastAPI, HTTPException, Path, Request, Response
 from pydantic import BaseModel, Field
 
-from medgate.api.pages.session import ReviewAccess, require_review
+from medgate.api.pages.session import Reviewer
 from medgate.api.routes_referrals import refer_from_review
 from medgate.review.monitoring import (
     ModelFigures,
@@ -80,7 +80,7 @@ def post_review(
     body: ReviewBody,
     request: Request,
     response: Response,
-    access: ReviewAccess = Depends(require_review),
+    access: Reviewer,
 ) -> dict[str, Any]:
     """Record the radiologist's verdicts and queue the verified SR for the PACS (201; 200 when
     the same review was already stored)."""
@@ -124,9 +124,7 @@ def post_review(
 
 
 @router.get("/studies/{study_instance_uid}/review")
-def get_review(
-    study_instance_uid: str, request: Request, _: ReviewAccess = Depends(require_review)
-) -> dict[str, Any]:
+def get_review(study_instance_uid: str, request: Request, _: Reviewer) -> dict[str, Any]:
     """The study's current review and every earlier revision."""
     if request.app.state.index.studies.get(study_instance_uid) is None:
         raise HTTPException(404, f"no study with StudyInstanceUID {study_instance_uid}")
@@ -145,8 +143,8 @@ MAX_ROW_ID = 2**63 - 1
 @router.post("/notifications/{notification_id}/ack")
 def ack_notification(
     request: Request,
-    notification_id: int = Path(ge=1, le=MAX_ROW_ID),
-    access: ReviewAccess = Depends(require_review),
+    notification_id: Annotated[int, Path(ge=1, le=MAX_ROW_ID)],
+    access: Reviewer,
 ) -> dict[str, Any]:
     """Acknowledge a critical-result message: its study escalates no further."""
     by = f"reviewer:{access.reviewer_id}" if access.reviewer_id else access.via

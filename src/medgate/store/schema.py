@@ -78,7 +78,7 @@ outbox = sa.Table(
 )
 
 # ---------------------------------------------------------------------------------------------
-# Delivery to the sites' own systems (medgate.delivery, store.deliveries; revision 0003_deliveries)
+# Delivery to the sites' own systems (medgate.delivery, store.deliveries; revision 0003)
 
 DELIVERY_STATUSES = ("pending", "delivered", "dead-letter")
 REPORT_STATUSES = ("preliminary", "final", "amended")
@@ -118,7 +118,7 @@ result_reports = sa.Table(
 
 # ---------------------------------------------------------------------------------------------
 # Radiologist review and critical-result notification (medgate.review, store.reviews,
-# store.notifications; revision 0003_review)
+# store.notifications; revision 0003)
 
 NOTIFICATION_STATUSES = ("pending", "sent", "acknowledged", "dead")
 
@@ -163,7 +163,7 @@ notifications = sa.Table(
 
 # ---------------------------------------------------------------------------------------------
 # Two-way referral and traced decision support (store.referrals, store.cds_answers; revision
-# 0003_referrals)
+# 0003)
 
 REFERRAL_STATUSES = ("requested", "accepted", "completed", "rejected", "cancelled")
 

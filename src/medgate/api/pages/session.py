@@ -17,8 +17,9 @@ import json
 import secrets
 import time
 from dataclasses import dataclass
+from typing import Annotated
 
-from fastapi import HTTPException, Request, status
+from fastapi import Depends, HTTPException, Request, status
 
 from medgate.core.logs import phi_hash
 
@@ -127,3 +128,7 @@ async def require_review(request: Request) -> ReviewAccess:
             headers={"WWW-Authenticate": "Bearer"},
         )
     return access
+
+
+#: A JSON route's parameter that admits only callers with review access.
+Reviewer = Annotated[ReviewAccess, Depends(require_review)]
