@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from tests.support.configs import settings_to_toml
-from tests.support.serve_process import ServeProcess
+from tests.support.serve_process import RAY_TOKEN_ENV, ServeProcess
 from tests.support.serve_process import ray_node_started as _started
 from tests.support.serving import (
     phantom_bytes,
@@ -71,7 +71,7 @@ def ray_head(tmp_path: Path) -> Iterator[str]:
     env = {
         **os.environ,
         "RAY_ADDRESS": "",
-        "RAY_AUTH_MODE": "token",
+        **RAY_TOKEN_ENV,
         "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "2",
     }
     log = tmp_path / "ray-head.log"
@@ -173,7 +173,10 @@ def test_two_instances_share_the_work_and_survive_a_kill_9(
         configs[n] = tmp_path / f"{n}.toml"
         configs[n].write_text(settings_to_toml(s))
     url = f"http://127.0.0.1:{api_port}"
-    children = {n: ServeProcess(configs[n], ray_head, tmp_path / f"serve-{n}.log") for n in names}
+    children = {
+        n: ServeProcess(configs[n], ray_head, tmp_path / f"serve-{n}.log", RAY_TOKEN_ENV)
+        for n in names
+    }
     index = Index(pg_url)
     try:
         children["MEDGATE_A"].start().wait_ready(url)

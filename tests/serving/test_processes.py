@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 from tests.support.configs import settings_to_toml
-from tests.support.serve_process import ServeProcess
+from tests.support.serve_process import RAY_TOKEN_ENV, ServeProcess
 from tests.support.serve_process import ray_node_started as _started
 from tests.support.serving import orthanc_kinds, phantom_bytes, study_uid_of, wait_for
 
@@ -129,13 +129,13 @@ def ray_cluster(tmp_path: Path) -> Iterator[str]:
     ]
     head_only = ["--include-dashboard=false", f"--ray-client-server-port={free_port()}"]
     nodes: list[subprocess.Popen[bytes]] = []
-    # Token authentication (Ray's default for new clusters) on both nodes; medgate, as any
-    # client on this machine, finds the token in ~/.ray/auth_token.
+    # Token authentication (Ray's default for new clusters) on both nodes and for every client,
+    # with the token handed to each.
     # A short drain on SIGTERM: nothing routes to this cluster once the test is over.
     env = {
         **os.environ,
         "RAY_ADDRESS": "",
-        "RAY_AUTH_MODE": "token",
+        **RAY_TOKEN_ENV,
         "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "2",
     }
     try:
@@ -199,7 +199,7 @@ def test_serve_joins_a_two_node_ray_cluster(
     settings = _gateway_settings(serving_settings, orthanc, medgate_port, free_port())
     config = _config(settings, tmp_path / "medgate.toml")
     url = f"http://127.0.0.1:{settings.api.port}"
-    child = ServeProcess(config, ray_cluster, tmp_path / "serve.log").start()
+    child = ServeProcess(config, ray_cluster, tmp_path / "serve.log", RAY_TOKEN_ENV).start()
     try:
         child.wait_ready(url)
         nodes = subprocess.run(
@@ -212,7 +212,7 @@ def test_serve_joins_a_two_node_ray_cluster(
             capture_output=True,
             text=True,
             timeout=120,
-            env={**os.environ, "RAY_AUTH_MODE": "token"},
+            env={**os.environ, **RAY_TOKEN_ENV},
         )
         assert nodes.stdout.strip().splitlines()[-1] == "2", nodes.stderr[-2000:]
         data = phantom_bytes(61)

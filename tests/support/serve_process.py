@@ -5,6 +5,7 @@ tests/pg/test_two_instances.py)."""
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -15,18 +16,27 @@ from tests.support.serving import wait_for
 
 MEDGATE = [sys.executable, "-m", "medgate.cli.main"]
 
+#: One token for every Ray node and client these tests start. Ray's token authentication needs
+#: the same token on each; handing it over here keeps the tests from depending on a
+#: ``~/.ray/auth_token`` that some earlier test's local cluster happened to write.
+RAY_TOKEN_ENV = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+
 
 class ServeProcess:
     """``medgate serve`` as a child process with its output in a log file."""
 
-    def __init__(self, config: Path, ray_address: str, log: Path) -> None:
+    def __init__(
+        self, config: Path, ray_address: str, log: Path, ray_env: dict[str, str] | None = None
+    ) -> None:
+        """``ray_env``: how to reach a token-authenticated cluster; by default the token this
+        machine's local clusters write to ``~/.ray/auth_token`` (this test process's own)."""
         self.args = [*MEDGATE, "serve", "--config", str(config), "--ray-address", ray_address]
         self.log = log
+        self.ray_env = ray_env or {"RAY_AUTH_MODE": "token"}
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> ServeProcess:
-        # Clients of a token-authenticated cluster say so (the token is in ~/.ray/auth_token).
-        env = {**os.environ, "RAY_AUTH_MODE": "token"}
+        env = {**os.environ, **self.ray_env}
         with open(self.log, "ab") as out:
             self.process = subprocess.Popen(
                 self.args, stdout=out, stderr=subprocess.STDOUT, env=env
