@@ -43,7 +43,7 @@ bench: install
 
 # Wheels for scripts/gpu-check.sh on a lent GPU machine (Python 3.12 there; pins = this venv's).
 GPU_WHEELS = pydantic pydantic-core pydantic-settings python-dotenv annotated-types \
-	typing-inspection pydicom monai
+	typing-inspection pydicom monai highdicom pyjpegls
 gpu-wheels: install
 	rm -rf .whl && $(BIN)/python -m pip download -q --no-deps --only-binary=:all: \
 	  --python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64 \
