@@ -963,3 +963,64 @@ def test_ckd_stage_3_sets_the_targets_on_cds_hooks(client: TestClient) -> None:
     follow_up = next(c for c in cards(client, prefetch) if c["summary"].startswith("Follow-up"))
     assert "not controlled (office BP < 130/80 mmHg" in follow_up["detail"]
     assert follow_up["summary"] == "Follow-up: next visit within 14 days"
+
+
+# An earlier hypoglycaemia in the record (the follow-up's "not hidden by a later normal value")
+
+
+def _diabetic_with_glucose(*glucose: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "patient": PATIENT,
+        "observations": searchset(list(glucose)),
+        "conditions": searchset([fhir_condition("E11")]),
+    }
+
+
+def test_an_earlier_lab_hypoglycaemia_is_not_hidden_by_a_later_normal_value(
+    client: TestClient,
+) -> None:
+    """DM 2022: hypoglycaemia means reviewing the treatment. A record with glucose 2.8 two days
+    ago and 6.1 this morning was read as 6.1 alone: 'controlled, next visit in 90 days'."""
+    prefetch = _diabetic_with_glucose(
+        {**obs("14749-6", 2.8, "mmol/L", ago(days=2)), "id": "glu-low"},
+        {**obs("14749-6", 6.1, "mmol/L", ago(hours=2)), "id": "glu-now"},
+    )
+    summary, sources = read_prefetch(prefetch, now=dt.datetime.now(dt.UTC))
+    assert summary["random_glucose_mmol_l"] == pytest.approx(6.1)
+    (earlier,) = summary["earlier_glucose"]
+    assert earlier["glucose_mmol_l"] == pytest.approx(2.8) and earlier["fasting"] is False
+    inputs = cds_trace.provenance(sources, summary, [])
+    (low,) = [i for i in inputs if i["input"] == "earlier_glucose"]
+    assert (low["source"], low["value"], low["used"]) == ("Observation/glu-low", 2.8, True)
+    follow_up = assess(AssessRequest(**summary), None, "en").follow_up
+    assert follow_up is not None and follow_up.next_follow_up_days == 14
+    assert follow_up.status[0].controlled is False
+    assert (follow_up.status[0].reason or "").startswith("hypoglycaemia: glucose 2.8 mmol/L")
+    text = str(cards(client, prefetch))
+    assert "hypoglycaemia: glucose 2.8 mmol/L" in text
+
+
+@pytest.mark.parametrize(
+    ("earlier", "why"),
+    [
+        (obs("1558-6", 72, "mg/dL", ago(days=8)), "older than the 7-day window"),
+        (obs("1558-6", 90, "mg/dL", ago(days=2)), "not low (5.0 mmol/L)"),
+    ],
+)
+def test_an_earlier_glucose_is_sent_only_when_low_and_recent(
+    earlier: dict[str, Any], why: str
+) -> None:
+    prefetch = _diabetic_with_glucose(earlier, obs("1558-6", 110, "mg/dL", ago(hours=2)))
+    summary, _ = read_prefetch(prefetch, now=dt.datetime.now(dt.UTC))
+    assert summary["fasting_glucose_mmol_l"] == pytest.approx(6.1, abs=0.05)
+    assert "earlier_glucose" not in summary, why
+
+
+def test_without_a_request_time_the_window_counts_from_the_value_used() -> None:
+    prefetch = _diabetic_with_glucose(
+        obs("1558-6", 60, "mg/dL", "2026-01-01T08:00:00Z"),  # 3.3 mmol/L, 10 days before
+        obs("1558-6", 65, "mg/dL", "2026-01-09T08:00:00Z"),  # 3.6 mmol/L, 2 days before
+        obs("1558-6", 110, "mg/dL", "2026-01-11T08:00:00Z"),
+    )
+    earlier = summary_from_prefetch(prefetch)["earlier_glucose"]
+    assert [round(r["glucose_mmol_l"], 1) for r in earlier] == [3.6]

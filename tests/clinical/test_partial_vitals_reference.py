@@ -503,6 +503,25 @@ def test_an_earlier_home_hypoglycaemia_is_not_hidden_by_a_later_normal_value() -
     assert result.follow_up.next_follow_up_days == 14
 
 
+def test_an_earlier_clinic_or_lab_hypoglycaemia_is_not_hidden_by_todays_normal_value() -> None:
+    """DM 2022, as for the home series: a laboratory 3.1 two days ago, 6.4 today."""
+    result = assess(
+        AssessRequest(
+            age=70,
+            conditions=["type2_diabetes"],
+            fasting_glucose_mmol_l=6.4,
+            earlier_glucose=[{"time": T_HOME, "glucose_mmol_l": 3.1, "fasting": True}],
+        ),
+        None,
+        "en",
+    )
+    assert result.follow_up is not None
+    status = result.follow_up.status[0]
+    assert status.controlled is False
+    assert (status.reason or "").startswith("hypoglycaemia: glucose 3.1 mmol/L")
+    assert result.referral.level != "emergency"  # a low that has passed is not today's danger
+
+
 def test_a_hypoglycaemic_value_never_meets_the_glucose_target() -> None:
     result = assess(
         AssessRequest(age=66, conditions=["type2_diabetes"], fasting_glucose_mmol_l=3.3),

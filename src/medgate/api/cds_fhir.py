@@ -63,6 +63,7 @@ from medgate.api.fhir_time import (
     too_old,
 )
 from medgate.clinical.common import MG_DL_PER_MMOL_L_CHOLESTEROL, MG_DL_PER_MMOL_L_GLUCOSE
+from medgate.clinical.urgent import URGENT_GLUCOSE_LOW
 
 PREFETCH_TEMPLATES = {
     "patient": "Patient/{{context.patientId}}",
@@ -224,6 +225,33 @@ def _source(resource: Any, kind: str, code: str, shown: str | None) -> Source:
     return {"source": f"{kind}/{resource.id or '?'}", "code": code, "effective": shown}
 
 
+GLUCOSE_INPUTS = ("fasting_glucose_mmol_l", "random_glucose_mmol_l")
+
+
+def _earlier_hypoglycaemia(
+    name: str,
+    values: list[tuple[When, Any, Source]],
+    chosen: int,
+    now: dt.datetime | None,
+) -> list[tuple[dict[str, Any], Source]]:
+    """The values of one glucose input before the one used, at or below 3.9 mmol/L and within
+    the vital-sign window (of ``now``, else of the value used), as ``earlier_glucose`` readings:
+    the follow-up reads only those (an earlier hypoglycaemia a later normal value does not
+    undo), so only those are sent and named in the trace."""
+    since = (now or values[chosen][0].until) - MAX_AGE[name]
+    return [
+        (
+            {"time": when.at, "glucose_mmol_l": value, "fasting": name == GLUCOSE_INPUTS[0]},
+            {**source, "value": value},
+        )
+        for i, (when, value, source) in enumerate(values)
+        if i != chosen
+        and when is not UNDATED
+        and when.until >= since
+        and value <= URGENT_GLUCOSE_LOW
+    ]
+
+
 def _field(name: str, value: Any) -> tuple[str, Any]:
     """The ``AssessRequest`` field of an Observation value, and the value as the field takes it."""
     if name in LIPIDS:
@@ -349,9 +377,15 @@ def read_prefetch(
     for name, values in found.items():
         fresh = [v for v in values if not too_old(name, v[0], now)]
         if fresh:
-            _, value, source = fresh[latest([v[0] for v in fresh])]
+            chosen_at = latest([v[0] for v in fresh])
+            _, value, source = fresh[chosen_at]
             field, out[field] = _field(name, value)
             sources.append({"input": field, **source, "used": True})
+            if name in GLUCOSE_INPUTS:
+                earlier = _earlier_hypoglycaemia(name, fresh, chosen_at, now)
+                if earlier:
+                    out.setdefault("earlier_glucose", []).extend(r for r, _ in earlier)
+                sources += [{"input": "earlier_glucose", **src, "used": True} for _, src in earlier]
         else:
             when, value, source = values[latest([v[0] for v in values])]
             field, shown = _field(name, value)

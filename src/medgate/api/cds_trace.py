@@ -156,7 +156,7 @@ def provenance(
         inputs.append(
             {
                 **item,
-                "value": summary.get(field),
+                "value": item.get("value", summary.get(field)),  # one of a list: its own
                 "used": field in summary and field not in dropped,
             }
         )

@@ -153,6 +153,10 @@ class VisitHistory(BaseModel):
     new_or_worse_complication: bool = False
     home_bp: list[BpReading] = Field(default_factory=list, max_length=5000)
     home_glucose: list[GlucoseReading] = Field(default_factory=list, max_length=5000)
+    #: glucose measured before today's values (clinic or laboratory, as a record holds them),
+    #: each with its time: read only for an earlier hypoglycaemia, which a later normal value
+    #: does not undo (DM 2022); CDS Hooks fills it from the record's recent glucose
+    earlier_glucose: list[GlucoseReading] = Field(default_factory=list, max_length=5000)
 
 
 class FollowUpInput(VisitHistory):
@@ -723,10 +727,10 @@ def _glucose_status(
 
 
 def _lowest_glucose(x: FollowUpInput) -> float | None:
-    """The lowest glucose at or below 3.9 mmol/L among today's values and every home reading
-    sent: an earlier hypoglycaemia is not hidden by a later normal reading."""
+    """The lowest glucose at or below 3.9 mmol/L among today's values, every home reading and
+    every earlier value sent: an earlier hypoglycaemia is not hidden by a later normal one."""
     values = [x.fasting_glucose_mmol_l, x.random_glucose_mmol_l]
-    values += [r.glucose_mmol_l for r in x.home_glucose]
+    values += [r.glucose_mmol_l for r in (*x.home_glucose, *x.earlier_glucose)]
     low = [v for v in values if v is not None and v <= ur.URGENT_GLUCOSE_LOW]
     return min(low) if low else None
 
