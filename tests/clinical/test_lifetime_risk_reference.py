@@ -299,7 +299,7 @@ def test_china_par_derives_non_hdl_from_tc_minus_hdl(
 
 def assess_body(**changes: object) -> AssessRequest:
     body = profile("male", 50, diabetes=False, current_smoker=True, dbp_mmhg=80, bmi=30)
-    body.update(conditions=["hypertension"], ldl_cholesterol_mmol_l=3.0, **changes)
+    body.update({"conditions": ["hypertension"], "ldl_cholesterol_mmol_l": 3.0, **changes})
     return AssessRequest.model_validate(body)
 
 
@@ -381,3 +381,50 @@ def test_high_risk_by_the_china_par_flow_also_sets_the_high_risk_ldl_target(
     assert result.follow_up is not None
     ldl = next(t for t in result.follow_up.targets if t.measure == "ldl_cholesterol_mmol_l")
     assert ldl.target == "< 2.6 mmol/L" and basis in ldl.source
+
+
+# LDL-C target for a patient the follow-up does not cover (no hypertension or diabetes
+# diagnosis): the China-PAR flow's risk level sets it. Lipid 2016 (中国成人血脂异常防治指南2016,
+# 表: 不同ASCVD危险人群LDL-C治疗达标值): low / intermediate < 3.4, high < 2.6, very high
+# (ASCVD) < 1.8 mmol/L.
+LIPID_2016_LDL = "中国成人血脂异常防治指南2016, LDL-C治疗达标值"
+
+# (changes to assess_body with no diagnosis, target, met, source)
+LDL_ROWS: list[tuple[dict, str, bool, str]] = [
+    ({}, "< 2.6 mmol/L", False, f"{LIPID_2016_LDL}: high (remaining-lifetime risk high), 3.0"),
+    ({"bmi": 24}, "< 3.4 mmol/L", True, f"{LIPID_2016_LDL}: intermediate, 3.0"),
+    ({"bmi": 24, "ldl_cholesterol_mmol_l": 3.6}, "< 3.4 mmol/L", False, "intermediate, 3.6"),
+    ({"ldl_cholesterol_mmol_l": 5.2}, "< 2.6 mmol/L", False, "direct high risk: LDL-C >= 4.9"),
+    ({"ascvd": True, "ldl_cholesterol_mmol_l": 2.1}, "< 1.8 mmol/L", False, "very high: ASCVD"),
+]
+
+
+@pytest.mark.parametrize(("changes", "target", "met", "source"), LDL_ROWS)
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_ldl_target_without_a_diagnosis_follows_the_ascvd_risk(
+    changes: dict, target: str, met: bool, source: str, lang: str
+) -> None:
+    result = assess(assess_body(conditions=[], **changes), None, lang)  # type: ignore[arg-type]
+    assert result.follow_up is None
+    check = result.ldl_target
+    assert check is not None, source
+    assert (check.target, check.met) == (target, met), source
+    line = next(g for g in result.guidance if g.startswith("LDL-C "))
+    limit = target.split()[1]
+    if lang == "zh":
+        assert f"{'已达标' if met else '未达标'}（目标<{limit}毫摩尔/升" in line
+    else:
+        assert f"{'at target' if met else 'not at target'} (< {limit} mmol/L" in line
+    details = [card["detail"] for card in cards_for(result, "p1", lang)]  # type: ignore[arg-type]
+    assert sum(line in detail for detail in details) == 1, details  # on one card, once
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"conditions": ["hypertension"]}, {"conditions": [], "ldl_cholesterol_mmol_l": None}],
+)
+def test_no_second_ldl_line_under_follow_up_and_none_without_ldl(changes: dict) -> None:
+    """A followed-up patient has the LDL-C target among the follow-up's targets already."""
+    result = assess(assess_body(**changes), None, "en")
+    assert result.ldl_target is None
+    assert not any(g.startswith("LDL-C ") for g in result.guidance)

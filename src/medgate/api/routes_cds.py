@@ -41,6 +41,7 @@ from medgate.clinical.assess import (
     Level,
     assess,
     china_par_guidance,
+    ldl_line,
     news2_action,
     qsofa_action,
 )
@@ -524,7 +525,9 @@ def _follow_up_card(fup: fu.FollowUpResult, lang: Language) -> dict[str, Any]:
     return _card(summary, "info", "\n".join(lines), lang, source)
 
 
-def _china_par_card(par: cp.ChinaParResult, lang: Language) -> dict[str, Any]:
+def _china_par_card(
+    par: cp.ChinaParResult, ldl: fu.TargetCheck | None, lang: Language
+) -> dict[str, Any]:
     zh = lang == "zh"
     category = par.category or "high"
     if par.risk_10y_percent is not None:
@@ -539,7 +542,8 @@ def _china_par_card(par: cp.ChinaParResult, lang: Language) -> dict[str, Any]:
     lifetime_high = par.lifetime_risk is not None and par.lifetime_risk.status == "high"
     if lifetime_high:
         summary += "；余生危险高危" if zh else "; remaining-lifetime risk high"
-    detail = "\n".join(f"- {line}" for line in china_par_guidance(par, lang))
+    lines = china_par_guidance(par, lang) + ([ldl_line(ldl, lang)] if ldl else [])
+    detail = "\n".join(f"- {line}" for line in lines)
     detail += f"\n\n`{cp.NAME} {cp.VERSION}`"
     source = {"label": "China-PAR (Yang et al., Circulation 2016)", "url": cp.SOURCE_URL}
     indicator = "warning" if category == "high" or lifetime_high else "info"
@@ -578,16 +582,18 @@ def _other_cards(result: AssessResult, lang: Language) -> list[dict[str, Any]]:
     if result.qsofa is not None and result.qsofa.positive:
         cards.append(_qsofa_card(result.qsofa, lang))
     par = result.china_par
+    established = par is not None and par.route == "established-ascvd"
+    ldl = result.ldl_target
     if par is not None and par.applicable and par.category is not None:
-        cards.append(_china_par_card(par, lang))
-    if par is not None and par.route == "established-ascvd":
+        cards.append(_china_par_card(par, None if established else ldl, lang))
+    if established:
         cards.append(
             _card(
                 "已确诊动脉粥样硬化性心血管病：极高危，二级预防"
                 if zh
                 else "Established ASCVD: very high risk, secondary prevention",
                 "warning",
-                GUIDANCE["cvd-established"][lang],
+                GUIDANCE["cvd-established"][lang] + (f"\n\n{ldl_line(ldl, lang)}" if ldl else ""),
                 lang,
             )
         )

@@ -117,6 +117,9 @@ class AssessResult(BaseModel):
     news2_at_least: nw.News2LowerBound | None = None
     qsofa: nw.QsofaResult | None = None
     follow_up: fu.FollowUpResult | None = None
+    #: the LDL-C target by ASCVD risk for a patient the follow-up does not cover (the follow-up's
+    #: targets carry it otherwise); None without an LDL-C or without a known risk level
+    ldl_target: fu.TargetCheck | None = None
     learned_model: dict[str, Any] | None = None
     referral: Referral
     guidance: list[str]
@@ -234,6 +237,34 @@ def ascvd_high_risk_basis(par: cp.ChinaParResult | None) -> str | None:
     if par.route == "direct-high-risk":
         return "ASCVD risk high without calculation: " + "; ".join(par.direct_high_risk_reasons)
     return f"China-PAR 10-year ASCVD risk {par.risk_10y_percent:.1f} %"
+
+
+def ldl_target_check(x: AssessRequest, par: cp.ChinaParResult | None) -> fu.TargetCheck | None:
+    """The LDL-C target of the China-PAR flow's risk level (``fu.ldl_target_by_risk``, Lipid
+    2016), or None without an LDL-C or where the flow gave no level (inputs missing, age out of
+    range, pregnancy)."""
+    if x.ldl_cholesterol_mmol_l is None or par is None:
+        return None
+    ascvd = par.route == "established-ascvd"
+    if not ascvd and par.category is None:
+        return None
+    limit, source = fu.ldl_target_by_risk(
+        ascvd, x.has_diabetes() or x.ckd or x.ckd_stage_3_4, ascvd_high_risk_basis(par)
+    )
+    return fu.below_target(
+        "ldl_cholesterol_mmol_l", x.ldl_cholesterol_mmol_l, limit, "mmol/L", source
+    )
+
+
+def ldl_line(check: fu.TargetCheck, lang: Language) -> str:
+    """The LDL-C target line of a guidance list and a card."""
+    value = f"{round(float(check.value or 0), 2):g}"
+    target = check.target.replace(" mmol/L", "").replace(" ", "")
+    if lang == "zh":
+        met = "已达标" if check.met else "未达标"
+        return f"LDL-C {value} mmol/L，{met}（目标{target}毫摩尔/升，2016年血脂指南）"
+    met = "at target" if check.met else "not at target"
+    return f"LDL-C {value} mmol/L: {met} ({check.target}, Lipid 2016)."
 
 
 def _follow_up(x: AssessRequest, par: cp.ChinaParResult | None) -> fu.FollowUpResult | NotComputed:
@@ -585,8 +616,11 @@ def assess(x: AssessRequest, predictor: TabularPredictor | None, lang: Language)
             decision.add("routine", reason)
         fup_line = len(guidance)
         guidance.append(getattr(fup.advice, lang))
+    ldl = ldl_target_check(x, par) if fup is None else None
     if par is not None:
         guidance += _cvd_guidance(par, lang)
+        if ldl is not None:
+            guidance.append(ldl_line(ldl, lang))
         if not par.applicable:
             not_computed.append(
                 NotComputed(
@@ -654,6 +688,7 @@ def assess(x: AssessRequest, predictor: TabularPredictor | None, lang: Language)
         news2_at_least=news2_floor,
         qsofa=qs,
         follow_up=fup,
+        ldl_target=ldl,
         learned_model=learned,
         referral=decision.referral(),
         guidance=guidance,

@@ -736,15 +736,22 @@ def _lowest_glucose(x: FollowUpInput) -> float | None:
 
 
 def ldl_target(x: FollowUpInput) -> tuple[float, str]:
+    """LDL-C target of a followed-up patient (``ldl_target_by_risk``)."""
+    return ldl_target_by_risk(x.ascvd, has_diabetes(x) or x.ckd, x.ascvd_high_risk_basis)
+
+
+def ldl_target_by_risk(
+    ascvd: bool, diabetes_or_ckd: bool, high_risk_basis: str | None
+) -> tuple[float, str]:
     """LDL-C target by risk: ASCVD < 1.8; diabetes, CKD, or high risk by the ASCVD risk
     assessment (10-year, direct or lifetime) < 2.6 (DM_2022; LIPID_2016 table); otherwise < 3.4
-    (LIPID_2016 low/intermediate)."""
-    if x.ascvd:
+    (LIPID_2016 low/intermediate). One rule for the follow-up and for every other patient."""
+    if ascvd:
         return _t("ldl_target_very_high"), f"{LIPID_2016} very high risk (ASCVD); {DM_2022}"
-    if has_diabetes(x) or x.ckd:
+    if diabetes_or_ckd:
         return _t("ldl_target_high"), f"{LIPID_2016} high risk (diabetes / CKD); {DM_2022}"
-    if x.ascvd_high_risk_basis:
-        return _t("ldl_target_high"), f"{LIPID_2016} high risk ({x.ascvd_high_risk_basis})"
+    if high_risk_basis:
+        return _t("ldl_target_high"), f"{LIPID_2016} high risk ({high_risk_basis})"
     return _t("ldl_target_other"), f"{LIPID_2016} low / intermediate risk"
 
 
