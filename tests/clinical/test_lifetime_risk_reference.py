@@ -410,11 +410,11 @@ def test_ldl_target_without_a_diagnosis_follows_the_ascvd_risk(
     assert check is not None, source
     assert (check.target, check.met) == (target, met), source
     line = next(g for g in result.guidance if g.startswith("LDL-C "))
-    limit = target.split()[1]
+    value = f"{changes.get('ldl_cholesterol_mmol_l', 3.0):g}"
     if lang == "zh":
-        assert f"{'已达标' if met else '未达标'}（目标<{limit}毫摩尔/升" in line
+        assert line == f"LDL-C {value} mmol/L，{'已达标' if met else '未达标'}（目标 {target}）"
     else:
-        assert f"{'at target' if met else 'not at target'} (< {limit} mmol/L" in line
+        assert line == f"LDL-C {value} mmol/L: {'at target' if met else 'not at target'} ({target})"
     details = [card["detail"] for card in cards_for(result, "p1", lang)]  # type: ignore[arg-type]
     assert sum(line in detail for detail in details) == 1, details  # on one card, once
 

@@ -454,11 +454,6 @@ def _qsofa_card(qs: nw.QsofaResult, lang: Language) -> dict[str, Any]:
     return _card(summary, indicator, detail, lang, source)
 
 
-def _shown(value: float | str | None) -> str:
-    """A lab value as a doctor reads it: two decimals at most (3.626 converted from mg/dL: 3.63)."""
-    return f"{round(value, 2):g}" if isinstance(value, int | float) else str(value)
-
-
 #: Input names in Chinese, for the list of what a score is missing (the field name follows).
 INPUT_ZH = {
     **nw.PARAMETER_ZH,
@@ -510,11 +505,7 @@ def _follow_up_card(fup: fu.FollowUpResult, lang: Language) -> dict[str, Any]:
         # BP and glucose show in the status lines above; an unmet LDL-C target shows here,
         # since it does not change the visit interval (a "controlled, 90 days" card would hide it)
         if t.measure == "ldl_cholesterol_mmol_l" and t.met is False:
-            lines.append(
-                f"- LDL-C {_shown(t.value)} mmol/L，未达标（目标 {t.target}）"
-                if zh
-                else f"- LDL-C {_shown(t.value)} mmol/L: not at target ({t.target})"
-            )
+            lines.append(f"- {ldl_line(t, lang)}")
     lines.append(getattr(fup.advice, lang))
     summary = (
         f"随访：{fup.next_follow_up_days}天内复诊"

@@ -257,14 +257,13 @@ def ldl_target_check(x: AssessRequest, par: cp.ChinaParResult | None) -> fu.Targ
 
 
 def ldl_line(check: fu.TargetCheck, lang: Language) -> str:
-    """The LDL-C target line of a guidance list and a card."""
+    """An LDL-C target's line, the same on every card that shows one (the follow-up card's unmet
+    target, the China-PAR and established-ASCVD cards); two decimals at most, as a doctor reads a
+    lab value (3.626 converted from mg/dL: 3.63)."""
     value = f"{round(float(check.value or 0), 2):g}"
-    target = check.target.replace(" mmol/L", "").replace(" ", "")
     if lang == "zh":
-        met = "已达标" if check.met else "未达标"
-        return f"LDL-C {value} mmol/L，{met}（目标{target}毫摩尔/升，2016年血脂指南）"
-    met = "at target" if check.met else "not at target"
-    return f"LDL-C {value} mmol/L: {met} ({check.target}, Lipid 2016)."
+        return f"LDL-C {value} mmol/L，{'已达标' if check.met else '未达标'}（目标 {check.target}）"
+    return f"LDL-C {value} mmol/L: {'at target' if check.met else 'not at target'} ({check.target})"
 
 
 def _follow_up(x: AssessRequest, par: cp.ChinaParResult | None) -> fu.FollowUpResult | NotComputed:
